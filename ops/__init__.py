@@ -1,0 +1,1 @@
+"""``gsasr_plugin.ops``: the differentiable 2D Gaussian rasterizer (installed from the top-level ``ops/``)."""

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up ./.venv (scripts/setup_env.sh), checks that the CUDA rasterizer compiles where nvcc exists,
+# and runs the test suite. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k rasterize`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+if [ -x "$CUDA_HOME/bin/nvcc" ]; then
+  echo "Compiling the CUDA rasterizer (compile only, into build/cuda_check) ..."
+  GSASR_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" MAX_JOBS=2 \
+    .venv/bin/python setup.py -q build_ext --build-temp build/cuda_check/tmp --build-lib build/cuda_check/lib
+  ls build/cuda_check/lib/gsasr_plugin/ops/_C*.so
+else
+  echo "No nvcc under CUDA_HOME=$CUDA_HOME: skipping the CUDA compile check."
+fi
+
+.venv/bin/python -m pytest -q tests "$@"

@@ -1,0 +1,71 @@
+"""Installs ``gsasr_plugin`` (with the top-level ``ops/`` folder as ``gsasr_plugin.ops``).
+
+The CUDA rasterizer extension ``gsasr_plugin.ops._C`` is compiled when CUDA is usable here
+(``torch.cuda.is_available()``) or when ``GSASR_BUILD_CUDA=1`` asks for it (a machine with nvcc and no
+GPU can compile it); ``GSASR_BUILD_CUDA=0`` skips it. Without it, everything runs on the pure-PyTorch
+path. Install with ``pip install --no-build-isolation .`` so that the build sees the installed torch.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+
+def cuda_extensions():
+    """The extension list: the CUDA rasterizer when asked for or when a GPU is present, else empty."""
+    wanted = os.environ.get('GSASR_BUILD_CUDA', '').strip()
+    if wanted == '0':
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+    except ImportError:
+        return [], {}
+    if wanted != '1' and not torch.cuda.is_available():
+        return [], {}
+    if CUDA_HOME is None:
+        if wanted == '1':
+            raise RuntimeError('GSASR_BUILD_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to it')
+        return [], {}
+    sources = sorted(glob.glob('ops/csrc/*.cpp') + glob.glob('ops/csrc/*.cu'))
+    if not sources:
+        return [], {}
+    ext = CUDAExtension(
+        name='gsasr_plugin.ops._C',
+        sources=sources,
+        extra_compile_args={'cxx': ['-O3'], 'nvcc': ['-O3', '--use_fast_math', '-lineinfo']},
+    )
+    return [ext], {'build_ext': BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = cuda_extensions()
+
+setup(
+    name='gsasr-basicsr',
+    version='0.1.0',
+    description='Arbitrary-scale super-resolution by 2D Gaussian splatting (GSASR, GaussianSR, ContinuousSR) '
+    'as a BasicSR plugin',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.9',
+    packages=find_packages(include=['gsasr_plugin', 'gsasr_plugin.*']) + ['gsasr_plugin.ops'],
+    package_dir={'gsasr_plugin.ops': 'ops'},
+    package_data={'gsasr_plugin.ops': ['csrc/*.cu', 'csrc/*.cpp', 'csrc/*.h', 'csrc/*.cuh']},
+    install_requires=[
+        'torch>=2.1',
+        'torchvision',
+        'basicsr==1.4.2',
+        'mmengine>=0.10',
+        'timm>=1.0',
+        'numpy',
+        'opencv-python',
+        'lpips',
+        'scikit-image',
+        'pyyaml',
+        'tqdm',
+    ],
+    extras_require={'test': ['pytest>=7']},
+    entry_points={'console_scripts': ['basicsr = gsasr_plugin.cli:main']},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
