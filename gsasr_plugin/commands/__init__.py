@@ -1,0 +1,1 @@
+"""Subcommands of the ``basicsr`` console script (see ``gsasr_plugin.cli``)."""
