@@ -1,0 +1,66 @@
+"""EDSR-baseline as a GSASR feature encoder (no upsampler).
+
+Layout of EDSR (Lim et al., 2017) in its "baseline" size as used by LIIF and GSASR: a 3x3 head conv,
+16 residual blocks of two 3x3 convs without batch norm, a 3x3 conv after the body and a global
+residual. The upsampler and the last conv are dropped: the encoder returns 64-channel features at the
+LR size. With the defaults this is 1,220,416 parameters (the official GSASR number is 1.22 M).
+"""
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
+
+__all__ = ['EDSRBaseline']
+
+# DIV2K RGB mean, as in EDSR / BasicSR.
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+class ResidualBlockNoBN(nn.Module):
+    """conv-ReLU-conv with an identity shortcut and a residual scale (EDSR's block)."""
+
+    def __init__(self, num_feat: int = 64, res_scale: float = 1.0):
+        super().__init__()
+        self.res_scale = res_scale
+        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x))) * self.res_scale
+
+
+@ENCODER_REGISTRY.register()
+class EDSRBaseline(nn.Module):
+    """EDSR-baseline feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w).
+
+    Args:
+        num_in_ch: Input image channels. Default: 3.
+        num_feat: Feature channels, also ``out_channels``. Default: 64.
+        num_block: Residual blocks in the body. Default: 16.
+        res_scale: Residual scale of the blocks. Default: 1.
+        img_range: The mean-subtracted input is multiplied by this (EDSR's mean shift). Default: 1.
+        rgb_mean: Mean subtracted from the input (DIV2K's RGB mean). Default: (0.4488, 0.4371, 0.4040).
+    """
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0,
+                 img_range: float = 1.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN):
+        super().__init__()
+        if num_block < 0:
+            raise ValueError(f'num_block must be >= 0, got {num_block}')
+        if len(rgb_mean) != num_in_ch:
+            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {list(rgb_mean)}')
+        self.out_channels = num_feat
+        self.img_range = float(img_range)
+        # Not a parameter and not saved: it is fixed by the options, like EDSR's MeanShift.
+        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*[ResidualBlockNoBN(num_feat, res_scale) for _ in range(num_block)])
+        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_first((x - self.mean.to(x.dtype)) * self.img_range)
+        return self.conv_after_body(self.body(x)) + x
