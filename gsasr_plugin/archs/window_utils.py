@@ -5,17 +5,19 @@ There is one window-attention implementation in the project: timm's
 small pure helpers around it that timm keeps inside its blocks: padding a feature map to a window
 multiple (so any LR size works), flattening windows to token sequences, and the shifted-window mask.
 """
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models.swin_transformer import (WindowAttention, get_relative_position_index, window_partition,
                                           window_reverse)
 
 __all__ = [
     'DropPath', 'Mlp', 'WindowAttention', 'get_relative_position_index', 'trunc_normal_', 'window_partition',
-    'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'shifted_window_mask'
+    'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'shifted_window_mask',
+    'WindowCrossAttention'
 ]
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -72,3 +74,60 @@ def shifted_window_mask(height: int, width: int, window_size: IntOrPair, shift_s
     labels = to_window_tokens(region, (wh, ww)).squeeze(-1)  # num_windows, N
     mask = labels.unsqueeze(1) - labels.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class WindowCrossAttention(nn.Module):
+    """Window multi-head cross-attention with a Swin-style learnable relative position bias.
+
+    The counterpart of timm's :class:`WindowAttention` for two token sets laid out on the same window
+    grid: queries come from ``x`` and keys/values from ``context``, token ``n`` of both sitting at the
+    same position of a ``window_size`` window (e.g. query embeddings and the image features of that
+    window). The bias table, its indexing and the mask convention are timm's.
+
+    Args:
+        dim: Channels of queries and context.
+        num_heads: Attention heads.
+        window_size: Window height and width (an int for a square window).
+        qkv_bias: Learnable biases on the query/key/value projections.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: IntOrPair, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.num_heads = num_heads
+        self.window_size = _pair(window_size)
+        win_h, win_w = self.window_size
+        self.window_area = win_h * win_w
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * win_h - 1) * (2 * win_w - 1), num_heads))
+        self.register_buffer('relative_position_index', get_relative_position_index(win_h, win_w), persistent=False)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def _rel_pos_bias(self) -> torch.Tensor:
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(self.window_area, self.window_area, -1).permute(2, 0, 1).unsqueeze(0)  # 1, nH, N, N
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attend from ``x`` (B_, N, C) to ``context`` (B_, N, C); ``mask`` is (num_windows, N, N) or None.
+
+        ``B_`` is batch times windows with the windows of one image consecutive (as :func:`to_window_tokens`
+        lays them out), so the mask repeats over the batch.
+        """
+        batch_windows, num_tokens, channels = x.shape
+        if num_tokens != self.window_area or context.shape != x.shape:
+            raise ValueError(f'x and context must both be (B_, {self.window_area}, C); got {tuple(x.shape)} '
+                             f'and {tuple(context.shape)}')
+        heads = self.num_heads
+        q = self.q(x).view(batch_windows, num_tokens, heads, -1).transpose(1, 2)
+        k, v = self.kv(context).view(batch_windows, num_tokens, 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self._rel_pos_bias().to(q.dtype)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            bias = (bias.unsqueeze(1) + mask.to(q.dtype).view(1, num_windows, 1, num_tokens, num_tokens))
+            bias = bias.expand(batch_windows // num_windows, -1, -1, -1, -1).reshape(batch_windows, heads,
+                                                                                      num_tokens, num_tokens)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(batch_windows, num_tokens, channels))
