@@ -1,0 +1,326 @@
+"""Arbitrary-scale SR datasets: random-scale training pairs and multi-scale validation/test pairs.
+
+Both make LR images from HR images with MATLAB-style bicubic (the kernel of
+``basicsr.utils.matlab_functions.imresize``), resized to an exact output size. Batches carry ``lq``,
+``gt``, ``scale`` ((2,) float tensor per sample, (B, 2) after collation: ``(s_h, s_w)``), ``lq_path`` and
+``gt_path`` (see docs/layout.md).
+"""
+import math
+import os
+import os.path as osp
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils import data
+
+from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
+from basicsr.data.data_util import paths_from_lmdb
+from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
+from basicsr.utils.matlab_functions import calculate_weights_indices
+from basicsr.utils.registry import DATASET_REGISTRY
+
+__all__ = [
+    'ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'matlab_bicubic_resize', 'parse_scale',
+    'scale_tag', 'DatasetFolderError'
+]
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
+
+
+class DatasetFolderError(FileNotFoundError):
+    """A dataset folder named in the options does not exist or holds no images."""
+
+
+def parse_scale(value: Any, key: str = 'scale') -> Tuple[float, float]:
+    """``s`` or ``[s_h, s_w]`` -> ``(s_h, s_w)``; raises ValueError naming ``key`` if not positive numbers."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        pair = (float(value), float(value))
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        pair = (float(value[0]), float(value[1]))
+    else:
+        raise ValueError(f"'{key}' must be a number or a pair [s_h, s_w], got {value!r}")
+    if not all(math.isfinite(v) and v > 0 for v in pair):
+        raise ValueError(f"'{key}' must be > 0, got {value!r}")
+    return pair
+
+
+def scale_tag(scale: Union[float, Sequence[float]]) -> str:
+    """Name of a scale in metric keys and file names: ``2``, ``3.5``, ``2x3`` (anisotropic)."""
+    s_h, s_w = parse_scale(list(scale) if isinstance(scale, (list, tuple)) else scale)
+
+    def fmt(v: float) -> str:
+        return f'{v:g}'
+
+    return fmt(s_h) if s_h == s_w else f'{fmt(s_h)}x{fmt(s_w)}'
+
+
+def _resize_matrix(in_length: int, out_length: int) -> torch.Tensor:
+    """(out_length, in_length) matrix of MATLAB bicubic (antialiased when shrinking, symmetric borders).
+
+    The weights come from ``basicsr.utils.matlab_functions.calculate_weights_indices`` with the exact
+    size ratio ``out_length / in_length`` as the scale, so the output has exactly ``out_length`` pixels.
+    """
+    weights, indices, sym_start, _ = calculate_weights_indices(in_length, out_length, out_length / in_length,
+                                                               'cubic', 4, True)
+    matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
+    taps = torch.arange(weights.size(1))
+    # Positions in the symmetrically padded signal -> positions in the original one.
+    pos = (indices[:, :1].long() + taps[None, :]) - sym_start
+    pos = torch.where(pos < 0, -pos - 1, pos)
+    pos = torch.where(pos >= in_length, 2 * in_length - 1 - pos, pos)
+    matrix.scatter_add_(1, pos, weights.double())
+    return matrix
+
+
+def matlab_bicubic_resize(img: np.ndarray, out_size: Tuple[int, int]) -> np.ndarray:
+    """Resize an HxWxC float image to exactly ``out_size`` = (h, w) with MATLAB-style bicubic.
+
+    Same kernel, antialiasing and border handling as ``basicsr.utils.matlab_functions.imresize``, but
+    each axis uses its own exact ratio (imresize takes one scale and sizes its output with ceil).
+    """
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f'out_size must be positive, got {out_size}')
+    squeeze = img.ndim == 2
+    if squeeze:
+        img = img[:, :, None]
+    m_h = _resize_matrix(img.shape[0], out_h)
+    m_w = _resize_matrix(img.shape[1], out_w)
+    out = torch.einsum('oh,hwc,pw->opc', m_h, torch.from_numpy(np.ascontiguousarray(img)).double(), m_w)
+    out = out.numpy().astype(img.dtype if img.dtype in (np.float32, np.float64) else np.float32)
+    return out[:, :, 0] if squeeze else out
+
+
+def _check_folder(path: str, key: str, hint: str = '') -> str:
+    if path is None:
+        raise ValueError(f"dataset option '{key}' is required")
+    path = osp.expanduser(str(path))
+    if not osp.isdir(path):
+        raise DatasetFolderError(f"{key}: folder '{path}' does not exist{hint}")
+    return path
+
+
+def _image_paths(folder: str, key: str, io_backend: str) -> List[str]:
+    """Sorted image paths of a folder (disk) or keys of an lmdb (``meta_info.txt``)."""
+    if io_backend == 'lmdb':
+        if not osp.isfile(osp.join(folder, 'meta_info.txt')):
+            raise DatasetFolderError(f"{key}: '{folder}' is not an lmdb made by basicsr (no meta_info.txt)")
+        return sorted(paths_from_lmdb(folder))
+    paths = sorted(osp.join(folder, p) for p in scandir(folder, recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
+    if not paths:
+        raise DatasetFolderError(f"{key}: folder '{folder}' has no images ({', '.join(IMG_EXTENSIONS)})")
+    return paths
+
+
+class _ImageReader:
+    """Reads HxWx3 float32 RGB images in [0, 1] through BasicSR's FileClient (disk or lmdb)."""
+
+    def __init__(self, io_backend_opt: Dict[str, Any], roots: Dict[str, str]):
+        self.io_backend_opt = dict(io_backend_opt or {'type': 'disk'})
+        self.backend = self.io_backend_opt.get('type', 'disk')
+        self.roots = roots
+        self.client = None
+
+    def __call__(self, path: str, key: str) -> np.ndarray:
+        if self.client is None:  # created lazily: file handles must not cross worker processes
+            opt = dict(self.io_backend_opt)
+            backend = opt.pop('type', 'disk')
+            if backend == 'lmdb':
+                opt['db_paths'] = list(self.roots.values())
+                opt['client_keys'] = list(self.roots.keys())
+            self.client = FileClient(backend, **opt)
+        img_bytes = self.client.get(path, key)
+        img = imfrombytes(img_bytes, float32=True)
+        if img is None:
+            raise ValueError(f'cannot decode image {path}')
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(img[:, :, [2, 1, 0]])  # BGR -> RGB
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return img2tensor(np.ascontiguousarray(img), bgr2rgb=False, float32=True)
+
+
+@DATASET_REGISTRY.register()
+class ArbitraryScaleTrainDataset(data.Dataset):
+    """Random-scale training pairs cut from HR images; every batch shares one scale.
+
+    For each batch, :meth:`__getitems__` draws one ``s`` uniformly from ``[scale_min, scale_max]``; every
+    sample of the batch then takes a random square GT crop of ``round(lq_size * s)`` pixels, makes its LR
+    with MATLAB-style bicubic to exactly ``lq_size`` x ``lq_size`` pixels, and is flipped/rotated
+    randomly. Because ``round`` changes the ratio a little, the batch's true scale is
+    ``round(lq_size * s) / lq_size`` on both axes; that is what ``scale`` holds (it equals GT size / LR
+    size, the ratio the network must render).
+
+    Randomness comes from a generator seeded per batch from ``torch.initial_seed()`` (different in every
+    DataLoader worker and, as workers are re-created, in every epoch), a per-process batch counter and the
+    batch's indices, so scales and crops do not repeat from epoch to epoch and BasicSR's ``manual_seed``
+    makes runs reproducible.
+
+    Args (``opt`` keys):
+        dataroot_gt (str): folder of HR images (or an ``.lmdb`` with ``io_backend: {type: lmdb}``).
+        io_backend (dict): BasicSR io backend, ``{type: disk}`` (default) or ``{type: lmdb}``.
+        lq_size (int): LR patch size. Default: 48.
+        scale_min, scale_max (float): range of the per-batch scale. Default: 1 and 4.
+        use_hflip (bool): random horizontal/vertical flips. Default: True.
+        use_rot (bool): random 90-degree rotations (transposes). Default: True.
+    """
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__()
+        self.opt = opt
+        self.lq_size = int(opt.get('lq_size', 48))
+        if self.lq_size <= 0:
+            raise ValueError(f"'lq_size' must be > 0, got {opt.get('lq_size')!r}")
+        self.scale_min = float(opt.get('scale_min', 1.0))
+        self.scale_max = float(opt.get('scale_max', 4.0))
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"need 0 < 'scale_min' <= 'scale_max', got scale_min={self.scale_min}, "
+                             f'scale_max={self.scale_max}')
+        self.use_hflip = bool(opt.get('use_hflip', True))
+        self.use_rot = bool(opt.get('use_rot', True))
+        io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.gt_folder = _check_folder(
+            opt.get('dataroot_gt'), 'dataroot_gt',
+            '; put the training HR images there (for DIV2K: datasets/DIV2K/DIV2K_train_HR, see the README)')
+        self.paths = _image_paths(self.gt_folder, 'dataroot_gt', io_backend.get('type', 'disk'))
+        self.reader = _ImageReader(io_backend, {'gt': self.gt_folder})
+        self._batches_drawn = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _batch_rng(self, indices: Sequence[int]) -> np.random.Generator:
+        self._batches_drawn += 1
+        entropy = [torch.initial_seed() % (2**63), self._batches_drawn, *[int(i) for i in indices]]
+        return np.random.default_rng(np.random.SeedSequence(entropy))
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
+        rng = self._batch_rng(indices)
+        scale = float(rng.uniform(self.scale_min, self.scale_max))
+        return [self._make_pair(int(i), scale, rng) for i in indices]
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def _make_pair(self, index: int, scale: float, rng: np.random.Generator) -> Dict[str, Any]:
+        gt_path = self.paths[index]
+        img = self.reader(gt_path, 'gt')
+        gt_size = int(round(self.lq_size * scale))
+        h, w = img.shape[:2]
+        if h < gt_size or w < gt_size:
+            raise ValueError(f'training image {gt_path} is {h}x{w}, smaller than the {gt_size}x{gt_size} crop '
+                             f"needed at scale {scale:.3f} (lq_size {self.lq_size}, scale_max {self.scale_max})")
+        top = int(rng.integers(0, h - gt_size + 1))
+        left = int(rng.integers(0, w - gt_size + 1))
+        gt = img[top:top + gt_size, left:left + gt_size]
+        if self.use_hflip and rng.random() < 0.5:
+            gt = gt[:, ::-1]
+        if self.use_hflip and rng.random() < 0.5:
+            gt = gt[::-1, :]
+        if self.use_rot and rng.random() < 0.5:
+            gt = gt.transpose(1, 0, 2)
+        gt = np.ascontiguousarray(gt)
+        lq = np.clip(matlab_bicubic_resize(gt, (self.lq_size, self.lq_size)), 0, 1)
+        true_scale = gt_size / self.lq_size
+        return {
+            'lq': _to_tensor(lq),
+            'gt': _to_tensor(gt),
+            'scale': torch.tensor([true_scale, true_scale], dtype=torch.float32),
+            'lq_path': gt_path,
+            'gt_path': gt_path,
+        }
+
+
+@DATASET_REGISTRY.register()
+class ArbitraryScaleTestDataset(data.Dataset):
+    """Validation/test pairs at a list of scales: LR made on the fly from HR, or read from LR folders.
+
+    Items are ordered scale by scale (all images at the first scale, then the next...). At scale
+    ``(s_h, s_w)`` an HR image of ``H x W`` gives an LR of ``floor(H / s_h) x floor(W / s_w)`` and the GT
+    is the HR cropped to ``round(h * s_h) x round(w * s_w)`` (top-left), the LIIF/GSASR convention. With
+    ``dataroot_lq`` the LR is read instead (file ``filename_tmpl.format(stem)`` with the GT's extension or
+    any image extension) and the GT is cropped the same way from the LR's size.
+
+    Args (``opt`` keys):
+        dataroot_gt (str): folder of HR images.
+        scales (list): scales, each a number or ``[s_h, s_w]``, e.g. ``[2, 3.5, 4]``. Default: ``[4]``.
+        dataroot_lq (str, optional): LR folder; may contain ``{scale}`` (replaced by ``2``, ``3.5``, ...)
+            to give one folder per scale, otherwise ``scales`` must have one entry.
+        filename_tmpl (str): LR file stem from the GT stem, may use ``{scale}``. Default: ``'{}'``.
+        io_backend (dict): ``{type: disk}`` (default) or lmdb.
+    """
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__()
+        self.opt = opt
+        scales = opt.get('scales', [4])
+        if not isinstance(scales, (list, tuple)) or not scales:
+            raise ValueError(f"'scales' must be a non-empty list of scales, got {scales!r}")
+        self.scales = [parse_scale(s, f'scales[{i}]') for i, s in enumerate(scales)]
+        io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
+        backend = io_backend.get('type', 'disk')
+        name = opt.get('name', 'dataset')
+        self.gt_folder = _check_folder(opt.get('dataroot_gt'), 'dataroot_gt',
+                                       f" (HR images of '{name}'; see the README's Testing section)")
+        self.gt_paths = _image_paths(self.gt_folder, 'dataroot_gt', backend)
+        self.filename_tmpl = opt.get('filename_tmpl', '{}')
+        roots = {'gt': self.gt_folder}
+        self.lq_paths = None
+        lq_root = opt.get('dataroot_lq')
+        if lq_root is not None:
+            if '{scale}' not in str(lq_root) and len(self.scales) != 1:
+                raise ValueError("'dataroot_lq' without '{scale}' needs exactly one entry in 'scales', "
+                                 f'got {len(self.scales)}')
+            self.lq_paths = {}
+            for scale in self.scales:
+                folder = _check_folder(str(lq_root).replace('{scale}', scale_tag(scale)), 'dataroot_lq',
+                                       f" (LR images of '{name}' at x{scale_tag(scale)})")
+                self.lq_paths[scale] = [self._lq_path(folder, p, scale) for p in self.gt_paths]
+                roots[f'lq_x{scale_tag(scale)}'] = folder
+        self.reader = _ImageReader(io_backend, roots)
+
+    def _lq_path(self, folder: str, gt_path: str, scale: Tuple[float, float]) -> str:
+        stem, ext = osp.splitext(osp.basename(gt_path))
+        lq_stem = self.filename_tmpl.replace('{scale}', scale_tag(scale)).format(stem)
+        for candidate_ext in (ext, ) + IMG_EXTENSIONS:
+            candidate = osp.join(folder, lq_stem + candidate_ext)
+            if osp.isfile(candidate):
+                return candidate
+        raise DatasetFolderError(f"dataroot_lq: no LR image '{lq_stem}{ext}' in '{folder}' for {gt_path}")
+
+    def __len__(self) -> int:
+        return len(self.gt_paths) * len(self.scales)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        scale = self.scales[index // len(self.gt_paths)]
+        gt_path = self.gt_paths[index % len(self.gt_paths)]
+        hr = self.reader(gt_path, 'gt')
+        if self.lq_paths is None:
+            lq_h = int(math.floor(hr.shape[0] / scale[0] + 1e-9))
+            lq_w = int(math.floor(hr.shape[1] / scale[1] + 1e-9))
+            if lq_h < 1 or lq_w < 1:
+                raise ValueError(f'{gt_path} ({hr.shape[0]}x{hr.shape[1]}) is too small for scale {scale}')
+            lq = None
+            lq_path = gt_path
+        else:
+            lq_path = self.lq_paths[scale][index % len(self.gt_paths)]
+            lq = self.reader(lq_path, f'lq_x{scale_tag(scale)}')
+            lq_h, lq_w = lq.shape[:2]
+        gt_h, gt_w = int(round(lq_h * scale[0])), int(round(lq_w * scale[1]))
+        if gt_h > hr.shape[0] or gt_w > hr.shape[1]:
+            raise ValueError(f'LR {lq_path} ({lq_h}x{lq_w}) at scale {scale} needs a {gt_h}x{gt_w} GT but '
+                             f'{gt_path} is {hr.shape[0]}x{hr.shape[1]}')
+        gt = np.ascontiguousarray(hr[:gt_h, :gt_w])
+        if lq is None:
+            lq = np.clip(matlab_bicubic_resize(gt, (lq_h, lq_w)), 0, 1)
+        return {
+            'lq': _to_tensor(lq),
+            'gt': _to_tensor(gt),
+            'scale': torch.tensor(scale, dtype=torch.float32),
+            'lq_path': lq_path,
+            'gt_path': gt_path,
+        }
