@@ -60,6 +60,7 @@ setup(
         'numpy',
         'opencv-python',
         'lpips',
+        'DISTS-pytorch==0.1',  # ships DISTS's alpha/beta weights (weights.pt)
         'scikit-image',
         'pyyaml',
         'tqdm',
