@@ -1,0 +1,261 @@
+"""Arbitrary-scale SR model for BasicSR: scale-aware training, per-scale validation, warm-up schedule.
+
+Works with any network whose forward is ``net(lq, scale=(s_h, s_w), out_size=(Ho, Wo))`` (GSASR,
+GaussianSR, ContinuousSR, ...), fed by ``ArbitraryScaleTrainDataset`` / ``ArbitraryScaleTestDataset``.
+"""
+import bisect
+import math
+from collections import OrderedDict
+from copy import deepcopy
+from os import path as osp
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize, scale_tag
+
+__all__ = ['ArbitraryScaleSRModel', 'WarmupMultiStepLR']
+
+Pair = Tuple[float, float]
+
+
+class WarmupMultiStepLR(LRScheduler):
+    """MultiStepLR with a linear warm-up, in closed form (so resuming from ``last_epoch`` is exact).
+
+    With BasicSR's loop (``scheduler.step()`` before every iteration but the first), iteration ``k``
+    trains at ``base_lr * min(1, k / warmup_iter) * gamma ** (number of milestones < k)``.
+
+    Args:
+        optimizer: the optimizer.
+        milestones: iterations after which the lr is multiplied by ``gamma``.
+        gamma: decay factor. Default: 0.5.
+        warmup_iter: warm-up length in iterations; <= 0 disables it. Default: 0.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, milestones: Sequence[int], gamma: float = 0.5,
+                 warmup_iter: int = 0, last_epoch: int = -1):
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = float(gamma)
+        self.warmup_iter = int(warmup_iter)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup_iter) if self.warmup_iter > 0 else 1.0
+        return warm * self.gamma**bisect.bisect_right(self.milestones, step)
+
+    def get_lr(self):
+        return [base_lr * self.factor(self.last_epoch) for base_lr in self.base_lrs]
+
+
+def _scale_pair(scale: torch.Tensor) -> Pair:
+    """The batch's single (s_h, s_w) from a (B, 2) (or (2,)) tensor; all rows must agree."""
+    scale = torch.as_tensor(scale, dtype=torch.float64).reshape(-1, 2)
+    if not torch.all(scale == scale[0]):
+        raise ValueError(f"all samples of a batch must share one 'scale', got {scale.tolist()}")
+    s_h, s_w = (float(v) for v in scale[0])
+    if not (s_h > 0 and s_w > 0):
+        raise ValueError(f"'scale' must be > 0, got {(s_h, s_w)}")
+    return s_h, s_w
+
+
+@MODEL_REGISTRY.register()
+class ArbitraryScaleSRModel(SRModel):
+    """SRModel that passes each batch's scale and output size to the network.
+
+    Training: L1 (``pixel_opt``), Adam (``optim_g``) and ``scheduler`` as in BasicSR; ``train: warmup_iter``
+    with a ``MultiStepLR`` scheduler gives a linear warm-up followed by the step decay
+    (:class:`WarmupMultiStepLR`). Validation groups images by scale: metrics are reported per scale as
+    ``<metric>_x<scale>`` (e.g. ``psnr_x3.5``) with ``crop_border: ~`` meaning ``ceil(scale)``, next to a
+    MATLAB-bicubic baseline; the best value is tracked per scale; images are saved as
+    ``<name>_x<scale>.png``.
+
+    Hooks for extensions: :meth:`_test_at` (one forward at a scale/size, eval mode, EMA net when present),
+    :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
+    """
+
+    # ----------------------------------------------------------------------------------------- data
+    def feed_data(self, data: Dict[str, Any]) -> None:
+        self.lq = data['lq'].to(self.device)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+        elif hasattr(self, 'gt'):
+            del self.gt  # SRModel's visuals test hasattr(self, 'gt')
+        if 'scale' in data:
+            self.scale = _scale_pair(data['scale'])
+        elif 'gt' in data:
+            self.scale = (data['gt'].shape[-2] / self.lq.shape[-2], data['gt'].shape[-1] / self.lq.shape[-1])
+        else:
+            raise ValueError("a batch needs 'scale' (B, 2) or 'gt' to know the output size")
+        if 'gt' in data:
+            self.out_size = (int(data['gt'].shape[-2]), int(data['gt'].shape[-1]))
+        else:
+            self.out_size = (round(self.lq.shape[-2] * self.scale[0]), round(self.lq.shape[-1] * self.scale[1]))
+        self.img_paths = data.get('lq_path')
+
+    # ------------------------------------------------------------------------------------- training
+    def setup_schedulers(self) -> None:
+        """BasicSR's schedulers, plus warm-up for MultiStepLR from ``train: warmup_iter``."""
+        train_opt = self.opt['train']
+        scheduler_opt = train_opt['scheduler']
+        warmup_iter = int(train_opt.get('warmup_iter', -1) or -1)
+        if scheduler_opt.get('type') in ('MultiStepLR', 'WarmupMultiStepLR') and set(scheduler_opt) <= {
+                'type', 'milestones', 'gamma', 'warmup_iter'}:
+            opts = {k: v for k, v in scheduler_opt.items() if k != 'type'}
+            opts.setdefault('warmup_iter', max(warmup_iter, 0))
+            for optimizer in self.optimizers:
+                self.schedulers.append(WarmupMultiStepLR(optimizer, **opts))
+            self._scheduler_warms_up = True
+        else:
+            super().setup_schedulers()
+            self._scheduler_warms_up = False
+
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        # WarmupMultiStepLR already warms up; BasicSR's own warm-up would freeze the lr at
+        # (warmup_iter - 1) / warmup_iter of its value after warm-up with a MultiStepLR.
+        if getattr(self, '_scheduler_warms_up', False):
+            warmup_iter = -1
+        super().update_learning_rate(current_iter, warmup_iter)
+
+    def _forward_train(self) -> torch.Tensor:
+        return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad()
+        self.output = self._forward_train()
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[name] = value
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # -------------------------------------------------------------------------------------- testing
+    @torch.no_grad()
+    def _test_at(self, lq: torch.Tensor, scale: Optional[Pair] = None,
+                 out_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Super-resolve ``lq`` at ``scale`` / ``out_size`` with the EMA net if any, in eval mode."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        try:
+            return net(lq, scale=scale, out_size=out_size)
+        finally:
+            net.train(was_training)
+
+    def test(self) -> None:
+        self.output = self._test_at(self.lq, self.scale, self.out_size)
+
+    def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale)."""
+        values = {}
+        for name, metric_opt in self.opt['val']['metrics'].items():
+            metric_opt = deepcopy(metric_opt)
+            metric_opt.pop('better', None)
+            if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
+                metric_opt['crop_border'] = int(math.ceil(max(scale)))
+            values[name] = float(calculate_metric(metric_data, metric_opt))
+        return values
+
+    def _bicubic_baseline(self, lq: torch.Tensor, out_size: Tuple[int, int]):
+        """MATLAB-bicubic upsampling of one LR (1, 3, h, w) as a uint8 image like ``tensor2img``'s."""
+        up = matlab_bicubic_resize(lq[0].detach().cpu().permute(1, 2, 0).numpy(), out_size)
+        return tensor2img([torch.from_numpy(up).permute(2, 0, 1)])
+
+    def _save_path(self, dataset_name: str, img_name: str, tag: str, current_iter) -> str:
+        root = self.opt['path']['visualization']
+        if self.opt['is_train']:
+            return osp.join(root, img_name, f'{img_name}_x{tag}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix')
+        name = f'{img_name}_x{tag}' + (f'_{suffix}' if suffix else '')
+        return osp.join(root, dataset_name, f'{name}.png')
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
+        dataset_name = dataloader.dataset.opt['name']
+        val_opt = self.opt['val']
+        metric_opts = val_opt.get('metrics') or {}
+        with_bicubic = bool(val_opt.get('bicubic_baseline', True)) and bool(metric_opts)
+        sums: Dict[str, Dict[str, float]] = OrderedDict()  # tag -> metric -> sum
+        bic_sums: Dict[str, Dict[str, float]] = OrderedDict()
+        counts: Dict[str, int] = OrderedDict()
+        if not hasattr(self, '_bicubic_cache'):
+            self._bicubic_cache = {}
+
+        for val_data in dataloader:
+            self.feed_data(val_data)
+            tag = scale_tag(self.scale)
+            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            self.test()
+            sr_img = tensor2img([self.output.detach().cpu()])
+            if save_img:
+                imwrite(sr_img, self._save_path(dataset_name, img_name, tag, current_iter))
+            if metric_opts and hasattr(self, 'gt'):
+                gt_img = tensor2img([self.gt.detach().cpu()])
+                values = self._metric_values({'img': sr_img, 'img2': gt_img}, self.scale)
+                acc = sums.setdefault(tag, OrderedDict((k, 0.0) for k in values))
+                for k, v in values.items():
+                    acc[k] += v
+                counts[tag] = counts.get(tag, 0) + 1
+                if with_bicubic:
+                    key = (dataset_name, val_data['gt_path'][0], tag)
+                    if key not in self._bicubic_cache:
+                        bic_img = self._bicubic_baseline(self.lq, self.out_size)
+                        self._bicubic_cache[key] = self._metric_values({'img': bic_img, 'img2': gt_img}, self.scale)
+                    bic = bic_sums.setdefault(tag, OrderedDict((k, 0.0) for k in values))
+                    for k, v in self._bicubic_cache[key].items():
+                        bic[k] += v
+            del self.lq, self.output
+            if hasattr(self, 'gt'):
+                del self.gt
+
+        if not counts:
+            return
+        self.metric_results = OrderedDict()
+        self.bicubic_results = OrderedDict()
+        for tag, acc in sums.items():
+            for metric, total in acc.items():
+                self.metric_results[f'{metric}_x{tag}'] = total / counts[tag]
+                if tag in bic_sums:
+                    self.bicubic_results[f'{metric}_x{tag}'] = bic_sums[tag][metric] / counts[tag]
+        self._update_best_per_scale(dataset_name, current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _update_best_per_scale(self, dataset_name: str, current_iter) -> None:
+        """BasicSR's best-metric records, one per ``<metric>_x<scale>`` key."""
+        if not hasattr(self, 'best_metric_results'):
+            self.best_metric_results = {}
+        record = self.best_metric_results.setdefault(dataset_name, {})
+        for key, value in self.metric_results.items():
+            if key not in record:
+                metric = key.rsplit('_x', 1)[0]
+                better = self.opt['val']['metrics'][metric].get('better', 'higher')
+                record[key] = dict(better=better, val=float('-inf') if better == 'higher' else float('inf'), iter=-1)
+            self._update_best_metric_result(dataset_name, key, value, current_iter)
+
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger) -> None:
+        lines = [f'Validation {dataset_name} (iter {current_iter}): model [bicubic], best']
+        for key, value in self.metric_results.items():
+            bic = self.bicubic_results.get(key)
+            best = self.best_metric_results[dataset_name][key]
+            bic_str = f' [{bic:.4f}]' if bic is not None else ''
+            lines.append(f'\t # {key}: {value:.4f}{bic_str}\tBest: {best["val"]:.4f} @ {best["iter"]} iter')
+        get_root_logger().info('\n'.join(lines))
+        if tb_logger:
+            for key, value in self.metric_results.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{key}', value, current_iter)
