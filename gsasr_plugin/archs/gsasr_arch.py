@@ -1,0 +1,427 @@
+"""GSASR: arbitrary-scale super-resolution by 2D Gaussian splatting (Chen et al., 2025, arXiv 2501.06838).
+
+One registered network holds the LR feature encoder (built from a nested ``encoder: {type: ...}``
+option) and the Gaussian decoder, so BasicSR's EMA, save/load, ``param_key`` and resume work unchanged.
+
+Decoder layout (Sec. 3.2 of the paper, laid out as in the official code):
+
+1. Encoder features (B, 64, h, w) are reflect-padded to a multiple of the window size k (12) and
+   projected to ``embed_dim`` (180) by conv-ReLU-conv.
+2. Learnable Gaussian embeddings, one per position of a k x k window (k^2 = 144 tokens), are duplicated
+   into every window; a learnable positional embedding marks each token's place in its window (the
+   tokens' reference positions form a regular grid over the LR image).
+3. A condition injection block: window cross-attention, queries from the embeddings and keys/values
+   from the window's features, with a Swin relative position bias; alternate layers shift the windows.
+4. ``num_blocks`` (L = 6) Gaussian interaction blocks of window / shifted-window self-attention (timm's
+   ``WindowAttention`` with Swin's shift masks).
+5. The token map is upsampled by ``num_upsample_stages`` conv + pixel-shuffle stages to
+   ``gaussian_density`` (m = 16) tokens per LR pixel. The paper's text reads as m * k^2 tokens per
+   window; attending with k^2 tokens and upsampling afterwards (the official layout) is 256x cheaper.
+6. Five 3-layer MLP heads give each Gaussian its opacity and colour (sigmoid), standard deviations
+   (sigmoid into ``sigma_range`` LR pixels), correlation (``rho_max * tanh``) and position (its
+   reference point plus an offset); the Gaussians are rendered with ``rasterize_gaussians``.
+
+Scale conditioning. Every layer of steps 3-4 starts with a scale cross-attention sublayer. In the
+official code its keys/values are a single scale-embedding token, so the softmax is uniform and the
+sublayer reduces to adding one per-image vector to every token (an additive bias that ignores the
+query). Here an MLP maps ``(1 / s_h, 1 / s_w)`` to ``num_scale_tokens`` (default 4) distinct tokens, so
+the attention weights depend on both the query and the scale and anisotropic scales are told apart.
+
+Shifted cross-attention. The official shifted injection layers roll the image features but not the
+queries, so a query meets the features of a window offset by half a window and no mask is applied.
+Here queries (with their positional embedding) and features are rolled together, attention uses Swin's
+shift mask, and the result is rolled back.
+"""
+import math
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
+from basicsr.utils.registry import ARCH_REGISTRY
+from gsasr_plugin.archs.encoder_registry import build_encoder
+from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.window_utils import (Mlp, WindowAttention, WindowCrossAttention, from_window_tokens,
+                                             pad_to_multiple, shifted_window_mask, to_window_tokens,
+                                             trunc_normal_)
+
+__all__ = ['GSASR', 'resolve_scale_and_size']
+
+ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
+
+
+def _check_out_size(out_size: Any, name: str = 'out_size') -> Tuple[int, int]:
+    if isinstance(out_size, torch.Tensor):
+        out_size = out_size.flatten().tolist()
+    if (not isinstance(out_size, (tuple, list)) or len(out_size) != 2
+            or any(isinstance(v, bool) or not float(v).is_integer() or v < 1 for v in out_size)):
+        raise ValueError(f'{name} must be a pair of positive integers (Ho, Wo), got {out_size!r}')
+    return int(out_size[0]), int(out_size[1])
+
+
+def _check_scale(scale: ScaleLike) -> Tuple[float, float]:
+    """A float, a pair, or a (2,) / (B, 2) tensor whose rows agree -> (s_h, s_w), all > 0."""
+    if isinstance(scale, torch.Tensor):
+        values = scale.detach().double().cpu()
+        if values.ndim == 2 and values.shape[1] == 2 and values.shape[0] >= 1:
+            if not torch.allclose(values, values[:1].expand_as(values)):
+                raise ValueError('scale: all samples of a batch must share one scale, got rows '
+                                 f'{values.tolist()}')
+            values = values[0]
+        if values.ndim == 0 or values.shape == (1, ):
+            pair = (float(values.reshape(())), ) * 2
+        elif values.shape == (2, ):
+            pair = (float(values[0]), float(values[1]))
+        else:
+            raise ValueError(f'scale tensor must have shape (), (2,) or (B, 2), got {tuple(scale.shape)}')
+    elif isinstance(scale, bool):
+        raise TypeError('scale must be a number, a pair (s_h, s_w) or a tensor, got a bool')
+    elif isinstance(scale, (int, float)):
+        pair = (float(scale), float(scale))
+    elif isinstance(scale, (tuple, list)) and len(scale) == 2:
+        pair = (float(scale[0]), float(scale[1]))
+    else:
+        raise TypeError(f'scale must be a number, a pair (s_h, s_w) or a tensor, got {scale!r}')
+    if not all(math.isfinite(s) and s > 0 for s in pair):
+        raise ValueError(f'scale must be > 0 and finite, got {pair}')
+    return pair
+
+
+def resolve_scale_and_size(lr_size: Tuple[int, int], scale: Optional[ScaleLike] = None,
+                           out_size: Optional[Sequence[int]] = None) -> Tuple[Tuple[float, float], Tuple[int, int]]:
+    """The conditioning scale (s_h, s_w) and output size (Ho, Wo) from ``scale`` and/or ``out_size``.
+
+    ``out_size`` wins for the output size; without ``scale`` the scale is ``(Ho / h, Wo / w)``; without
+    ``out_size`` the size is ``(round(h * s_h), round(w * s_w))``.
+
+    Raises:
+        ValueError: if neither is given, or either is malformed or not positive.
+    """
+    height, width = lr_size
+    if out_size is not None:
+        out_size = _check_out_size(out_size)
+        pair = _check_scale(scale) if scale is not None else (out_size[0] / height, out_size[1] / width)
+        return pair, out_size
+    if scale is None:
+        raise ValueError('give scale (a float or a pair (s_h, s_w)) or out_size (Ho, Wo)')
+    pair = _check_scale(scale)
+    size = (max(1, round(height * pair[0])), max(1, round(width * pair[1])))
+    return pair, size
+
+
+def _mlp_head(dim: int, hidden: int, out_features: int) -> nn.Sequential:
+    """The 3-layer MLP of every Gaussian attribute head: dim -> dim -> hidden -> out."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_features))
+
+
+class ScaleCrossAttention(nn.Module):
+    """Pre-norm cross-attention of every token to the scale tokens, then a pre-norm MLP.
+
+    With several distinct scale tokens the softmax is not uniform: what a token takes from the scale
+    depends on the token and on the scale (unlike a single key, which adds one vector to all tokens).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
+        """x, pos: (B, L, C) tokens and positional embeddings; scale_tokens: (B, T, C)."""
+        attended, _ = self.attn(self.norm_attn(x) + pos, scale_tokens, scale_tokens, need_weights=False)
+        x = x + attended
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class _WindowLayerBase(nn.Module):
+    """Shared plumbing: scale sublayer, roll / window partition, and the closing MLP."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):
+        super().__init__()
+        self.window_size = window_size
+        self.shifted = shifted
+        self.scale_attn = ScaleCrossAttention(dim, num_heads, mlp_ratio)
+        self.norm_attn = nn.LayerNorm(dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
+
+    def _windows(self, maps: Sequence[torch.Tensor], shift: Tuple[int, int]) -> Sequence[torch.Tensor]:
+        if shift != (0, 0):
+            maps = [torch.roll(m, shifts=(-shift[0], -shift[1]), dims=(1, 2)) for m in maps]
+        return [to_window_tokens(m, self.window_size) for m in maps]
+
+    def _unwindow(self, tokens: torch.Tensor, shift: Tuple[int, int], height: int, width: int) -> torch.Tensor:
+        out = from_window_tokens(tokens, self.window_size, height, width)
+        if shift != (0, 0):
+            out = torch.roll(out, shifts=shift, dims=(1, 2))
+        return out
+
+    def _scale_step(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
+        batch, height, width, channels = x.shape
+        x = self.scale_attn(x.reshape(batch, -1, channels), pos.reshape(batch, -1, channels), scale_tokens)
+        return x.view(batch, height, width, channels)
+
+
+class ConditionInjectionLayer(_WindowLayerBase):
+    """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):
+        super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
+        self.cross_attn = WindowCrossAttention(dim, num_heads, window_size)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, scale_tokens: torch.Tensor,
+                shift: Tuple[int, int], mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x, pos, feat: (B, H, W, C) maps with H, W window multiples; returns the updated x."""
+        x = self._scale_step(x, pos, scale_tokens)
+        shift = shift if self.shifted else (0, 0)
+        queries, context = self._windows([self.norm_attn(x) + pos, feat], shift)
+        attended = self.cross_attn(queries, context, mask if self.shifted else None)
+        x = x + self._unwindow(attended, shift, x.shape[1], x.shape[2])
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class GaussianInteractionLayer(_WindowLayerBase):
+    """Scale sublayer, then (shifted-)window self-attention among the Gaussian tokens (timm's)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):
+        super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
+        self.self_attn = WindowAttention(dim, num_heads, window_size=window_size)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor, shift: Tuple[int, int],
+                mask: Optional[torch.Tensor]) -> torch.Tensor:
+        x = self._scale_step(x, pos, scale_tokens)
+        shift = shift if self.shifted else (0, 0)
+        (tokens, ) = self._windows([self.norm_attn(x)], shift)
+        attended = self.self_attn(tokens, mask if self.shifted else None)
+        x = x + self._unwindow(attended, shift, x.shape[1], x.shape[2])
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class _ResidualGroup(nn.Module):
+    """LayerNorm -> layers (odd ones shifted) -> MLP, with a residual around the whole group."""
+
+    def __init__(self, layer_cls: type, num_layers: int, dim: int, num_heads: int, window_size: int,
+                 mlp_ratio: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(
+            [layer_cls(dim, num_heads, window_size, bool(i % 2), mlp_ratio) for i in range(num_layers)])
+        self.mlp = Mlp(dim, dim, act_layer=nn.ReLU)
+
+    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        out = self.norm(x)
+        for layer in self.layers:
+            out = layer(out, *args)
+        return x + self.mlp(out)
+
+
+@ARCH_REGISTRY.register()
+class GSASR(nn.Module):
+    """GSASR: an LR encoder and a Gaussian decoder, rendered by 2D Gaussian splatting at any scale.
+
+    Args:
+        encoder: Options of the LR feature encoder, e.g. ``{'type': 'EDSRBaseline'}`` or ``{'type': 'RDN'}``
+            (any name in ``ENCODER_REGISTRY``). Default: EDSR-baseline.
+        embed_dim: Channels d of the Gaussian embeddings. Default: 180.
+        num_heads: Attention heads. Default: 6.
+        window_size: Window side k in LR pixels (k^2 tokens per window). Default: 12.
+        num_injection_layers: Layers of the condition injection block (odd ones shifted). Default: 2.
+        num_blocks: Gaussian interaction blocks L. Default: 6.
+        num_layers_per_block: Window self-attention layers per interaction block. Default: 6.
+        mlp_ratio: Hidden width of the transformer MLPs relative to d. Default: 1 (as official).
+        num_scale_tokens: Scale tokens the scale cross-attention attends to. Default: 4.
+        gaussian_density: Gaussians per LR pixel m; must be a square. Default: 16.
+        num_upsample_stages: Conv + pixel-shuffle stages reaching sqrt(m) Gaussians per LR pixel side;
+            each stage upsamples by sqrt(m) ** (1 / stages), which must be an integer. Default: 2.
+        head_mlp_ratio: Width of the heads' last hidden layer relative to d. Default: 4.
+        sigma_range: (min, max) standard deviation in LR pixels. Default: (0.01, 0.8333); the
+            official renderer's sigmoid range corresponds to (0, 1 / 1.2) LR pixels.
+        rho_max: Correlations are ``rho_max * tanh``; < 1 keeps the covariance invertible. Default: 0.99.
+        max_offset: Largest offset of a Gaussian from its reference point, in LR pixels (``tanh``
+            bounded). ``None`` leaves offsets unbounded, in units of the Gaussian grid, as official.
+            Default: 1.0.
+        cutoff: Rasterizer cutoff in standard deviations; ``None`` uses the rasterizer's default.
+        num_colors: Colour channels. Default: 3.
+    """
+
+    field_depends_on_scale = True
+
+    def __init__(self, encoder: Optional[Mapping[str, Any]] = None, embed_dim: int = 180, num_heads: int = 6,
+                 window_size: int = 12, num_injection_layers: int = 2, num_blocks: int = 6,
+                 num_layers_per_block: int = 6, mlp_ratio: float = 1.0, num_scale_tokens: int = 4,
+                 gaussian_density: int = 16, num_upsample_stages: int = 2, head_mlp_ratio: float = 4.0,
+                 sigma_range: Sequence[float] = (0.01, 0.8333), rho_max: float = 0.99,
+                 max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3):
+        super().__init__()
+        self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
+                            num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
+        self.shuffle_factor, self.gaussians_per_side = self._upsample_plan(gaussian_density, num_upsample_stages)
+        self.encoder = build_encoder(encoder if encoder is not None else {'type': 'EDSRBaseline'})
+        in_channels = getattr(self.encoder, 'out_channels', None)
+        if not isinstance(in_channels, int):
+            raise ValueError(f'encoder {type(self.encoder).__name__} must expose an int attribute out_channels')
+
+        self.embed_dim = embed_dim
+        self.window_size = window_size
+        self.num_scale_tokens = num_scale_tokens
+        self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+        self.rho_max = float(rho_max)
+        self.max_offset = None if max_offset is None else float(max_offset)
+        self.cutoff = cutoff
+
+        num_tokens = window_size * window_size
+        self.gaussian_embedding = nn.Parameter(torch.zeros(num_tokens, embed_dim))
+        self.position_embedding = nn.Parameter(torch.zeros(num_tokens, embed_dim))
+        trunc_normal_(self.gaussian_embedding, std=.02)
+        trunc_normal_(self.position_embedding, std=.02)
+        self.feature_proj = nn.Sequential(
+            nn.Conv2d(in_channels, embed_dim, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(embed_dim, embed_dim, 3, 1, 1))
+        self.scale_mlp = nn.Sequential(
+            nn.Linear(2, 4 * embed_dim), nn.ReLU(inplace=True), nn.Linear(4 * embed_dim, num_scale_tokens * embed_dim))
+
+        self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
+                                        window_size, mlp_ratio)
+        self.interaction = nn.ModuleList([
+            _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
+                           mlp_ratio) for _ in range(num_blocks)
+        ])
+        stages = []
+        for _ in range(num_upsample_stages):
+            stages += [nn.Conv2d(embed_dim, embed_dim * self.shuffle_factor**2, 3, 1, 1),
+                       nn.PixelShuffle(self.shuffle_factor)]
+        self.upsample = nn.Sequential(*stages)
+
+        hidden = int(embed_dim * head_mlp_ratio)
+        self.opacity_head = _mlp_head(embed_dim, hidden, 1)
+        self.color_head = _mlp_head(embed_dim, hidden, num_colors)
+        self.sigma_head = _mlp_head(embed_dim, hidden, 2)
+        self.offset_head = _mlp_head(embed_dim, hidden, 2)
+        self.rho_head = _mlp_head(embed_dim, hidden, 1)
+
+    @staticmethod
+    def _check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks, num_layers_per_block,
+                       num_scale_tokens, sigma_range, rho_max, max_offset, cutoff) -> None:
+        for name, value, low in (('embed_dim', embed_dim, 1), ('num_heads', num_heads, 1),
+                                 ('window_size', window_size, 1), ('num_injection_layers', num_injection_layers, 1),
+                                 ('num_blocks', num_blocks, 0), ('num_layers_per_block', num_layers_per_block, 1),
+                                 ('num_scale_tokens', num_scale_tokens, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+        if embed_dim % num_heads:
+            raise ValueError(f'embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})')
+        if len(sigma_range) != 2 or not 0 < sigma_range[0] < sigma_range[1]:
+            raise ValueError(f'sigma_range must be (min, max) with 0 < min < max, got {sigma_range!r}')
+        if not 0 < rho_max < 1:
+            raise ValueError(f'rho_max must be in (0, 1), got {rho_max!r}')
+        if max_offset is not None and not max_offset > 0:
+            raise ValueError(f'max_offset must be > 0 or None, got {max_offset!r}')
+        if cutoff is not None and not cutoff > 0:
+            raise ValueError(f'cutoff must be > 0 or None, got {cutoff!r}')
+
+    @staticmethod
+    def _upsample_plan(gaussian_density: int, num_upsample_stages: int) -> Tuple[int, int]:
+        """(pixel-shuffle factor per stage, Gaussians per LR pixel side) or a ValueError."""
+        side = math.isqrt(gaussian_density) if isinstance(gaussian_density, int) and gaussian_density > 0 else 0
+        if side < 1 or side * side != gaussian_density:
+            raise ValueError(f'gaussian_density must be a positive square (1, 4, 9, 16, ...), got {gaussian_density!r}')
+        if isinstance(num_upsample_stages, bool) or not isinstance(num_upsample_stages, int) or num_upsample_stages < 0:
+            raise ValueError(f'num_upsample_stages must be an integer >= 0, got {num_upsample_stages!r}')
+        if num_upsample_stages == 0:
+            if side != 1:
+                raise ValueError(f'gaussian_density {gaussian_density} needs num_upsample_stages >= 1')
+            return 1, 1
+        factor = round(side**(1.0 / num_upsample_stages))
+        if factor < 2 or factor**num_upsample_stages != side:
+            raise ValueError(f'gaussian_density {gaussian_density} (sqrt {side}) is not reached by '
+                             f'num_upsample_stages={num_upsample_stages} equal integer pixel-shuffle factors >= 2')
+        return factor, side
+
+    # ------------------------------------------------------------------ encode / render / forward
+    def scale_tokens(self, scale: Tuple[float, float], batch: int, like: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) scale tokens from (s_h, s_w); the input is (1 / s_h, 1 / s_w), as official's 1 / s."""
+        inverse = torch.tensor([[1.0 / scale[0], 1.0 / scale[1]]], device=like.device, dtype=like.dtype)
+        tokens = self.scale_mlp(inverse).view(1, self.num_scale_tokens, self.embed_dim)
+        return tokens.expand(batch, -1, -1)
+
+    def _window_plan(self, height: int, width: int, device: torch.device):
+        """Shift per axis (none where one window covers the side, as in Swin) and the shift mask."""
+        k = self.window_size
+        shift = (k // 2 if height > k else 0, k // 2 if width > k else 0)
+        if shift == (0, 0):
+            return shift, None
+        return shift, shifted_window_mask(height, width, k, shift, device=device)
+
+    def decode_tokens(self, features: torch.Tensor, scale: Tuple[float, float]) -> torch.Tensor:
+        """Encoder features (B, C, h, w) -> per-Gaussian tokens (B, h * r, w * r, d), r = sqrt(m)."""
+        batch, _, height, width = features.shape
+        k = self.window_size
+        feat = self.feature_proj(pad_to_multiple(features, k, mode='reflect')).permute(0, 2, 3, 1)
+        pad_h, pad_w = feat.shape[1:3]
+        reps = (pad_h // k, pad_w // k)
+        queries = self.gaussian_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
+        pos = self.position_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
+        tokens = self.scale_tokens(scale, batch, feat)
+        shift, mask = self._window_plan(pad_h, pad_w, feat.device)
+
+        x = self.injection(queries, pos, feat, tokens, shift, mask)
+        residual = x
+        for block in self.interaction:
+            x = block(x, pos, tokens, shift, mask)
+        x = (x + residual).permute(0, 3, 1, 2)
+        x = self.upsample(x)
+        side = self.gaussians_per_side
+        return x[:, :, :height * side, :width * side].permute(0, 2, 3, 1)
+
+    def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int]) -> GaussianField:
+        """Heads and activations: (B, h * r, w * r, d) tokens -> a GaussianField in LR pixel units."""
+        batch, rows, cols, _ = tokens.shape
+        side = self.gaussians_per_side
+        tokens = tokens.reshape(batch, rows * cols, -1)
+        opacity = torch.sigmoid(self.opacity_head(tokens))
+        color = torch.sigmoid(self.color_head(tokens))
+        low, high = self.sigma_range
+        sigmas = low + (high - low) * torch.sigmoid(self.sigma_head(tokens))
+        rhos = self.rho_max * torch.tanh(self.rho_head(tokens)).squeeze(-1)
+        raw_offset = self.offset_head(tokens)
+        offset = raw_offset / side if self.max_offset is None else self.max_offset * torch.tanh(raw_offset)
+        # Reference points: centres of the r x r sub-cells of each LR pixel, (x, y), row-major.
+        ys = (torch.arange(rows, device=tokens.device, dtype=tokens.dtype) + 0.5) / side
+        xs = (torch.arange(cols, device=tokens.device, dtype=tokens.dtype) + 0.5) / side
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+        reference = torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
+        return GaussianField(means=reference + offset, sigmas=sigmas, rhos=rhos, colors=color * opacity,
+                             lr_size=tuple(lr_size), opacities=opacity.squeeze(-1))
+
+    def _check_lq(self, lq: Any) -> None:
+        if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
+            raise ValueError(f'lq must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
+
+    def encode(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
+               out_size: Optional[Sequence[int]] = None) -> GaussianField:
+        """Predict the Gaussians of ``lq`` (B, 3, h, w) for one scale (s_h, s_w) shared by the batch.
+
+        The field holds m * h * w Gaussians per image, means in LR pixel units over the unpadded image;
+        it is valid for that scale only (``field_depends_on_scale``). ``out_size`` only serves to derive
+        the scale when ``scale`` is None.
+        """
+        self._check_lq(lq)
+        lr_size = (lq.shape[-2], lq.shape[-1])
+        pair, _ = resolve_scale_and_size(lr_size, scale, out_size)
+        features = self.encoder(lq)
+        return self.gaussians_from_tokens(self.decode_tokens(features, pair), lr_size)
+
+    def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
+        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size``."""
+        return field.render(_check_out_size(out_size), cutoff=self.cutoff)
+
+    def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
+                out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
+        self._check_lq(lq)
+        pair, size = resolve_scale_and_size((lq.shape[-2], lq.shape[-1]), scale, out_size)
+        return self.render(self.encode(lq, pair), size)
