@@ -1,0 +1,376 @@
+"""Inference helpers behind ``basicsr infer``: image IO, checkpoint loading and tiled super-resolution.
+
+* Images: PNG, JPEG, TIFF, WebP (anything OpenCV reads), 8- or 16-bit (or float TIFF), grayscale, RGB
+  or RGBA. The network sees RGB in [0, 1]; grayscale is replicated to RGB and averaged back; the alpha
+  channel is super-resolved separately as a grayscale image. Outputs keep the input's bit depth and
+  channel layout.
+* Networks: ``network_g`` of a BasicSR option file, weights from a BasicSR checkpoint (``params`` /
+  ``params_ema``) or a bare state dict.
+* Tiles: overlapping LR tiles are encoded to Gaussians; each tile keeps the Gaussians that belong to
+  its core (non-overlapping) region, shifted to full-image coordinates; all tiles' Gaussians are
+  rendered once into one canvas, so there are no seams to blend.
+"""
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from gsasr_plugin.archs.gaussian_field import GaussianField
+
+__all__ = [
+    'IMAGE_EXTENSIONS', 'ImageMeta', 'read_image', 'write_image', 'parse_scale', 'parse_size', 'load_network',
+    'load_state_dict_from_checkpoint', 'tile_alignment', 'plan_tiles', 'auto_tile_size', 'encode_tiled',
+    'super_resolve', 'Tile'
+]
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
+
+
+# ---------------------------------------------------------------------------------------------- image IO
+@dataclass
+class ImageMeta:
+    """What ``write_image`` needs to give the output the input's layout."""
+    dtype: np.dtype  # uint8, uint16 or float32
+    grayscale: bool
+    alpha: Optional[np.ndarray]  # (H, W) float in [0, 1], or None
+
+
+def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
+    """``path`` -> (H, W, 3) float32 RGB in [0, 1] and its ``ImageMeta``.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if OpenCV cannot decode it or its layout is unsupported.
+    """
+    import cv2
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: no such file')
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f'{path}: not a readable image (supported: {", ".join(IMAGE_EXTENSIONS)})')
+    dtype = image.dtype
+    if dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    elif dtype == np.uint16:
+        image = image.astype(np.float32) / 65535.0
+    elif dtype in (np.float32, np.float64):
+        image = np.clip(image.astype(np.float32), 0, 1)
+        dtype = np.dtype(np.float32)
+    else:
+        raise ValueError(f'{path}: unsupported pixel type {dtype} (use 8- or 16-bit images)')
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    alpha = None
+    if image.ndim == 2:
+        grayscale, rgb = True, np.repeat(image[..., None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] in (2, 3, 4):
+        grayscale = image.shape[2] == 2  # gray + alpha
+        if image.shape[2] in (2, 4):
+            alpha = image[..., -1].copy()
+        rgb = np.repeat(image[..., :1], 3, axis=2) if grayscale else image[..., 2::-1]  # BGR(A) -> RGB
+    else:
+        raise ValueError(f'{path}: unsupported image layout {image.shape}')
+    return np.ascontiguousarray(rgb), ImageMeta(np.dtype(dtype), grayscale, alpha)
+
+
+def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None) -> None:
+    """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels."""
+    import cv2
+    suffix = Path(path).suffix.lower()
+    dtype = meta.dtype
+    if suffix in ('.jpg', '.jpeg', '.webp', '.bmp'):
+        dtype = np.dtype(np.uint8)  # these formats hold 8 bits per channel
+    elif dtype == np.float32 and suffix not in ('.tif', '.tiff'):
+        dtype = np.dtype(np.uint16)
+    image = rgb.mean(axis=2, keepdims=True) if meta.grayscale else rgb[..., ::-1]
+    if alpha is not None:
+        image = np.concatenate([image, alpha[..., None]], axis=2)
+    image = np.clip(image, 0, 1)
+    if dtype == np.uint8:
+        image = (image * 255.0).round().astype(np.uint8)
+    elif dtype == np.uint16:
+        image = (image * 65535.0).round().astype(np.uint16)
+    else:
+        image = image.astype(np.float32)
+    if image.shape[2] == 1:
+        image = image[..., 0]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise ValueError(f'{path}: OpenCV could not write this format')
+
+
+# ------------------------------------------------------------------------------------ CLI value parsing
+def parse_scale(text: str) -> Tuple[float, float]:
+    """'4', '2.5' or 'SH,SW' -> (s_h, s_w), each a finite number > 0; ValueError naming --scale otherwise."""
+    parts = [p.strip() for p in str(text).split(',')]
+    if len(parts) not in (1, 2):
+        raise ValueError(f"--scale must be S or SH,SW, got {text!r}")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f'--scale must be a number or two numbers SH,SW, got {text!r}') from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f'--scale must be > 0, got {text!r}')
+    return (values[0], values[-1])
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'WxH' (e.g. '1920x1080') -> (H, W); ValueError naming --size otherwise."""
+    parts = str(text).lower().split('x')
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise ValueError(f'--size must be WxH with positive integers (e.g. 1920x1080), got {text!r}')
+    width, height = (int(p) for p in parts)
+    return height, width
+
+
+# ------------------------------------------------------------------------------------- network loading
+def load_state_dict_from_checkpoint(path: str, param_key: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """A state dict from a BasicSR checkpoint (``params_ema`` preferred, then ``params``) or a bare one.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it is not a checkpoint or its layout is unknown (the message lists the keys found).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path}: no such file')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:
+        raise ValueError(f'checkpoint {path}: not a PyTorch checkpoint ({type(error).__name__}: '
+                         f'{str(error).splitlines()[0] if str(error) else ""})') from None
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f'checkpoint {path}: unknown layout (a {type(checkpoint).__name__}, expected a dict)')
+    keys = [param_key] if param_key else ['params_ema', 'params']
+    for key in keys:
+        if isinstance(checkpoint.get(key), Mapping):
+            state = checkpoint[key]
+            break
+    else:
+        if param_key or not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            found = ', '.join(map(str, list(checkpoint)[:8])) + (' ...' if len(checkpoint) > 8 else '')
+            wanted = f"'{param_key}'" if param_key else "'params_ema', 'params' or a bare state dict"
+            raise ValueError(f'checkpoint {path}: unknown layout, expected {wanted}; keys found: [{found}]')
+        state = checkpoint
+    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+
+
+def load_network(opt_path: str, checkpoint_path: Optional[str], device: torch.device,
+                 param_key: Optional[str] = None) -> nn.Module:
+    """Build ``network_g`` from a BasicSR option file and load the checkpoint's weights into it."""
+    import yaml
+
+    import gsasr_plugin  # noqa: F401  (registers the plugin's architectures)
+    from basicsr.archs import build_network
+    if not os.path.isfile(opt_path):
+        raise FileNotFoundError(f'options {opt_path}: no such file')
+    with open(opt_path, encoding='utf-8') as handle:
+        try:
+            opt = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f'options {opt_path}: not valid YAML ({str(error).splitlines()[0]})') from None
+    if not isinstance(opt, Mapping) or not isinstance(opt.get('network_g'), Mapping):
+        raise ValueError(f'options {opt_path}: no network_g section')
+    network = build_network(dict(opt['network_g']))
+    if checkpoint_path is not None:
+        state = load_state_dict_from_checkpoint(checkpoint_path, param_key)
+        missing, unexpected = network.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f'checkpoint {checkpoint_path} does not match network_g of {opt_path}: '
+                             f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected '
+                             f'{unexpected[:3]}')
+    return network.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------- tiling
+@dataclass(frozen=True)
+class Tile:
+    """An LR tile: the encoded window [y0, y1) x [x0, x1) and its core [cy0, cy1) x [cx0, cx1)."""
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    cy0: int
+    cy1: int
+    cx0: int
+    cx1: int
+
+
+def tile_alignment(network: nn.Module) -> int:
+    """The least common multiple of every int ``window_size`` in the network (1 if none).
+
+    Tiles start at multiples of it, so window attention partitions a tile as it does the whole image.
+    """
+    align = 1
+    for module in network.modules():
+        size = getattr(module, 'window_size', None)
+        if isinstance(size, (tuple, list)) and size and all(isinstance(s, int) for s in size):
+            size = max(size)
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            align = align * size // math.gcd(align, size)
+    return align
+
+
+def _axis_plan(length: int, tile: int, margin: int, align: int) -> List[Tuple[int, int, int, int]]:
+    """(start, stop, core_start, core_stop) along one axis; cores partition [0, length)."""
+    core = max(align, (tile // align) * align)
+    plans = []
+    for core_start in range(0, length, core):
+        core_stop = min(length, core_start + core)
+        start = max(0, ((core_start - margin) // align) * align)  # floor to the window grid
+        stop = min(length, core_stop + margin)
+        plans.append((start, stop, core_start, core_stop))
+    return plans
+
+
+def plan_tiles(lr_size: Tuple[int, int], tile: int, margin: int, align: int = 1) -> List[Tile]:
+    """Tiles of core side ``tile`` (rounded down to ``align``) with ``margin`` LR pixels of context."""
+    if tile < 1:
+        raise ValueError(f'tile must be >= 1 LR pixel, got {tile}')
+    rows = _axis_plan(lr_size[0], tile, margin, align)
+    cols = _axis_plan(lr_size[1], tile, margin, align)
+    return [Tile(y0, y1, x0, x1, cy0, cy1, cx0, cx1) for (y0, y1, cy0, cy1) in rows for (x0, x1, cx0, cx1) in cols]
+
+
+def _reference_points(network: nn.Module, field: GaussianField) -> torch.Tensor:
+    """(B, N, 2) point that decides which tile owns each Gaussian.
+
+    GSASR-style fields (m = r * r Gaussians per LR pixel, row-major over the (h * r, w * r) grid) use the
+    Gaussian's reference point, which cannot move; other fields use the means.
+    """
+    side = getattr(network, 'gaussians_per_side', None)
+    height, width = field.lr_size
+    if isinstance(side, int) and field.num_gaussians == height * width * side * side:
+        ys = (torch.arange(height * side, device=field.means.device, dtype=field.means.dtype) + 0.5) / side
+        xs = (torch.arange(width * side, device=field.means.device, dtype=field.means.dtype) + 0.5) / side
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+        return torch.stack((grid_x, grid_y), dim=-1).view(1, -1, 2).expand_as(field.means)
+    return field.means
+
+
+def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> GaussianField:
+    opacities = None
+    if all(f.opacities is not None for f in fields):
+        opacities = torch.cat([f.opacities for f in fields], dim=1)
+    return GaussianField(means=torch.cat([f.means for f in fields], dim=1),
+                         sigmas=torch.cat([f.sigmas for f in fields], dim=1),
+                         rhos=torch.cat([f.rhos for f in fields], dim=1),
+                         colors=torch.cat([f.colors for f in fields], dim=1), lr_size=tuple(lr_size),
+                         opacities=opacities)
+
+
+def _float_field(field: GaussianField) -> GaussianField:
+    """Render in float32 whatever precision the decoder ran in."""
+    return GaussianField(field.means.float(), field.sigmas.float(), field.rhos.float(), field.colors.float(),
+                         tuple(field.lr_size), None if field.opacities is None else field.opacities.float())
+
+
+def encode_tiled(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], tile: int,
+                 margin: Optional[int] = None, progress: bool = False, bf16: bool = False) -> GaussianField:
+    """Encode ``lq`` (1, C, h, w) tile by tile into one ``GaussianField`` over the whole image.
+
+    Every tile is encoded with the whole image's ``scale`` (GSASR's field depends on it), with ``margin``
+    LR pixels of context on each side (default: two alignment units, at least 8), and keeps the
+    Gaussians whose reference point lies in its core, shifted by the tile's LR offset.
+    """
+    if lq.shape[0] != 1:
+        raise ValueError(f'tiled encoding takes one image at a time, got a batch of {lq.shape[0]}')
+    height, width = lq.shape[-2:]
+    align = tile_alignment(network)
+    if margin is None:
+        margin = max(8, 2 * align)
+    tiles = plan_tiles((height, width), tile, margin, align)
+    iterator: Iterable[Tile] = tiles
+    if progress and len(tiles) > 1:
+        from tqdm import tqdm
+        iterator = tqdm(tiles, desc='tiles', unit='tile', leave=False)
+    parts = []
+    for t in iterator:
+        field = _encode(network, lq[..., t.y0:t.y1, t.x0:t.x1], scale, bf16)
+        ref = _reference_points(network, field)
+        inf = float('inf')
+        # cores at the image border reach to infinity, so Gaussians pushed outside the image still belong
+        low_x = t.cx0 - t.x0 if t.cx0 > 0 else -inf
+        high_x = t.cx1 - t.x0 if t.cx1 < width else inf
+        low_y = t.cy0 - t.y0 if t.cy0 > 0 else -inf
+        high_y = t.cy1 - t.y0 if t.cy1 < height else inf
+        keep = ((ref[0, :, 0] >= low_x) & (ref[0, :, 0] < high_x) & (ref[0, :, 1] >= low_y) &
+                (ref[0, :, 1] < high_y))
+        index = keep.nonzero().squeeze(1)
+        offset = torch.tensor([t.x0, t.y0], device=field.means.device, dtype=field.means.dtype)
+        parts.append(
+            GaussianField(means=field.means[:, index] + offset, sigmas=field.sigmas[:, index],
+                          rhos=field.rhos[:, index], colors=field.colors[:, index], lr_size=(height, width),
+                          opacities=None if field.opacities is None else field.opacities[:, index]))
+    return _concat_fields(parts, (height, width))
+
+
+def _encode(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], bf16: bool) -> GaussianField:
+    with torch.no_grad(), torch.autocast(device_type=lq.device.type, dtype=torch.bfloat16, enabled=bf16):
+        field = network.encode(lq, scale)
+    return _float_field(field)
+
+
+def _bytes_per_lr_pixel(network: nn.Module) -> float:
+    """A rough activation footprint of encoding one LR pixel, from the decoder's width and density."""
+    width = getattr(network, 'embed_dim', 64)
+    side = getattr(network, 'gaussians_per_side', 4)
+    return 4.0 * width * side * side * 12 + 4.0 * 64 * 40  # decoder tokens x live copies + encoder maps
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on ``device`` (CUDA: free memory; CPU: MemAvailable, or 4 GiB if unknown)."""
+    if device.type == 'cuda':
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open('/proc/meminfo', encoding='ascii') as handle:
+            for line in handle:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def auto_tile_size(network: nn.Module, lr_size: Tuple[int, int], device: torch.device,
+                   fraction: float = 0.5) -> Optional[int]:
+    """Core tile side that fits ``fraction`` of free memory, or None when the whole image fits."""
+    budget = available_memory(device) * fraction
+    per_pixel = _bytes_per_lr_pixel(network)
+    if lr_size[0] * lr_size[1] * per_pixel <= budget:
+        return None
+    align = tile_alignment(network)
+    side = int(math.sqrt(budget / per_pixel)) // 2  # the margins roughly double a tile's area
+    return max(align, (side // align) * align, 16)
+
+
+def super_resolve(network: nn.Module, lq: torch.Tensor, scale: Optional[Tuple[float, float]] = None,
+                  out_size: Optional[Tuple[int, int]] = None, tile: Optional[int] = None,
+                  margin: Optional[int] = None, bf16: bool = False,
+                  progress: bool = False) -> Tuple[torch.Tensor, GaussianField]:
+    """Super-resolve ``lq`` (1, 3, h, w) in [0, 1] -> ((1, 3, Ho, Wo) in [0, 1], the Gaussian field).
+
+    ``out_size`` (Ho, Wo) wins over ``scale`` for the size; the conditioning scale is ``scale`` or
+    (Ho / h, Wo / w). ``tile=None`` picks tiles from free memory (none if the image fits), ``tile=0``
+    never tiles, ``tile=N`` uses N x N LR cores.
+    """
+    height, width = lq.shape[-2:]
+    if out_size is None:
+        if scale is None:
+            raise ValueError('give scale or out_size')
+        out_size = (max(1, round(height * scale[0])), max(1, round(width * scale[1])))
+    if scale is None:
+        scale = (out_size[0] / height, out_size[1] / width)
+    if tile is None:
+        tile = auto_tile_size(network, (height, width), lq.device) or 0
+    if tile and (tile < height or tile < width):
+        field = encode_tiled(network, lq, scale, tile, margin, progress=progress, bf16=bf16)
+    else:
+        field = _encode(network, lq, scale, bf16)
+    with torch.no_grad():
+        output = network.render(field, out_size) if hasattr(network, 'render') else field.render(out_size)
+    return output.float().clamp_(0, 1), field
