@@ -18,6 +18,9 @@ def build_encoder(opt: Mapping[str, Any]) -> nn.Module:
     Every encoder maps an LR image (B, 3, h, w) in [0, 1] to features (B, C, h, w) of the same spatial
     size and exposes ``out_channels`` (C).
 
+    ``pretrained: PATH`` (with optional ``strict``, default True, and ``param_key``) loads a checkpoint
+    into the built encoder, official SwinIR / HAT ones included (see :mod:`gsasr_plugin.archs.pretrained`).
+
     Raises:
         ValueError: if ``type`` is missing or names no registered encoder (the message lists them).
     """
@@ -28,4 +31,9 @@ def build_encoder(opt: Mapping[str, Any]) -> nn.Module:
     if encoder_type not in ENCODER_REGISTRY:
         raise ValueError(f"unknown encoder type '{encoder_type}' in 'encoder: type'; "
                          f'registered encoders: {sorted(ENCODER_REGISTRY.keys())}')
-    return ENCODER_REGISTRY.get(encoder_type)(**opt)
+    pretrained, strict, param_key = opt.pop('pretrained', None), opt.pop('strict', True), opt.pop('param_key', None)
+    encoder = ENCODER_REGISTRY.get(encoder_type)(**opt)
+    if pretrained:
+        from gsasr_plugin.archs.pretrained import load_pretrained_encoder
+        load_pretrained_encoder(encoder, pretrained, strict=strict, param_key=param_key)
+    return encoder

@@ -1,0 +1,307 @@
+"""SwinIR / HAT encoders: timm pieces, any LR size, official-checkpoint loading, options files.
+
+Forward/backward runs use tiny sizes (embed_dim 12, one group of 2 blocks, window 4) on 23x37 inputs so
+the file runs in seconds on 2 CPU cores; the full default sizes are only built to count parameters and
+to check every official key and shape.
+"""
+from pathlib import Path
+from typing import Dict, Sequence, Tuple
+
+import pytest
+import torch
+import yaml
+from timm.layers import Mlp
+from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
+
+from gsasr_plugin.archs import ENCODER_REGISTRY, build_encoder
+from gsasr_plugin.archs.hat_encoder_arch import HAT, overlapping_relative_position_index
+from gsasr_plugin.archs.pretrained import load_pretrained_encoder, map_checkpoint_keys
+from gsasr_plugin.archs.swinir_encoder_arch import SwinIR
+from gsasr_plugin.archs.window_utils import shifted_window_mask
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = {'embed_dim': 12, 'depths': [2], 'num_heads': [2], 'window_size': 4, 'drop_path_rate': 0.0}
+Shapes = Dict[str, Tuple[int, ...]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Official checkpoint layouts, written out from the official model definitions:
+#   SwinIR: JingyunLiang/SwinIR models/network_swinir.py, class SwinIR with upsampler='pixelshuffle',
+#           resi_connection='1conv', patch_norm=True, ape=False (classical SR).
+#   HAT:    XPixelGroup/HAT hat/archs/hat_arch.py, class HAT with upsampler='pixelshuffle',
+#           resi_connection='1conv' (classical SR).
+# Both keep num_feat = 64 for conv_before_upsample / upsample / conv_last; Upsample is
+# [conv(64 -> 4*64), PixelShuffle(2)] per factor 2 (indices 0, 2, ...) or [conv(64 -> 9*64), PixelShuffle(3)].
+# Persistent buffers: SwinIR's WindowAttention.relative_position_index and (shifted blocks only)
+# SwinTransformerBlock.attn_mask for the training img_size; HAT's top-level relative_position_index_SA
+# and relative_position_index_OCA.
+# --------------------------------------------------------------------------------------------------
+def _upsampler_shapes(upscale: int, num_feat: int = 64, out_ch: int = 3) -> Shapes:
+    shapes: Shapes = {}
+    convs = [(4 * num_feat)] * {1: 0, 2: 1, 4: 2, 8: 3}.get(upscale, 0) if upscale != 3 else [9 * num_feat]
+    for i, out in enumerate(convs):
+        shapes[f'upsample.{2 * i}.weight'] = (out, num_feat, 3, 3)
+        shapes[f'upsample.{2 * i}.bias'] = (out, )
+    shapes['conv_last.weight'] = (out_ch, num_feat, 3, 3)
+    shapes['conv_last.bias'] = (out_ch, )
+    return shapes
+
+
+def _conv(prefix: str, out_ch: int, in_ch: int, k: int) -> Shapes:
+    return {f'{prefix}.weight': (out_ch, in_ch, k, k), f'{prefix}.bias': (out_ch, )}
+
+
+def _linear(prefix: str, out_f: int, in_f: int) -> Shapes:
+    return {f'{prefix}.weight': (out_f, in_f), f'{prefix}.bias': (out_f, )}
+
+
+def _norm(prefix: str, dim: int) -> Shapes:
+    return {f'{prefix}.weight': (dim, ), f'{prefix}.bias': (dim, )}
+
+
+def official_swinir_shapes(embed_dim: int = 180, depths: Sequence[int] = (6, ) * 6, num_heads: Sequence[int] = (6, ) * 6,
+                           window_size: int = 8, mlp_ratio: float = 2., img_size: int = 48, upscale: int = 4) -> Shapes:
+    """Keys and shapes of an official classical-SR SwinIR state dict."""
+    e, ws, hidden = embed_dim, window_size, int(embed_dim * mlp_ratio)
+    shapes = {**_conv('conv_first', e, 3, 3), **_norm('patch_embed.norm', e)}
+    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        for j in range(depth):
+            p = f'layers.{i}.residual_group.blocks.{j}'
+            shapes.update(_norm(f'{p}.norm1', e))
+            shapes[f'{p}.attn.relative_position_bias_table'] = ((2 * ws - 1)**2, heads)
+            shapes[f'{p}.attn.relative_position_index'] = (ws * ws, ws * ws)
+            shapes.update({**_linear(f'{p}.attn.qkv', 3 * e, e), **_linear(f'{p}.attn.proj', e, e)})
+            shapes.update({**_norm(f'{p}.norm2', e), **_linear(f'{p}.mlp.fc1', hidden, e)})
+            shapes.update(_linear(f'{p}.mlp.fc2', e, hidden))
+            if j % 2 == 1:
+                shapes[f'{p}.attn_mask'] = ((img_size // ws)**2, ws * ws, ws * ws)
+        shapes.update(_conv(f'layers.{i}.conv', e, e, 3))
+    shapes.update({**_norm('norm', e), **_conv('conv_after_body', e, e, 3), **_conv('conv_before_upsample.0', 64, e, 3)})
+    shapes.update(_upsampler_shapes(upscale))
+    return shapes
+
+
+def official_hat_shapes(embed_dim: int = 180, depths: Sequence[int] = (6, ) * 6, num_heads: Sequence[int] = (6, ) * 6,
+                        window_size: int = 16, mlp_ratio: float = 2., compress_ratio: int = 3, squeeze_factor: int = 30,
+                        overlap_ratio: float = 0.5, upscale: int = 4) -> Shapes:
+    """Keys and shapes of an official classical-SR HAT state dict."""
+    e, ws, hidden = embed_dim, window_size, int(embed_dim * mlp_ratio)
+    ows = ws + int(overlap_ratio * ws)
+    shapes = {'relative_position_index_SA': (ws * ws, ws * ws), 'relative_position_index_OCA': (ws * ws, ows * ows)}
+    shapes.update({**_conv('conv_first', e, 3, 3), **_norm('patch_embed.norm', e)})
+    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        for j in range(depth):
+            p = f'layers.{i}.residual_group.blocks.{j}'
+            shapes.update(_norm(f'{p}.norm1', e))
+            shapes[f'{p}.attn.relative_position_bias_table'] = ((2 * ws - 1)**2, heads)
+            shapes.update({**_linear(f'{p}.attn.qkv', 3 * e, e), **_linear(f'{p}.attn.proj', e, e)})
+            shapes.update(_conv(f'{p}.conv_block.cab.0', e // compress_ratio, e, 3))
+            shapes.update(_conv(f'{p}.conv_block.cab.2', e, e // compress_ratio, 3))
+            shapes.update(_conv(f'{p}.conv_block.cab.3.attention.1', e // squeeze_factor, e, 1))
+            shapes.update(_conv(f'{p}.conv_block.cab.3.attention.3', e, e // squeeze_factor, 1))
+            shapes.update({**_norm(f'{p}.norm2', e), **_linear(f'{p}.mlp.fc1', hidden, e)})
+            shapes.update(_linear(f'{p}.mlp.fc2', e, hidden))
+        p = f'layers.{i}.residual_group.overlap_attn'
+        shapes.update({**_norm(f'{p}.norm1', e), **_linear(f'{p}.qkv', 3 * e, e)})
+        shapes[f'{p}.relative_position_bias_table'] = ((ws + ows - 1)**2, heads)
+        shapes.update({**_linear(f'{p}.proj', e, e), **_norm(f'{p}.norm2', e)})
+        shapes.update({**_linear(f'{p}.mlp.fc1', hidden, e), **_linear(f'{p}.mlp.fc2', e, hidden)})
+        shapes.update(_conv(f'layers.{i}.conv', e, e, 3))
+    shapes.update({**_norm('norm', e), **_conv('conv_after_body', e, e, 3), **_conv('conv_before_upsample.0', 64, e, 3)})
+    shapes.update(_upsampler_shapes(upscale))
+    return shapes
+
+
+def _random_checkpoint(shapes: Shapes) -> Dict[str, torch.Tensor]:
+    return {k: (torch.randint(0, 10, s) if 'index' in k else torch.randn(s)) for k, s in shapes.items()}
+
+
+def _num_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------------ building
+@pytest.mark.parametrize('encoder_type, size, official_shapes, params, official_millions', [
+    ('SwinIR', {}, official_swinir_shapes, 11_603_044, 11.9),
+    ('HAT', {}, official_hat_shapes, 20_475_352, 20.8),
+    ('HAT', {'size': 'HAT-L'}, lambda: official_hat_shapes(depths=(6, ) * 12, num_heads=(6, ) * 12), 40_549_420, 40.8),
+])
+def test_full_size_matches_official_layout(encoder_type, size, official_shapes, params, official_millions):
+    """Default sizes: our parameter count is the official x4 model's minus its upsampler, and every
+    official key maps onto one of our tensors with the same shape (upsampler and buffers skipped)."""
+    with torch.device('meta'):  # shapes only: no memory, no init
+        encoder = build_encoder({'type': encoder_type, **size})
+    assert encoder.out_channels == 64
+    assert _num_params(encoder) == params
+    official = official_shapes()
+    upsampler = sum(torch.Size(s).numel() for s in _upsampler_shapes(4).values())
+    official_params = sum(torch.Size(s).numel() for k, s in official.items() if 'index' not in k and 'mask' not in k)
+    assert params + upsampler == official_params
+    assert round(official_params / 1e6, 1) == official_millions
+    renamed, skipped = map_checkpoint_keys(official, encoder.official_key_map, encoder.official_skipped_keys)
+    ours = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+    assert {target: official[source] for target, source in renamed.items()} == ours
+    assert all(k.startswith(('upsample.', 'conv_last.')) or 'index' in k or 'attn_mask' in k for k in skipped)
+    assert {'upsample.0.weight', 'upsample.2.weight', 'conv_last.weight'} <= set(skipped)
+
+
+@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+def test_encoders_use_timm_window_attention(encoder_type):
+    encoder = build_encoder({'type': encoder_type, **TINY})
+    blocks = [m for m in encoder.modules() if isinstance(m, SwinTransformerBlock)]
+    assert len(blocks) == 2
+    assert all(isinstance(b.attn, WindowAttention) and isinstance(b.mlp, Mlp) for b in blocks)
+    assert [b.shift_size for b in blocks] == [(0, 0), (2, 2)]
+    if encoder_type == 'HAT':
+        assert isinstance(encoder.layers[0].overlap_attn.mlp, Mlp)
+
+
+@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+@pytest.mark.parametrize('size', [(23, 37), (4, 4), (1, 9)])
+def test_any_lr_size_forward_backward(encoder_type, size):
+    encoder = build_encoder({'type': encoder_type, **TINY})
+    lq = torch.rand(2, 3, *size, requires_grad=True)
+    out = encoder(lq)
+    assert out.shape == (2, 64, *size)
+    out.square().mean().backward()
+    assert torch.isfinite(lq.grad).all() and lq.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+def test_batch_items_are_independent_and_cropping_is_exact(encoder_type):
+    encoder = build_encoder({'type': encoder_type, **TINY}).eval()
+    lq = torch.rand(2, 3, 23, 37)
+    with torch.no_grad():
+        together = encoder(lq)
+        alone = encoder(lq[1:])
+    torch.testing.assert_close(together[1:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_timm_dynamic_shift_mask_matches_window_utils():
+    block = build_encoder({'type': 'SwinIR', **TINY}).layers[0].blocks[1]
+    tokens = torch.zeros(1, 8, 12, 12)
+    expected = shifted_window_mask(8, 12, 4, 2)
+    torch.testing.assert_close(block.get_attn_mask(tokens), expected)
+    assert (expected == -100).any() and (expected == 0).any()
+
+
+def test_overlapping_position_index_depends_only_on_relative_offset():
+    ws, ows = 4, 6
+    index = overlapping_relative_position_index(ws, ows)
+    assert index.shape == (ws * ws, ows * ows) and index.min() >= 0 and index.max() < (ws + ows - 1)**2
+    seen = {}
+    for q in range(ws * ws):
+        for k in range(ows * ows):
+            offset = (k // ows - q // ws, k % ows - q % ws)
+            assert seen.setdefault(offset, int(index[q, k])) == int(index[q, k])
+    assert len(set(seen.values())) == len(seen)  # distinct offsets -> distinct table rows
+
+
+@pytest.mark.parametrize('encoder_type, options, message', [
+    ('SwinIR', {'num_heads': [5]}, 'divisible'),
+    ('SwinIR', {'depths': [2, 2]}, 'num_heads'),
+    ('HAT', {'size': 'HAT-XL'}, 'size'),
+    ('HAT', {'pad_mode': 'wrap'}, 'pad_mode'),
+])
+def test_bad_sizes_raise_value_error_naming_the_option(encoder_type, options, message):
+    with pytest.raises(ValueError, match=message):
+        build_encoder({'type': encoder_type, **{**TINY, **options}})
+
+
+# ------------------------------------------------------------------------------------------ pretrained
+@pytest.mark.parametrize('encoder_type, make_shapes', [
+    ('SwinIR', lambda: official_swinir_shapes(12, [2], [2], 4, img_size=16, upscale=3)),
+    ('HAT', lambda: official_hat_shapes(12, [2], [2], 4, compress_ratio=3, squeeze_factor=6, upscale=2)),
+])
+def test_load_official_checkpoint_through_build_encoder(tmp_path, encoder_type, make_shapes):
+    checkpoint = _random_checkpoint(make_shapes())
+    path = tmp_path / 'official.pth'
+    torch.save({'params_ema': checkpoint, 'params': {}}, path)
+    options = {'type': encoder_type, **TINY, 'pretrained': str(path)}
+    if encoder_type == 'HAT':
+        options['squeeze_factor'] = 6
+    encoder = build_encoder(options)
+    encoder_cls = ENCODER_REGISTRY.get(encoder_type)
+    renamed, _ = map_checkpoint_keys(checkpoint, encoder_cls.official_key_map, encoder_cls.official_skipped_keys)
+    state = encoder.state_dict()
+    assert set(renamed) == set(state)
+    for target, source in renamed.items():
+        assert torch.equal(state[target], checkpoint[source]), target
+    out = encoder(torch.rand(1, 3, 23, 37))
+    assert out.shape == (1, 64, 23, 37) and torch.isfinite(out).all()
+
+
+def test_loader_reports_skipped_keys(tmp_path):
+    shapes = official_swinir_shapes(12, [2], [2], 4, img_size=16)
+    path = tmp_path / 'swinir.pth'
+    torch.save({'params': _random_checkpoint(shapes)}, path)
+    encoder = SwinIR(**TINY)
+    messages = []
+
+    class Recorder:
+        info = warning = staticmethod(messages.append)
+
+    report = load_pretrained_encoder(encoder, path, logger=Recorder())
+    assert report.param_key == 'params' and not report.missing and not report.unexpected
+    assert report.skipped['upsample.0.weight'].startswith('upsampler')
+    assert report.skipped['conv_last.bias'].startswith('upsampler')
+    assert 'layers.0.residual_group.blocks.1.attn_mask' in report.skipped
+    assert 'layers.0.residual_group.blocks.0.attn.relative_position_index' in report.skipped
+    assert len(report.loaded) == len(encoder.state_dict())
+    assert 'upsampler' in messages[0] and 'upsample.0.weight' in messages[0]
+
+
+def test_loader_wrong_shape_names_the_key(tmp_path):
+    checkpoint = _random_checkpoint(official_hat_shapes(12, [2], [2], 4, squeeze_factor=6))
+    checkpoint['layers.0.residual_group.overlap_attn.qkv.weight'] = torch.randn(30, 12)
+    path = tmp_path / 'hat.pth'
+    torch.save({'params_ema': checkpoint}, path)
+    encoder = HAT(**TINY, squeeze_factor=6)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    with pytest.raises(ValueError, match=r"layers\.0\.residual_group\.overlap_attn\.qkv\.weight.*\(30, 12\).*\(36, 12\)"):
+        load_pretrained_encoder(encoder, path)
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # nothing half-loaded
+
+
+def test_loader_unknown_and_missing_keys(tmp_path):
+    checkpoint = _random_checkpoint(official_swinir_shapes(12, [2], [2], 4, img_size=16))
+    checkpoint['extra_head.weight'] = torch.randn(3)
+    del checkpoint['norm.bias']
+    path = tmp_path / 'odd.pth'
+    torch.save(checkpoint, path)  # weights at the top level
+    with pytest.raises(ValueError, match=r"(?s)extra_head\.weight.*norm\.bias"):
+        build_encoder({'type': 'SwinIR', **TINY, 'pretrained': str(path)})
+    encoder = SwinIR(**TINY)
+    report = load_pretrained_encoder(encoder, path, strict=False, logger=type('L', (), {
+        'info': staticmethod(print), 'warning': staticmethod(print)})())
+    assert report.unexpected == ['extra_head.weight'] and report.missing == ['norm.bias']
+    assert torch.equal(encoder.state_dict()['norm.weight'], checkpoint['norm.weight'])
+
+
+def test_loader_bad_path_and_param_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        build_encoder({'type': 'SwinIR', **TINY, 'pretrained': str(tmp_path / 'missing.pth')})
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'params': {}}, path)
+    with pytest.raises(ValueError, match="param_key 'params_ema'"):
+        build_encoder({'type': 'SwinIR', **TINY, 'pretrained': str(path), 'param_key': 'params_ema'})
+
+
+# ------------------------------------------------------------------------------------------ option files
+def _load_options(name: str) -> dict:
+    with open(REPO_ROOT / 'options' / name, encoding='utf-8') as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize('name, encoder_type', [
+    ('train_gsasr_swinir.yml', 'SwinIR'),
+    ('test_gsasr_swinir.yml', 'SwinIR'),
+    ('train_gsasr_hat.yml', 'HAT'),
+    ('test_gsasr_hat.yml', 'HAT'),
+])
+def test_option_files_name_the_encoder(name, encoder_type):
+    options = _load_options(name)
+    encoder_opt = options['network_g']['encoder']
+    assert encoder_opt['type'] == encoder_type
+    assert not encoder_opt.get('pretrained')  # users point it at their own checkpoint
