@@ -410,7 +410,7 @@ class GSASR(nn.Module):
         the scale when ``scale`` is None.
         """
         self._check_lq(lq)
-        lr_size = (lq.shape[-2], lq.shape[-1])
+        lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
         pair, _ = resolve_scale_and_size(lr_size, scale, out_size)
         features = self.encoder(lq)
         return self.gaussians_from_tokens(self.decode_tokens(features, pair), lr_size)
@@ -423,5 +423,5 @@ class GSASR(nn.Module):
                 out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
         self._check_lq(lq)
-        pair, size = resolve_scale_and_size((lq.shape[-2], lq.shape[-1]), scale, out_size)
+        pair, size = resolve_scale_and_size((int(lq.shape[-2]), int(lq.shape[-1])), scale, out_size)
         return self.render(self.encode(lq, pair), size)
