@@ -305,3 +305,30 @@ def test_option_files_name_the_encoder(name, encoder_type):
     encoder_opt = options['network_g']['encoder']
     assert encoder_opt['type'] == encoder_type
     assert not encoder_opt.get('pretrained')  # users point it at their own checkpoint
+
+
+@pytest.mark.parametrize('name', ['train_gsasr_swinir.yml', 'train_gsasr_hat.yml'])
+def test_gsasr_builds_from_option_file_and_trains_at_any_scale(name):
+    """Build ``network_g`` of the options file by name through BasicSR, with sizes shrunk for the CPU
+    (encoder: TINY; decoder: width 12, window 4, one block of one layer, 4 Gaussians per LR pixel),
+    and run forward + backward at scales 1.6, 4 and (3, 2) on a 23x37 LR image."""
+    from basicsr.archs import build_network
+
+    network_opt = _load_options(name)['network_g']
+    network_opt['encoder'].update(TINY)
+    network_opt.update(embed_dim=12, num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1,
+                       num_layers_per_block=1, gaussian_density=4, num_upsample_stages=1)
+    net = build_network(network_opt)
+    assert type(net.encoder).__name__ == network_opt['encoder']['type']
+    assert any(isinstance(m, WindowAttention) for m in net.encoder.modules())
+    decoder_modules = [m for n, m in net.named_modules() if not n.startswith('encoder')]
+    assert any(isinstance(m, WindowAttention) for m in decoder_modules)  # one window attention for both
+    lq = torch.rand(1, 3, 23, 37)
+    for scale in (1.6, 4, (3, 2)):
+        net.zero_grad()
+        sr = net(lq, scale=scale)
+        s_h, s_w = (scale, scale) if isinstance(scale, (int, float)) else scale
+        assert sr.shape == (1, 3, round(23 * s_h), round(37 * s_w))
+        sr.mean().backward()
+        assert net.encoder.conv_first.weight.grad.abs().sum() > 0
+        assert torch.isfinite(net.encoder.conv_first.weight.grad).all()
