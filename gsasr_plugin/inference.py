@@ -178,7 +178,11 @@ def load_network(opt_path: str, checkpoint_path: Optional[str], device: torch.de
     network = build_network(dict(opt['network_g']))
     if checkpoint_path is not None:
         state = load_state_dict_from_checkpoint(checkpoint_path, param_key)
-        missing, unexpected = network.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = network.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches: keep the first offending parameter only
+            detail = next((line.strip() for line in str(error).splitlines() if 'size mismatch' in line), str(error))
+            raise ValueError(f'checkpoint {checkpoint_path} does not match network_g of {opt_path}: {detail}') from None
         if missing or unexpected:
             raise ValueError(f'checkpoint {checkpoint_path} does not match network_g of {opt_path}: '
                              f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected '

@@ -1,0 +1,370 @@
+"""``basicsr infer`` and the inference library: every option, the bad inputs, image formats, tiling.
+
+A tiny stand-in network (a few convolutions predicting 4 Gaussians per LR pixel, registered for these
+tests) keeps the CLI tests fast; tiled-versus-untiled agreement is also checked on a small real GSASR.
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+import gsasr_plugin  # noqa: F401
+from basicsr.utils.registry import ARCH_REGISTRY
+from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.commands import infer
+from gsasr_plugin.inference import (ImageMeta, auto_tile_size, encode_tiled, load_state_dict_from_checkpoint,
+                                    parse_scale, parse_size, plan_tiles, read_image, super_resolve, tile_alignment,
+                                    write_image)
+
+
+class InferStandInNet(nn.Module):
+    """Predicts r x r Gaussians per LR pixel from a 5x5 receptive field; row-major like GSASR."""
+    gaussians_per_side = 2
+
+    def __init__(self, num_feat: int = 8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(4, num_feat, 3, 1, 1), nn.ReLU(), nn.Conv2d(num_feat, 8 * 4, 3, 1, 1))
+
+    def encode(self, lq, scale=None, out_size=None):
+        batch, _, height, width = lq.shape
+        s = torch.as_tensor(scale if scale is not None else 1.0, dtype=lq.dtype).reshape(-1)[0]
+        x = torch.cat([lq, torch.full_like(lq[:, :1], 1.0) / s], 1)  # the field depends on the scale
+        maps = F.pixel_shuffle(self.body(x), 2).flatten(2).transpose(1, 2)  # (B, 4hw, 8)
+        rows, cols = height * 2, width * 2
+        ys = (torch.arange(rows, dtype=lq.dtype) + 0.5) / 2
+        xs = (torch.arange(cols, dtype=lq.dtype) + 0.5) / 2
+        gy, gx = torch.meshgrid(ys, xs, indexing='ij')
+        ref = torch.stack((gx, gy), -1).view(1, -1, 2).to(lq.device)
+        opacity = torch.sigmoid(maps[..., 7])
+        colors = torch.sigmoid(maps[..., 4:7] + 2 * F.interpolate(lq, scale_factor=2).flatten(2).transpose(1, 2) - 1)
+        return GaussianField(means=ref + 0.5 * torch.tanh(maps[..., :2]), sigmas=0.3 + 0.4 * torch.sigmoid(maps[..., 2:4]),
+                             rhos=0.5 * torch.tanh(maps[..., 3]), colors=0.2 * colors * opacity[..., None],
+                             lr_size=(height, width), opacities=opacity)
+
+    def render(self, field, out_size):
+        return field.render(out_size)
+
+    def forward(self, lq, scale=None, out_size=None):
+        if out_size is None:
+            out_size = (round(lq.shape[2] * scale), round(lq.shape[3] * scale))
+        return self.render(self.encode(lq, scale), out_size)
+
+
+if 'InferStandInNet' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register(InferStandInNet)
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    """(options path, checkpoint path) of the stand-in network, saved as BasicSR does."""
+    opt = tmp_path / 'net.yml'
+    opt.write_text(yaml.safe_dump({'network_g': {'type': 'InferStandInNet', 'num_feat': 8}}))
+    network = InferStandInNet(8)
+    ckpt = tmp_path / 'net_g.pth'
+    torch.save({'params': network.state_dict()}, ckpt)
+    return opt, ckpt, network
+
+
+@pytest.fixture
+def images(tmp_path, photo):
+    """A folder with one image per supported kind, 20 x 24 pixels each."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    rgb = photo('astronaut', (20, 24))
+    bgr = rgb[..., ::-1]
+    cv2.imwrite(str(folder / 'rgb8.png'), bgr)
+    cv2.imwrite(str(folder / 'photo.jpg'), bgr)
+    cv2.imwrite(str(folder / 'photo.webp'), bgr)
+    cv2.imwrite(str(folder / 'rgb16.tif'), bgr.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / 'gray16.png'), rgb[..., 1].astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / 'gray8.png'), rgb[..., 1])
+    alpha = np.tile(np.linspace(0, 255, 24, dtype=np.uint8), (20, 1))
+    cv2.imwrite(str(folder / 'rgba.png'), np.concatenate([bgr, alpha[..., None]], axis=2))
+    return folder
+
+
+def _run(capsys, *argv):
+    code = infer.run([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize('text,expected', [('4', (4.0, 4.0)), ('2.4', (2.4, 2.4)), ('2,3.5', (2.0, 3.5)),
+                                           (' 1.5 , 3 ', (1.5, 3.0))])
+def test_parse_scale(text, expected):
+    assert parse_scale(text) == expected
+
+
+@pytest.mark.parametrize('text', ['0', '-2', 'abc', '2,3,4', 'nan', 'inf', '', '2,'])
+def test_parse_scale_rejects(text):
+    with pytest.raises(ValueError, match='--scale'):
+        parse_scale(text)
+
+
+def test_parse_size():
+    assert parse_size('1920x1080') == (1080, 1920)
+    assert parse_size('7X5') == (5, 7)
+    for bad in ('1920', '1920x', 'x5', '0x5', '-3x4', '2.5x4', 'axb'):
+        with pytest.raises(ValueError, match='--size'):
+            parse_size(bad)
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_layouts(tmp_path):
+    params = {'w': torch.ones(2)}
+    ema = {'w': torch.full((2, ), 2.0)}
+    torch.save({'params': params, 'params_ema': ema}, tmp_path / 'both.pth')
+    torch.save({'params': params}, tmp_path / 'params.pth')
+    torch.save({'module.w': torch.ones(2)}, tmp_path / 'bare.pth')
+    assert load_state_dict_from_checkpoint(str(tmp_path / 'both.pth'))['w'][0] == 2  # EMA preferred
+    assert load_state_dict_from_checkpoint(str(tmp_path / 'both.pth'), 'params')['w'][0] == 1
+    assert load_state_dict_from_checkpoint(str(tmp_path / 'params.pth'))['w'][0] == 1
+    assert list(load_state_dict_from_checkpoint(str(tmp_path / 'bare.pth'))) == ['w']
+
+
+def test_checkpoint_errors_name_the_file_and_keys(tmp_path):
+    torch.save({'net': {'w': torch.ones(1)}, 'iter': 5}, tmp_path / 'odd.pth')
+    with pytest.raises(ValueError, match=r'odd\.pth: unknown layout.*keys found: \[net, iter\]'):
+        load_state_dict_from_checkpoint(str(tmp_path / 'odd.pth'))
+    (tmp_path / 'text.pth').write_text('hello')
+    with pytest.raises(ValueError, match=r'text\.pth: not a PyTorch checkpoint'):
+        load_state_dict_from_checkpoint(str(tmp_path / 'text.pth'))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        load_state_dict_from_checkpoint(str(tmp_path / 'nope.pth'))
+
+
+# ------------------------------------------------------------------------------------------ image IO
+@pytest.mark.parametrize('name,dtype,gray,has_alpha', [('rgb8.png', np.uint8, False, False),
+                                                       ('rgb16.tif', np.uint16, False, False),
+                                                       ('gray16.png', np.uint16, True, False),
+                                                       ('gray8.png', np.uint8, True, False),
+                                                       ('rgba.png', np.uint8, False, True),
+                                                       ('photo.webp', np.uint8, False, False)])
+def test_read_write_round_trip(images, tmp_path, name, dtype, gray, has_alpha):
+    rgb, meta = read_image(str(images / name))
+    assert rgb.shape == (20, 24, 3) and rgb.dtype == np.float32 and 0 <= rgb.min() and rgb.max() <= 1
+    assert meta.dtype == dtype and meta.grayscale == gray and (meta.alpha is not None) == has_alpha
+    out = tmp_path / f'out_{name}'
+    write_image(str(out), rgb, meta, meta.alpha)
+    original = cv2.imread(str(images / name), cv2.IMREAD_UNCHANGED)
+    again = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert again.dtype == original.dtype and again.shape == original.shape
+    if not name.endswith('.webp'):  # lossless formats come back exactly
+        np.testing.assert_array_equal(again, original)
+
+
+def test_read_image_is_rgb(images, photo):
+    rgb, _ = read_image(str(images / 'rgb8.png'))
+    np.testing.assert_allclose(rgb * 255, photo('astronaut', (20, 24)), atol=0.5)
+
+
+def test_read_image_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.png'):
+        read_image(str(tmp_path / 'missing.png'))
+    (tmp_path / 'junk.png').write_bytes(b'not an image')
+    with pytest.raises(ValueError, match='junk.png: not a readable image'):
+        read_image(str(tmp_path / 'junk.png'))
+
+
+# ---------------------------------------------------------------------------------------------- tiles
+def test_tile_cores_partition_the_image():
+    tiles = plan_tiles((37, 50), tile=12, margin=5, align=4)
+    covered = np.zeros((37, 50), int)
+    for t in tiles:
+        covered[t.cy0:t.cy1, t.cx0:t.cx1] += 1
+        assert t.y0 % 4 == 0 and t.x0 % 4 == 0  # aligned to the window grid
+        assert t.y0 <= max(0, t.cy0 - 5) and t.y1 >= min(37, t.cy1 + 5)
+    assert (covered == 1).all()
+    with pytest.raises(ValueError, match='tile'):
+        plan_tiles((10, 10), 0, 2)
+
+
+def test_tile_alignment_finds_window_sizes():
+    net = nn.Sequential(nn.Conv2d(3, 3, 1))
+    assert tile_alignment(net) == 1
+    net[0].window_size = 12
+    extra = nn.Linear(1, 1)
+    extra.window_size = (8, 8)
+    assert tile_alignment(nn.Sequential(net, extra)) == 24
+
+
+def test_tiled_matches_untiled_standin(model_files):
+    _, _, network = model_files
+    lq = torch.rand(1, 3, 29, 34)
+    full, field = super_resolve(network, lq, scale=(2.5, 3.0), tile=0)
+    tiled, tiled_field = super_resolve(network, lq, scale=(2.5, 3.0), tile=10, margin=4)
+    assert full.shape == tiled.shape == (1, 3, 72, 102)
+    assert tiled_field.num_gaussians == field.num_gaussians == 29 * 34 * 4
+    assert (full - tiled).abs().max().item() < 1 / 255
+
+
+def test_tiled_matches_untiled_small_gsasr():
+    """A real (small) GSASR: window attention over aligned tiles, encoded with the full image's scale."""
+    from gsasr_plugin.archs.gsasr_arch import GSASR
+    network = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=12, num_heads=2,
+                    window_size=4, num_injection_layers=2, num_blocks=1, num_layers_per_block=2,
+                    gaussian_density=4, num_upsample_stages=1).eval()
+    lq = torch.rand(1, 3, 26, 30)
+    full, _ = super_resolve(network, lq, scale=(2.4, 2.4), tile=0)
+    tiled, _ = super_resolve(network, lq, scale=(2.4, 2.4), tile=12, margin=8)
+    assert (full - tiled).abs().max().item() < 1 / 255
+
+
+def test_tiles_use_the_full_image_scale(model_files):
+    _, _, network = model_files
+    lq = torch.rand(1, 3, 16, 16)
+    field = encode_tiled(network, lq, (3.0, 3.0), tile=8, margin=4)
+    other = encode_tiled(network, lq, (2.0, 2.0), tile=8, margin=4)
+    assert not torch.allclose(field.colors, other.colors)
+    untiled = network.encode(lq, (3.0, 3.0))
+    assert torch.allclose(field.colors.sum(), untiled.colors.sum(), rtol=1e-5)
+
+
+def test_auto_tile_size_follows_free_memory(model_files, monkeypatch):
+    import gsasr_plugin.inference as inference
+    _, _, network = model_files
+    monkeypatch.setattr(inference, 'available_memory', lambda device: 1 << 40)
+    assert auto_tile_size(network, (64, 64), torch.device('cpu')) is None
+    monkeypatch.setattr(inference, 'available_memory', lambda device: 64 << 20)
+    small = auto_tile_size(network, (4000, 4000), torch.device('cpu'))
+    monkeypatch.setattr(inference, 'available_memory', lambda device: 1 << 30)
+    large = auto_tile_size(network, (4000, 4000), torch.device('cpu'))
+    assert small is not None and large is not None and 16 <= small < large < 4000
+    # and super_resolve uses it when --tile is not given
+    monkeypatch.setattr(inference, 'auto_tile_size', lambda *a, **k: 8)
+    calls = []
+    monkeypatch.setattr(inference, 'encode_tiled', lambda *a, **k: calls.append(a[3]) or network.encode(a[1], a[2]))
+    super_resolve(network, torch.rand(1, 3, 20, 20), scale=(2.0, 2.0))
+    assert calls == [8]
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_folder_all_formats(model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    out = tmp_path / 'out'
+    code, stdout, stderr = _run(capsys, '-opt', opt, '--model', ckpt, '-i', images, '-o', out, '--scale', '2.5')
+    assert code == 0, stderr
+    assert 'wrote 7 of 7' in stdout
+    expect = {'rgb8.png': (50, 60, 3), 'photo.jpg': (50, 60, 3), 'photo.webp': (50, 60, 3), 'rgb16.tif': (50, 60, 3),
+              'gray16.png': (50, 60), 'gray8.png': (50, 60), 'rgba.png': (50, 60, 4)}
+    for name, shape in expect.items():
+        result = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        original = cv2.imread(str(images / name), cv2.IMREAD_UNCHANGED)
+        assert result is not None and result.shape == shape, name
+        assert result.dtype == original.dtype, name
+
+
+def test_cli_rgba_alpha_is_upscaled_separately(model_files, images, tmp_path, capsys):
+    opt, ckpt, network = model_files
+    out = tmp_path / 'out'
+    assert _run(capsys, '-opt', opt, '--model', ckpt, '-i', images / 'rgba.png', '-o', out, '--scale', '2')[0] == 0
+    result = cv2.imread(str(out / 'rgba.png'), cv2.IMREAD_UNCHANGED)
+    _, meta = read_image(str(images / 'rgba.png'))
+    alpha_in = torch.from_numpy(meta.alpha)[None, None].expand(1, 3, -1, -1).contiguous()
+    expected = super_resolve(network, alpha_in, scale=(2.0, 2.0), tile=0)[0][0].mean(0).numpy()
+    np.testing.assert_allclose(result[..., 3] / 255.0, expected, atol=1.5 / 255)
+    # the alpha ramp (left to right) survives, independent of the colours
+    assert result[:, -8:, 3].mean() > result[:, :8, 3].mean() + 40
+
+
+def test_cli_anisotropic_scale_size_and_options(model_files, images, tmp_path, capsys):
+    opt, ckpt, network = model_files
+    src = images / 'rgb8.png'
+    code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / 'a', '--scale', '1.5,3.6')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'a' / 'rgb8.png')).shape == (30, 86, 3)
+    code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / 'b', '--size', '77x41',
+                        '--tile', '8', '--tile-margin', '4', '--bf16', '--device', 'cpu', '--param-key', 'params',
+                        '--suffix', '_sr', '--ext', 'tif')
+    assert code == 0, err
+    result = cv2.imread(str(tmp_path / 'b' / 'rgb8_sr.tif'), cv2.IMREAD_UNCHANGED)
+    assert result.shape == (41, 77, 3)
+    # the bf16 + tiled result stays close to the float32 untiled one
+    rgb, _ = read_image(str(src))
+    reference = super_resolve(network, torch.from_numpy(rgb).permute(2, 0, 1)[None], out_size=(41, 77), tile=0)[0]
+    reference = (reference[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).round()
+    assert np.abs(result.astype(float) - reference).mean() < 4
+
+
+def test_cli_tiled_equals_untiled(model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    src = images / 'rgb16.tif'
+    for name, tile in (('whole', '0'), ('tiled', '6')):
+        assert _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / name, '--scale', '3',
+                    '--tile', tile)[0] == 0
+    whole = cv2.imread(str(tmp_path / 'whole' / 'rgb16.tif'), cv2.IMREAD_UNCHANGED).astype(float)
+    tiled = cv2.imread(str(tmp_path / 'tiled' / 'rgb16.tif'), cv2.IMREAD_UNCHANGED).astype(float)
+    assert np.abs(whole - tiled).max() <= 65535 / 255
+
+
+def test_cli_save_gaussians(model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'o',
+                        '--scale', '2', '--save-gaussians', '--gaussians-crop', '6')
+    assert code == 0, err
+    figure = cv2.imread(str(tmp_path / 'o' / 'rgb8_gaussians.png'))
+    assert figure is not None and figure.shape[0] > 200 and figure.std() > 10
+
+
+def test_cli_bad_file_in_folder_others_still_processed(model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    (images / 'broken.png').write_bytes(b'\x89PNG but not really')
+    code, stdout, stderr = _run(capsys, '-opt', opt, '--model', ckpt, '-i', images, '-o', tmp_path / 'o', '--scale', '2')
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and 'broken.png' in lines[0] and lines[0].startswith('basicsr infer: error:')
+    assert 'wrote 7 of 8' in stdout
+    assert len(list((tmp_path / 'o').iterdir())) == 7
+
+
+@pytest.mark.parametrize('args,needle,code', [
+    (['--scale', '0'], '--scale', 2),
+    (['--scale', '-1.5'], '--scale', 2),
+    (['--scale', 'big'], '--scale', 2),
+    (['--scale', '2,3,4'], '--scale', 2),
+    (['--size', '640'], '--size', 2),
+    (['--size', 'axb'], '--size', 2),
+    (['--scale', '2', '--size', '8x8'], 'not allowed with', 2),
+    ([], 'one of the arguments --scale --size is required', 2),
+    (['--scale', '2', '--tile', '-3'], '--tile', 2),
+])
+def test_cli_bad_arguments_are_one_line(model_files, images, tmp_path, capsys, args, needle, code):
+    opt, ckpt, _ = model_files
+    got, stdout, stderr = _run(capsys, '-opt', opt, '--model', ckpt, '-i', images, '-o', tmp_path / 'o', *args)
+    assert got == code
+    assert len(stderr.strip().splitlines()) == 1 and needle in stderr
+    assert not (tmp_path / 'o').exists()
+
+
+def test_cli_missing_input_checkpoint_options(model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    cases = [
+        (['-opt', opt, '--model', ckpt, '-i', tmp_path / 'nope.png'], 'nope.png'),
+        (['-opt', opt, '--model', tmp_path / 'none.pth', '-i', images], 'none.pth'),
+        (['-opt', tmp_path / 'none.yml', '--model', ckpt, '-i', images], 'none.yml'),
+    ]
+    odd = tmp_path / 'odd.pth'
+    torch.save({'state': {}, 'epoch': 3}, odd)
+    cases.append((['-opt', opt, '--model', odd, '-i', images], 'odd.pth: unknown layout'))
+    wrong = tmp_path / 'wrong.pth'
+    torch.save({'params': {'body.0.weight': torch.zeros(1)}}, wrong)
+    cases.append((['-opt', opt, '--model', wrong, '-i', images], 'does not match network_g'))
+    for argv, needle in cases:
+        code, _, stderr = _run(capsys, *argv, '-o', tmp_path / 'o', '--scale', '2')
+        assert code == 1, argv
+        assert len(stderr.strip().splitlines()) == 1 and needle in stderr, stderr
+
+
+def test_cli_dispatch_from_console_script(model_files, images, tmp_path, capsys):
+    from gsasr_plugin.cli import main
+    opt, ckpt, _ = model_files
+    code = main(['infer', '-opt', str(opt), '--model', str(ckpt), '-i', str(images / 'gray8.png'), '-o',
+                 str(tmp_path / 'o'), '--scale', '2'])
+    assert code == 0
+    assert cv2.imread(str(tmp_path / 'o' / 'gray8.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48)
