@@ -25,7 +25,9 @@ from gsasr_plugin.archs import ENCODER_REGISTRY
 from gsasr_plugin.archs.gsasr_arch import GSASR
 
 # Official GSASR figures (paper / released code), in millions of parameters.
-OFFICIAL_PARAMS_M = {'decoder': 19.2, 'EDSRBaseline': 1.22, 'RDN': 22.0}
+OFFICIAL_PARAMS_M = {'decoder': 19.2, 'EDSRBaseline': 1.22, 'RDN': 22.0, 'SwinIR': 11.6}
+# Encoder sizes that are options of a registered encoder rather than a name of their own.
+ENCODER_PRESETS = {'HAT-L': {'type': 'HAT', 'size': 'HAT-L'}}
 
 
 class _EncodeOnly(nn.Module):
@@ -82,8 +84,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     registered = sorted(ENCODER_REGISTRY.keys())
-    names = args.encoders or (['EDSRBaseline', 'RDN'] + [n for n in registered if n not in ('EDSRBaseline', 'RDN')])
-    unknown = [n for n in names if n not in registered]
+    names = args.encoders or (['EDSRBaseline', 'RDN'] + [n for n in registered if n not in ('EDSRBaseline', 'RDN')]
+                              + sorted(ENCODER_PRESETS))
+    unknown = [n for n in names if n not in registered and n not in ENCODER_PRESETS]
     if unknown:
         print(f'error: unknown encoder(s) {unknown}; registered: {registered}', file=sys.stderr)
         return 2
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         header += f"{'GFLOPs':>10}"
     print(header)
     for name in names:
-        net = GSASR(encoder={'type': name}).eval()
+        net = GSASR(encoder=ENCODER_PRESETS.get(name, {'type': name})).eval()
         encoder = count_params(net.encoder)
         total = count_params(net)
         official = f"{OFFICIAL_PARAMS_M.get(name, '-')}/{OFFICIAL_PARAMS_M['decoder']}"
