@@ -1,0 +1,128 @@
+"""``basicsr train``: BasicSR's training pipeline with the plugin's registries filled.
+
+Takes BasicSR's own flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank``,
+``--force_yml``) and runs ``basicsr.train.train_pipeline`` with the current directory as root, so
+``experiments/`` and ``tb_logger/`` land there. Before anything is created, the option file, the
+dataset folders and the pretrained/resume files it names are checked, with one-line errors.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Any, Dict, List, Optional
+
+__all__ = ['run', 'run_pipeline', 'check_option_paths']
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    """The flags of ``basicsr.utils.options.parse_options``, for ``-h`` and early checks."""
+    parser = argparse.ArgumentParser(prog=f'basicsr {command}',
+                                     description=f'BasicSR {command} pipeline with gsasr_plugin registered.')
+    parser.add_argument('-opt', type=str, required=True, help='path to the option YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
+    parser.add_argument('--auto_resume', action='store_true', help='resume from experiments/<name>/training_states')
+    parser.add_argument('--debug', action='store_true', help="BasicSR debug mode (name prefixed with 'debug_')")
+    parser.add_argument('--local_rank', type=int, default=0)
+    parser.add_argument('--force_yml', nargs='+', default=None,
+                        help='override existing options, e.g. train:total_iter=4 num_gpu=0')
+    return parser
+
+
+def _load_options(path: str, force_yml: Optional[List[str]]) -> Dict[str, Any]:
+    import yaml
+
+    from gsasr_plugin import compat  # noqa: F401
+    from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
+
+    with open(path, encoding='utf-8') as f:
+        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    if not isinstance(opt, dict):
+        raise ValueError(f"option file '{path}' is not a YAML mapping")
+    for entry in force_yml or []:
+        if '=' not in entry:
+            raise ValueError(f"--force_yml entry '{entry}' must look like key:subkey=value")
+        keys, value = (part.strip() for part in entry.split('=', 1))
+        node = opt
+        *parents, last = keys.split(':')
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            node[last] = _postprocess_yml_value(value)
+    return opt
+
+
+def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
+    from gsasr_plugin.data.arbitrary_scale_dataset import scale_tag
+    scales = dataset_opt.get('scales') or []
+    try:
+        return [scale_tag(s) for s in scales]
+    except ValueError:
+        return []  # the dataset reports bad scales itself
+
+
+def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
+    """Raise FileNotFoundError naming the option and path of a missing dataset folder or weight file."""
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        if not isinstance(dataset_opt, dict):
+            continue
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            root = dataset_opt.get(key)
+            if root is None:
+                continue
+            roots = [str(root)]
+            if '{scale}' in str(root):
+                roots = [str(root).replace('{scale}', tag) for tag in _scale_tags(dataset_opt)]
+            for folder in roots:
+                folder = osp.expanduser(folder)
+                if not osp.exists(folder):
+                    raise FileNotFoundError(
+                        f"datasets:{phase}:{key}: '{folder}' does not exist (relative to {os.getcwd()}); put the "
+                        f"{dataset_opt.get('name', phase)} images there or point '{key}' at them "
+                        "(see the README: Training on DIV2K / Testing)")
+    path_opt = opt.get('path') or {}
+    for key, value in path_opt.items():
+        if value is None or not (key.startswith('pretrain_network') or (key == 'resume_state' and is_train)):
+            continue
+        if not osp.isfile(osp.expanduser(str(value))):
+            raise FileNotFoundError(f"path:{key}: file '{value}' does not exist")
+
+
+def run_pipeline(command: str, argv: List[str]) -> int:
+    """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd."""
+    prog = f'basicsr {command}'
+    try:
+        args = _parser(command).parse_args(argv)
+    except SystemExit as exc:  # -h or a usage error (argparse printed it)
+        return int(exc.code or 0)
+    if not osp.isfile(args.opt):
+        print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
+        return 2
+    show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
+    try:
+        check_option_paths(_load_options(args.opt, args.force_yml), is_train=command == 'train')
+    except (FileNotFoundError, ValueError) as exc:
+        print(f'{prog}: error: {exc}', file=sys.stderr)
+        return 1
+
+    import gsasr_plugin  # noqa: F401  (compat + registries, before basicsr's pipeline)
+    if command == 'train':
+        from basicsr.train import train_pipeline as pipeline
+    else:
+        from basicsr.test import test_pipeline as pipeline
+    saved_argv = sys.argv
+    sys.argv = [prog] + list(argv)  # BasicSR's parse_options reads sys.argv
+    try:
+        pipeline(os.getcwd())
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        if show_traceback:
+            raise
+        print(f'{prog}: error: {exc} (set GSASR_TRACEBACK=1 for the traceback)', file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def run(argv: List[str]) -> int:
+    """``basicsr train -opt <yml> [--auto_resume] [--debug] [--launcher ...] [--force_yml k=v ...]``."""
+    return run_pipeline('train', argv)

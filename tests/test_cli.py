@@ -1,0 +1,118 @@
+"""The ``basicsr`` command's train/test front end, the shipped option files, and errors for bad options."""
+import copy
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+import yaml
+
+import gsasr_plugin  # noqa: F401
+from basicsr.archs import build_network
+from basicsr.data import build_dataset
+from basicsr.models import build_model
+from gsasr_plugin import cli
+from gsasr_plugin.commands.train import check_option_paths
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIONS = REPO / 'options'
+
+
+def _load(name):
+    return yaml.safe_load((OPTIONS / name).read_text())
+
+
+def test_help_and_missing_option_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['train', '-h']) == 0
+    assert '--auto_resume' in capsys.readouterr().out
+    assert cli.main(['test', '-opt', 'nowhere.yml']) == 2
+    err = capsys.readouterr().err
+    assert "option file 'nowhere.yml' does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_dataset_folder_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['train', '-opt', str(OPTIONS / 'train_gsasr_edsr.yml')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "datasets:train:dataroot_gt: 'datasets/DIV2K/DIV2K_train_HR' does not exist" in err
+    assert not (tmp_path / 'experiments').exists(), 'nothing may be created before the checks pass'
+    # --force_yml is applied before the check.
+    (tmp_path / 'hr').mkdir()
+    assert cli.main(['train', '-opt', str(OPTIONS / 'train_gsasr_edsr.yml'), '--force_yml',
+                     'datasets:train:dataroot_gt=hr']) == 1
+    assert "datasets:val:dataroot_gt: 'datasets/DIV2K/DIV2K_valid_HR'" in capsys.readouterr().err
+
+
+def test_missing_pretrained_weights_for_test(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    opt = _load('test_gsasr_edsr.yml')
+    for dataset in opt['datasets'].values():
+        dataset['dataroot_gt'] = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match='pretrain_network_g.*net_g_latest.pth'):
+        check_option_paths(opt, is_train=False)
+
+
+@pytest.mark.parametrize('name', ['train_gsasr_edsr.yml', 'train_gsasr_rdn.yml', 'test_gsasr_edsr.yml',
+                                  'test_gsasr_rdn.yml', 'train_gsasr_demo.yml'])
+def test_shipped_options_build_by_name(name, tmp_path, photo):
+    opt = _load(name)
+    if not name.endswith('demo.yml'):
+        # Paper setup checks.
+        assert opt['network_g']['type'] == 'GSASR'
+        assert opt['model_type'] == 'ArbitraryScaleSRModel'
+    if name.startswith('train_gsasr_') and 'demo' not in name:
+        train = opt['train']
+        assert train['total_iter'] == 500000 and train['warmup_iter'] == 2000
+        assert float(train['optim_g']['lr']) == 2e-4
+        assert train['scheduler']['milestones'] == [250000, 400000, 450000, 475000]
+        assert train['scheduler']['gamma'] == 0.5
+        assert opt['datasets']['train']['lq_size'] == 48
+        assert (opt['datasets']['train']['scale_min'], opt['datasets']['train']['scale_max']) == (1, 4)
+    if name.startswith('test_'):
+        names = [d['name'] for d in opt['datasets'].values()]
+        assert names == ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109', 'DIV2K_val']
+        assert all(d['scales'] == [2, 3, 4, 6, 8, 12] for d in opt['datasets'].values())
+    # Every dataset builds by name (data roots redirected to a scratch folder of photos).
+    (tmp_path / 'hr').mkdir()
+    cv2.imwrite(str(tmp_path / 'hr' / 'a.png'), photo('astronaut', (200, 200))[:, :, ::-1])
+    for phase, dataset_opt in opt['datasets'].items():
+        dataset_opt = dict(dataset_opt, dataroot_gt=str(tmp_path / 'hr'), phase=phase.split('_')[0])
+        item = build_dataset(dataset_opt)[0]
+        assert item['scale'].shape == (2, )
+    # The network builds by name; the demo's is small enough to run here.
+    if 'demo' in name:
+        net = build_network(copy.deepcopy(opt['network_g']))
+        out = net(torch.rand(1, 3, 12, 16), scale=(2.5, 1.5))
+        assert out.shape == (1, 3, 30, 24)
+
+
+def test_demo_model_builds_and_trains_one_step(tmp_path):
+    opt = _load('train_gsasr_demo.yml')
+    opt.update(dist=False, rank=0, world_size=1, is_train=True, root_path=str(tmp_path))
+    opt['path'].update(models=str(tmp_path), training_states=str(tmp_path), visualization=str(tmp_path))
+    model = build_model(opt)
+    model.feed_data({'lq': torch.rand(2, 3, 12, 12), 'gt': torch.rand(2, 3, 21, 21),
+                     'scale': torch.tensor([[1.75, 1.75]] * 2)})
+    model.update_learning_rate(1, warmup_iter=opt['train']['warmup_iter'])
+    model.optimize_parameters(1)
+    assert model.output.shape == (2, 3, 21, 21)
+    assert model.get_current_learning_rate()[0] == pytest.approx(1e-3 / 20)
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    net_opt = _load('train_gsasr_demo.yml')['network_g']
+    with pytest.raises(ValueError, match="unknown encoder type 'NoSuchEncoder'"):
+        build_network(dict(net_opt, encoder={'type': 'NoSuchEncoder'}))
+    net = build_network(copy.deepcopy(net_opt))
+    with pytest.raises(ValueError, match='scale'):
+        net(torch.rand(1, 3, 8, 8), scale=0)
+    with pytest.raises(ValueError, match='scale'):
+        net(torch.rand(1, 3, 8, 8), scale=(2, -1))
+    with pytest.raises(ValueError, match=r'scales\[0\]'):
+        build_dataset(dict(name='v', type='ArbitraryScaleTestDataset', phase='val', dataroot_gt=str(tmp_path),
+                           scales=[0]))
+    with pytest.raises(FileNotFoundError, match='dataroot_gt'):
+        build_dataset(dict(name='t', type='ArbitraryScaleTrainDataset', phase='train',
+                           dataroot_gt=str(tmp_path / 'missing')))
