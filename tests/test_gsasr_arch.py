@@ -237,3 +237,6 @@ def test_default_config_forward_and_size():
     with torch.no_grad():
         out = net(torch.rand(1, 3, 12, 12), scale=2.5)
     assert out.shape == (1, 3, 30, 30) and torch.isfinite(out).all()
+    # Opacity starts at ~1 / coverage, so the first images are near colour (~0.5), not several times brighter.
+    assert 0.2 < out[..., 4:-4, 4:-4].mean() < 0.9
+    assert GSASR.field_depends_on_scale is True

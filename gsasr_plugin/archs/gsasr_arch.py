@@ -302,6 +302,21 @@ class GSASR(nn.Module):
         self.sigma_head = _mlp_head(embed_dim, hidden, 2)
         self.offset_head = _mlp_head(embed_dim, hidden, 2)
         self.rho_head = _mlp_head(embed_dim, hidden, 1)
+        self._init_opacity(gaussian_density)
+
+    def _init_opacity(self, gaussian_density: int) -> None:
+        """Start near a mid-grey image instead of ~4x over-bright.
+
+        The rasterizer sums unnormalised Gaussians: m Gaussians per LR pixel of standard deviation sigma
+        cover each point with total weight ~ m * 2 * pi * sigma^2 (about 18 at the defaults). The opacity
+        head's last bias is set so that opacity ~ 1 / that coverage at the initial sigma (mid-range), so
+        the first rendered images are about colour (0.5) rather than 0.5 * 18. The official code keeps
+        PyTorch's default bias (opacity ~ 0.5).
+        """
+        sigma = sum(self.sigma_range) / 2
+        coverage = gaussian_density * 2 * math.pi * sigma**2
+        opacity = min(0.99, max(0.01, 1.0 / coverage))
+        nn.init.constant_(self.opacity_head[-1].bias, math.log(opacity / (1 - opacity)))
 
     @staticmethod
     def _check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks, num_layers_per_block,
