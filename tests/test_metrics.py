@@ -85,6 +85,9 @@ def test_shape_mismatch_and_bad_kind_are_named(pair):
     clean, _ = pair
     with pytest.raises(ValueError, match='shapes are different'):
         _metric('lpips', clean[:32], clean)
+    with pytest.raises(ValueError, match='at least 31x31'):
+        _metric('lpips', clean[:30], clean[:30])
+    assert _metric('dists', clean[:20, :20], clean[:20, :20]) == pytest.approx(0, abs=1e-5)  # DISTS has no minimum
     with pytest.raises(ValueError, match="'lpips' or 'dists'"):
         pm.build_perceptual_net('ssim')
 

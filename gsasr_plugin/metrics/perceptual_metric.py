@@ -38,6 +38,7 @@ _BACKBONE_FILES = {
     'lpips': ('alexnet-owt-7be5be79.pth', 'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth'),
     'dists': ('vgg16-397923af.pth', 'https://download.pytorch.org/models/vgg16-397923af.pth'),
 }
+_LPIPS_MIN_SIDE = 31  # AlexNet's stride-4 conv and two 3x3 max pools leave nothing below this
 _NET_CACHE: Dict[Tuple[str, str, bool], nn.Module] = {}
 
 
@@ -238,6 +239,9 @@ def perceptual_distance(kind: str, x: torch.Tensor, y: torch.Tensor, pretrained_
     """LPIPS/DISTS between (B, 3, H, W) RGB tensors in [0, 1] -> (B,) on the inputs' device."""
     if x.shape != y.shape:
         raise ValueError(f'images differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}')
+    if kind.lower() == 'lpips' and min(x.shape[-2:]) < _LPIPS_MIN_SIDE:
+        raise ValueError(f'LPIPS (AlexNet) needs images of at least {_LPIPS_MIN_SIDE}x{_LPIPS_MIN_SIDE} pixels after '
+                         f'crop_border, got {tuple(x.shape[-2:])}')
     net = build_perceptual_net(kind, x.device, pretrained_backbone)
     with torch.no_grad():
         return net(x.float(), y.float())
