@@ -99,7 +99,8 @@ def run_pipeline(command: str, argv: List[str]) -> int:
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
     try:
-        check_option_paths(_load_options(args.opt, args.force_yml), is_train=command == 'train')
+        opt = _load_options(args.opt, args.force_yml)
+        check_option_paths(opt, is_train=command == 'train')
     except (FileNotFoundError, ValueError) as exc:
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 1
@@ -109,10 +110,15 @@ def run_pipeline(command: str, argv: List[str]) -> int:
         from basicsr.train import train_pipeline as pipeline
     else:
         from basicsr.test import test_pipeline as pipeline
+    from gsasr_plugin.utils import preemption, run_hooks
     saved_argv = sys.argv
     sys.argv = [prog] + list(argv)  # BasicSR's parse_options reads sys.argv
+    run_hooks.install(command, opt)  # gloo on the CPU, exact resume, save-and-exit on SIGTERM/SIGINT
     try:
         pipeline(os.getcwd())
+    except preemption.TrainingStopped as exc:  # a resumable state was saved
+        print(f'{prog}: {exc}', file=sys.stderr)
+        return exc.exit_code
     except (FileNotFoundError, ValueError, TypeError) as exc:
         if show_traceback:
             raise
@@ -120,6 +126,7 @@ def run_pipeline(command: str, argv: List[str]) -> int:
         return 1
     finally:
         sys.argv = saved_argv
+        run_hooks.uninstall()
     return 0
 
 

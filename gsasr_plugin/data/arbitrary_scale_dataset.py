@@ -19,6 +19,7 @@ from basicsr.data.data_util import paths_from_lmdb
 from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
 from basicsr.utils.matlab_functions import calculate_weights_indices
 from basicsr.utils.registry import DATASET_REGISTRY
+from gsasr_plugin.utils.resume import batch_entropy
 
 __all__ = [
     'ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'matlab_bicubic_resize', 'parse_scale',
@@ -88,7 +89,9 @@ def matlab_bicubic_resize(img: np.ndarray, out_size: Tuple[int, int]) -> np.ndar
         img = img[:, :, None]
     m_h = _resize_matrix(img.shape[0], out_h)
     m_w = _resize_matrix(img.shape[1], out_w)
-    out = torch.einsum('oh,hwc,pw->opc', m_h, torch.from_numpy(np.ascontiguousarray(img)).double(), m_w)
+    src = torch.from_numpy(np.ascontiguousarray(img)).double()
+    rows = (m_h @ src.reshape(src.shape[0], -1)).reshape(out_h, src.shape[1], src.shape[2])  # H axis
+    out = torch.einsum('pw,owc->opc', m_w, rows)  # W axis
     out = out.numpy().astype(img.dtype if img.dtype in (np.float32, np.float64) else np.float32)
     return out[:, :, 0] if squeeze else out
 
@@ -115,7 +118,7 @@ def _image_paths(folder: str, key: str, io_backend: str) -> List[str]:
 
 
 class _ImageReader:
-    """Reads HxWx3 float32 RGB images in [0, 1] through BasicSR's FileClient (disk or lmdb)."""
+    """Reads HxWx3 uint8 RGB images (8-bit files) through BasicSR's FileClient (disk or lmdb)."""
 
     def __init__(self, io_backend_opt: Dict[str, Any], roots: Dict[str, str]):
         self.io_backend_opt = dict(io_backend_opt or {'type': 'disk'})
@@ -132,12 +135,19 @@ class _ImageReader:
                 opt['client_keys'] = list(self.roots.keys())
             self.client = FileClient(backend, **opt)
         img_bytes = self.client.get(path, key)
-        img = imfrombytes(img_bytes, float32=True)
+        img = imfrombytes(img_bytes, float32=False)  # uint8: callers crop before converting to float
         if img is None:
             raise ValueError(f'cannot decode image {path}')
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
-        return np.ascontiguousarray(img[:, :, [2, 1, 0]])  # BGR -> RGB
+        return img[:, :, ::-1]  # BGR -> RGB (a view)
+
+
+def _to_float(img: np.ndarray) -> np.ndarray:
+    """uint8 (or float) HxWx3 -> contiguous float32 in [0, 1]."""
+    if img.dtype == np.uint8:
+        return np.ascontiguousarray(img, dtype=np.float32) / 255.0
+    return np.ascontiguousarray(img, dtype=np.float32)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -155,7 +165,10 @@ class ArbitraryScaleTrainDataset(data.Dataset):
     ``round(lq_size * s) / lq_size`` on both axes; that is what ``scale`` holds (it equals GT size / LR
     size, the ratio the network must render).
 
-    Randomness comes from a generator seeded per batch from ``torch.initial_seed()`` (different in every
+    Under ``basicsr train`` the sampler's indices carry (seed + rank, epoch, position) and each batch's
+    generator is seeded from those alone (``gsasr_plugin.utils.resume``), so a resumed run draws exactly
+    what the uninterrupted one would have. Otherwise randomness comes from a generator seeded per batch
+    from ``torch.initial_seed()`` (different in every
     DataLoader worker and, as workers are re-created, in every epoch), a per-process batch counter and the
     batch's indices, so scales and crops do not repeat from epoch to epoch and BasicSR's ``manual_seed``
     makes runs reproducible.
@@ -194,6 +207,9 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         return len(self.paths)
 
     def _batch_rng(self, indices: Sequence[int]) -> np.random.Generator:
+        entropy = batch_entropy(indices)
+        if entropy is not None:  # drawn by ResumableSampler: a function of (seed + rank, epoch, position)
+            return np.random.default_rng(np.random.SeedSequence(entropy))
         self._batches_drawn += 1
         entropy = [torch.initial_seed() % (2**63), self._batches_drawn, *[int(i) for i in indices]]
         return np.random.default_rng(np.random.SeedSequence(entropy))
@@ -223,7 +239,7 @@ class ArbitraryScaleTrainDataset(data.Dataset):
             gt = gt[::-1, :]
         if self.use_rot and rng.random() < 0.5:
             gt = gt.transpose(1, 0, 2)
-        gt = np.ascontiguousarray(gt)
+        gt = _to_float(gt)
         lq = np.clip(matlab_bicubic_resize(gt, (self.lq_size, self.lq_size)), 0, 1)
         true_scale = gt_size / self.lq_size
         return {
@@ -308,13 +324,13 @@ class ArbitraryScaleTestDataset(data.Dataset):
             lq_path = gt_path
         else:
             lq_path = self.lq_paths[scale][index % len(self.gt_paths)]
-            lq = self.reader(lq_path, f'lq_x{scale_tag(scale)}')
+            lq = _to_float(self.reader(lq_path, f'lq_x{scale_tag(scale)}'))
             lq_h, lq_w = lq.shape[:2]
         gt_h, gt_w = int(round(lq_h * scale[0])), int(round(lq_w * scale[1]))
         if gt_h > hr.shape[0] or gt_w > hr.shape[1]:
             raise ValueError(f'LR {lq_path} ({lq_h}x{lq_w}) at scale {scale} needs a {gt_h}x{gt_w} GT but '
                              f'{gt_path} is {hr.shape[0]}x{hr.shape[1]}')
-        gt = np.ascontiguousarray(hr[:gt_h, :gt_w])
+        gt = _to_float(hr[:gt_h, :gt_w])
         if lq is None:
             lq = np.clip(matlab_bicubic_resize(gt, (lq_h, lq_w)), 0, 1)
         return {

@@ -19,6 +19,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize, scale_tag
+from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
 __all__ = ['ArbitraryScaleSRModel', 'WarmupMultiStepLR']
 
@@ -65,7 +66,7 @@ def _scale_pair(scale: torch.Tensor) -> Pair:
 
 
 @MODEL_REGISTRY.register()
-class ArbitraryScaleSRModel(SRModel):
+class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     """SRModel that passes each batch's scale and output size to the network.
 
     Training: L1 (``pixel_opt``), Adam (``optim_g``) and ``scheduler`` as in BasicSR; ``train: warmup_iter``
@@ -126,8 +127,11 @@ class ArbitraryScaleSRModel(SRModel):
         return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
 
     def optimize_parameters(self, current_iter: int) -> None:
+        # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
         self.optimizer_g.zero_grad()
-        self.output = self._forward_train()
+        with self._train_autocast():
+            self.output = self._forward_train()
+        self.output = self.output.float()
         l_total = 0
         loss_dict = OrderedDict()
         if self.cri_pix:
@@ -140,22 +144,27 @@ class ArbitraryScaleSRModel(SRModel):
                 if value is not None:
                     l_total += value
                     loss_dict[name] = value
-        l_total.backward()
-        self.optimizer_g.step()
+        skipped = self._agree_on_step(l_total)
+        if not skipped:
+            l_total.backward()
+            skipped = not self._step_optimizer(self.optimizer_g)
+        self._count_nonfinite(skipped, loss_dict, current_iter)
         self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
+        if self.ema_decay > 0 and not skipped:
             self.model_ema(decay=self.ema_decay)
+        self._end_iteration(current_iter, self.lq.shape[0])
 
     # -------------------------------------------------------------------------------------- testing
     @torch.no_grad()
     def _test_at(self, lq: torch.Tensor, scale: Optional[Pair] = None,
                  out_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Super-resolve ``lq`` at ``scale`` / ``out_size`` with the EMA net if any, in eval mode."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self._plain_net(self.net_g)
         was_training = net.training
         net.eval()
         try:
-            return net(lq, scale=scale, out_size=out_size)
+            with self._val_autocast():
+                return net(lq, scale=scale, out_size=out_size).float()
         finally:
             net.train(was_training)
 
