@@ -157,3 +157,30 @@ def test_bad_inputs_raise():
         net(torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match='out_size'):
         net.render(net.encode(torch.rand(1, 3, 8, 8)), (0, 5))
+
+
+# ------------------------------------------------------------------------------------------ FFT losses
+def test_fft_amplitude_loss_ignores_circular_shifts_and_combines_with_l1():
+    from basicsr.losses import build_loss
+    pred = torch.rand(2, 3, 12, 10, requires_grad=True)
+    target = torch.rand(2, 3, 12, 10)
+    fft = build_loss({'type': 'FFTAmplitudeLoss', 'loss_weight': 1.0})
+    assert fft(target.roll((3, 4), dims=(2, 3)), target) < 1e-5  # amplitudes do not see translations
+    assert fft(pred, target) > 0.01
+    combined = build_loss({'type': 'L1FFTLoss', 'loss_weight': 2.0, 'fft_weight': 0.1})
+    value = combined(pred, target)
+    expected = 2.0 * ((pred - target).abs().mean() + 0.1 * fft(pred, target))
+    assert torch.allclose(value, expected)
+    value.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('options, error', [
+    ({'type': 'FFTAmplitudeLoss', 'reduction': 'max'}, ValueError),
+    ({'type': 'L1FFTLoss', 'reduction': 'none'}, ValueError),
+    ({'type': 'L1FFTLoss', 'fft_weight': -1}, ValueError),
+])
+def test_fft_loss_bad_options(options, error):
+    from basicsr.losses import build_loss
+    with pytest.raises(error):
+        build_loss(options)

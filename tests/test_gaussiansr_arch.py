@@ -1,0 +1,163 @@
+"""GaussianSR: kernel bank, selective splatting through the rasterizer, LTE decoder, encode once /
+render many, windows (zoom), gradients and deterministic evaluation (CPU, tiny configs)."""
+import math
+
+import pytest
+import torch
+
+import gsasr_plugin  # noqa: F401  (registers archs and encoders)
+from basicsr.utils.registry import ARCH_REGISTRY
+from gsasr_plugin.archs.gaussiansr_arch import GaussianSR, GaussianSRField
+from gsasr_plugin.ops import rasterize_gaussians
+
+TINY_EDSR = {'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1}
+
+
+def tiny_gaussiansr(**overrides) -> GaussianSR:
+    opt = dict(encoder=TINY_EDSR, num_kernels=9, splat_channels=4, decoder_dim=16, mlp_hidden=[16, 16])
+    opt.update(overrides)
+    return GaussianSR(**opt).eval()
+
+
+def num_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_default_layout_and_parameter_count():
+    assert ARCH_REGISTRY.get('GaussianSR') is GaussianSR
+    net = GaussianSR()
+    classifier = 64 * 100 * 9 + 100
+    bank = 100 * 4
+    coef_freq = 2 * (64 * 256 * 9 + 256)
+    phase = 2 * 128
+    mlp = 4 * (256 * 256 + 256) + 256 * 3 + 3
+    assert num_params(net) - num_params(net.encoder) == classifier + bank + coef_freq + phase + mlp
+    assert 1.75e6 < num_params(net) < 1.9e6  # "about 1.8 M" (EDSR-baseline encoder 1.22 M)
+
+
+def test_kernel_bank_initialisation():
+    net = GaussianSR(encoder=TINY_EDSR)
+    bank = net.kernel_bank().detach()
+    grid = torch.linspace(0.2, 3.0, 10)
+    pairs = {(round(x, 4), round(y, 4)) for x, y in bank[:, :2].tolist()}
+    assert pairs == {(round(float(x), 4), round(float(y), 4)) for x in grid for y in grid}
+    assert torch.equal(bank[:, 2], torch.zeros(100))
+    assert torch.allclose(bank[:, 3], torch.full((100, ), 1 / (1 + math.exp(-1))))
+
+
+@pytest.mark.parametrize('scale, out_size, expected', [
+    (2.5, None, (25, 30)),
+    ((1.5, 3.4), None, (15, 41)),  # anisotropic
+    (None, (13, 29), (13, 29)),
+    (4.0, (21, 22), (21, 22)),  # out_size wins
+])
+def test_shapes(scale, out_size, expected):
+    net = tiny_gaussiansr()
+    lq = torch.rand(2, 3, 10, 12)
+    with torch.no_grad():
+        out = net(lq, scale=scale, out_size=out_size)
+        field = net.encode(lq)
+    assert out.shape == (2, 3, *expected) and torch.isfinite(out).all()
+    assert isinstance(field, GaussianSRField) and field.lr_size == (10, 12)
+    assert field.gaussians.colors.shape == (2, 120, 4) and field.features.shape == (2, 8, 10, 12)
+
+
+def test_evaluation_picks_the_argmax_kernel_deterministically():
+    net = tiny_gaussiansr()
+    lq = torch.rand(1, 3, 9, 8)
+    with torch.no_grad():
+        assert torch.equal(net(lq, scale=3.0), net(lq, scale=3.0))
+        field = net.encode(lq)
+        logits = net.classifier(net.encoder(lq))
+        chosen = net.kernel_bank()[logits.argmax(1).flatten()]
+    assert torch.equal(field.kernel_index, logits.argmax(1))
+    assert torch.allclose(field.gaussians.sigmas[0], chosen[:, :2])
+    assert torch.allclose(field.gaussians.rhos[0], chosen[:, 2])
+    feat = net.encoder(lq)[:, :4].flatten(2).transpose(1, 2)
+    assert torch.allclose(field.gaussians.colors, feat * chosen[None, :, 3:4], atol=1e-6)
+
+
+def test_training_samples_one_kernel_per_pixel_with_gumbel_noise():
+    net = tiny_gaussiansr().train()
+    lq = torch.rand(1, 3, 9, 8)
+    bank = net.kernel_bank().detach()
+    first, second = net.encode(lq), net.encode(lq)
+    for field in (first, second):  # straight-through: every pixel carries one bank entry exactly
+        distance = (field.gaussians.sigmas[0, :, None, :] - bank[None, :, :2]).abs().sum(-1)
+        assert torch.allclose(distance.min(dim=1).values, torch.zeros(72), atol=1e-6)
+    assert not torch.equal(first.gaussians.sigmas, second.gaussians.sigmas)  # sampled, not arg-max
+
+
+def test_splatted_stream_is_the_rasterizer_with_features_as_colors():
+    net = tiny_gaussiansr(image_skip=False)
+    lq = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        field = net.encode(lq)
+        g = field.gaussians
+        captured = {}
+
+        def grab(module, args, output):
+            captured['x'] = args[0]
+
+        hook = net.decoder.coef.register_forward_hook(grab)
+        net.render(field, (17, 20))
+        hook.remove()
+        expected = rasterize_gaussians(g.means, g.sigmas, g.rhos, g.colors, (7, 9), (17, 20))
+    assert torch.allclose(captured['x'][:, :4], expected, atol=1e-6)
+    bicubic = torch.nn.functional.interpolate(field.features, (17, 20), mode='bicubic', align_corners=False)
+    assert torch.allclose(captured['x'][:, 4:], bicubic, atol=1e-5)
+
+
+def test_encode_once_render_many_equals_fresh_forward():
+    net = tiny_gaussiansr()
+    assert not GaussianSR.field_depends_on_scale
+    lq = torch.rand(1, 3, 8, 10)
+    with torch.no_grad():
+        field = net.encode(lq, scale=2.0)
+        for size in [(16, 20), (29, 13), (8, 10), (50, 61)]:
+            assert torch.equal(net.render(field, size), net(lq, out_size=size)), size
+
+
+def test_window_render_matches_the_crop_of_a_full_render():
+    net = tiny_gaussiansr()
+    lq = torch.rand(1, 3, 8, 10)
+    with torch.no_grad():
+        field = net.encode(lq)
+        full = net.render(field, (32, 40))  # x4
+        assert torch.allclose(net.render(field, (32, 40), window=(0, 0, 8, 10)), full, atol=1e-5)
+        part = net.render(field, (12, 16), window=(2, 3, 5, 7))  # the same x4 sampling of a sub-window
+    # the decoder's 3x3 convs see zero padding at the window's edge: compare the interior
+    assert torch.allclose(part[..., 1:-1, 1:-1], full[..., 9:19, 13:27], atol=1e-4)
+
+
+def test_gradients_reach_every_parameter():
+    net = tiny_gaussiansr().train()
+    lq = torch.rand(2, 3, 8, 8)
+    out = net(lq, scale=(2.0, 2.5))
+    (out - torch.rand_like(out)).abs().mean().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'num_kernels': 10}, 'num_kernels'),
+    ({'splat_channels': 12}, 'splat_channels'),
+    ({'sigma_init_range': [0.0, 3.0]}, 'sigma_init_range'),
+    ({'gumbel_tau': 0}, 'gumbel_tau'),
+    ({'decoder_dim': 15}, 'decoder_dim'),
+])
+def test_bad_options_raise_value_error(options, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_gaussiansr(**options)
+
+
+def test_bad_inputs_raise():
+    net = tiny_gaussiansr()
+    field = net.encode(torch.rand(1, 3, 6, 6))
+    with pytest.raises(TypeError, match='GaussianSRField'):
+        net.render(field.gaussians, (12, 12))
+    with pytest.raises(ValueError, match='window'):
+        net.render(field, (12, 12), window=(3, 3, 2, 5))
+    with pytest.raises(ValueError, match='lq'):
+        net(torch.rand(3, 6, 6), scale=2)
