@@ -1,0 +1,133 @@
+"""Distributed training on the CPU (gloo): ``torchrun ... basicsr train --launcher pytorch`` end to end,
+DDP on the CPU in the model (same weights on every rank, averaged losses), backend choice, slurm env."""
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from train_helpers import TORCHRUN, env, load_params, logged_iters, run_train, tiny_options, \
+    write_options, write_photos
+from gsasr_plugin.utils import dist as dist_utils
+
+
+def test_backend_is_gloo_without_cuda_or_with_num_gpu_0():
+    assert dist_utils.choose_backend(0) == 'gloo'
+    expected = 'nccl' if torch.cuda.is_available() and dist.is_nccl_available() else 'gloo'
+    assert dist_utils.choose_backend(1) == expected
+    assert dist_utils.choose_backend('auto') == expected
+
+
+def test_init_dist_names_missing_launcher_environment(monkeypatch):
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match='RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT.*torchrun'):
+        dist_utils.init_dist('pytorch', num_gpu=0)
+    with pytest.raises(ValueError, match="'pytorch' or 'slurm'"):
+        dist_utils.init_dist('mpi')
+
+
+def test_slurm_environment_becomes_torch_distributed_environment(monkeypatch):
+    monkeypatch.setattr(dist_utils.subprocess, 'getoutput', lambda cmd: 'node017\n')
+    for key, value in dict(SLURM_PROCID='5', SLURM_NTASKS='8', SLURM_LOCALID='1', SLURM_NODELIST='node[017-018]').items():
+        monkeypatch.setenv(key, value)
+    for key in ('MASTER_PORT', 'MASTER_ADDR', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(key, raising=False)
+    dist_utils._slurm_env(port=None)
+    assert [os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK')] == \
+        ['node017', '29500', '5', '8', '1']
+    dist_utils._slurm_env(port=12345)  # BasicSR's dist_params: {port: ...}
+    assert os.environ['MASTER_PORT'] == '12345'
+
+
+def _ddp_worker(rank, world_size, store_path, queue):
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{store_path}', rank=rank, world_size=world_size)
+    try:
+        from gsasr_plugin.models.arbitrary_scale_model import ArbitraryScaleSRModel
+        torch.manual_seed(100 + rank)  # different initial weights per rank: DDP must broadcast rank 0's
+        opt = tiny_options('ddp_unit', 'unused', total_iter=2)
+        opt.update(dist=True, rank=rank, world_size=world_size, is_train=True, auto_resume=False)
+        opt['path'].update(models='unused', training_states='unused', visualization='unused')
+        model = ArbitraryScaleSRModel(opt)
+        bare = model.get_bare_model(model.net_g)
+
+        def gathered_params():
+            flat = torch.cat([p.detach().reshape(-1) for p in bare.parameters()])
+            out = [torch.zeros_like(flat) for _ in range(world_size)]
+            dist.all_gather(out, flat)
+            return out
+
+        start = gathered_params()
+        ema_same = all(torch.equal(a, b) for a, b in zip(bare.parameters(), model.net_g_ema.parameters()))
+        results = []
+        for it in (1, 2):
+            g = torch.Generator().manual_seed(10 * rank + it)  # each rank its own batch
+            gt = torch.rand(2, 3, 16, 16, generator=g)
+            model.feed_data({'lq': torch.nn.functional.avg_pool2d(gt, 2), 'gt': gt,
+                             'scale': torch.full((2, 2), 2.0)})
+            model.update_learning_rate(it)
+            model.optimize_parameters(it)
+            local = torch.nn.functional.l1_loss(model.output, model.gt).reshape(1)
+            losses = [torch.zeros(1) for _ in range(world_size)]
+            dist.all_gather(losses, local)
+            results.append((float(torch.cat(losses).mean()), model.log_dict['l_pix'] if rank == 0 else None,
+                            [float(v) for v in losses]))
+        end = gathered_params()
+        queue.put((rank, all(torch.equal(start[0], s) for s in start), ema_same,
+                   all(torch.equal(end[0], e) for e in end), not torch.equal(start[0], end[0]), results))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_on_cpu_same_weights_on_every_rank_and_averaged_losses(tmp_path):
+    ctx = mp.get_context('fork')
+    queue = ctx.SimpleQueue()
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / 'store'), queue), nprocs=2, start_method='fork')
+    reports = sorted(queue.get() for _ in range(2))
+    for rank, same_start, ema_same, same_end, moved, results in reports:
+        assert same_start, f'rank {rank}: ranks did not start from the same weights'
+        assert ema_same, f'rank {rank}: EMA net is not a copy of the (broadcast) net'
+        assert same_end, f'rank {rank}: replicas diverged after two steps'
+        assert moved
+    for mean, logged, per_rank in reports[0][5]:
+        assert per_rank[0] != pytest.approx(per_rank[1])  # the ranks really saw different batches
+        assert logged == pytest.approx(mean, rel=1e-5)  # the logged loss is the average over ranks
+
+
+def test_torchrun_two_cpu_processes_then_resume_on_one(tmp_path, photo):
+    write_photos(tmp_path / 'train', photo, names=('astronaut', 'coffee', 'rocket', 'chelsea'))
+    opt = tiny_options('ddp', 'train', total_iter=3)
+    opt['logger']['save_checkpoint_freq'] = 3
+    write_options(tmp_path / 'ddp.yml', opt)
+    cmd = TORCHRUN + ['--standalone', '--nproc_per_node=2', '-m', 'gsasr_plugin.cli', 'train', '-opt', 'ddp.yml',
+                      '--launcher', 'pytorch']
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert 'World size (gpu number): 2' in out
+    assert out.count('Start training from epoch: 0, iter: 0') == 1, 'only rank 0 logs'
+    assert logged_iters(out) == [1, 2, 3]
+
+    exp = tmp_path / 'experiments' / 'ddp'
+    logs = list(exp.glob('*.log'))
+    assert len(logs) == 1, f'only rank 0 writes a log file: {logs}'
+    assert sorted(p.name for p in (exp / 'models').iterdir()) == ['net_g_3.pth', 'net_g_latest.pth']
+    assert sorted(p.name for p in (exp / 'training_states').iterdir()) == ['3.state']
+    sums = re.findall(r'checksums \(sum, abs sum\) per rank at iter 3: (\[.*\])', logs[0].read_text())
+    assert sums, 'no replica checksum line'
+    per_rank = eval(sums[0])  # noqa: S307  (a list of lists of floats written by the run)
+    assert len(per_rank) == 2 and per_rank[0] == per_rank[1], f'replicas differ: {per_rank}'
+    state = torch.load(exp / 'training_states' / '3.state', map_location='cpu', weights_only=False)
+    assert state['iter'] == 3 and state['epoch'] == 1 and state['epoch_samples_done'] == 2
+
+    # Resume the 2-process run in one process, on the CPU.
+    rc, out = run_train(tmp_path, 'ddp.yml', ['--auto_resume', '--force_yml', 'train:total_iter=5'])
+    assert rc == 0, out
+    assert 'Resuming training from epoch: 1, iter: 3.' in out and logged_iters(out) == [4, 5]
+    before = load_params(exp / 'models' / 'net_g_3.pth')
+    after = load_params(exp / 'models' / 'net_g_latest.pth')
+    assert any(not torch.equal(before[k], after[k]) for k in before)
