@@ -240,3 +240,15 @@ def test_default_config_forward_and_size():
     # Opacity starts at ~1 / coverage, so the first images are near colour (~0.5), not several times brighter.
     assert 0.2 < out[..., 4:-4, 4:-4].mean() < 0.9
     assert GSASR.field_depends_on_scale is True
+
+
+def test_bf16_autocast_keeps_float32_positions():
+    net = tiny_gsasr(gaussian_density=16, num_upsample_stages=2)
+    lq = torch.rand(1, 3, 4, 44)
+    with torch.no_grad():
+        reference = net.encode(lq, 2.0)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            field = net.encode(lq, 2.0)
+    assert field.means.dtype == torch.float32
+    # bf16 positions near x = 40 would be off by up to 0.125 LR pixels.
+    assert (field.means - reference.means).abs().max() < 0.06

@@ -382,6 +382,8 @@ class GSASR(nn.Module):
         pos = self.position_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
         tokens = self.scale_tokens(scale, batch, feat)
         shift, mask = self._window_plan(pad_h, pad_w, feat.device)
+        if mask is not None:  # timm adds it to the attention logits: keep a bf16/fp16 net in its dtype
+            mask = mask.to(feat.dtype)
 
         x = self.injection(queries, pos, feat, tokens, shift, mask)
         residual = x
@@ -393,20 +395,24 @@ class GSASR(nn.Module):
         return x[:, :, :height * side, :width * side].permute(0, 2, 3, 1)
 
     def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int]) -> GaussianField:
-        """Heads and activations: (B, h * r, w * r, d) tokens -> a GaussianField in LR pixel units."""
+        """Heads and activations: (B, h * r, w * r, d) tokens -> a GaussianField in LR pixel units.
+
+        Activations and positions are computed in float32 whatever the net's dtype: a bf16 position has
+        a resolution of whole LR pixels on large images.
+        """
         batch, rows, cols, _ = tokens.shape
         side = self.gaussians_per_side
         tokens = tokens.reshape(batch, rows * cols, -1)
-        opacity = torch.sigmoid(self.opacity_head(tokens))
-        color = torch.sigmoid(self.color_head(tokens))
+        opacity = torch.sigmoid(self.opacity_head(tokens).float())
+        color = torch.sigmoid(self.color_head(tokens).float())
         low, high = self.sigma_range
-        sigmas = low + (high - low) * torch.sigmoid(self.sigma_head(tokens))
-        rhos = self.rho_max * torch.tanh(self.rho_head(tokens)).squeeze(-1)
-        raw_offset = self.offset_head(tokens)
+        sigmas = low + (high - low) * torch.sigmoid(self.sigma_head(tokens).float())
+        rhos = self.rho_max * torch.tanh(self.rho_head(tokens).float()).squeeze(-1)
+        raw_offset = self.offset_head(tokens).float()
         offset = raw_offset / side if self.max_offset is None else self.max_offset * torch.tanh(raw_offset)
         # Reference points: centres of the r x r sub-cells of each LR pixel, (x, y), row-major.
-        ys = (torch.arange(rows, device=tokens.device, dtype=tokens.dtype) + 0.5) / side
-        xs = (torch.arange(cols, device=tokens.device, dtype=tokens.dtype) + 0.5) / side
+        ys = (torch.arange(rows, device=tokens.device, dtype=torch.float32) + 0.5) / side
+        xs = (torch.arange(cols, device=tokens.device, dtype=torch.float32) + 0.5) / side
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
         reference = torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
         return GaussianField(means=reference + offset, sigmas=sigmas, rhos=rhos, colors=color * opacity,
