@@ -1,0 +1,142 @@
+"""The compiled CUDA rasterizer against the pure-PyTorch path (skipped without a GPU or without the op)."""
+import pytest
+import torch
+
+from gsasr_plugin.ops import cuda_op_available, rasterize_gaussians
+from gsasr_plugin.ops._torch_impl import rasterize_gaussians_torch
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU'),
+    pytest.mark.skipif(not cuda_op_available(), reason='gsasr_plugin.ops._C is not built '
+                       '(GSASR_BUILD_CUDA=1 pip install --no-build-isolation -e .)'),
+]
+
+
+def make(bsz, num, chans, lr_size, sigma_range=(0.05, 2.0), rho_max=0.99, margin=2.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    height, width = lr_size
+    span = torch.tensor([width + 2 * margin, height + 2 * margin])
+    means = torch.rand(bsz, num, 2, generator=gen) * span - margin
+    lo, hi = sigma_range
+    sigmas = torch.rand(bsz, num, 2, generator=gen) * (hi - lo) + lo
+    rhos = (torch.rand(bsz, num, generator=gen) * 2 - 1) * rho_max
+    colors = torch.randn(bsz, num, chans, generator=gen)
+    return [means, sigmas, rhos, colors]
+
+
+def assert_rel_close(actual, expected, rel, name=''):
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (actual.double() - expected.double()).abs().max()
+    assert err <= rel * scale, f'{name}: max error {err:.3e} > {rel} * {scale:.3e}'
+
+
+def compare(params, lr_size, out_size, cutoff=3.5, fwd_rel=1e-5, grad_rel=1e-3):
+    cpu = [p.double().clone().requires_grad_() for p in params]
+    gpu = [p.cuda().clone().requires_grad_() for p in params]
+    ref = rasterize_gaussians_torch(*cpu, lr_size, out_size, cutoff)
+    out = rasterize_gaussians(*gpu, lr_size, out_size, cutoff=cutoff)
+    assert out.is_cuda and out.dtype == torch.float32
+    # pixels with some q within rounding of cutoff^2 may legitimately differ between float32 and float64
+    with torch.no_grad():
+        inner = rasterize_gaussians_torch(*[p.double() for p in params], lr_size, out_size, cutoff * (1 - 1e-5))
+        outer = rasterize_gaussians_torch(*[p.double() for p in params], lr_size, out_size, cutoff * (1 + 1e-5))
+    stable = torch.isclose(inner, outer, rtol=1e-12, atol=1e-12)
+    assert stable.float().mean() > 0.99
+    assert_rel_close(torch.where(stable, out.detach().cpu().double(), 0), torch.where(stable, ref.detach(), 0),
+                     fwd_rel, 'forward')
+    weights = torch.randn(ref.shape, dtype=torch.float64)
+    (ref * weights).sum().backward()
+    (out * weights.float().cuda()).sum().backward()
+    for name, a, b in zip(('means', 'sigmas', 'rhos', 'colors'), gpu, cpu):
+        assert_rel_close(a.grad.cpu(), b.grad, grad_rel, name)
+
+
+@pytest.mark.parametrize('lr_size,out_size', [
+    ((8, 8), (8, 8)),          # s = 1
+    ((12, 10), (31, 47)),      # non-integer, anisotropic
+    ((48, 48), (192, 192)),    # the x4 training crop
+    ((3, 4), (90, 120)),       # s = 30
+    ((20, 16), (9, 7)),        # downscale
+    ((17, 23), (33, 70)),      # sizes that are not tile multiples
+])
+@pytest.mark.parametrize('chans', [1, 3, 11])
+def test_matches_pure_path(lr_size, out_size, chans):
+    params = make(2, 300, chans, lr_size)
+    compare(params, lr_size, out_size)
+
+
+@pytest.mark.parametrize('sigma', [0.05, 3.0])
+@pytest.mark.parametrize('rho', [0.99, -0.99, 0.0])
+def test_extreme_sigmas_and_correlations(sigma, rho):
+    params = make(2, 100, 3, (10, 10))
+    params[1] = torch.full_like(params[1], sigma)
+    params[2] = torch.full_like(params[2], rho)
+    compare(params, (10, 10), (37, 41))
+
+
+def test_batch_equals_loop():
+    params = [p.cuda() for p in make(4, 500, 3, (16, 16))]
+    out = rasterize_gaussians(*params, (16, 16), (50, 61))
+    for b in range(4):
+        single = rasterize_gaussians(*[p[b:b + 1] for p in params], (16, 16), (50, 61))
+        torch.testing.assert_close(out[b:b + 1], single, rtol=1e-6, atol=1e-6)
+
+
+def test_empty_tiles_and_far_away_gaussians():
+    # all Gaussians in the top-left corner or far outside: most tiles get no Gaussian at all
+    params = make(2, 200, 3, (4, 4), sigma_range=(0.1, 0.5), margin=0.0)
+    far = make(2, 50, 3, (4, 4))
+    far[0] = far[0] + torch.tensor([1e4, -1e4])
+    params = [torch.cat([a, b], 1) for a, b in zip(params, far)]
+    compare(params, (64, 64), (256, 256))
+    out = rasterize_gaussians(*[p.cuda() for p in params], (64, 64), (256, 256))
+    assert out[:, :, 32:, :].abs().max() == 0 and out[:, :, :, 32:].abs().max() == 0
+
+
+def test_no_gaussians_and_all_invisible():
+    empty = rasterize_gaussians(torch.zeros(2, 0, 2, device='cuda'), torch.ones(2, 0, 2, device='cuda'),
+                                torch.zeros(2, 0, device='cuda'), torch.zeros(2, 0, 3, device='cuda'), (4, 4), (9, 9))
+    assert empty.shape == (2, 3, 9, 9) and empty.abs().sum() == 0
+    means = torch.full((1, 5, 2), -100.0, device='cuda', requires_grad=True)
+    out = rasterize_gaussians(means, torch.ones(1, 5, 2, device='cuda'), torch.zeros(1, 5, device='cuda'),
+                              torch.ones(1, 5, 3, device='cuda'), (4, 4), (9, 9))
+    out.sum().backward()
+    assert out.abs().sum() == 0 and means.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast_half_inputs(dtype):
+    params = [p.cuda() for p in make(2, 400, 3, (12, 12), sigma_range=(0.2, 1.0))]
+    half = [p.to(dtype).requires_grad_() for p in params]
+    with torch.autocast('cuda', dtype=dtype):
+        out = rasterize_gaussians(*half, (12, 12), (40, 40))
+    assert out.dtype == dtype
+    ref = rasterize_gaussians(*[p.to(dtype).float() for p in params], (12, 12), (40, 40))
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()))
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == dtype and torch.isfinite(p.grad.float()).all() for p in half)
+
+
+def test_double_inputs_on_cuda_compute_in_float32_and_return_colors_dtype():
+    params = [p.cuda().double() for p in make(1, 50, 3, (6, 6))]
+    out = rasterize_gaussians(*params, (6, 6), (13, 13))
+    assert out.dtype == torch.float64
+    ref = rasterize_gaussians_torch(*[p.cpu() for p in params], (6, 6), (13, 13))
+    assert_rel_close(out.cpu(), ref, 1e-5)
+
+
+def test_large_gaussians_at_large_scale():
+    params = make(1, 20, 3, (4, 4), sigma_range=(2.0, 3.0))
+    compare(params, (4, 4), (120, 120))
+
+
+def test_deterministic_backward():
+    params = [p.cuda().requires_grad_() for p in make(2, 300, 3, (10, 10))]
+    grads = []
+    for _ in range(2):
+        for p in params:
+            p.grad = None
+        rasterize_gaussians(*params, (10, 10), (37, 37)).square().sum().backward()
+        grads.append([p.grad.clone() for p in params])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
