@@ -161,3 +161,55 @@ def test_bad_inputs_raise():
         net.render(field, (12, 12), window=(3, 3, 2, 5))
     with pytest.raises(ValueError, match='lq'):
         net(torch.rand(3, 6, 6), scale=2)
+
+
+# ------------------------------------------------------------------- both archs through `basicsr train`
+TINY_NETWORKS = {
+    'train_gaussiansr_edsr.yml': dict(type='GaussianSR', encoder=TINY_EDSR, num_kernels=9, splat_channels=4,
+                                      sigma_init_range=[0.2, 1.0],
+                                      decoder_dim=16, mlp_hidden=[16, 16]),
+    'train_continuoussr_swinir.yml': dict(type='ContinuousSR', encoder={
+        'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16,
+        'pretrained': None}, num_feat=16, color_hidden=[16], offset_hidden=[16], key_hidden=[16], attn_dim=16),
+}
+
+
+@pytest.mark.parametrize('options_file', sorted(TINY_NETWORKS))
+def test_basicsr_train_two_iterations_and_validate_per_scale(tmp_path, photo, options_file):
+    """The shipped option file with its network shrunk and its data pointed at scikit-image photos, run by
+    the real `basicsr train` (a subprocess, as users run it): trains, checkpoints and validates per scale."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    for split, names, size in (('train', ('astronaut', 'coffee'), (100, 100)), ('val', ('chelsea', ), (48, 56))):
+        (tmp_path / split).mkdir()
+        for name in names:
+            cv2.imwrite(str(tmp_path / split / f'{name}.png'), photo(name, size)[:, :, ::-1])
+    opt = yaml.safe_load((repo / 'options' / options_file).read_text())
+    opt.update(name='tiny_run', num_gpu=0, network_g=TINY_NETWORKS[options_file])
+    opt['datasets']['train'].update(dataroot_gt='train', batch_size_per_gpu=2, num_worker_per_gpu=0, lq_size=12)
+    scales = [opt['datasets']['train']['scale_min'] + 1, opt['datasets']['train']['scale_max'] - 0.5]
+    opt['datasets']['val'].update(dataroot_gt='val', scales=scales)
+    opt['train'].update(total_iter=2)
+    opt['val']['val_freq'] = 2
+    opt['logger'].update(save_checkpoint_freq=2, print_freq=1, use_tb_logger=False)
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
+
+    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin.cli', 'train', '-opt', 'train.yml'], cwd=tmp_path,
+                          env=dict(os.environ, OMP_NUM_THREADS='2'), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / 'experiments' / 'tiny_run'
+    assert (exp / 'models' / 'net_g_2.pth').is_file()
+    log = max(exp.glob('*.log'), key=lambda p: p.stat().st_mtime).read_text()
+    assert f"Network [{opt['network_g']['type']}] is created" in log
+    assert re.search(r'l_pix: [0-9.e+-]+', log)
+    for scale in scales:
+        tag = f'{scale:g}'
+        assert re.search(rf'# psnr_x{re.escape(tag)}: \d+\.\d+ \[\d+\.\d+\]', log), f'psnr_x{tag} not logged'

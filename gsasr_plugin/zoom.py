@@ -1,0 +1,222 @@
+"""Several scales of one image and continuous-zoom sequences: encode once, render many.
+
+ContinuousSR's and GaussianSR's fields do not depend on the scale (``field_depends_on_scale = False``):
+one ``net.encode(lq)`` serves every output size and every zoom frame, each costing one render (the
+rasterizer; for GaussianSR also its bicubic stream and texture decoder at the output size). GSASR
+conditions its Gaussians on the scale, so for it the decoder is re-run for every distinct scale (the
+encoder features are computed once when the network exposes ``encoder`` / ``decode_tokens`` /
+``gaussians_from_tokens``, as GSASR does).
+
+A zoom frame shows a window of the LR image plane (top, left, bottom, right in LR pixels) at a fixed
+frame size. For ``GaussianField`` networks the field is mapped onto the window (:func:`window_field`) and
+Gaussians whose cutoff box misses the window are dropped first (exact: they add nothing); GaussianSR's
+``render`` takes the window itself.
+
+Used by ``basicsr infer --scales`` / ``--zoom``; usable as a library::
+
+    from gsasr_plugin.zoom import ZoomRenderer, zoom_windows, save_gif
+    renderer = ZoomRenderer(net, lq)                 # encodes once (per scale for GSASR)
+    outputs = renderer.render_scales([2, 3.5, (2, 4)])
+    frames = renderer.render_windows(zoom_windows(lq.shape[-2:], 48, max_zoom=6), frame_size=(256, 256))
+    save_gif(frames, 'zoom.gif')
+"""
+import inspect
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.gaussiansr_arch import Window, check_window, window_field
+from gsasr_plugin.archs.gsasr_arch import _check_scale
+
+__all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'cull_to_window', 'window_field', 'to_uint8_frames',
+           'save_gif', 'save_frames']
+
+ScaleLike = Union[float, int, Sequence[float]]
+
+
+def cull_to_window(field: GaussianField, window: Window, cutoff: float) -> GaussianField:
+    """Drop the Gaussians whose ``cutoff`` bounding box misses ``window`` in every image of the batch."""
+    top, left, bottom, right = window
+    reach = cutoff * field.sigmas
+    x, y = field.means[..., 0], field.means[..., 1]
+    keep = ((x + reach[..., 0] >= left) & (x - reach[..., 0] <= right) & (y + reach[..., 1] >= top) &
+            (y - reach[..., 1] <= bottom)).any(dim=0)
+    if bool(keep.all()):
+        return field
+    if not bool(keep.any()):
+        keep[0] = True  # an empty field is not a valid rasterizer input; one far Gaussian renders as zero
+    index = keep.nonzero().squeeze(1)
+    return GaussianField(means=field.means[:, index], sigmas=field.sigmas[:, index], rhos=field.rhos[:, index],
+                         colors=field.colors[:, index], lr_size=tuple(field.lr_size),
+                         opacities=None if field.opacities is None else field.opacities[:, index])
+
+
+def zoom_windows(lr_size: Sequence[int], num_frames: int, max_zoom: float = 4.0,
+                 center: Optional[Tuple[float, float]] = None) -> List[Window]:
+    """Windows zooming from the whole image to 1 / ``max_zoom`` of it around ``center`` (y, x), LR pixels.
+
+    The zoom grows geometrically (constant apparent speed); windows keep the image's aspect ratio and
+    are shifted to stay inside the image.
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f'num_frames must be an integer >= 1, got {num_frames!r}')
+    if not isinstance(max_zoom, (int, float)) or isinstance(max_zoom, bool) or not max_zoom >= 1:
+        raise ValueError(f'max_zoom must be a number >= 1, got {max_zoom!r}')
+    height, width = float(lr_size[0]), float(lr_size[1])
+    cy, cx = (height / 2, width / 2) if center is None else (float(center[0]), float(center[1]))
+    if not (0 <= cy <= height and 0 <= cx <= width):
+        raise ValueError(f'zoom center (y, x) must lie in the image [0, {height:g}] x [0, {width:g}], got {center!r}')
+    windows = []
+    for k in range(num_frames):
+        zoom = max_zoom**(k / (num_frames - 1)) if num_frames > 1 else 1.0
+        win_h, win_w = height / zoom, width / zoom
+        top = min(max(cy - win_h / 2, 0.0), height - win_h)
+        left = min(max(cx - win_w / 2, 0.0), width - win_w)
+        windows.append((top, left, top + win_h, left + win_w))
+    return windows
+
+
+def _renders_windows(net: nn.Module) -> bool:
+    try:
+        return 'window' in inspect.signature(net.render).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ZoomRenderer:
+    """Encode ``lq`` once (once per scale for scale-conditioned networks) and render it many times.
+
+    Args:
+        net: ``GSASR``, ``GaussianSR``, ``ContinuousSR`` or any network with ``encode`` / ``render``.
+        lq: (B, 3, h, w) LR images in [0, 1].
+        cutoff: Cutoff used to cull Gaussians outside a window; default: the network's, else the rasterizer's.
+
+    Attributes:
+        encodes: How many times the Gaussian field was predicted (1 for scale-free networks).
+    """
+
+    def __init__(self, net: nn.Module, lq: torch.Tensor, cutoff: Optional[float] = None):
+        if not hasattr(net, 'encode') or not hasattr(net, 'render'):
+            raise TypeError(f'{type(net).__name__} has no encode()/render(): not a Gaussian-splatting SR network')
+        if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
+            raise ValueError(f'lq must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
+        from gsasr_plugin.ops import DEFAULT_CUTOFF
+        self.net = net
+        self.lq = lq
+        self.lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
+        self.scale_free = not getattr(net, 'field_depends_on_scale', True)
+        self.cutoff = float(cutoff if cutoff is not None else (getattr(net, 'cutoff', None) or DEFAULT_CUTOFF))
+        self.encodes = 0
+        self._fields: Dict[Tuple[float, float], Any] = {}
+        self._features: Optional[torch.Tensor] = None
+
+    # ---------------------------------------------------------------------------------------- fields
+    def _decode_only(self) -> bool:
+        return all(hasattr(self.net, name) for name in ('encoder', 'decode_tokens', 'gaussians_from_tokens'))
+
+    @torch.no_grad()
+    def field(self, scale: Tuple[float, float] = (1.0, 1.0)):
+        """The field for ``scale`` (the one field of a scale-free network whatever the scale)."""
+        key = (1.0, 1.0) if self.scale_free else (round(scale[0], 6), round(scale[1], 6))
+        if key not in self._fields:
+            if self.scale_free:
+                self._fields[key] = self.net.encode(self.lq)
+            elif self._decode_only():  # GSASR: encoder once, the scale-conditioned decoder per scale
+                if self._features is None:
+                    self._features = self.net.encoder(self.lq)
+                tokens = self.net.decode_tokens(self._features, key)
+                self._fields[key] = self.net.gaussians_from_tokens(tokens, self.lr_size)
+            else:
+                self._fields[key] = self.net.encode(self.lq, key)
+            self.encodes += 1
+            if not self.scale_free and len(self._fields) > 8:  # keep memory bounded over long zooms
+                self._fields.pop(next(iter(self._fields)))
+        return self._fields[key]
+
+    # --------------------------------------------------------------------------------------- renders
+    @torch.no_grad()
+    def render(self, out_size: Sequence[int], window: Optional[Sequence[float]] = None) -> torch.Tensor:
+        """(B, C, Ho, Wo) render of ``window`` (default: the whole image) at ``out_size`` = (Ho, Wo)."""
+        out_size = (int(out_size[0]), int(out_size[1]))
+        view = check_window(window, self.lr_size)
+        scale = (out_size[0] / (view[2] - view[0]), out_size[1] / (view[3] - view[1]))
+        field = self.field(scale)
+        whole = view == (0.0, 0.0, float(self.lr_size[0]), float(self.lr_size[1]))
+        if whole:
+            return self.net.render(field, out_size)
+        if _renders_windows(self.net):
+            return self.net.render(field, out_size, window=view)
+        if isinstance(field, GaussianField):
+            return self.net.render(window_field(cull_to_window(field, view, self.cutoff), view), out_size)
+        raise TypeError(f'{type(self.net).__name__}: cannot render a window of a {type(field).__name__}')
+
+    def render_scales(self, scales: Sequence[ScaleLike] = (), sizes: Sequence[Sequence[int]] = ()) -> List[torch.Tensor]:
+        """Renders of the whole image at each scale (size ``round(h * s_h), round(w * s_w)``), then each size."""
+        outputs = []
+        for scale in scales:
+            s_h, s_w = _check_scale(scale)
+            size = (max(1, round(self.lr_size[0] * s_h)), max(1, round(self.lr_size[1] * s_w)))
+            outputs.append(self.render(size))
+        for size in sizes:
+            outputs.append(self.render(size))
+        return outputs
+
+    def render_windows(self, windows: Sequence[Sequence[float]], frame_size: Sequence[int]) -> List[torch.Tensor]:
+        """One frame of ``frame_size`` (Ho, Wo) per window: a zoom sequence."""
+        return [self.render(frame_size, window) for window in windows]
+
+
+# ----------------------------------------------------------------------------------------- writing
+def to_uint8_frames(frames: Sequence[torch.Tensor], index: int = 0) -> List[np.ndarray]:
+    """(B, 3, H, W) renders -> (H, W, 3) uint8 RGB arrays of batch item ``index``."""
+    return [(f[index].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            for f in frames]
+
+
+def save_gif(frames: Sequence[Union[torch.Tensor, np.ndarray]], path: Union[str, Path], duration_ms: int = 80,
+             boomerang: bool = True) -> Path:
+    """Write frames (renders or uint8 RGB arrays of one size) as a looping GIF; ``boomerang`` plays back too."""
+    from PIL import Image
+    arrays = list(frames) if all(isinstance(f, np.ndarray) for f in frames) else to_uint8_frames(frames)
+    if not arrays:
+        raise ValueError('save_gif needs at least one frame')
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f'all GIF frames must have one size, got {sorted({a.shape for a in arrays})}')
+    if boomerang and len(arrays) > 2:
+        arrays = arrays + arrays[-2:0:-1]
+    images = [Image.fromarray(a) for a in arrays]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(duration_ms), loop=0,
+                   optimize=False)
+    return path
+
+
+def save_frames(frames: Sequence[Union[torch.Tensor, np.ndarray]], folder: Union[str, Path],
+                stem: str = 'frame') -> List[Path]:
+    """Write frames as ``folder/<stem>_0000.png`` ...; returns the paths."""
+    from PIL import Image
+    arrays = list(frames) if all(isinstance(f, np.ndarray) for f in frames) else to_uint8_frames(frames)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, array in enumerate(arrays):
+        path = folder / f'{stem}_{k:04d}.png'
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+def zoom_frame_size(lr_size: Sequence[int], scale: Optional[Tuple[float, float]] = None,
+                    size: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
+    """Frame size (Ho, Wo): ``size`` when given, else the LR size times ``scale`` (default x4)."""
+    if size is not None:
+        return int(size[0]), int(size[1])
+    s_h, s_w = scale if scale is not None else (4.0, 4.0)
+    return max(1, round(lr_size[0] * s_h)), max(1, round(lr_size[1] * s_w))
+
