@@ -36,7 +36,6 @@ import math
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
