@@ -100,7 +100,7 @@ class ResilientTrainingMixin:
             return
         self.nonfinite_steps += 1
         self._nonfinite_streak += 1
-        values = ', '.join(f'{k}={float(v):.4g}' for k, v in loss_dict.items())
+        values = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in loss_dict.items())
         get_root_logger().warning(f'iter {current_iter}: non-finite loss or gradient ({values}); step skipped '
                                   f'({self._nonfinite_streak} in a row, {self.nonfinite_steps} in this run)')
 
