@@ -332,3 +332,48 @@ def test_gsasr_builds_from_option_file_and_trains_at_any_scale(name):
         sr.mean().backward()
         assert net.encoder.conv_first.weight.grad.abs().sum() > 0
         assert torch.isfinite(net.encoder.conv_first.weight.grad).all()
+
+
+def test_overlapping_cross_attention_matches_a_direct_computation():
+    """OCAB against a loop over windows: queries of each ws x ws window attend to the zero-padded
+    ows x ows window with the same centre, plus the bias of each (key - query) offset."""
+    from gsasr_plugin.archs.hat_encoder_arch import OverlappingCrossAttention
+    torch.manual_seed(0)
+    ws, heads, dim = 4, 2, 8
+    block = OverlappingCrossAttention(dim, heads, ws, overlap_ratio=0.5).eval()
+    ows, pad = block.overlap_window_size, (block.overlap_window_size - ws) // 2
+    x = torch.randn(1, 8, 12, dim)
+    with torch.no_grad():
+        q, k, v = block.qkv(block.norm1(x)).chunk(3, dim=-1)
+        k = torch.nn.functional.pad(k, (0, 0, pad, ows - ws - pad, pad, ows - ws - pad))
+        v = torch.nn.functional.pad(v, (0, 0, pad, ows - ws - pad, pad, ows - ws - pad))
+        attended = torch.zeros_like(q)
+        for top in range(0, 8, ws):
+            for left in range(0, 12, ws):
+                qw = q[0, top:top + ws, left:left + ws].reshape(ws * ws, heads, -1).transpose(0, 1)
+                kw = k[0, top:top + ows, left:left + ows].reshape(ows * ows, heads, -1).transpose(0, 1)
+                vw = v[0, top:top + ows, left:left + ows].reshape(ows * ows, heads, -1).transpose(0, 1)
+                bias = torch.stack([
+                    block.relative_position_bias_table[overlapping_relative_position_index(ws, ows)[i, j]]
+                    for i in range(ws * ws) for j in range(ows * ows)
+                ]).view(ws * ws, ows * ows, heads).permute(2, 0, 1)
+                weights = (qw * block.scale @ kw.transpose(-2, -1) + bias).softmax(-1)
+                attended[0, top:top + ws, left:left + ws] = (weights @ vw).transpose(0, 1).reshape(ws, ws, dim)
+        expected = x + block.proj(attended)
+        expected = expected + block.mlp(block.norm2(expected))
+        torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+def test_gradient_checkpointing_gives_the_same_output_and_gradients(encoder_type):
+    plain = build_encoder({'type': encoder_type, **TINY})
+    checkpointed = build_encoder({'type': encoder_type, **TINY, 'use_checkpoint': True})
+    checkpointed.load_state_dict(plain.state_dict())
+    lq = torch.rand(1, 3, 11, 13)
+    outputs = []
+    for encoder in (plain, checkpointed):
+        out = encoder(lq)
+        out.square().mean().backward()
+        outputs.append((out.detach(), encoder.conv_first.weight.grad.clone()))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    torch.testing.assert_close(outputs[0][1], outputs[1][1])
