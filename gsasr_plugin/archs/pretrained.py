@@ -69,7 +69,8 @@ def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = None,
         raise ValueError(f'{path} does not hold a dict of weights (got {type(checkpoint).__name__})')
     if param_key is not None:
         if param_key not in checkpoint:
-            raise ValueError(f"param_key '{param_key}' not in {path}; its top-level keys: {_shorten(sorted(checkpoint))}")
+            raise ValueError(f"param_key '{param_key}' not in {path}; "
+                             f'its top-level keys: {_shorten(sorted(checkpoint))}')
         chosen = param_key
     else:
         chosen = next((key for key in _PARAM_KEYS if isinstance(checkpoint.get(key), Mapping)), None)

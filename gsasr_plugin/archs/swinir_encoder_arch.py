@@ -52,7 +52,8 @@ def check_transformer_sizes(depths: Sequence[int], num_heads: Sequence[int], emb
         raise ValueError(f'num_heads needs one entry per group (len(depths)={len(depths)}), got {list(num_heads)}')
     for heads in num_heads:
         if int(heads) < 1 or embed_dim % int(heads):
-            raise ValueError(f'embed_dim ({embed_dim}) must be divisible by every num_heads entry, got {list(num_heads)}')
+            raise ValueError(f'embed_dim ({embed_dim}) must be divisible by every num_heads entry, '
+                             f'got {list(num_heads)}')
     if int(window_size) < 1:
         raise ValueError(f'window_size must be >= 1, got {window_size}')
 
