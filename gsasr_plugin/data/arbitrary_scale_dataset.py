@@ -16,9 +16,10 @@ from torch.utils import data
 
 from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.data.data_util import paths_from_lmdb
-from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
+from basicsr.utils import FileClient, img2tensor, scandir
 from basicsr.utils.matlab_functions import calculate_weights_indices
 from basicsr.utils.registry import DATASET_REGISTRY
+from gsasr_plugin.utils.bad_data import check_training_images, decode_image, to_float, warn_skipped
 from gsasr_plugin.utils.resume import batch_entropy
 
 __all__ = [
@@ -134,20 +135,19 @@ class _ImageReader:
                 opt['db_paths'] = list(self.roots.values())
                 opt['client_keys'] = list(self.roots.keys())
             self.client = FileClient(backend, **opt)
-        img_bytes = self.client.get(path, key)
-        img = imfrombytes(img_bytes, float32=False)  # uint8: callers crop before converting to float
-        if img is None:
-            raise ValueError(f'cannot decode image {path}')
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
+        try:
+            img_bytes = self.client.get(path, key)
+        except Exception as exc:  # missing/unreadable file, lmdb key error, ...
+            raise ValueError(f"cannot read image '{path}': {exc}") from exc
+        # stored type kept (uint8/uint16/float32): callers crop before converting to float; gray/alpha
+        # handled; a corrupt file is a ValueError naming it (gsasr_plugin.utils.bad_data)
+        img = decode_image(img_bytes, path)
         return img[:, :, ::-1]  # BGR -> RGB (a view)
 
 
 def _to_float(img: np.ndarray) -> np.ndarray:
-    """uint8 (or float) HxWx3 -> contiguous float32 in [0, 1]."""
-    if img.dtype == np.uint8:
-        return np.ascontiguousarray(img, dtype=np.float32) / 255.0
-    return np.ascontiguousarray(img, dtype=np.float32)
+    """uint8, uint16 (16-bit files) or float HxWx3 -> contiguous float32 in [0, 1]."""
+    return to_float(img)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -180,6 +180,10 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         scale_min, scale_max (float): range of the per-batch scale. Default: 1 and 4.
         use_hflip (bool): random horizontal/vertical flips. Default: True.
         use_rot (bool): random 90-degree rotations (transposes). Default: True.
+        skip_bad_images (bool): skip corrupt/unreadable images and images smaller than the largest crop
+            ``round(lq_size * scale_max)`` with a warning and a count (``skipped_images``) instead of
+            raising a ValueError naming the file. Sizes are checked from the headers at start-up.
+            Default: False.
     """
 
     def __init__(self, opt: Dict[str, Any]):
@@ -202,6 +206,13 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         self.paths = _image_paths(self.gt_folder, 'dataroot_gt', io_backend.get('type', 'disk'))
         self.reader = _ImageReader(io_backend, {'gt': self.gt_folder})
         self._batches_drawn = 0
+        # bad images (gsasr_plugin.utils.bad_data): an error naming the file, or skipped and counted
+        self.skip_bad_images = bool(opt.get('skip_bad_images', False))
+        self.max_gt_size = int(round(self.lq_size * self.scale_max))
+        self.skipped_images = []
+        if io_backend.get('type', 'disk') == 'disk':  # headers only: start-up errors, not hours later
+            self.paths, self.skipped_images = check_training_images(self.paths, self.max_gt_size,
+                                                                    self.skip_bad_images)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -217,7 +228,22 @@ class ArbitraryScaleTrainDataset(data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
         rng = self._batch_rng(indices)
         scale = float(rng.uniform(self.scale_min, self.scale_max))
-        return [self._make_pair(int(i), scale, rng) for i in indices]
+        return [self._make_pair_or_substitute(int(i), scale, rng) for i in indices]
+
+    def _make_pair_or_substitute(self, index: int, scale: float, rng: np.random.Generator) -> Dict[str, Any]:
+        """``_make_pair``; with ``skip_bad_images`` an unreadable image is replaced by the next good one."""
+        for offset in range(len(self.paths)):
+            candidate = (index + offset) % len(self.paths)
+            if self.paths[candidate] in self.skipped_images:
+                continue
+            try:
+                return self._make_pair(candidate, scale, rng)
+            except ValueError as exc:
+                if not self.skip_bad_images:
+                    raise
+                self.skipped_images.append(self.paths[candidate])
+                warn_skipped(self.paths[candidate], str(exc), len(self.skipped_images))
+        raise ValueError(f"no readable training image left in '{self.gt_folder}'")
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         return self.__getitems__([index])[0]
