@@ -34,7 +34,7 @@ from gsasr_plugin.archs.gaussiansr_arch import Window, check_window, window_fiel
 from gsasr_plugin.archs.gsasr_arch import _check_scale
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'cull_to_window', 'window_field', 'to_uint8_frames',
-           'save_gif', 'save_frames']
+           'save_gif', 'save_frames', 'parse_scale_list', 'write_scales_and_zoom']
 
 ScaleLike = Union[float, int, Sequence[float]]
 
@@ -220,3 +220,51 @@ def zoom_frame_size(lr_size: Sequence[int], scale: Optional[Tuple[float, float]]
     s_h, s_w = scale if scale is not None else (4.0, 4.0)
     return max(1, round(lr_size[0] * s_h)), max(1, round(lr_size[1] * s_w))
 
+
+
+# ----------------------------------------------------------------------------------- basicsr infer
+def parse_scale_list(text: str) -> List[Tuple[float, float]]:
+    """'2,3.5,4' (and 'SH:SW' items for a different scale per axis, e.g. '2,1.5:3') -> [(s_h, s_w), ...]."""
+    items = [item.strip() for item in str(text).split(',') if item.strip()]
+    if not items:
+        raise ValueError(f'--scales must list scales like 2,3.5,4, got {text!r}')
+    scales = []
+    for item in items:
+        parts = item.split(':')
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f'--scales: {item!r} is not a number (or SH:SW)') from None
+        if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f'--scales: {item!r} must be a number > 0 or SH:SW')
+        scales.append((values[0], values[-1]))
+    return scales
+
+
+def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem: str, ext: str,
+                          args: Any) -> List[Path]:
+    """``basicsr infer --scales`` / ``--zoom``: renders of one encoding, written next to the other outputs.
+
+    ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format and depth; an alpha
+    channel is not carried). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N frames as PNGs in
+    ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the ``--scale`` /
+    ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
+    """
+    from gsasr_plugin.data.arbitrary_scale_dataset import scale_tag
+    from gsasr_plugin.inference import write_image
+    out_folder = Path(args.output)
+    name = f'{stem}{args.suffix}'
+    renderer = ZoomRenderer(network, lq)
+    written = []
+    for scale in getattr(args, 'scales', None) or []:
+        output = renderer.render_scales([scale])[0]
+        path = out_folder / f'{name}_x{scale_tag(scale)}{ext}'
+        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta)
+        written.append(path)
+    if getattr(args, 'zoom', 0):
+        lr_size = renderer.lr_size
+        frame_size = zoom_frame_size(lr_size, getattr(args, 'scale', None), getattr(args, 'size', None))
+        frames = renderer.render_windows(zoom_windows(lr_size, args.zoom, args.zoom_max), frame_size)
+        written += save_frames(frames, out_folder / f'{name}_zoom', stem=name)
+        written.append(save_gif(frames, out_folder / f'{name}_zoom.gif'))
+    return written

@@ -331,7 +331,7 @@ def test_cli_bad_file_in_folder_others_still_processed(model_files, images, tmp_
     (['--size', '640'], '--size', 2),
     (['--size', 'axb'], '--size', 2),
     (['--scale', '2', '--size', '8x8'], 'not allowed with', 2),
-    ([], 'one of the arguments --scale --size is required', 2),
+    ([], 'one of the arguments --scale --size --scales is required', 2),
     (['--scale', '2', '--tile', '-3'], '--tile', 2),
 ])
 def test_cli_bad_arguments_are_one_line(model_files, images, tmp_path, capsys, args, needle, code):

@@ -108,3 +108,36 @@ def test_gif_and_frames_are_written(tmp_path):
     assert [p.name for p in paths] == ['astronaut_0000.png', 'astronaut_0001.png', 'astronaut_0002.png']
     with pytest.raises(ValueError, match='one size'):
         save_gif([torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 5, 4)], tmp_path / 'bad.gif')
+
+
+def test_basicsr_infer_scales_and_zoom(tmp_path, photo):
+    import cv2
+    import yaml
+    from PIL import Image
+
+    from gsasr_plugin.cli import main
+    from test_continuoussr_arch import TINY_SWINIR
+    network_g = dict(type='ContinuousSR', encoder=TINY_SWINIR, num_feat=16, color_hidden=[16], offset_hidden=[16],
+                     key_hidden=[16], attn_dim=16)
+    (tmp_path / 'net.yml').write_text(yaml.safe_dump({'network_g': network_g}))
+    net = tiny_continuoussr(color_hidden=[16], offset_hidden=[16], key_hidden=[16])
+    torch.save({'params': net.state_dict()}, tmp_path / 'net.pth')
+    cv2.imwrite(str(tmp_path / 'cat.png'), photo('chelsea', (10, 12))[:, :, ::-1])
+    common = ['infer', '-opt', str(tmp_path / 'net.yml'), '--model', str(tmp_path / 'net.pth'), '-i',
+              str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'out'), '--device', 'cpu']
+
+    assert main(common + ['--scales', '2,3.5,1.5:3', '--zoom', '3', '--zoom-max', '2']) == 0
+    out = tmp_path / 'out'
+    for name, shape in (('cat_x2.png', (20, 24)), ('cat_x3.5.png', (35, 42)), ('cat_x1.5x3.png', (15, 36))):
+        assert cv2.imread(str(out / name)).shape[:2] == shape, name
+    assert not (out / 'cat.png').exists()  # --scales replaces the single output
+    assert sorted(p.name for p in (out / 'cat_zoom').iterdir()) == ['cat_0000.png', 'cat_0001.png', 'cat_0002.png']
+    with Image.open(out / 'cat_zoom.gif') as gif:
+        assert gif.size == (48, 40) and gif.n_frames == 4  # x4 frames without --scale
+
+    assert main(common + ['--scale', '2', '--zoom', '2', '--suffix', '_z']) == 0
+    assert cv2.imread(str(out / 'cat_z.png')).shape[:2] == (20, 24)
+    with Image.open(out / 'cat_z_zoom.gif') as gif:
+        assert gif.size == (24, 20)
+    assert main(common + ['--scales', '2,x']) == 2
+    assert main(common + ['--scale', '2', '--zoom', '2', '--zoom-max', '0.5']) == 2

@@ -1,7 +1,8 @@
 """``basicsr infer``: super-resolve images or folders at any scale or size with a trained model.
 
     basicsr infer -opt OPTIONS.yml --model CHECKPOINT.pth -i FILE_OR_FOLDER -o OUT_FOLDER \\
-        (--scale S | --scale SH,SW | --size WxH) [--tile N] [--bf16] [--save-gaussians]
+        (--scale S | --scale SH,SW | --size WxH | --scales S1,S2,...) [--tile N] [--bf16] [--save-gaussians]
+        [--zoom FRAMES [--zoom-max Z]]
 
 Exit status: 0 when every image was written, 1 when any image (or the model) failed, 2 for bad
 arguments. Each failure is one line on stderr naming the file or argument; the other images of a
@@ -54,6 +55,24 @@ def _non_negative_int(text):
     return value
 
 
+def _scales_arg(text):
+    from gsasr_plugin.zoom import parse_scale_list
+    try:
+        return parse_scale_list(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace('--scales: ', '')) from None
+
+
+def _zoom_max_arg(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not value >= 1 or value == float('inf'):
+        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description='Super-resolve images at any scale (or size) with a GSASR-family model.')
     parser.add_argument('-opt', '--opt', required=True, metavar='OPTIONS.yml',
@@ -66,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument('--scale', type=_scale_arg, metavar='S|SH,SW',
                         help='scale factor, any positive number; SH,SW for a different factor per axis')
     target.add_argument('--size', type=_size_arg, metavar='WxH', help='output size in pixels, e.g. 1920x1080')
+    target.add_argument('--scales', type=_scales_arg, metavar='S1,S2,...',
+                        help='several scales from one encoding (SH:SW items for two axes), one file per scale')
     parser.add_argument('--tile', type=_non_negative_int, default=None, metavar='N',
                         help='LR tile side in pixels (0: never tile); default: chosen from free memory')
     parser.add_argument('--tile-margin', type=_non_negative_int, default=None, metavar='M',
@@ -81,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                         'over a crop of each image, as <name>_gaussians.png')
     parser.add_argument('--gaussians-crop', type=_non_negative_int, default=12, metavar='N',
                         help='LR side of the centre crop drawn by --save-gaussians (default 12)')
+    parser.add_argument('--zoom', type=_non_negative_int, default=0, metavar='FRAMES',
+                        help='also write a continuous zoom into the centre: FRAMES frames (PNG) and a GIF')
+    parser.add_argument('--zoom-max', type=_zoom_max_arg, default=4.0, metavar='Z',
+                        help='magnification of the last zoom frame over the first (default 4)')
     return parser
 
 
@@ -98,6 +123,11 @@ def _process(network, path: Path, args, device) -> None:
     from gsasr_plugin.inference import read_image, super_resolve, write_image
     rgb, meta = read_image(str(path))
     lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
+    if args.scales or args.zoom:  # several renders of one encoding (gsasr_plugin.zoom)
+        from gsasr_plugin.zoom import write_scales_and_zoom
+        write_scales_and_zoom(network, lq, meta, path.stem, ('.' + args.ext) if args.ext else path.suffix, args)
+        if args.scales:
+            return
     progress = sys.stderr.isatty()
     kwargs = dict(scale=args.scale, out_size=args.size, tile=args.tile, margin=args.tile_margin, bf16=args.bf16,
                   progress=progress)
