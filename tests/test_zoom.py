@@ -141,3 +141,26 @@ def test_basicsr_infer_scales_and_zoom(tmp_path, photo):
         assert gif.size == (24, 20)
     assert main(common + ['--scales', '2,x']) == 2
     assert main(common + ['--scale', '2', '--zoom', '2', '--zoom-max', '0.5']) == 2
+
+
+def test_basicsr_infer_gaussiansr_single_output_matches_forward(tmp_path, photo):
+    import cv2
+    import yaml
+
+    from gsasr_plugin.cli import main
+    from test_gaussiansr_arch import TINY_EDSR
+    network_g = dict(type='GaussianSR', encoder=TINY_EDSR, num_kernels=9, splat_channels=4, decoder_dim=16,
+                     mlp_hidden=[16, 16])
+    (tmp_path / 'net.yml').write_text(yaml.safe_dump({'network_g': network_g}))
+    net = tiny_gaussiansr()
+    torch.save({'params': net.state_dict()}, tmp_path / 'net.pth')
+    rgb = photo('coffee', (9, 11))
+    cv2.imwrite(str(tmp_path / 'cup.png'), rgb[:, :, ::-1])
+    assert main(['infer', '-opt', str(tmp_path / 'net.yml'), '--model', str(tmp_path / 'net.pth'), '-i',
+                 str(tmp_path / 'cup.png'), '-o', str(tmp_path / 'out'), '--size', '25x20', '--device', 'cpu']) == 0
+    written = cv2.imread(str(tmp_path / 'out' / 'cup.png'))[:, :, ::-1]
+    with torch.no_grad():
+        lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+        expected = (net(lq, out_size=(20, 25))[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+    assert written.shape == (20, 25, 3)
+    assert abs(written.astype(float) - expected).max() <= 1

@@ -172,6 +172,7 @@ class GaussianSR(nn.Module):
     """
 
     field_depends_on_scale = False
+    field_class = GaussianSRField  # what encode returns (not a plain GaussianField)
 
     def __init__(self, encoder: Optional[Mapping[str, Any]] = None, num_kernels: int = 100,
                  sigma_init_range: Sequence[float] = (0.2, 3.0), opacity_init_logit: float = 1.0,
