@@ -16,6 +16,13 @@ def cuda_extensions():
     wanted = os.environ.get('GSASR_BUILD_CUDA', '').strip()
     if wanted == '0':
         return [], {}
+    if not os.environ.get('CUDA_HOME') and not os.environ.get('CUDA_PATH'):
+        # torch guesses CUDA_HOME from `which nvcc`; a /usr/local/bin/nvcc symlink would give /usr/local,
+        # which has no lib64/libcudart. Follow the symlink to the real toolkit instead.
+        import shutil
+        nvcc = shutil.which('nvcc')
+        if nvcc:
+            os.environ['CUDA_HOME'] = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
