@@ -66,3 +66,58 @@ def test_sigterm_then_auto_resume_equals_uninterrupted_run(tmp_path, photo):
     ref = load_params(tmp_path / 'experiments' / 'uninterrupted' / 'models' / 'net_g_latest.pth')
     first = load_params(exp_b / 'models' / f'net_g_{stopped_at}.pth')
     assert any(not torch.allclose(ref[k], first[k]) for k in ref)
+
+
+def _scales_per_epoch(dataset, num_workers, epochs=(0, 1), resume=None):
+    from basicsr.data import build_dataloader
+    from gsasr_plugin.utils.resume import PROGRESS, ResumableSampler
+    PROGRESS.__init__()
+    PROGRESS.set_resume(resume)
+    sampler = ResumableSampler(dataset, num_replicas=1, rank=0, seed=7)
+    loader = build_dataloader(dataset, dict(phase='train', batch_size_per_gpu=2, num_worker_per_gpu=num_workers),
+                              num_gpu=0, dist=False, sampler=sampler, seed=7)
+    out = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        out.append([(round(float(b['scale'][0, 0]), 6), tuple(b['gt_path'])) for b in loader])
+    return out
+
+
+def test_draws_change_every_epoch_and_do_not_depend_on_workers_or_restarts(tmp_path, photo):
+    from gsasr_plugin.data.arbitrary_scale_dataset import ArbitraryScaleTrainDataset
+    write_photos(tmp_path / 'hr', photo, names=('astronaut', 'coffee', 'rocket', 'chelsea'), size=(40, 40))
+    dataset = ArbitraryScaleTrainDataset(dict(dataroot_gt=str(tmp_path / 'hr'), lq_size=8, scale_min=1,
+                                              scale_max=3, phase='train'))
+    in_process = _scales_per_epoch(dataset, num_workers=0)
+    assert in_process[0] != in_process[1]  # BasicSR's worker re-seeding would repeat them
+    assert [s for s, _ in in_process[0]] != [s for s, _ in in_process[1]]
+    # BasicSR's worker_init_fn re-seeds workers identically every epoch: the draws must not care
+    assert _scales_per_epoch(dataset, num_workers=2) == in_process
+    # resuming after the first batch of epoch 1 continues with exactly the remaining batch
+    resumed = _scales_per_epoch(dataset, num_workers=0, epochs=(1, ), resume={'epoch': 1, 'epoch_samples_done': 2})
+    assert resumed == [in_process[1][1:]]
+
+
+def test_signal_handlers_set_a_flag_and_a_second_ctrl_c_stops_at_once():
+    import os
+
+    from gsasr_plugin.utils import preemption
+    preemption.install_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert preemption.requested_signal() == signal.SIGTERM  # the process is still running
+        preemption.restore_handlers()
+        preemption.install_handlers()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert preemption.requested_signal() == signal.SIGINT
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            raise AssertionError('a second Ctrl-C must raise KeyboardInterrupt')
+        except KeyboardInterrupt:
+            pass
+    finally:
+        preemption.restore_handlers()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -75,8 +75,9 @@ def init_dist(launcher: str, backend: Optional[str] = None, num_gpu: Any = None,
         raise ValueError(f"--launcher {launcher}: environment variable(s) {', '.join(missing)} not set; start the "
                          'run with torchrun (see the README: Multi-GPU, multi-node and resuming)')
     if backend == 'nccl':
-        local_rank = int(os.environ.get('LOCAL_RANK', int(os.environ['RANK']) % torch.cuda.device_count()))
-        torch.cuda.set_device(local_rank)
+        # modulo: with one visible GPU per task (srun --gpus-per-task=1) every task uses its device 0
+        local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
     dist.init_process_group(backend=backend, **kwargs)
 
 
