@@ -100,8 +100,14 @@ def test_ddp_on_cpu_same_weights_on_every_rank_and_averaged_losses(tmp_path):
 
 def test_torchrun_two_cpu_processes_then_resume_on_one(tmp_path, photo):
     write_photos(tmp_path / 'train', photo, names=('astronaut', 'coffee', 'rocket', 'chelsea'))
+    write_photos(tmp_path / 'val', photo, names=('camera', ), size=(16, 16))
     opt = tiny_options('ddp', 'train', total_iter=3)
     opt['logger']['save_checkpoint_freq'] = 3
+    # validation runs on rank 0 alone (with the unwrapped net) while rank 1 waits
+    opt['datasets']['val'] = {'name': 'val', 'type': 'ArbitraryScaleTestDataset', 'dataroot_gt': 'val',
+                              'scales': [2], 'io_backend': {'type': 'disk'}}
+    opt['val'] = {'val_freq': 3, 'save_img': False, 'bicubic_baseline': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}}
     write_options(tmp_path / 'ddp.yml', opt)
     cmd = TORCHRUN + ['--standalone', '--nproc_per_node=2', '-m', 'gsasr_plugin.cli', 'train', '-opt', 'ddp.yml',
                       '--launcher', 'pytorch']
@@ -111,6 +117,7 @@ def test_torchrun_two_cpu_processes_then_resume_on_one(tmp_path, photo):
     assert 'World size (gpu number): 2' in out
     assert out.count('Start training from epoch: 0, iter: 0') == 1, 'only rank 0 logs'
     assert logged_iters(out) == [1, 2, 3]
+    assert len(re.findall(r'# psnr_x2: \d+\.\d+', out)) == 2, 'validation at iter 3 and at the end, once each'
 
     exp = tmp_path / 'experiments' / 'ddp'
     logs = list(exp.glob('*.log'))
