@@ -116,3 +116,19 @@ def test_bad_options_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='dataroot_gt'):
         build_dataset(dict(name='t', type='ArbitraryScaleTrainDataset', phase='train',
                            dataroot_gt=str(tmp_path / 'missing')))
+
+
+def test_cpu_resume_patch_is_what_basicsr_train_calls(tmp_path, monkeypatch):
+    """basicsr's own load_resume_state calls torch.cuda.current_device(); the plugin's loads on the CPU."""
+    import basicsr.train
+    monkeypatch.chdir(tmp_path)
+    states = tmp_path / 'experiments' / 'cpu_resume' / 'training_states'
+    states.mkdir(parents=True)
+    for it in (2, 10):
+        torch.save({'iter': it, 'epoch': 0, 'optimizers': [], 'schedulers': [], 'w': torch.ones(1)},
+                   states / f'{it}.state')
+    opt = {'name': 'cpu_resume', 'auto_resume': True, 'num_gpu': 0, 'network_g': {},
+           'path': {'resume_state': None, 'models': str(tmp_path / 'models')}}
+    state = basicsr.train.load_resume_state(opt)  # looked up in basicsr.train at call time, as train_pipeline does
+    assert state['iter'] == 10 and state['w'].device.type == 'cpu'
+    assert opt['path']['resume_state'].endswith('10.state')
