@@ -98,7 +98,7 @@ def test_draws_change_every_epoch_and_do_not_depend_on_workers_or_restarts(tmp_p
     assert resumed == [in_process[1][1:]]
 
 
-def test_signal_handlers_set_a_flag_and_a_second_ctrl_c_stops_at_once():
+def test_signal_handlers_set_a_flag_and_a_later_second_ctrl_c_stops_at_once():
     import os
 
     from gsasr_plugin.utils import preemption
@@ -112,6 +112,10 @@ def test_signal_handlers_set_a_flag_and_a_second_ctrl_c_stops_at_once():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         assert preemption.requested_signal() == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGINT)  # torchrun forwards the terminal's Ctrl-C: the same request
+        time.sleep(0.05)
+        assert preemption.requested_signal() == signal.SIGINT
+        time.sleep(1.0)
         try:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)

@@ -4,13 +4,16 @@ The handlers only set a flag; the model checks it after each completed iteration
 through one all-reduce, so they stop at the same iteration), saves the network, EMA, optimisers,
 schedulers and iteration like a checkpoint, and raises :class:`TrainingInterrupted`; ``basicsr train``
 turns that into a one-line message and exit status 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
-A second Ctrl-C stops at once (losing what came after the last checkpoint).
+A second Ctrl-C more than a second later stops at once (losing what came after the last checkpoint); under
+torchrun a Ctrl-C reaches each worker twice within milliseconds (from the terminal and forwarded by
+torchrun), which counts as one.
 
 DataLoader workers ignore both signals (:func:`worker_init_fn`): a Ctrl-C reaches the whole process
 group, and a worker killed by it would make the main process fail before it can save.
 """
 import signal
 import threading
+import time
 from typing import Optional
 
 __all__ = ['TrainingStopped', 'TrainingInterrupted', 'NonFiniteLossError', 'install_handlers',
@@ -18,6 +21,7 @@ __all__ = ['TrainingStopped', 'TrainingInterrupted', 'NonFiniteLossError', 'inst
 
 _HANDLED = (signal.SIGTERM, signal.SIGINT)
 _requested: Optional[int] = None
+_requested_at = 0.0
 _previous = {}
 
 
@@ -40,11 +44,11 @@ class NonFiniteLossError(TrainingStopped):
 
 
 def _handler(signum, frame):
-    global _requested
-    if _requested == signal.SIGINT and signum == signal.SIGINT:
-        raise KeyboardInterrupt  # second Ctrl-C: stop now
+    global _requested, _requested_at
+    if _requested == signal.SIGINT and signum == signal.SIGINT and time.monotonic() - _requested_at > 1.0:
+        raise KeyboardInterrupt  # a second Ctrl-C: stop now
     if _requested is None:
-        _requested = signum
+        _requested, _requested_at = signum, time.monotonic()
 
 
 def install_handlers() -> None:
