@@ -32,7 +32,8 @@ def test_init_dist_names_missing_launcher_environment(monkeypatch):
 
 def test_slurm_environment_becomes_torch_distributed_environment(monkeypatch):
     monkeypatch.setattr(dist_utils.subprocess, 'getoutput', lambda cmd: 'node017\n')
-    for key, value in dict(SLURM_PROCID='5', SLURM_NTASKS='8', SLURM_LOCALID='1', SLURM_NODELIST='node[017-018]').items():
+    slurm = dict(SLURM_PROCID='5', SLURM_NTASKS='8', SLURM_LOCALID='1', SLURM_NODELIST='node[017-018]')
+    for key, value in slurm.items():
         monkeypatch.setenv(key, value)
     for key in ('MASTER_PORT', 'MASTER_ADDR', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.delenv(key, raising=False)

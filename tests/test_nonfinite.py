@@ -45,7 +45,8 @@ def test_nonfinite_loss_skips_step_counts_and_stops_with_saved_state(tmp_path, m
     assert all(torch.equal(a, b) for a, b in zip(before, _params(model))), 'a NaN step changed the weights'
     assert model.optimizer_g.state_dict()['state'][0]['step'].item() == adam_steps
     assert model.nonfinite_steps == 2 and model.log_dict['nonfinite_steps'] == 2
-    assert 'iter 3: non-finite loss or gradient (l_pix=nan); step skipped (2 in a row, 2 in this run)' in capfd.readouterr().err
+    expected = 'iter 3: non-finite loss or gradient (l_pix=nan); step skipped (2 in a row, 2 in this run)'
+    assert expected in capfd.readouterr().err
 
     monkeypatch.setattr(model, 'cri_pix', finite)  # a finite step resets the streak
     model.feed_data(_batch(4))
