@@ -14,8 +14,8 @@ Images: ``--images DIR`` (crops from its centre), else ``$GSASR_SHARED_DATASETS/
 ../shared/datasets/...) images at least as large as the crop, else scikit-image photos resized up. The network is
 ``network_g`` of ``--opt`` (default ``options/test_gsasr_edsr.yml``), randomly initialised unless ``--model``
 gives weights (timing hardly depends on them). Memory: CUDA ``max_memory_allocated`` over the forward (as the
-paper's, tensors only); on the CPU the growth of the process's peak resident set (VmHWM, reset before each
-scale), a coarser figure. Writes ``<out>.csv`` and ``<out>.md`` (default ``benchmarks/results/bench_pipeline_<device>``).
+paper's, tensors only); on the CPU the process's peak resident set (VmHWM, reset before each forward), which
+also counts the weights and libraries: an upper bound, not comparable with the GPU figure. Writes ``<out>.csv`` and ``<out>.md`` (default ``benchmarks/results/bench_pipeline_<device>``).
 """
 import argparse
 import csv
@@ -132,8 +132,8 @@ def measure(network, lqs: Sequence[torch.Tensor], scale: int, out_size: int, run
             peaks.append((torch.cuda.max_memory_allocated(device) - base) / 2**20)
         else:
             peak = _rss_peak_bytes()
-            if peak is not None and base is not None:
-                peaks.append((peak - base) / 2**20)
+            if peak is not None:
+                peaks.append(peak / 2**20)  # the whole process (weights, libraries): freed memory is reused
         assert out.shape[-2:] == (out_size, out_size), out.shape
         del out
     return {'ms': statistics.mean(times), 'ms_std': statistics.pstdev(times) if len(times) > 1 else 0.0,
@@ -141,8 +141,9 @@ def measure(network, lqs: Sequence[torch.Tensor], scale: int, out_size: int, run
 
 
 def _markdown(rows: List[Dict], device_name: str, crop: int, encoder: str, note: str) -> str:
+    memory = 'CUDA max_memory_allocated' if 'CPU' not in device_name else 'process peak RSS (upper bound)'
     lines = [f'# GSASR pipeline speed and memory ({encoder} encoder)', '',
-             f'Device: {device_name}; GT/output {crop} x {crop}; {note}', '',
+             f'Device: {device_name}; GT/output {crop} x {crop}; {note}; memory: {memory}', '',
              '| scale | LR | ms (ours) | peak MB (ours) | ms (paper, A100, 720², EDSR) | MB (paper) |',
              '|---|---|---|---|---|---|']
     for row in rows:
