@@ -25,7 +25,7 @@ from gsasr_plugin.archs.gaussian_field import GaussianField
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageMeta', 'read_image', 'write_image', 'parse_scale', 'parse_size', 'load_network',
     'load_state_dict_from_checkpoint', 'tile_alignment', 'plan_tiles', 'auto_tile_size', 'encode_tiled',
-    'super_resolve', 'Tile'
+    'super_resolve', 'Tile', 'TiledEncodingUnsupported'
 ]
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
@@ -295,6 +295,10 @@ def encode_tiled(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float
     parts = []
     for t in iterator:
         field = _encode(network, lq[..., t.y0:t.y1, t.x0:t.x1], scale, bf16)
+        if not isinstance(field, GaussianField):
+            raise TiledEncodingUnsupported(
+                f'{type(network).__name__}.encode returns a {type(field).__name__}, not a GaussianField: tiled '
+                'inference merges Gaussians only (use --tile 0)')
         ref = _reference_points(network, field)
         inf = float('inf')
         # cores at the image border reach to infinity, so Gaussians pushed outside the image still belong
@@ -313,10 +317,14 @@ def encode_tiled(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float
     return _concat_fields(parts, (height, width))
 
 
-def _encode(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], bf16: bool) -> GaussianField:
+class TiledEncodingUnsupported(ValueError):
+    """The network's field is not a plain ``GaussianField`` (e.g. GaussianSR's), so tiles cannot be merged."""
+
+
+def _encode(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], bf16: bool):
     with torch.no_grad(), torch.autocast(device_type=lq.device.type, dtype=torch.bfloat16, enabled=bf16):
         field = network.encode(lq, scale)
-    return _float_field(field)
+    return _float_field(field) if isinstance(field, GaussianField) else field
 
 
 def _bytes_per_lr_pixel(network: nn.Module) -> float:
@@ -369,11 +377,17 @@ def super_resolve(network: nn.Module, lq: torch.Tensor, scale: Optional[Tuple[fl
         out_size = (max(1, round(height * scale[0])), max(1, round(width * scale[1])))
     if scale is None:
         scale = (out_size[0] / height, out_size[1] / width)
-    if tile is None:
+    automatic = tile is None
+    if automatic:
         tile = auto_tile_size(network, (height, width), lq.device) or 0
+    field = None
     if tile and (tile < height or tile < width):
-        field = encode_tiled(network, lq, scale, tile, margin, progress=progress, bf16=bf16)
-    else:
+        try:
+            field = encode_tiled(network, lq, scale, tile, margin, progress=progress, bf16=bf16)
+        except TiledEncodingUnsupported:
+            if not automatic:
+                raise
+    if field is None:
         field = _encode(network, lq, scale, bf16)
     with torch.no_grad():
         output = network.render(field, out_size) if hasattr(network, 'render') else field.render(out_size)

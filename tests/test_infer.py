@@ -368,3 +368,31 @@ def test_cli_dispatch_from_console_script(model_files, images, tmp_path, capsys)
                  str(tmp_path / 'o'), '--scale', '2'])
     assert code == 0
     assert cv2.imread(str(tmp_path / 'o' / 'gray8.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48)
+
+
+def test_networks_without_a_plain_gaussian_field_are_not_tiled():
+    """GaussianSR's field carries features besides Gaussians: --tile N is refused clearly, auto falls back."""
+    import gsasr_plugin.inference as inference
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = InferStandInNet(4)
+
+        def encode(self, lq, scale=None, out_size=None):
+            return {'gaussians': self.inner.encode(lq, scale)}
+
+        def render(self, field, out_size):
+            return field['gaussians'].render(out_size)
+
+    network = Wrapped().eval()
+    lq = torch.rand(1, 3, 20, 20)
+    with pytest.raises(inference.TiledEncodingUnsupported, match='not a GaussianField'):
+        super_resolve(network, lq, scale=(2.0, 2.0), tile=8)
+    original = inference.auto_tile_size
+    try:
+        inference.auto_tile_size = lambda *a, **k: 8
+        out, _ = super_resolve(network, lq, scale=(2.0, 2.0))
+    finally:
+        inference.auto_tile_size = original
+    assert out.shape == (1, 3, 40, 40)

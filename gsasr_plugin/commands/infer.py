@@ -144,6 +144,7 @@ def _process(network, path: Path, args, device) -> None:
     write_image(str(out_path), sr, meta, alpha)
     if args.save_gaussians:
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
+        field = getattr(field, 'gaussians', field)  # GaussianSR wraps its Gaussians with features
         draw_gaussians(field, rgb, str(Path(args.output) / f'{path.stem}{args.suffix}_gaussians.png'),
                        crop=args.gaussians_crop or None)
 
