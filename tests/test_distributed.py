@@ -2,6 +2,7 @@
 DDP on the CPU in the model (same weights on every rank, averaged losses), backend choice, slurm env."""
 import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -99,43 +100,64 @@ def test_ddp_on_cpu_same_weights_on_every_rank_and_averaged_losses(tmp_path):
         assert logged == pytest.approx(mean, rel=1e-5)  # the logged loss is the average over ranks
 
 
-def test_torchrun_two_cpu_processes_then_resume_on_one(tmp_path, photo):
+def test_torchrun_two_cpu_processes_sigterm_then_resume_on_one(tmp_path, photo):
+    """2 gloo processes: rank-0-only files, identical replicas, validation on rank 0; SIGTERM to torchrun
+    makes both ranks stop at the same iteration with a saved state, which one process then resumes."""
     write_photos(tmp_path / 'train', photo, names=('astronaut', 'coffee', 'rocket', 'chelsea'))
     write_photos(tmp_path / 'val', photo, names=('camera', ), size=(16, 16))
-    opt = tiny_options('ddp', 'train', total_iter=3)
-    opt['logger']['save_checkpoint_freq'] = 3
+    opt = tiny_options('ddp', 'train', total_iter=10)
+    opt['logger']['save_checkpoint_freq'] = 2
     # validation runs on rank 0 alone (with the unwrapped net) while rank 1 waits
     opt['datasets']['val'] = {'name': 'val', 'type': 'ArbitraryScaleTestDataset', 'dataroot_gt': 'val',
                               'scales': [2], 'io_backend': {'type': 'disk'}}
-    opt['val'] = {'val_freq': 3, 'save_img': False, 'bicubic_baseline': False,
+    opt['val'] = {'val_freq': 2, 'save_img': False, 'bicubic_baseline': False,
                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}}
     write_options(tmp_path / 'ddp.yml', opt)
     cmd = TORCHRUN + ['--standalone', '--nproc_per_node=2', '-m', 'gsasr_plugin.cli', 'train', '-opt', 'ddp.yml',
                       '--launcher', 'pytorch']
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines, sent = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not sent and any(i >= 3 for i in logged_iters(line)):
+                proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
+                sent = True
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = ''.join(lines)
+    assert sent and proc.returncode != 0, out
     assert 'World size (gpu number): 2' in out
     assert out.count('Start training from epoch: 0, iter: 0') == 1, 'only rank 0 logs'
-    assert logged_iters(out) == [1, 2, 3]
-    assert len(re.findall(r'# psnr_x2: \d+\.\d+', out)) == 2, 'validation at iter 3 and at the end, once each'
+    stops = re.findall(r'stopped by signal 15 after iter (\d+); state saved', out)
+    assert len(stops) == 2 and stops[0] == stops[1], f'the ranks must stop together: {stops}\n{out}'
+    stopped_at = int(stops[0])
+    assert 3 <= stopped_at < 10 and logged_iters(out) == list(range(1, stopped_at))  # the last is saved, unlogged
+    assert len(re.findall(r'# psnr_x2: \d+\.\d+', out)) == 1, 'validation at iter 2, once'
 
     exp = tmp_path / 'experiments' / 'ddp'
     logs = list(exp.glob('*.log'))
     assert len(logs) == 1, f'only rank 0 writes a log file: {logs}'
-    assert sorted(p.name for p in (exp / 'models').iterdir()) == ['net_g_3.pth', 'net_g_latest.pth']
-    assert sorted(p.name for p in (exp / 'training_states').iterdir()) == ['3.state']
-    sums = re.findall(r'checksums \(sum, abs sum\) per rank at iter 3: (\[.*\])', logs[0].read_text())
-    assert sums, 'no replica checksum line'
-    per_rank = eval(sums[0])  # noqa: S307  (a list of lists of floats written by the run)
-    assert len(per_rank) == 2 and per_rank[0] == per_rank[1], f'replicas differ: {per_rank}'
-    state = torch.load(exp / 'training_states' / '3.state', map_location='cpu', weights_only=False)
-    assert state['iter'] == 3 and state['epoch'] == 1 and state['epoch_samples_done'] == 2
+    assert {p.name for p in (exp / 'models').iterdir()} == {'net_g_2.pth', f'net_g_{stopped_at}.pth'}
+    assert {p.name for p in (exp / 'training_states').iterdir()} == {'2.state', f'{stopped_at}.state'}
+    sums = re.findall(r'checksums \(sum, abs sum\) per rank at iter (\d+): (\[.*\])', logs[0].read_text())
+    assert [int(i) for i, _ in sums] == [2, stopped_at], sums
+    for _, text in sums:
+        per_rank = eval(text)  # noqa: S307  (a list of lists of floats written by the run)
+        assert len(per_rank) == 2 and per_rank[0] == per_rank[1], f'replicas differ: {per_rank}'
+    state = torch.load(exp / 'training_states' / f'{stopped_at}.state', map_location='cpu', weights_only=False)
+    # 4 images, 2 ranks, batch 1: 2 iterations per epoch, 2 samples (both ranks) per iteration
+    assert state['iter'] == stopped_at and state['epoch'] == (stopped_at - 1) // 2
+    assert state['epoch_samples_done'] == 2 * (stopped_at - 2 * state['epoch'])
 
     # Resume the 2-process run in one process, on the CPU.
-    rc, out = run_train(tmp_path, 'ddp.yml', ['--auto_resume', '--force_yml', 'train:total_iter=5'])
+    rc, out = run_train(tmp_path, 'ddp.yml', ['--auto_resume', '--force_yml', 'val:val_freq=100'])
     assert rc == 0, out
-    assert 'Resuming training from epoch: 1, iter: 3.' in out and logged_iters(out) == [4, 5]
-    before = load_params(exp / 'models' / 'net_g_3.pth')
+    assert f'Resuming training from epoch: {state["epoch"]}, iter: {stopped_at}.' in out
+    assert logged_iters(out) == list(range(stopped_at + 1, 11))
+    before = load_params(exp / 'models' / f'net_g_{stopped_at}.pth')
     after = load_params(exp / 'models' / 'net_g_latest.pth')
     assert any(not torch.equal(before[k], after[k]) for k in before)
