@@ -28,6 +28,8 @@ _BOX_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 36
               800, 896, 1024)
 # Upper bound on the number of elements of one (M, K_y, K_x) patch tensor (and M * K_y * K_x * C).
 _CHUNK_ELEMENTS = 1 << 21
+# Merged groups whose padded patches hold fewer elements than this are always merged.
+_MERGE_ELEMENTS = 1 << 16
 # Boxes are widened by this many output pixels' worth before rounding; the exact q <= cutoff^2 test
 # decides, so the tolerance only guards against rounding at the box edge.
 _BOX_EPS = 1e-4
@@ -93,9 +95,24 @@ class _Plan:
         if self.ids.numel() == 0:
             return
         keys, counts = torch.unique_consecutive(key, return_counts=True)
-        start = 0
+        # Adjacent groups (in key order) are merged while the merged patch costs little: under
+        # _MERGE_ELEMENTS in all or at most 1.25x the unpadded work. Small inputs then need few chunks
+        # (Python overhead), large ones keep tight boxes.
+        groups = []  # [count, size_y, size_x, work]
         for k, count in zip(keys.tolist(), counts.tolist()):
             size_y, size_x = _bucket_size(k // n_bx), _bucket_size(k % n_bx)
+            if groups:
+                last = groups[-1]
+                merged_y, merged_x = max(last[1], size_y), max(last[2], size_x)
+                merged_count = last[0] + count
+                work = last[3] + count * size_y * size_x
+                padded = merged_count * merged_y * merged_x
+                if padded <= _MERGE_ELEMENTS or padded <= 1.25 * work:
+                    groups[-1] = [merged_count, merged_y, merged_x, work]
+                    continue
+            groups.append([count, size_y, size_x, count * size_y * size_x])
+        start = 0
+        for count, size_y, size_x, _ in groups:
             step = max(1, _CHUNK_ELEMENTS // (size_x * size_y))
             for s in range(start, start + count, step):
                 self.chunks.append((self.ids[s:min(s + step, start + count)], size_y, size_x))
