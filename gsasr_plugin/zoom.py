@@ -138,6 +138,10 @@ class ZoomRenderer:
                 self._fields.pop(next(iter(self._fields)))
         return self._fields[key]
 
+    def forget_fields(self) -> None:
+        """Drop the cached fields (GSASR's encoder features stay): the next render decodes again."""
+        self._fields.clear()
+
     # --------------------------------------------------------------------------------------- renders
     @torch.no_grad()
     def render(self, out_size: Sequence[int], window: Optional[Sequence[float]] = None) -> torch.Tensor:
