@@ -101,7 +101,7 @@ class GaussianSRField:
             feature channels times opacity.
         features: (B, C - splat_channels, h, w) features of the bicubic stream.
         lq: (B, 3, h, w) the LR image (for the decoder's bicubic image skip).
-        kernel_index: (B, h, w) chosen kernel of each LR pixel (for inspection).
+        kernel_index: (B, h, w) arg-max kernel of each LR pixel, the evaluation choice (for inspection).
     """
     gaussians: GaussianField
     features: torch.Tensor
