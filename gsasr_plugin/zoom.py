@@ -34,7 +34,7 @@ from gsasr_plugin.archs.gaussiansr_arch import Window, check_window, window_fiel
 from gsasr_plugin.archs.gsasr_arch import _check_scale
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'cull_to_window', 'window_field', 'to_uint8_frames',
-           'save_gif', 'save_frames', 'parse_scale_list', 'returns_gaussian_field', 'write_scales_and_zoom']
+           'save_gif', 'save_frames', 'parse_scale_list', 'write_scales_and_zoom']
 
 ScaleLike = Union[float, int, Sequence[float]]
 
@@ -245,21 +245,14 @@ def parse_scale_list(text: str) -> List[Tuple[float, float]]:
     return scales
 
 
-def returns_gaussian_field(network: nn.Module) -> bool:
-    """Whether ``network.encode`` gives a plain ``GaussianField`` (tiled encoding, --save-gaussians apply)."""
-    return getattr(network, 'field_class', GaussianField) is GaussianField
-
-
-def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem: str, ext: str, args: Any,
-                          write_single: bool = False) -> List[Path]:
+def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem: str, ext: str,
+                          args: Any) -> List[Path]:
     """``basicsr infer --scales`` / ``--zoom``: renders of one encoding, written next to the other outputs.
 
     ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format and depth; an alpha
     channel is not carried). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N frames as PNGs in
     ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the ``--scale`` /
     ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
-    ``write_single`` also writes ``<stem><suffix><ext>`` at ``--scale`` / ``--size`` (for networks whose
-    field is not a plain ``GaussianField``, e.g. GaussianSR, which ``super_resolve`` cannot tile).
     """
     from gsasr_plugin.data.arbitrary_scale_dataset import scale_tag
     from gsasr_plugin.inference import write_image
@@ -267,12 +260,6 @@ def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem:
     name = f'{stem}{args.suffix}'
     renderer = ZoomRenderer(network, lq)
     written = []
-    if write_single:
-        size = getattr(args, 'size', None)
-        output = renderer.render_scales([args.scale] if size is None else [], sizes=[size] if size else [])[0]
-        path = out_folder / f'{name}{ext}'
-        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta)
-        written.append(path)
     for scale in getattr(args, 'scales', None) or []:
         output = renderer.render_scales([scale])[0]
         path = out_folder / f'{name}_x{scale_tag(scale)}{ext}'

@@ -123,12 +123,10 @@ def _process(network, path: Path, args, device) -> None:
     from gsasr_plugin.inference import read_image, super_resolve, write_image
     rgb, meta = read_image(str(path))
     lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
-    from gsasr_plugin.zoom import returns_gaussian_field, write_scales_and_zoom
-    single = not args.scales and not returns_gaussian_field(network)  # e.g. GaussianSR: no tiles, no Gaussians
-    if args.scales or args.zoom or single:  # several renders of one encoding (gsasr_plugin.zoom)
-        write_scales_and_zoom(network, lq, meta, path.stem, ('.' + args.ext) if args.ext else path.suffix, args,
-                              write_single=single)
-        if args.scales or single:
+    if args.scales or args.zoom:  # several renders of one encoding (gsasr_plugin.zoom)
+        from gsasr_plugin.zoom import write_scales_and_zoom
+        write_scales_and_zoom(network, lq, meta, path.stem, ('.' + args.ext) if args.ext else path.suffix, args)
+        if args.scales:
             return
     progress = sys.stderr.isatty()
     kwargs = dict(scale=args.scale, out_size=args.size, tile=args.tile, margin=args.tile_margin, bf16=args.bf16,
