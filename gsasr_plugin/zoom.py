@@ -159,7 +159,8 @@ class ZoomRenderer:
             return self.net.render(window_field(cull_to_window(field, view, self.cutoff), view), out_size)
         raise TypeError(f'{type(self.net).__name__}: cannot render a window of a {type(field).__name__}')
 
-    def render_scales(self, scales: Sequence[ScaleLike] = (), sizes: Sequence[Sequence[int]] = ()) -> List[torch.Tensor]:
+    def render_scales(self, scales: Sequence[ScaleLike] = (),
+                      sizes: Sequence[Sequence[int]] = ()) -> List[torch.Tensor]:
         """Renders of the whole image at each scale (size ``round(h * s_h), round(w * s_w)``), then each size."""
         outputs = []
         for scale in scales:

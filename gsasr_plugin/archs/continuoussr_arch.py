@@ -191,7 +191,8 @@ class ContinuousSR(nn.Module):
         wrong = [f'upsample.{k}: {tuple(v.shape)} vs {tuple(ours[k].shape)}' for k, v in found.items()
                  if v.shape != ours[k].shape]
         if wrong:
-            raise ValueError(f'{path}: the upsampler does not fit ContinuousSR (num_feat / upscale): ' + '; '.join(wrong))
+            raise ValueError(f'{path}: the upsampler does not fit ContinuousSR (num_feat / upscale): '
+                             + '; '.join(wrong))
         self.upsample.load_state_dict(found)
         logger.info(f'Loaded the x{self.upscale} upsampler of ContinuousSR from {path}')
 

@@ -182,7 +182,8 @@ class GaussianSR(nn.Module):
         super().__init__()
         side = math.isqrt(num_kernels) if isinstance(num_kernels, int) and num_kernels > 0 else 0
         if side * side != num_kernels or isinstance(num_kernels, bool):
-            raise ValueError(f'num_kernels must be a positive square (the sigma grid is side x side), got {num_kernels!r}')
+            raise ValueError('num_kernels must be a positive square (the sigma grid is side x side), '
+                             f'got {num_kernels!r}')
         if len(sigma_init_range) != 2 or not 0 < sigma_init_range[0] <= sigma_init_range[1]:
             raise ValueError(f'sigma_init_range must be (min, max) with 0 < min <= max, got {sigma_init_range!r}')
         if not gumbel_tau > 0:
