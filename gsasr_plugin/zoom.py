@@ -130,7 +130,7 @@ class ZoomRenderer:
                 if self._features is None:
                     self._features = self.net.encoder(self.lq)
                 tokens = self.net.decode_tokens(self._features, key)
-                self._fields[key] = self.net.gaussians_from_tokens(tokens, self.lr_size)
+                self._fields[key] = self.net.gaussians_from_tokens(tokens, self.lr_size, self.lq)
             else:
                 self._fields[key] = self.net.encode(self.lq, key)
             self.encodes += 1

@@ -252,3 +252,58 @@ def test_bf16_autocast_keeps_float32_positions():
     assert field.means.dtype == torch.float32
     # bf16 positions near x = 40 would be off by up to 0.125 LR pixels.
     assert (field.means - reference.means).abs().max() < 0.06
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
+    a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
+    return float(10 * torch.log10(1 / ((a.clamp(0, 1) - b)**2).mean()))
+
+
+@pytest.mark.parametrize('gaussian_density, stages', [(4, 1), (16, 2)])
+def test_lr_color_residual_untrained_net_renders_near_bicubic(photo, gaussian_density, stages):
+    from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    hr = photo('chelsea')[60:156, 120:216].astype('float32') / 255  # 96 x 96 crop of the cat's face
+    lq = matlab_bicubic_resize(hr, (32, 32)).clip(0, 1)
+    bicubic = torch.from_numpy(matlab_bicubic_resize(lq, (96, 96))).permute(2, 0, 1)
+    gt = torch.from_numpy(hr).permute(2, 0, 1)
+    lq = torch.from_numpy(lq).permute(2, 0, 1)[None]
+    psnr = {}
+    for residual in (False, True):
+        torch.manual_seed(0)
+        net = tiny_gsasr(gaussian_density=gaussian_density, num_upsample_stages=stages, lr_color_residual=residual)
+        with torch.no_grad():
+            psnr[residual] = _psnr(net(lq, 3.0)[0], gt, 3)
+    reference = _psnr(bicubic, gt, 3)
+    assert psnr[True] > reference - 1.0, (psnr, reference)
+    assert psnr[False] < reference - 8.0, (psnr, reference)  # the paper's heads start far from the image
+
+
+def test_lr_color_residual_adds_no_parameters_and_trains():
+    plain, residual = tiny_gsasr(), tiny_gsasr(lr_color_residual=True)
+    assert [(k, v.shape) for k, v in plain.state_dict().items()] == \
+        [(k, v.shape) for k, v in residual.state_dict().items()]
+    residual.train()
+    target = torch.rand(1, 3, 10, 10)
+    optimizer = torch.optim.Adam(residual.parameters(), lr=1e-3)
+    lq = torch.rand(1, 3, 5, 5)
+    losses = []
+    for _ in range(2):
+        loss = (residual(lq, 2.0) - target).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    for name in ('color_head.4.weight', 'sigma_head.4.weight', 'offset_head.4.weight', 'opacity_head.4.weight'):
+        assert dict(residual.named_parameters())[name].abs().sum() > 0, name  # zero-initialised, then learnt
+    assert losses[1] < losses[0]
+    # The residual follows the input: a brighter LR renders brighter.
+    with torch.no_grad():
+        assert residual(lq.clamp(0, 0.5) + 0.4, 2.0).mean() > residual(lq.clamp(0, 0.5), 2.0).mean() + 0.3
+
+
+def test_lr_color_residual_bad_input():
+    with pytest.raises(TypeError, match='lr_color_residual'):
+        tiny_gsasr(lr_color_residual='yes')
+    net = tiny_gsasr(lr_color_residual=True)
+    with pytest.raises(ValueError, match='lr_color_residual'):
+        net.gaussians_from_tokens(torch.rand(1, 4, 4, 24), (2, 2))

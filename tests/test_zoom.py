@@ -24,8 +24,9 @@ def test_scale_free_network_encodes_once_for_every_scale():
         assert torch.equal(out, ref)
 
 
-def test_gsasr_reruns_the_decoder_per_scale_and_matches_forward():
-    net = tiny_gsasr()
+@pytest.mark.parametrize('lr_color_residual', [False, True])  # True: the decoder also needs lq
+def test_gsasr_reruns_the_decoder_per_scale_and_matches_forward(lr_color_residual):
+    net = tiny_gsasr(lr_color_residual=lr_color_residual)
     lq = torch.rand(1, 3, 8, 8)
     renderer = ZoomRenderer(net, lq)
     outputs = renderer.render_scales([2, 3, 2])

@@ -49,6 +49,8 @@ from gsasr_plugin.archs.window_utils import (Mlp, WindowAttention, WindowCrossAt
 __all__ = ['GSASR', 'resolve_scale_and_size']
 
 ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
+# lr_color_residual: LR colours are clamped to [eps, 1 - eps] before the logit (logit(0) is -inf).
+_PRIOR_EPS = 1e-3
 
 
 def _check_out_size(out_size: Any, name: str = 'out_size') -> Tuple[int, int]:
@@ -246,6 +248,15 @@ class GSASR(nn.Module):
             Default: 1.0.
         cutoff: Rasterizer cutoff in standard deviations; ``None`` uses the rasterizer's default.
         num_colors: Colour channels. Default: 3.
+        lr_color_residual: Our addition, not in the paper or the official code. Each Gaussian's colour
+            becomes ``sigmoid(logit(c) + head)``, ``c`` being the LR image bicubic-sampled at the
+            Gaussian's reference point, instead of ``sigmoid(head)``; the last layers of the colour,
+            standard-deviation, correlation, offset and opacity heads start at zero (opacity at the
+            ~1 / coverage constant of :meth:`_init_opacity`, so the Gaussians sum to about one). An
+            untrained net then renders a smooth interpolation of the LR image (within about 1 dB of
+            bicubic) instead of a flat grey one, and training refines it: a small net learns within a
+            few hundred CPU iterations (see the README's Demo section). No parameters are added.
+            Default: False (the paper's heads).
     """
 
     field_depends_on_scale = True
@@ -255,7 +266,8 @@ class GSASR(nn.Module):
                  num_layers_per_block: int = 6, mlp_ratio: float = 1.0, num_scale_tokens: int = 4,
                  gaussian_density: int = 16, num_upsample_stages: int = 2, head_mlp_ratio: float = 4.0,
                  sigma_range: Sequence[float] = (0.01, 0.8333), rho_max: float = 0.99,
-                 max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3):
+                 max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3,
+                 lr_color_residual: bool = False):
         super().__init__()
         self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
                             num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
@@ -272,6 +284,9 @@ class GSASR(nn.Module):
         self.rho_max = float(rho_max)
         self.max_offset = None if max_offset is None else float(max_offset)
         self.cutoff = cutoff
+        if not isinstance(lr_color_residual, bool):
+            raise TypeError(f'lr_color_residual must be true or false, got {lr_color_residual!r}')
+        self.lr_color_residual = lr_color_residual
 
         num_tokens = window_size * window_size
         self.gaussian_embedding = nn.Parameter(torch.zeros(num_tokens, embed_dim))
@@ -301,7 +316,10 @@ class GSASR(nn.Module):
         self.sigma_head = _mlp_head(embed_dim, hidden, 2)
         self.offset_head = _mlp_head(embed_dim, hidden, 2)
         self.rho_head = _mlp_head(embed_dim, hidden, 1)
-        self._init_opacity(gaussian_density)
+        if lr_color_residual:
+            self._init_interpolating_heads(gaussian_density)
+        else:
+            self._init_opacity(gaussian_density)
 
     def _init_opacity(self, gaussian_density: int) -> None:
         """Start near a mid-grey image instead of ~4x over-bright.
@@ -312,10 +330,29 @@ class GSASR(nn.Module):
         the first rendered images are about colour (0.5) rather than 0.5 * 18. The official code keeps
         PyTorch's default bias (opacity ~ 0.5).
         """
-        sigma = sum(self.sigma_range) / 2
+        self._set_opacity_bias(gaussian_density, sum(self.sigma_range) / 2)
+
+    def _set_opacity_bias(self, gaussian_density: int, sigma: float) -> None:
         coverage = gaussian_density * 2 * math.pi * sigma**2
         opacity = min(0.99, max(0.01, 1.0 / coverage))
         nn.init.constant_(self.opacity_head[-1].bias, math.log(opacity / (1 - opacity)))
+
+    def _init_interpolating_heads(self, gaussian_density: int) -> None:
+        """``lr_color_residual``: start as a partition of unity of isotropic Gaussians on the reference grid.
+
+        Every head's last layer gets zero weights, so the untrained Gaussians are all alike: at their
+        reference points, uncorrelated, colour = the LR colour there, standard deviation 0.6 grid
+        spacings (the narrowest whose sum over the grid is flat to ~0.1%; wider ones blur more) and
+        opacity 1 / (m * 2 pi sigma^2), which makes the Gaussians sum to ~1 everywhere.
+        """
+        for head in (self.opacity_head, self.color_head, self.sigma_head, self.rho_head, self.offset_head):
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+        low, high = self.sigma_range
+        sigma = min(max(0.6 / self.gaussians_per_side, low + 0.01 * (high - low)), high - 0.01 * (high - low))
+        fraction = (sigma - low) / (high - low)
+        nn.init.constant_(self.sigma_head[-1].bias, math.log(fraction / (1 - fraction)))
+        self._set_opacity_bias(gaussian_density, sigma)
 
     @staticmethod
     def _check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks, num_layers_per_block,
@@ -393,17 +430,37 @@ class GSASR(nn.Module):
         side = self.gaussians_per_side
         return x[:, :, :height * side, :width * side].permute(0, 2, 3, 1)
 
-    def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int]) -> GaussianField:
+    def reference_colors(self, lq: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """``lq`` (B, C, h, w) bicubic-sampled at the Gaussians' reference points: (B, rows * cols, C), float32.
+
+        The reference points are the centres of an r x r sub-grid of every LR pixel, so this is a
+        bicubic upsampling by r (``align_corners=False``, edges replicated), clamped to [0, 1].
+        """
+        if lq.shape[1] != self.color_head[-1].out_features:
+            raise ValueError(f'lr_color_residual: lq has {lq.shape[1]} channels but the net predicts '
+                             f'{self.color_head[-1].out_features} colours (num_colors)')
+        up = nn.functional.interpolate(lq.float(), size=tuple(grid_size), mode='bicubic', align_corners=False)
+        return up.clamp(0, 1).flatten(2).transpose(1, 2)
+
+    def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int],
+                              lq: Optional[torch.Tensor] = None) -> GaussianField:
         """Heads and activations: (B, h * r, w * r, d) tokens -> a GaussianField in LR pixel units.
 
-        Activations and positions are computed in float32 whatever the net's dtype: a bf16 position has
-        a resolution of whole LR pixels on large images.
+        ``lq`` (the LR input) is needed with ``lr_color_residual`` only. Activations and positions are
+        computed in float32 whatever the net's dtype: a bf16 position has a resolution of whole LR
+        pixels on large images.
         """
         batch, rows, cols, _ = tokens.shape
         side = self.gaussians_per_side
         tokens = tokens.reshape(batch, rows * cols, -1)
         opacity = torch.sigmoid(self.opacity_head(tokens).float())
-        color = torch.sigmoid(self.color_head(tokens).float())
+        color_logit = self.color_head(tokens).float()
+        if self.lr_color_residual:
+            if lq is None:
+                raise ValueError('GSASR with lr_color_residual needs lq in gaussians_from_tokens')
+            prior = self.reference_colors(lq, (rows, cols)).clamp(_PRIOR_EPS, 1 - _PRIOR_EPS)
+            color_logit = color_logit + torch.log(prior / (1 - prior))
+        color = torch.sigmoid(color_logit)
         low, high = self.sigma_range
         sigmas = low + (high - low) * torch.sigmoid(self.sigma_head(tokens).float())
         rhos = self.rho_max * torch.tanh(self.rho_head(tokens).float()).squeeze(-1)
@@ -433,7 +490,7 @@ class GSASR(nn.Module):
         lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
         pair, _ = resolve_scale_and_size(lr_size, scale, out_size)
         features = self.encoder(lq)
-        return self.gaussians_from_tokens(self.decode_tokens(features, pair), lr_size)
+        return self.gaussians_from_tokens(self.decode_tokens(features, pair), lr_size, lq)
 
     def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
         """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size``."""
