@@ -307,3 +307,26 @@ def test_lr_color_residual_bad_input():
     net = tiny_gsasr(lr_color_residual=True)
     with pytest.raises(ValueError, match='lr_color_residual'):
         net.gaussians_from_tokens(torch.rand(1, 4, 4, 24), (2, 2))
+
+
+@pytest.mark.parametrize('feature_queries', [False, True])
+def test_feature_queries_give_each_gaussian_its_own_pixel(feature_queries):
+    torch.manual_seed(0)
+    net = tiny_gsasr(feature_queries=feature_queries)
+    assert num_params(net) == num_params(tiny_gsasr())
+    for layer in net.injection.layers:  # silence the cross-attention: only the queries can carry the image
+        torch.nn.init.zeros_(layer.cross_attn.proj.weight)
+        torch.nn.init.zeros_(layer.cross_attn.proj.bias)
+    lq = torch.rand(1, 3, 8, 8)
+    changed = lq.clone()
+    changed[..., 5, 2] = 1 - changed[..., 5, 2]
+    with torch.no_grad():
+        features = net.encoder(torch.cat([lq, changed]))
+        tokens = net.decode_tokens(features, (2.0, 2.0))
+    difference = (tokens[0] - tokens[1]).abs().sum(-1)  # (16, 16) Gaussians, 2 x 2 per LR pixel
+    if feature_queries:
+        assert difference[10:12, 4:6].min() > 0
+        with pytest.raises(TypeError, match='feature_queries'):
+            tiny_gsasr(feature_queries=1)
+    else:
+        assert difference.max() == 0

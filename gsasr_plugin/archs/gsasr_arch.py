@@ -33,7 +33,7 @@ Here queries (with their positional embedding) and features are rolled together,
 shift mask, and the result is rolled back.
 """
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -45,71 +45,13 @@ from gsasr_plugin.archs.gaussian_field import GaussianField
 from gsasr_plugin.archs.window_utils import (Mlp, WindowAttention, WindowCrossAttention, from_window_tokens,
                                              pad_to_multiple, shifted_window_mask, to_window_tokens,
                                              trunc_normal_)
+from gsasr_plugin.utils.scale import ScaleLike, resolve_scale_and_size
+from gsasr_plugin.utils.scale import check_out_size as _check_out_size
 
 __all__ = ['GSASR', 'resolve_scale_and_size']
 
-ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
 # lr_color_residual: LR colours are clamped to [eps, 1 - eps] before the logit (logit(0) is -inf).
 _PRIOR_EPS = 1e-3
-
-
-def _check_out_size(out_size: Any, name: str = 'out_size') -> Tuple[int, int]:
-    if isinstance(out_size, torch.Tensor):
-        out_size = out_size.flatten().tolist()
-    if (not isinstance(out_size, (tuple, list)) or len(out_size) != 2
-            or any(isinstance(v, bool) or not float(v).is_integer() or v < 1 for v in out_size)):
-        raise ValueError(f'{name} must be a pair of positive integers (Ho, Wo), got {out_size!r}')
-    return int(out_size[0]), int(out_size[1])
-
-
-def _check_scale(scale: ScaleLike) -> Tuple[float, float]:
-    """A float, a pair, or a (2,) / (B, 2) tensor whose rows agree -> (s_h, s_w), all > 0."""
-    if isinstance(scale, torch.Tensor):
-        values = scale.detach().double().cpu()
-        if values.ndim == 2 and values.shape[1] == 2 and values.shape[0] >= 1:
-            if not torch.allclose(values, values[:1].expand_as(values)):
-                raise ValueError('scale: all samples of a batch must share one scale, got rows '
-                                 f'{values.tolist()}')
-            values = values[0]
-        if values.ndim == 0 or values.shape == (1, ):
-            pair = (float(values.reshape(())), ) * 2
-        elif values.shape == (2, ):
-            pair = (float(values[0]), float(values[1]))
-        else:
-            raise ValueError(f'scale tensor must have shape (), (2,) or (B, 2), got {tuple(scale.shape)}')
-    elif isinstance(scale, bool):
-        raise TypeError('scale must be a number, a pair (s_h, s_w) or a tensor, got a bool')
-    elif isinstance(scale, (int, float)):
-        pair = (float(scale), float(scale))
-    elif isinstance(scale, (tuple, list)) and len(scale) == 2:
-        pair = (float(scale[0]), float(scale[1]))
-    else:
-        raise TypeError(f'scale must be a number, a pair (s_h, s_w) or a tensor, got {scale!r}')
-    if not all(math.isfinite(s) and s > 0 for s in pair):
-        raise ValueError(f'scale must be > 0 and finite, got {pair}')
-    return pair
-
-
-def resolve_scale_and_size(lr_size: Tuple[int, int], scale: Optional[ScaleLike] = None,
-                           out_size: Optional[Sequence[int]] = None) -> Tuple[Tuple[float, float], Tuple[int, int]]:
-    """The conditioning scale (s_h, s_w) and output size (Ho, Wo) from ``scale`` and/or ``out_size``.
-
-    ``out_size`` wins for the output size; without ``scale`` the scale is ``(Ho / h, Wo / w)``; without
-    ``out_size`` the size is ``(round(h * s_h), round(w * s_w))``.
-
-    Raises:
-        ValueError: if neither is given, or either is malformed or not positive.
-    """
-    height, width = lr_size
-    if out_size is not None:
-        out_size = _check_out_size(out_size)
-        pair = _check_scale(scale) if scale is not None else (out_size[0] / height, out_size[1] / width)
-        return pair, out_size
-    if scale is None:
-        raise ValueError('give scale (a float or a pair (s_h, s_w)) or out_size (Ho, Wo)')
-    pair = _check_scale(scale)
-    size = (max(1, round(height * pair[0])), max(1, round(width * pair[1])))
-    return pair, size
 
 
 def _mlp_head(dim: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -257,6 +199,12 @@ class GSASR(nn.Module):
             bicubic) instead of a flat grey one, and training refines it: a small net learns within a
             few hundred CPU iterations (see the README's Demo section). No parameters are added.
             Default: False (the paper's heads).
+        feature_queries: Our addition, not in the paper or the official code. Each Gaussian token's
+            query starts as its embedding plus the projected feature of its own LR pixel, instead of the
+            embedding alone. In the paper a Gaussian learns what lies under it only through window
+            cross-attention, which starts nearly uniform over the k x k window, so an untrained net
+            sees window averages and localising the attention takes many iterations. No parameters are
+            added. Default: False.
     """
 
     field_depends_on_scale = True
@@ -267,7 +215,7 @@ class GSASR(nn.Module):
                  gaussian_density: int = 16, num_upsample_stages: int = 2, head_mlp_ratio: float = 4.0,
                  sigma_range: Sequence[float] = (0.01, 0.8333), rho_max: float = 0.99,
                  max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3,
-                 lr_color_residual: bool = False):
+                 lr_color_residual: bool = False, feature_queries: bool = False):
         super().__init__()
         self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
                             num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
@@ -287,6 +235,9 @@ class GSASR(nn.Module):
         if not isinstance(lr_color_residual, bool):
             raise TypeError(f'lr_color_residual must be true or false, got {lr_color_residual!r}')
         self.lr_color_residual = lr_color_residual
+        if not isinstance(feature_queries, bool):
+            raise TypeError(f'feature_queries must be true or false, got {feature_queries!r}')
+        self.feature_queries = feature_queries
 
         num_tokens = window_size * window_size
         self.gaussian_embedding = nn.Parameter(torch.zeros(num_tokens, embed_dim))
@@ -415,6 +366,8 @@ class GSASR(nn.Module):
         pad_h, pad_w = feat.shape[1:3]
         reps = (pad_h // k, pad_w // k)
         queries = self.gaussian_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
+        if self.feature_queries:
+            queries = queries + feat
         pos = self.position_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
         tokens = self.scale_tokens(scale, batch, feat)
         shift, mask = self._window_plan(pad_h, pad_w, feat.device)
