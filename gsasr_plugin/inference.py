@@ -14,13 +14,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from gsasr_plugin.archs.gaussian_field import GaussianField
+# 'S' / 'SH,SW' and 'WxH' command-line values (kept under these names for library users)
+from gsasr_plugin.utils.scale import parse_scale_text as parse_scale
+from gsasr_plugin.utils.scale import parse_size_text as parse_size
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageMeta', 'read_image', 'write_image', 'parse_scale', 'parse_size', 'load_network',
@@ -102,30 +105,6 @@ def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):
         raise ValueError(f'{path}: OpenCV could not write this format')
-
-
-# ------------------------------------------------------------------------------------ CLI value parsing
-def parse_scale(text: str) -> Tuple[float, float]:
-    """'4', '2.5' or 'SH,SW' -> (s_h, s_w), each a finite number > 0; ValueError naming --scale otherwise."""
-    parts = [p.strip() for p in str(text).split(',')]
-    if len(parts) not in (1, 2):
-        raise ValueError(f"--scale must be S or SH,SW, got {text!r}")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise ValueError(f'--scale must be a number or two numbers SH,SW, got {text!r}') from None
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f'--scale must be > 0, got {text!r}')
-    return (values[0], values[-1])
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'WxH' (e.g. '1920x1080') -> (H, W); ValueError naming --size otherwise."""
-    parts = str(text).lower().split('x')
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise ValueError(f'--size must be WxH with positive integers (e.g. 1920x1080), got {text!r}')
-    width, height = (int(p) for p in parts)
-    return height, width
 
 
 # ------------------------------------------------------------------------------------- network loading

@@ -21,7 +21,6 @@ Used by ``basicsr infer --scales`` / ``--zoom``; usable as a library::
     save_gif(frames, 'zoom.gif')
 """
 import inspect
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,12 +30,11 @@ from torch import nn
 
 from gsasr_plugin.archs.gaussian_field import GaussianField
 from gsasr_plugin.archs.gaussiansr_arch import Window, check_window, window_field
-from gsasr_plugin.archs.gsasr_arch import _check_scale
+from gsasr_plugin.utils.scale import ScaleLike, scaled_size, scale_tag
+from gsasr_plugin.utils.scale import parse_scale_list_text as parse_scale_list
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'cull_to_window', 'window_field', 'to_uint8_frames',
            'save_gif', 'save_frames', 'parse_scale_list', 'write_scales_and_zoom']
-
-ScaleLike = Union[float, int, Sequence[float]]
 
 
 def cull_to_window(field: GaussianField, window: Window, cutoff: float) -> GaussianField:
@@ -164,9 +162,7 @@ class ZoomRenderer:
         """Renders of the whole image at each scale (size ``round(h * s_h), round(w * s_w)``), then each size."""
         outputs = []
         for scale in scales:
-            s_h, s_w = _check_scale(scale)
-            size = (max(1, round(self.lr_size[0] * s_h)), max(1, round(self.lr_size[1] * s_w)))
-            outputs.append(self.render(size))
+            outputs.append(self.render(scaled_size(self.lr_size, scale)))
         for size in sizes:
             outputs.append(self.render(size))
         return outputs
@@ -222,30 +218,11 @@ def zoom_frame_size(lr_size: Sequence[int], scale: Optional[Tuple[float, float]]
     """Frame size (Ho, Wo): ``size`` when given, else the LR size times ``scale`` (default x4)."""
     if size is not None:
         return int(size[0]), int(size[1])
-    s_h, s_w = scale if scale is not None else (4.0, 4.0)
-    return max(1, round(lr_size[0] * s_h)), max(1, round(lr_size[1] * s_w))
+    return scaled_size(lr_size, scale if scale is not None else 4.0)
 
 
 
 # ----------------------------------------------------------------------------------- basicsr infer
-def parse_scale_list(text: str) -> List[Tuple[float, float]]:
-    """'2,3.5,4' (and 'SH:SW' items for a different scale per axis, e.g. '2,1.5:3') -> [(s_h, s_w), ...]."""
-    items = [item.strip() for item in str(text).split(',') if item.strip()]
-    if not items:
-        raise ValueError(f'--scales must list scales like 2,3.5,4, got {text!r}')
-    scales = []
-    for item in items:
-        parts = item.split(':')
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f'--scales: {item!r} is not a number (or SH:SW)') from None
-        if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
-            raise ValueError(f'--scales: {item!r} must be a number > 0 or SH:SW')
-        scales.append((values[0], values[-1]))
-    return scales
-
-
 def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem: str, ext: str,
                           args: Any) -> List[Path]:
     """``basicsr infer --scales`` / ``--zoom``: renders of one encoding, written next to the other outputs.
@@ -255,7 +232,6 @@ def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem:
     ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the ``--scale`` /
     ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
     """
-    from gsasr_plugin.data.arbitrary_scale_dataset import scale_tag
     from gsasr_plugin.inference import write_image
     out_folder = Path(args.output)
     name = f'{stem}{args.suffix}'

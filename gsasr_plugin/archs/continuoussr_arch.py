@@ -27,7 +27,7 @@ degenerate dictionary entries renderable) is converted to ``sigma_x = sqrt(Sigma
 ``sigma_y = sqrt(Sigma_yy)``, ``rho = Sigma_xy / (sigma_x sigma_y)`` for ``rasterize_gaussians``.
 """
 import itertools
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchv
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.encoder_registry import build_encoder
 from gsasr_plugin.archs.gaussian_field import GaussianField
-from gsasr_plugin.archs.gsasr_arch import _check_out_size, resolve_scale_and_size
+from gsasr_plugin.utils.scale import ScaleLike, check_out_size, resolve_scale_and_size
 
 __all__ = ['ContinuousSR', 'DGP_CHOLESKY_VALUES', 'cholesky_dictionary', 'cholesky_to_sigma_rho', 'make_mlp']
 
@@ -47,8 +47,6 @@ DGP_CHOLESKY_VALUES: Tuple[Tuple[float, ...], Tuple[float, ...], Tuple[float, ..
     (-0.86, -0.36, -0.16, 0.19, 0.34, 0.49, 0.84, 1.04, 1.54),  # l21
     (0.0, 0.33, 0.53, 0.88, 1.03, 1.18, 1.53, 1.73, 2.23),  # l22
 )
-
-ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
 
 
 def cholesky_dictionary(values: Sequence[Sequence[float]] = DGP_CHOLESKY_VALUES) -> torch.Tensor:
@@ -236,7 +234,7 @@ class ContinuousSR(nn.Module):
 
     def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
         """Rasterize ``field`` to (B, C, Ho, Wo): the whole cost of one more output size."""
-        return field.render(_check_out_size(out_size), cutoff=self.cutoff)
+        return field.render(check_out_size(out_size), cutoff=self.cutoff)
 
     def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                 out_size: Optional[Sequence[int]] = None) -> torch.Tensor:

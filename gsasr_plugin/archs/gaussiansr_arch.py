@@ -28,7 +28,7 @@ output size (the decoder's phase uses that render's cell size). ~1.84 M paramete
 """
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +38,11 @@ from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchv
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.encoder_registry import build_encoder
 from gsasr_plugin.archs.gaussian_field import GaussianField
-from gsasr_plugin.archs.gsasr_arch import _check_out_size, resolve_scale_and_size
+from gsasr_plugin.utils.scale import ScaleLike, check_out_size, resolve_scale_and_size
 
 __all__ = ['GaussianSR', 'GaussianSRField', 'LocalTextureDecoder', 'Window', 'check_window', 'window_field',
            'sample_positions']
 
-ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
 # A view of the LR image plane: (top, left, bottom, right) in LR pixels (the image is [0, H] x [0, W]).
 Window = Tuple[float, float, float, float]
 
@@ -264,7 +263,7 @@ class GaussianSR(nn.Module):
         """
         if not isinstance(field, GaussianSRField):
             raise TypeError(f'field must be a GaussianSRField from GaussianSR.encode, got {type(field).__name__}')
-        size = _check_out_size(out_size)
+        size = check_out_size(out_size)
         view = check_window(window, field.lr_size)
         splat = window_field(field.gaussians, view).render(size, cutoff=self.cutoff)
         ys, xs = sample_positions(view, size, splat.device, torch.float32)

@@ -29,20 +29,24 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _scale_arg(text):
-    from gsasr_plugin.inference import parse_scale
-    try:
-        return parse_scale(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace('--scale ', '')) from None
+def _text_arg(parser_name: str, flag: str):
+    """An argparse ``type`` running ``gsasr_plugin.utils.scale.<parser_name>(text, flag)``.
 
+    Its ValueError becomes an ArgumentTypeError without the leading flag (argparse prints
+    ``argument --flag: <message>``).
+    """
 
-def _size_arg(text):
-    from gsasr_plugin.inference import parse_size
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace('--size ', '')) from None
+    def parse(text):
+        from gsasr_plugin.utils import scale
+        try:
+            return getattr(scale, parser_name)(text, flag)
+        except ValueError as error:
+            message = str(error)
+            raise argparse.ArgumentTypeError(message[len(flag):].lstrip(': ') if message.startswith(flag)
+                                             else message) from None
+
+    parse.__name__ = flag.lstrip('-')  # argparse names the type in 'invalid <name> value' messages
+    return parse
 
 
 def _non_negative_int(text):
@@ -53,14 +57,6 @@ def _non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f'must be an integer >= 0, got {text!r}')
     return value
-
-
-def _scales_arg(text):
-    from gsasr_plugin.zoom import parse_scale_list
-    try:
-        return parse_scale_list(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace('--scales: ', '')) from None
 
 
 def _zoom_max_arg(text):
@@ -82,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-i', '--input', required=True, metavar='FILE_OR_FOLDER', help='an image or a folder of images')
     parser.add_argument('-o', '--output', required=True, metavar='OUT_FOLDER', help='folder for the results')
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument('--scale', type=_scale_arg, metavar='S|SH,SW',
+    target.add_argument('--scale', type=_text_arg('parse_scale_text', '--scale'), metavar='S|SH,SW',
                         help='scale factor, any positive number; SH,SW for a different factor per axis')
-    target.add_argument('--size', type=_size_arg, metavar='WxH', help='output size in pixels, e.g. 1920x1080')
-    target.add_argument('--scales', type=_scales_arg, metavar='S1,S2,...',
+    target.add_argument('--size', type=_text_arg('parse_size_text', '--size'), metavar='WxH',
+                        help='output size in pixels, e.g. 1920x1080')
+    target.add_argument('--scales', type=_text_arg('parse_scale_list_text', '--scales'), metavar='S1,S2,...',
                         help='several scales from one encoding (SH:SW items for two axes), one file per scale')
     parser.add_argument('--tile', type=_non_negative_int, default=None, metavar='N',
                         help='LR tile side in pixels (0: never tile); default: chosen from free memory')

@@ -6,9 +6,8 @@ Both make LR images from HR images with MATLAB-style bicubic (the kernel of
 ``gt_path`` (see docs/layout.md).
 """
 import math
-import os
 import os.path as osp
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +20,8 @@ from basicsr.utils.matlab_functions import calculate_weights_indices
 from basicsr.utils.registry import DATASET_REGISTRY
 from gsasr_plugin.utils.bad_data import check_training_images, decode_image, to_float, warn_skipped
 from gsasr_plugin.utils.resume import batch_entropy
+from gsasr_plugin.utils.scale import scale_from_option as parse_scale
+from gsasr_plugin.utils.scale import scale_tag
 
 __all__ = [
     'ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'matlab_bicubic_resize', 'parse_scale',
@@ -32,30 +33,6 @@ IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.p
 
 class DatasetFolderError(FileNotFoundError):
     """A dataset folder named in the options does not exist or holds no images."""
-
-
-def parse_scale(value: Any, key: str = 'scale') -> Tuple[float, float]:
-    """``s`` or ``[s_h, s_w]`` -> ``(s_h, s_w)``; raises ValueError naming ``key`` if not positive numbers."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        pair = (float(value), float(value))
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        pair = (float(value[0]), float(value[1]))
-    else:
-        raise ValueError(f"'{key}' must be a number or a pair [s_h, s_w], got {value!r}")
-    if not all(math.isfinite(v) and v > 0 for v in pair):
-        raise ValueError(f"'{key}' must be > 0, got {value!r}")
-    return pair
-
-
-def scale_tag(scale: Union[float, Sequence[float]]) -> str:
-    """Name of a scale in metric keys and file names: ``2``, ``3.5``, ``2x3`` (anisotropic)."""
-    s_h, s_w = parse_scale(list(scale) if isinstance(scale, (list, tuple)) else scale)
-
-    def fmt(v: float) -> str:
-        return f'{v:g}'
-
-    return fmt(s_h) if s_h == s_w else f'{fmt(s_h)}x{fmt(s_w)}'
 
 
 def _resize_matrix(in_length: int, out_length: int) -> torch.Tensor:

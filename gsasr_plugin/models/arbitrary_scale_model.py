@@ -18,7 +18,8 @@ from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
-from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize, scale_tag
+from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
 __all__ = ['ArbitraryScaleSRModel', 'WarmupMultiStepLR']
@@ -56,13 +57,7 @@ class WarmupMultiStepLR(LRScheduler):
 
 def _scale_pair(scale: torch.Tensor) -> Pair:
     """The batch's single (s_h, s_w) from a (B, 2) (or (2,)) tensor; all rows must agree."""
-    scale = torch.as_tensor(scale, dtype=torch.float64).reshape(-1, 2)
-    if not torch.all(scale == scale[0]):
-        raise ValueError(f"all samples of a batch must share one 'scale', got {scale.tolist()}")
-    s_h, s_w = (float(v) for v in scale[0])
-    if not (s_h > 0 and s_w > 0):
-        raise ValueError(f"'scale' must be > 0, got {(s_h, s_w)}")
-    return s_h, s_w
+    return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
 
 
 @MODEL_REGISTRY.register()
