@@ -24,9 +24,8 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
-from gsasr_plugin.archs.swinir_encoder_arch import (DIV2K_RGB_MEAN, check_transformer_sizes, init_transformer_weights,
-                                                    stochastic_depth_rates)
-from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, pad_to_multiple, to_window_tokens, trunc_normal_
+from gsasr_plugin.archs.swinir_encoder_arch import DIV2K_RGB_MEAN, WindowTransformerEncoder, check_transformer_sizes
+from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens, trunc_normal_
 
 __all__ = ['HAT', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',
            'overlapping_relative_position_index', 'HAT_SIZES', 'HAT_OFFICIAL_KEY_MAP', 'HAT_OFFICIAL_SKIPPED_KEYS']
@@ -192,7 +191,7 @@ class ResidualHybridAttentionGroup(nn.Module):
 
 
 @ENCODER_REGISTRY.register()
-class HAT(nn.Module):
+class HAT(WindowTransformerEncoder):
     """HAT feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w), any h and w.
 
     Args:
@@ -239,42 +238,8 @@ class HAT(nn.Module):
         check_transformer_sizes(depths, num_heads, embed_dim, window_size)
         if not 0 <= overlap_ratio:
             raise ValueError(f'overlap_ratio must be >= 0, got {overlap_ratio}')
-        rgb_mean = [0.] * num_in_ch if rgb_mean is None else list(rgb_mean)
-        if len(rgb_mean) != num_in_ch:
-            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {rgb_mean}')
-        if pad_mode not in ('reflect', 'replicate', 'constant'):
-            raise ValueError(f"pad_mode must be 'reflect', 'replicate' or 'constant', got {pad_mode!r}")
-        self.out_channels = num_feat
-        self.window_size = int(window_size)
-        self.img_range = float(img_range)
-        self.pad_mode = pad_mode
-        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-
-        self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
-        self.embed_norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
-        self.pos_drop = nn.Dropout(drop_rate)
-        rates = stochastic_depth_rates(depths, drop_path_rate)
-        starts = [sum(depths[:i]) for i in range(len(depths))]
-        self.layers = nn.ModuleList([
-            ResidualHybridAttentionGroup(embed_dim, int(depth), int(heads), self.window_size, compress_ratio,
-                                         squeeze_factor, conv_scale, overlap_ratio, mlp_ratio, qkv_bias, drop_rate,
-                                         attn_drop_rate, rates[start:start + int(depth)], use_checkpoint)
-            for depth, heads, start in zip(depths, num_heads, starts)
-        ])
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
-        self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
-        self.apply(init_transformer_weights)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = (x - self.mean.to(x.dtype)) * self.img_range
-        x = pad_to_multiple(x, self.window_size, mode=self.pad_mode)
-        feat = self.conv_first(x)
-        tokens = self.pos_drop(self.embed_norm(feat.permute(0, 2, 3, 1)))
-        for layer in self.layers:
-            tokens = layer(tokens)
-        tokens = self.norm(tokens)
-        feat = self.conv_after_body(tokens.permute(0, 3, 1, 2)) + feat
-        return self.conv_before_upsample(feat)[..., :height, :width]
+        self._build_trunk(
+            num_in_ch, num_feat, embed_dim, depths, num_heads, window_size, drop_rate, drop_path_rate, patch_norm,
+            img_range, rgb_mean, pad_mode, lambda depth, heads, rates: ResidualHybridAttentionGroup(
+                embed_dim, depth, heads, int(window_size), compress_ratio, squeeze_factor, conv_scale, overlap_ratio,
+                mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rates, use_checkpoint))

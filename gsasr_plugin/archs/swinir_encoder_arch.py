@@ -13,7 +13,7 @@ to a window multiple inside the encoder and the output is cropped back, so any L
 Module names follow SwinIR's where the structure matches, so that official checkpoints load through a
 short key map (:data:`SWINIR_OFFICIAL_KEY_MAP`, used by :mod:`gsasr_plugin.archs.pretrained`).
 """
-from typing import Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.checkpoint
@@ -23,8 +23,8 @@ from torch import nn
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.window_utils import pad_to_multiple, trunc_normal_
 
-__all__ = ['SwinIR', 'ResidualSwinGroup', 'SWINIR_OFFICIAL_KEY_MAP', 'SWINIR_OFFICIAL_SKIPPED_KEYS',
-           'init_transformer_weights', 'stochastic_depth_rates', 'check_transformer_sizes']
+__all__ = ['SwinIR', 'ResidualSwinGroup', 'WindowTransformerEncoder', 'SWINIR_OFFICIAL_KEY_MAP',
+           'SWINIR_OFFICIAL_SKIPPED_KEYS', 'init_transformer_weights', 'stochastic_depth_rates', 'check_transformer_sizes']
 
 # DIV2K RGB mean, subtracted by SwinIR / HAT before the head conv.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -75,6 +75,59 @@ def init_transformer_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class WindowTransformerEncoder(nn.Module):
+    """SwinIR's outline without the upsampler, shared by :class:`SwinIR` and HAT; subclasses pick the groups.
+
+    Mean subtraction and ``img_range``, padding to a window multiple, head conv, token LayerNorm, the
+    residual groups, LayerNorm, conv after the body with a global residual, ``conv_before_upsample``
+    (conv to ``num_feat`` + LeakyReLU), crop back to the input size.
+    """
+
+    def _build_trunk(self, num_in_ch: int, num_feat: int, embed_dim: int, depths: Sequence[int],
+                     num_heads: Sequence[int], window_size: int, drop_rate: float, drop_path_rate: float,
+                     patch_norm: bool, img_range: float, rgb_mean: Optional[Sequence[float]], pad_mode: str,
+                     make_group: Callable[[int, int, List[float]], nn.Module]) -> None:
+        """Validate the shared options and build the modules; ``make_group(depth, heads, drop_path_rates)``."""
+        rgb_mean = [0.] * num_in_ch if rgb_mean is None else list(rgb_mean)
+        if len(rgb_mean) != num_in_ch:
+            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {rgb_mean}')
+        if pad_mode not in ('reflect', 'replicate', 'constant'):
+            raise ValueError(f"pad_mode must be 'reflect', 'replicate' or 'constant', got {pad_mode!r}")
+        self.out_channels = num_feat
+        self.window_size = int(window_size)
+        self.img_range = float(img_range)
+        self.pad_mode = pad_mode
+        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+
+        self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
+        self.embed_norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = stochastic_depth_rates(depths, drop_path_rate)
+        starts = [sum(depths[:i]) for i in range(len(depths))]
+        self.layers = nn.ModuleList([
+            make_group(int(depth), int(heads), rates[start:start + int(depth)])
+            for depth, heads, start in zip(depths, num_heads, starts)
+        ])
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
+        # SwinIR's conv_before_upsample: the last layer the official GSASR encoder keeps.
+        self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
+        self.apply(init_transformer_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = (x - self.mean.to(x.dtype)) * self.img_range
+        x = pad_to_multiple(x, self.window_size, mode=self.pad_mode)
+        feat = self.conv_first(x)
+        tokens = self.pos_drop(self.embed_norm(feat.permute(0, 2, 3, 1)))
+        for layer in self.layers:
+            tokens = layer(tokens)
+        tokens = self.norm(tokens)
+        feat = self.conv_after_body(tokens.permute(0, 3, 1, 2)) + feat
+        return self.conv_before_upsample(feat)[..., :height, :width]
+
+
 def _channels_last_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a (B, C, H, W) conv to channels-last (B, H, W, C) tokens."""
     return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -120,7 +173,7 @@ class ResidualSwinGroup(nn.Module):
 
 
 @ENCODER_REGISTRY.register()
-class SwinIR(nn.Module):
+class SwinIR(WindowTransformerEncoder):
     """SwinIR feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w), any h and w.
 
     Args:
@@ -155,42 +208,8 @@ class SwinIR(nn.Module):
                  use_checkpoint: bool = False, pad_mode: str = 'reflect'):
         super().__init__()
         check_transformer_sizes(depths, num_heads, embed_dim, window_size)
-        rgb_mean = [0.] * num_in_ch if rgb_mean is None else list(rgb_mean)
-        if len(rgb_mean) != num_in_ch:
-            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {rgb_mean}')
-        if pad_mode not in ('reflect', 'replicate', 'constant'):
-            raise ValueError(f"pad_mode must be 'reflect', 'replicate' or 'constant', got {pad_mode!r}")
-        self.out_channels = num_feat
-        self.window_size = int(window_size)
-        self.img_range = float(img_range)
-        self.pad_mode = pad_mode
-        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-
-        self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
-        self.embed_norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
-        self.pos_drop = nn.Dropout(drop_rate)
-        rates = stochastic_depth_rates(depths, drop_path_rate)
-        starts = [sum(depths[:i]) for i in range(len(depths))]
-        self.layers = nn.ModuleList([
-            ResidualSwinGroup(embed_dim, int(depth), int(heads), self.window_size, mlp_ratio, qkv_bias, drop_rate,
-                              attn_drop_rate, rates[start:start + int(depth)], use_checkpoint)
-            for depth, heads, start in zip(depths, num_heads, starts)
-        ])
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
-        # SwinIR's conv_before_upsample: the last layer the official GSASR encoder keeps.
-        self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
-        self.apply(init_transformer_weights)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = (x - self.mean.to(x.dtype)) * self.img_range
-        x = pad_to_multiple(x, self.window_size, mode=self.pad_mode)
-        feat = self.conv_first(x)
-        tokens = self.pos_drop(self.embed_norm(feat.permute(0, 2, 3, 1)))
-        for layer in self.layers:
-            tokens = layer(tokens)
-        tokens = self.norm(tokens)
-        feat = self.conv_after_body(tokens.permute(0, 3, 1, 2)) + feat
-        return self.conv_before_upsample(feat)[..., :height, :width]
+        self._build_trunk(
+            num_in_ch, num_feat, embed_dim, depths, num_heads, window_size, drop_rate, drop_path_rate, patch_norm,
+            img_range, rgb_mean, pad_mode, lambda depth, heads, rates: ResidualSwinGroup(
+                embed_dim, depth, heads, int(window_size), mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rates,
+                use_checkpoint))
