@@ -11,11 +11,9 @@ import torch
 from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
+from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 
 __all__ = ['EDSRBaseline']
-
-# DIV2K RGB mean, as in EDSR / BasicSR.
-DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -33,7 +31,7 @@ class ResidualBlockNoBN(nn.Module):
 
 
 @ENCODER_REGISTRY.register()
-class EDSRBaseline(nn.Module):
+class EDSRBaseline(MeanShiftInput, nn.Module):
     """EDSR-baseline feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w).
 
     Args:
@@ -50,17 +48,12 @@ class EDSRBaseline(nn.Module):
         super().__init__()
         if num_block < 0:
             raise ValueError(f'num_block must be >= 0, got {num_block}')
-        if len(rgb_mean) != num_in_ch:
-            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {list(rgb_mean)}')
+        self._init_mean_shift(num_in_ch, rgb_mean, img_range)
         self.out_channels = num_feat
-        self.img_range = float(img_range)
-        # Not a parameter and not saved: it is fixed by the options, like EDSR's MeanShift.
-        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[ResidualBlockNoBN(num_feat, res_scale) for _ in range(num_block)])
         self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_first((x - self.mean.to(x.dtype)) * self.img_range)
+        x = self.conv_first(self.shift_mean(x))
         return self.conv_after_body(self.body(x)) + x

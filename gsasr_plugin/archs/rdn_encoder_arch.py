@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gsasr_plugin.archs.edsr_encoder_arch import DIV2K_RGB_MEAN
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
+from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 
 __all__ = ['RDN']
 
@@ -36,7 +36,7 @@ class ResidualDenseBlock(nn.Module):
 
 
 @ENCODER_REGISTRY.register()
-class RDN(nn.Module):
+class RDN(MeanShiftInput, nn.Module):
     """RDN feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w).
 
     Args:
@@ -55,12 +55,8 @@ class RDN(nn.Module):
         for name, value in (('num_blocks', num_blocks), ('num_layers', num_layers), ('growth', growth)):
             if value < 1:
                 raise ValueError(f'{name} must be >= 1, got {value}')
-        if len(rgb_mean) != num_in_ch:
-            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {list(rgb_mean)}')
+        self._init_mean_shift(num_in_ch, rgb_mean, img_range)
         self.out_channels = num_feat
-        self.img_range = float(img_range)
-        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
         self.shallow1 = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.shallow2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.blocks = nn.ModuleList([ResidualDenseBlock(num_feat, growth, num_layers) for _ in range(num_blocks)])
@@ -70,7 +66,7 @@ class RDN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shallow = self.shallow1((x - self.mean.to(x.dtype)) * self.img_range)
+        shallow = self.shallow1(self.shift_mean(x))
         x = self.shallow2(shallow)
         outputs = []
         for block in self.blocks:

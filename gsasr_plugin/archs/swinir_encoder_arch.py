@@ -21,13 +21,11 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
+from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 from gsasr_plugin.archs.window_utils import pad_to_multiple, trunc_normal_
 
 __all__ = ['SwinIR', 'ResidualSwinGroup', 'WindowTransformerEncoder', 'SWINIR_OFFICIAL_KEY_MAP',
            'SWINIR_OFFICIAL_SKIPPED_KEYS', 'init_transformer_weights', 'stochastic_depth_rates', 'check_transformer_sizes']
-
-# DIV2K RGB mean, subtracted by SwinIR / HAT before the head conv.
-DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 # Official SwinIR (JingyunLiang/SwinIR, models/network_swinir.py) key -> our key, as regex rules.
 SWINIR_OFFICIAL_KEY_MAP: Tuple[Tuple[str, str], ...] = (
@@ -75,7 +73,7 @@ def init_transformer_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class WindowTransformerEncoder(nn.Module):
+class WindowTransformerEncoder(MeanShiftInput, nn.Module):
     """SwinIR's outline without the upsampler, shared by :class:`SwinIR` and HAT; subclasses pick the groups.
 
     Mean subtraction and ``img_range``, padding to a window multiple, head conv, token LayerNorm, the
@@ -88,17 +86,12 @@ class WindowTransformerEncoder(nn.Module):
                      patch_norm: bool, img_range: float, rgb_mean: Optional[Sequence[float]], pad_mode: str,
                      make_group: Callable[[int, int, List[float]], nn.Module]) -> None:
         """Validate the shared options and build the modules; ``make_group(depth, heads, drop_path_rates)``."""
-        rgb_mean = [0.] * num_in_ch if rgb_mean is None else list(rgb_mean)
-        if len(rgb_mean) != num_in_ch:
-            raise ValueError(f'rgb_mean needs {num_in_ch} values (num_in_ch), got {rgb_mean}')
+        self._init_mean_shift(num_in_ch, rgb_mean, img_range)
         if pad_mode not in ('reflect', 'replicate', 'constant'):
             raise ValueError(f"pad_mode must be 'reflect', 'replicate' or 'constant', got {pad_mode!r}")
         self.out_channels = num_feat
         self.window_size = int(window_size)
-        self.img_range = float(img_range)
         self.pad_mode = pad_mode
-        self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
 
         self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
         self.embed_norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
@@ -117,8 +110,7 @@ class WindowTransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        x = (x - self.mean.to(x.dtype)) * self.img_range
-        x = pad_to_multiple(x, self.window_size, mode=self.pad_mode)
+        x = pad_to_multiple(self.shift_mean(x), self.window_size, mode=self.pad_mode)
         feat = self.conv_first(x)
         tokens = self.pos_drop(self.embed_norm(feat.permute(0, 2, 3, 1)))
         for layer in self.layers:
