@@ -24,7 +24,8 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
-from gsasr_plugin.archs.swinir_encoder_arch import DIV2K_RGB_MEAN, WindowTransformerEncoder, check_transformer_sizes
+from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN
+from gsasr_plugin.archs.swinir_encoder_arch import WindowTransformerEncoder, check_transformer_sizes
 from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens, trunc_normal_
 
 __all__ = ['HAT', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',

@@ -52,7 +52,7 @@ def _load_options(path: str, force_yml: Optional[List[str]]) -> Dict[str, Any]:
 
 
 def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
-    from gsasr_plugin.data.arbitrary_scale_dataset import scale_tag
+    from gsasr_plugin.utils.scale import scale_tag
     scales = dataset_opt.get('scales') or []
     try:
         return [scale_tag(s) for s in scales]
