@@ -8,7 +8,7 @@ from gsasr_plugin.utils.scale import (check_out_size, parse_scale_list_text, res
 
 def test_to_scale_pair_accepts_numbers_pairs_and_batch_tensors():
     assert to_scale_pair(3) == (3.0, 3.0) and to_scale_pair((2, 3.5)) == (2.0, 3.5)
-    assert to_scale_pair(torch.tensor(2.5)) == (2.5, 2.5)
+    assert to_scale_pair(torch.tensor(2.5)) == (2.5, 2.5) and to_scale_pair((torch.tensor(2.0), 3)) == (2.0, 3.0)
     assert to_scale_pair(torch.tensor([[1.5, 2.0]] * 3)) == (1.5, 2.0)
 
 

@@ -21,6 +21,9 @@ ScalePair = Tuple[float, float]
 
 
 def _is_number(value: Any) -> bool:
+    """A real number (numpy scalars too, not bools) or a one-element tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
