@@ -11,6 +11,7 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.matlab_functions import imresize
 from gsasr_plugin.data.arbitrary_scale_dataset import (DatasetFolderError, matlab_bicubic_resize, parse_scale,
                                                        scale_tag)
+from gsasr_plugin.utils.bad_data import BadImageWarning
 
 
 @pytest.fixture
@@ -159,3 +160,112 @@ def test_clear_errors(tmp_path, hr_folder):
                            dataroot_lq=str(tmp_path / 'missing_x{scale}'), scales=[2]))
     with pytest.raises(ValueError, match='smaller than'):
         build_dataset(_train_opt(hr_folder, lq_size=100, scale_min=3, scale_max=3))[0]
+
+
+# ------------------------------------------------------------ gt_size: fixed GT crops (ContinuousSR's setup)
+def _gt_opt(folder, **extra):
+    opt = _train_opt(folder, gt_size=40, use_hflip=False, use_rot=False)
+    del opt['lq_size']
+    opt.update(extra)
+    return opt
+
+
+def test_gt_size_mode_shapes_true_scale_and_bicubic_at_several_scales(hr_folder):
+    # LR side round(40 / s): 20, 17, 12, 9 (8.51 rounds up), 5
+    for s, lq_side in [(2.0, 20), (2.3, 17), (3.3, 12), (4.7, 9), (8.0, 5)]:
+        dataset = build_dataset(_gt_opt(hr_folder, scale_min=s, scale_max=s))
+        for item in dataset.__getitems__([0, 3]):
+            assert item['gt'].shape == (3, 40, 40), s
+            assert item['lq'].shape == (3, lq_side, lq_side), s
+            assert item['scale'].tolist() == pytest.approx([40 / lq_side] * 2), s  # GT size / LR size, not s
+            gt = item['gt'].permute(1, 2, 0).numpy()
+            expected = np.clip(matlab_bicubic_resize(gt, (lq_side, lq_side)), 0, 1)
+            np.testing.assert_allclose(item['lq'].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+            hr = cv2.imread(item['gt_path'])[:, :, ::-1].astype(np.float32) / 255
+            found = cv2.matchTemplate(hr, gt, cv2.TM_SQDIFF)
+            top, left = np.unravel_index(found.argmin(), found.shape)
+            np.testing.assert_array_equal(hr[top:top + 40, left:left + 40], gt)
+
+
+def test_gt_size_mode_one_scale_per_batch_through_basicsr_dataloader(hr_folder):
+    from basicsr.data.data_sampler import EnlargedSampler
+    opt = _gt_opt(hr_folder, gt_size=32, scale_min=1.5, scale_max=6.0, use_hflip=True, use_rot=True,
+                  dataset_enlarge_ratio=4)
+    dataset = build_dataset(opt)
+    sampler = EnlargedSampler(dataset, 1, 0, 4)
+    for workers, prefetch in [(0, None), (1, 'cpu')]:
+        opt.update(num_worker_per_gpu=workers, prefetch_mode=prefetch)
+        loader = build_dataloader(dataset, opt, num_gpu=0, dist=False, sampler=sampler, seed=10)
+        sampler.set_epoch(0)
+        lq_sides = []
+        for batch in loader:
+            lq_side = batch['lq'].shape[-1]
+            assert batch['gt'].shape == (2, 3, 32, 32)
+            assert batch['lq'].shape == (2, 3, lq_side, lq_side)
+            assert 32 / 6.0 - 0.5 <= lq_side <= 32 / 1.5 + 0.5
+            assert torch.allclose(batch['scale'], torch.full((2, 2), 32 / lq_side))
+            lq_sides.append(lq_side)
+        assert len(lq_sides) == 8
+        assert len(set(lq_sides)) > 1, 'the scale must vary from batch to batch'
+
+
+def test_gt_size_mode_draws_follow_the_sample_keys_on_disk_and_lmdb(tmp_path, hr_folder):
+    """Exact-resume seeding: with ResumableSampler's keys the draws depend on the keys only (not on torch's
+    seed), and the lmdb backend gives the same pairs as the folder."""
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    from gsasr_plugin.utils.resume import SampleKey
+    names = sorted(p.name for p in hr_folder.iterdir())
+    make_lmdb_from_imgs(str(hr_folder), str(tmp_path / 'hr.lmdb'), names, [n.rsplit('.', 1)[0] for n in names],
+                        multiprocessing_read=False)
+    opt = _gt_opt(hr_folder, scale_min=2, scale_max=5, use_hflip=True, use_rot=True)
+    disk = build_dataset(opt)
+    lmdb = build_dataset(dict(opt, dataroot_gt=str(tmp_path / 'hr.lmdb'), io_backend={'type': 'lmdb'}))
+    keys = [SampleKey(i, seed=5, epoch=2, position=6 + p) for p, i in enumerate((2, 0))]
+    torch.manual_seed(1)
+    a = disk.__getitems__(keys)
+    torch.manual_seed(2)
+    b = lmdb.__getitems__(keys)
+    for x, y in zip(a, b):
+        assert x['gt'].shape == (3, 40, 40)
+        assert torch.equal(x['gt'], y['gt']) and torch.equal(x['lq'], y['lq']) and torch.equal(x['scale'], y['scale'])
+    later = disk.__getitems__([SampleKey(2, seed=5, epoch=3, position=6), SampleKey(0, seed=5, epoch=3, position=7)])
+    assert not torch.equal(later[0]['gt'], a[0]['gt']), 'another epoch must draw other crops'
+
+
+def test_gt_size_mode_errors(hr_folder):
+    with pytest.raises(ValueError, match=r"'lq_size' \(16\) and 'gt_size' \(40\) are mutually exclusive"):
+        build_dataset(_train_opt(hr_folder, gt_size=40))
+    with pytest.raises(ValueError, match="'gt_size' must be > 0"):
+        build_dataset(_gt_opt(hr_folder, gt_size=0))
+    with pytest.raises(ValueError, match=r"'gt_size' 3 at 'scale_max' 8.0 leaves an empty LR patch"):
+        build_dataset(_gt_opt(hr_folder, gt_size=3, scale_min=4, scale_max=8))
+
+
+def test_gt_size_mode_small_image_check_uses_gt_size(hr_folder):
+    # astronaut 200x210, chelsea 210x200, coffee 200x230 are smaller than 205; rocket (205x220) is not.
+    # The check is gt_size itself, whatever the scale range (round(gt_size * scale_max) would reject all).
+    with pytest.raises(ValueError, match=r"'.*astronaut\.png' is 200x210, smaller than the largest crop 205x205 "
+                                         r'\(gt_size\); remove it, lower gt_size'):
+        build_dataset(_gt_opt(hr_folder, gt_size=205, scale_min=2, scale_max=8))
+    with pytest.warns(BadImageWarning, match='smaller than the largest crop 205x205'):
+        dataset = build_dataset(_gt_opt(hr_folder, gt_size=205, scale_min=2, scale_max=8, skip_bad_images=True))
+    assert [p.rsplit('/', 1)[-1] for p in dataset.paths] == ['rocket.png']
+    assert len(dataset.skipped_images) == 3
+    assert dataset.__getitems__([0])[0]['gt'].shape == (3, 205, 205)
+    assert len(build_dataset(_gt_opt(hr_folder, gt_size=200, scale_min=2, scale_max=8))) == 4
+
+
+def test_shipped_continuoussr_options_crop_256_gt_patches(tmp_path, photo):
+    import yaml
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'options' / 'train_continuoussr_swinir.yml'
+    train = yaml.safe_load(path.read_text())['datasets']['train']
+    assert train['gt_size'] == 256 and 'lq_size' not in train
+    assert (train['scale_min'], train['scale_max']) == (4, 8)
+    (tmp_path / 'hr').mkdir()
+    cv2.imwrite(str(tmp_path / 'hr' / 'a.png'), photo('astronaut', (260, 270))[:, :, ::-1])
+    dataset = build_dataset(dict(train, dataroot_gt=str(tmp_path / 'hr'), phase='train'))
+    item = dataset.__getitems__([0])[0]
+    lq_side = item['lq'].shape[-1]
+    assert item['gt'].shape == (3, 256, 256) and 32 <= lq_side <= 64
+    assert item['scale'].tolist() == pytest.approx([256 / lq_side] * 2)

@@ -194,7 +194,13 @@ def test_basicsr_train_two_iterations_and_validate_per_scale(tmp_path, photo, op
             cv2.imwrite(str(tmp_path / split / f'{name}.png'), photo(name, size)[:, :, ::-1])
     opt = yaml.safe_load((repo / 'options' / options_file).read_text())
     opt.update(name='tiny_run', num_gpu=0, network_g=TINY_NETWORKS[options_file])
-    opt['datasets']['train'].update(dataroot_gt='train', batch_size_per_gpu=2, num_worker_per_gpu=0, lq_size=12)
+    train = opt['datasets']['train']
+    train.update(dataroot_gt='train', batch_size_per_gpu=2, num_worker_per_gpu=0)
+    # shrink whichever patch side the file fixes (lq_size and gt_size exclude each other)
+    if 'gt_size' in train:
+        train['gt_size'] = 48  # LR patches of 6..12 pixels at x4..x8
+    else:
+        train['lq_size'] = 12
     scales = [opt['datasets']['train']['scale_min'] + 1, opt['datasets']['train']['scale_max'] - 0.5]
     opt['datasets']['val'].update(dataroot_gt='val', scales=scales)
     opt['train'].update(total_iter=2)

@@ -136,11 +136,15 @@ class ArbitraryScaleTrainDataset(data.Dataset):
     """Random-scale training pairs cut from HR images; every batch shares one scale.
 
     For each batch, :meth:`__getitems__` draws one ``s`` uniformly from ``[scale_min, scale_max]``; every
-    sample of the batch then takes a random square GT crop of ``round(lq_size * s)`` pixels, makes its LR
-    with MATLAB-style bicubic to exactly ``lq_size`` x ``lq_size`` pixels, and is flipped/rotated
-    randomly. Because ``round`` changes the ratio a little, the batch's true scale is
-    ``round(lq_size * s) / lq_size`` on both axes; that is what ``scale`` holds (it equals GT size / LR
-    size, the ratio the network must render).
+    sample of the batch then takes a random square GT crop, makes its LR from it with MATLAB-style bicubic
+    to an exact size, and is flipped/rotated randomly. One of the two patch sides is fixed:
+
+    * ``lq_size`` (the default mode, GSASR's setup): GT ``round(lq_size * s)``, LR ``lq_size`` pixels;
+    * ``gt_size`` (ContinuousSR's setup): GT ``gt_size``, LR ``round(gt_size / s)`` pixels.
+
+    Because ``round`` changes the ratio a little, the batch's true scale is GT size / LR size on both axes
+    (``round(lq_size * s) / lq_size`` or ``gt_size / round(gt_size / s)``); that is what ``scale`` holds,
+    the ratio the network must render.
 
     Under ``basicsr train`` the sampler's indices carry (seed + rank, epoch, position) and each batch's
     generator is seeded from those alone (``gsasr_plugin.utils.resume``), so a resumed run draws exactly
@@ -153,27 +157,43 @@ class ArbitraryScaleTrainDataset(data.Dataset):
     Args (``opt`` keys):
         dataroot_gt (str): folder of HR images (or an ``.lmdb`` with ``io_backend: {type: lmdb}``).
         io_backend (dict): BasicSR io backend, ``{type: disk}`` (default) or ``{type: lmdb}``.
-        lq_size (int): LR patch size. Default: 48.
+        lq_size (int): LR patch size; the GT patch is ``round(lq_size * s)``. Default: 48 (when ``gt_size``
+            is not given).
+        gt_size (int): GT patch size instead; the LR patch is ``round(gt_size / s)``. Give ``lq_size`` or
+            ``gt_size``, not both. Default: not set.
         scale_min, scale_max (float): range of the per-batch scale. Default: 1 and 4.
         use_hflip (bool): random horizontal/vertical flips. Default: True.
         use_rot (bool): random 90-degree rotations (transposes). Default: True.
         skip_bad_images (bool): skip corrupt/unreadable images and images smaller than the largest crop
-            ``round(lq_size * scale_max)`` with a warning and a count (``skipped_images``) instead of
-            raising a ValueError naming the file. Sizes are checked from the headers at start-up.
+            (``round(lq_size * scale_max)``, or ``gt_size``) with a warning and a count (``skipped_images``)
+            instead of raising a ValueError naming the file. Sizes are checked from the headers at start-up.
             Default: False.
     """
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
-        self.lq_size = int(opt.get('lq_size', 48))
-        if self.lq_size <= 0:
-            raise ValueError(f"'lq_size' must be > 0, got {opt.get('lq_size')!r}")
+        if opt.get('lq_size') is not None and opt.get('gt_size') is not None:
+            raise ValueError(f"dataset options 'lq_size' ({opt['lq_size']!r}) and 'gt_size' ({opt['gt_size']!r}) "
+                             "are mutually exclusive: 'lq_size' fixes the LR patch, 'gt_size' the GT patch; give one")
+        # exactly one of the two is set: the patch side that stays fixed while the scale varies
+        self.gt_size = self.lq_size = None
+        if opt.get('gt_size') is not None:
+            self.gt_size = int(opt['gt_size'])
+            if self.gt_size <= 0:
+                raise ValueError(f"'gt_size' must be > 0, got {opt.get('gt_size')!r}")
+        else:
+            self.lq_size = int(opt.get('lq_size', 48))
+            if self.lq_size <= 0:
+                raise ValueError(f"'lq_size' must be > 0, got {opt.get('lq_size')!r}")
         self.scale_min = float(opt.get('scale_min', 1.0))
         self.scale_max = float(opt.get('scale_max', 4.0))
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < 'scale_min' <= 'scale_max', got scale_min={self.scale_min}, "
                              f'scale_max={self.scale_max}')
+        if self.gt_size is not None and self.crop_sizes(self.scale_max)[1] < 1:
+            raise ValueError(f"'gt_size' {self.gt_size} at 'scale_max' {self.scale_max} leaves an empty LR patch "
+                             '(round(gt_size / scale_max) = 0); raise gt_size or lower scale_max')
         self.use_hflip = bool(opt.get('use_hflip', True))
         self.use_rot = bool(opt.get('use_rot', True))
         io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
@@ -185,11 +205,19 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         self._batches_drawn = 0
         # bad images (gsasr_plugin.utils.bad_data): an error naming the file, or skipped and counted
         self.skip_bad_images = bool(opt.get('skip_bad_images', False))
-        self.max_gt_size = int(round(self.lq_size * self.scale_max))
+        self.max_gt_size = self.crop_sizes(self.scale_max)[0]  # gt_size, or round(lq_size * scale_max)
         self.skipped_images = []
         if io_backend.get('type', 'disk') == 'disk':  # headers only: start-up errors, not hours later
+            crop_rule, crop_keys = (('gt_size', 'gt_size') if self.gt_size is not None else
+                                    ('round(lq_size * scale_max)', 'lq_size/scale_max'))
             self.paths, self.skipped_images = check_training_images(self.paths, self.max_gt_size,
-                                                                    self.skip_bad_images)
+                                                                    self.skip_bad_images, crop_rule, crop_keys)
+
+    def crop_sizes(self, scale: float) -> Tuple[int, int]:
+        """(GT, LR) square patch sides at scale ``s``: the fixed side and the other one rounded."""
+        if self.gt_size is not None:
+            return self.gt_size, int(round(self.gt_size / scale))
+        return int(round(self.lq_size * scale)), self.lq_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -228,11 +256,12 @@ class ArbitraryScaleTrainDataset(data.Dataset):
     def _make_pair(self, index: int, scale: float, rng: np.random.Generator) -> Dict[str, Any]:
         gt_path = self.paths[index]
         img = self.reader(gt_path, 'gt')
-        gt_size = int(round(self.lq_size * scale))
+        gt_size, lq_size = self.crop_sizes(scale)
         h, w = img.shape[:2]
         if h < gt_size or w < gt_size:
+            fixed = f'gt_size {self.gt_size}' if self.gt_size is not None else f'lq_size {self.lq_size}'
             raise ValueError(f'training image {gt_path} is {h}x{w}, smaller than the {gt_size}x{gt_size} crop '
-                             f"needed at scale {scale:.3f} (lq_size {self.lq_size}, scale_max {self.scale_max})")
+                             f"needed at scale {scale:.3f} ({fixed}, scale_max {self.scale_max})")
         top = int(rng.integers(0, h - gt_size + 1))
         left = int(rng.integers(0, w - gt_size + 1))
         gt = img[top:top + gt_size, left:left + gt_size]
@@ -243,8 +272,8 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         if self.use_rot and rng.random() < 0.5:
             gt = gt.transpose(1, 0, 2)
         gt = _to_float(gt)
-        lq = np.clip(matlab_bicubic_resize(gt, (self.lq_size, self.lq_size)), 0, 1)
-        true_scale = gt_size / self.lq_size
+        lq = np.clip(matlab_bicubic_resize(gt, (lq_size, lq_size)), 0, 1)
+        true_scale = gt_size / lq_size
         return {
             'lq': _to_tensor(lq),
             'gt': _to_tensor(gt),

@@ -79,8 +79,13 @@ def warn_skipped(path: str, reason: str, count: int) -> None:
                   BadImageWarning, stacklevel=3)
 
 
-def check_training_images(paths: Sequence[str], min_size: int, skip: bool) -> Tuple[List[str], List[str]]:
+def check_training_images(paths: Sequence[str], min_size: int, skip: bool,
+                          crop_rule: str = 'round(lq_size * scale_max)',
+                          crop_keys: str = 'lq_size/scale_max') -> Tuple[List[str], List[str]]:
     """Check headers before training: readable and at least ``min_size`` x ``min_size`` pixels.
+
+    ``crop_rule`` (how ``min_size`` follows from the options) and ``crop_keys`` (the option keys that
+    lower it) only word the error message.
 
     Returns:
         (usable paths, skipped paths); skipped ones only with ``skip``.
@@ -95,7 +100,7 @@ def check_training_images(paths: Sequence[str], min_size: int, skip: bool) -> Tu
             if height < min_size or width < min_size:
                 raise ValueError(
                     f"training image '{path}' is {height}x{width}, smaller than the largest crop {min_size}x{min_size} "
-                    '(round(lq_size * scale_max)); remove it, lower lq_size/scale_max, or set skip_bad_images: true')
+                    f'({crop_rule}); remove it, lower {crop_keys}, or set skip_bad_images: true')
         except ValueError as exc:
             if not skip:
                 raise
