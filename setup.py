@@ -11,18 +11,29 @@ import os
 from setuptools import find_packages, setup
 
 
+def _find_cuda_home():
+    """The CUDA toolkit folder: nvcc's (symlinks resolved) or /usr/local/cuda, whichever has libcudart."""
+    import shutil
+    nvcc = shutil.which('nvcc')
+    candidates = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
+    candidates.append('/usr/local/cuda')
+    for home in candidates:
+        if glob.glob(os.path.join(home, 'lib*', 'libcudart.so*')):
+            return home
+    return None
+
+
 def cuda_extensions():
     """The extension list: the CUDA rasterizer when asked for or when a GPU is present, else empty."""
     wanted = os.environ.get('GSASR_BUILD_CUDA', '').strip()
     if wanted == '0':
         return [], {}
     if not os.environ.get('CUDA_HOME') and not os.environ.get('CUDA_PATH'):
-        # torch guesses CUDA_HOME from `which nvcc`; a /usr/local/bin/nvcc symlink would give /usr/local,
-        # which has no lib64/libcudart. Follow the symlink to the real toolkit instead.
-        import shutil
-        nvcc = shutil.which('nvcc')
-        if nvcc:
-            os.environ['CUDA_HOME'] = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        # torch guesses CUDA_HOME from `which nvcc`; an nvcc wrapper or symlink in /usr/local/bin would give
+        # /usr/local, which has no libcudart. Use the first candidate that really holds the runtime.
+        home = _find_cuda_home()
+        if home:
+            os.environ['CUDA_HOME'] = home
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
