@@ -30,7 +30,7 @@ from torch import nn
 
 from gsasr_plugin.archs.gaussian_field import GaussianField
 from gsasr_plugin.archs.gaussiansr_arch import Window, check_window, window_field
-from gsasr_plugin.utils.scale import ScaleLike, scaled_size, scale_tag
+from gsasr_plugin.utils.scale import ScaleLike, lr_size_of, scaled_size, scale_tag
 from gsasr_plugin.utils.scale import parse_scale_list_text as parse_scale_list
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'cull_to_window', 'window_field', 'to_uint8_frames',
@@ -101,8 +101,7 @@ class ZoomRenderer:
     def __init__(self, net: nn.Module, lq: torch.Tensor, cutoff: Optional[float] = None):
         if not hasattr(net, 'encode') or not hasattr(net, 'render'):
             raise TypeError(f'{type(net).__name__} has no encode()/render(): not a Gaussian-splatting SR network')
-        if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
-            raise ValueError(f'lq must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
+        lr_size_of(lq)  # validates lq
         from gsasr_plugin.ops import DEFAULT_CUTOFF
         self.net = net
         self.lq = lq

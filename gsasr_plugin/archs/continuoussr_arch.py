@@ -37,7 +37,7 @@ from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchv
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.encoder_registry import build_encoder
 from gsasr_plugin.archs.gaussian_field import GaussianField
-from gsasr_plugin.utils.scale import ScaleLike, check_out_size, resolve_scale_and_size
+from gsasr_plugin.utils.scale import ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size
 
 __all__ = ['ContinuousSR', 'DGP_CHOLESKY_VALUES', 'cholesky_dictionary', 'cholesky_to_sigma_rho', 'make_mlp']
 
@@ -213,9 +213,7 @@ class ContinuousSR(nn.Module):
 
         ``scale`` and ``out_size`` are accepted for interface compatibility and ignored (checked only).
         """
-        if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
-            raise ValueError(f'lq must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
-        lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
+        lr_size = lr_size_of(lq)
         if scale is not None or out_size is not None:
             resolve_scale_and_size(lr_size, scale, out_size)  # validation only
         token_map = self.tokens(lq)
@@ -239,7 +237,5 @@ class ContinuousSR(nn.Module):
     def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                 out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
-        if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
-            raise ValueError(f'lq must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
-        _, size = resolve_scale_and_size((int(lq.shape[-2]), int(lq.shape[-1])), scale, out_size)
+        _, size = resolve_scale_and_size(lr_size_of(lq), scale, out_size)
         return self.render(self.encode(lq), size)

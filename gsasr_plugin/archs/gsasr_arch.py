@@ -45,7 +45,7 @@ from gsasr_plugin.archs.gaussian_field import GaussianField
 from gsasr_plugin.archs.window_utils import (Mlp, WindowAttention, WindowCrossAttention, from_window_tokens,
                                              pad_to_multiple, shifted_window_mask, to_window_tokens,
                                              trunc_normal_)
-from gsasr_plugin.utils.scale import ScaleLike, resolve_scale_and_size
+from gsasr_plugin.utils.scale import ScaleLike, lr_size_of, resolve_scale_and_size
 from gsasr_plugin.utils.scale import check_out_size as _check_out_size
 
 __all__ = ['GSASR', 'resolve_scale_and_size']
@@ -427,10 +427,6 @@ class GSASR(nn.Module):
         return GaussianField(means=reference + offset, sigmas=sigmas, rhos=rhos, colors=color * opacity,
                              lr_size=tuple(lr_size), opacities=opacity.squeeze(-1))
 
-    def _check_lq(self, lq: Any) -> None:
-        if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
-            raise ValueError(f'lq must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
-
     def encode(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                out_size: Optional[Sequence[int]] = None) -> GaussianField:
         """Predict the Gaussians of ``lq`` (B, 3, h, w) for one scale (s_h, s_w) shared by the batch.
@@ -439,7 +435,7 @@ class GSASR(nn.Module):
         it is valid for that scale only (``field_depends_on_scale``). ``out_size`` only serves to derive
         the scale when ``scale`` is None.
         """
-        self._check_lq(lq)
+        lr_size_of(lq)
         lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
         pair, _ = resolve_scale_and_size(lr_size, scale, out_size)
         features = self.encoder(lq)
@@ -452,6 +448,6 @@ class GSASR(nn.Module):
     def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                 out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
-        self._check_lq(lq)
+        lr_size_of(lq)
         pair, size = resolve_scale_and_size((int(lq.shape[-2]), int(lq.shape[-1])), scale, out_size)
         return self.render(self.encode(lq, pair), size)

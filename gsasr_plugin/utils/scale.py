@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 
 __all__ = [
-    'ScaleLike', 'ScalePair', 'to_scale_pair', 'scale_from_option', 'scale_tag', 'check_out_size', 'scaled_size',
+    'ScaleLike', 'ScalePair', 'lr_size_of', 'to_scale_pair', 'scale_from_option', 'scale_tag', 'check_out_size', 'scaled_size',
     'resolve_scale_and_size', 'parse_scale_text', 'parse_scale_list_text', 'parse_size_text'
 ]
 
@@ -78,6 +78,13 @@ def scale_tag(scale: ScaleLike) -> str:
     """Name of a scale in metric keys and file names: ``2``, ``3.5``, ``2x3`` (anisotropic)."""
     s_h, s_w = scale_from_option(scale)
     return f'{s_h:g}' if s_h == s_w else f'{s_h:g}x{s_w:g}'
+
+
+def lr_size_of(lq: Any, name: str = 'lq') -> Tuple[int, int]:
+    """``(h, w)`` of a (B, C, h, w) image tensor; ValueError naming ``name`` for anything else."""
+    if not isinstance(lq, torch.Tensor) or lq.ndim != 4:
+        raise ValueError(f'{name} must be a (B, C, h, w) tensor, got {getattr(lq, "shape", type(lq))}')
+    return int(lq.shape[-2]), int(lq.shape[-1])
 
 
 def check_out_size(out_size: Any, name: str = 'out_size') -> Tuple[int, int]:
