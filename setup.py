@@ -75,6 +75,7 @@ setup(
         'basicsr==1.4.2',
         'mmengine>=0.10',
         'timm>=1.0',
+        'huggingface_hub',  # downloads released (official) checkpoints by short name
         'numpy',
         'opencv-python',
         'lpips',
