@@ -88,6 +88,8 @@ setup(
         'lpips',
         'DISTS-pytorch==0.1',  # ships DISTS's alpha/beta weights (weights.pt)
         'scikit-image',
+        'matplotlib',  # the PSNR-vs-scale plot of basicsr test, the Gaussian drawings of basicsr infer
+        'Pillow',  # zoom GIFs, image headers
         'pyyaml',
         'tqdm',
     ],

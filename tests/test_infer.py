@@ -397,3 +397,106 @@ def test_networks_without_a_plain_gaussian_field_are_not_tiled():
     finally:
         inference.auto_tile_size = original
     assert out.shape == (1, 3, 40, 40)
+
+
+# ------------------------------------------------------------------ no YAML, safe outputs, short flags
+@pytest.fixture
+def self_describing(tmp_path, model_files):
+    """The stand-in's weights saved as basicsr train saves them now: weights + network_g."""
+    from gsasr_plugin.checkpoint import save_checkpoint
+    _, _, network = model_files
+    path = tmp_path / 'net_g_latest.pth'
+    save_checkpoint(str(path), network.state_dict(), {'type': 'InferStandInNet', 'num_feat': 8})
+    return path
+
+
+def test_cli_checkpoint_alone_is_enough(self_describing, model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images / 'rgb8.png', '-o', tmp_path / 'a', '-s', '3.7')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'a' / 'rgb8_x3.7.png')).shape == (74, 89, 3)
+    # a BasicSR checkpoint without network options: one line saying to pass -opt; with -opt it works
+    code, _, err = _run(capsys, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'b', '-s', '2')
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert 'net_g.pth does not say which network it holds' in err and '-opt OPTIONS.yml' in err
+    assert not (tmp_path / 'b').exists()
+    assert _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'b', '-s', '2')[0] == 0
+
+
+def test_cli_short_flags_like_real_esrgan(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-n', self_describing, '-i', images / 'rgb8.png', '-o', tmp_path / 'o', '--outscale',
+                        '2', '-t', '8')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'o' / 'rgb8_x2.png')).shape == (40, 48, 3)
+    code, _, err = _run(capsys, '--model', self_describing, '--input', images / 'rgb8.png', '--output',
+                        tmp_path / 'o', '--size', '77x41', '--tile', '0')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'o' / 'rgb8_77x41.png')).shape == (41, 77, 3)  # the suffix names the size
+
+
+def test_cli_never_overwrites_inputs_unless_asked(self_describing, tmp_path, photo, capsys):
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'cat.png'), photo('chelsea', (8, 8))[..., ::-1])
+    original = (folder / 'cat.png').read_bytes()
+    # writing into the input folder with no suffix would replace cat.png: refused, nothing written
+    code, _, err = _run(capsys, '-m', self_describing, '-i', folder, '-o', folder, '-s', '2', '--suffix', '')
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert 'would replace the input image' in err and '--overwrite' in err
+    assert (folder / 'cat.png').read_bytes() == original and sorted(p.name for p in folder.iterdir()) == ['cat.png']
+    # the default suffix names the scale, so the same folder is safe ...
+    assert _run(capsys, '-m', self_describing, '-i', folder, '-o', folder, '-s', '2')[0] == 0
+    assert cv2.imread(str(folder / 'cat_x2.png')).shape == (16, 16, 3)
+    # ... and a second run does not compound (cat.png would replace its own earlier output, an input now)
+    first = (folder / 'cat_x2.png').read_bytes()
+    code, _, err = _run(capsys, '-m', self_describing, '-i', folder, '-o', folder, '-s', '2')
+    assert code == 2 and 'cat_x2.png' in err
+    assert (folder / 'cat_x2.png').read_bytes() == first and not (folder / 'cat_x2_x2.png').exists()
+    # --overwrite is the explicit request
+    code, _, err = _run(capsys, '-m', self_describing, '-i', folder / 'cat.png', '-o', folder, '-s', '2', '--suffix',
+                        '', '--overwrite')
+    assert code == 0, err
+    assert cv2.imread(str(folder / 'cat.png')).shape == (16, 16, 3)
+
+
+def test_cli_two_inputs_one_output_is_refused(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'o', '-s', '2', '--ext', 'png')
+    assert code == 2 and 'would both be written to' in err and 'photo_x2.png' in err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_cli_lossy_ext_says_so_once(self_describing, images, tmp_path, capsys):
+    code, stdout, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'jpg', '-s', '2', '--ext',
+                             'jpg')
+    assert code == 2  # photo.jpg and photo.webp would both become photo_x2.jpg
+    for name in ('photo.jpg', 'photo.webp'):
+        (images / name).unlink()
+    code, stdout, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'jpg', '-s', '2', '--ext',
+                             'jpg')
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith('basicsr infer: note:')]
+    assert len(notes) == 2, err  # two 16-bit inputs and one RGBA input: one note for depth, one for alpha
+    assert any('holds 8-bit images' in n and '16-bit input' in n for n in notes)
+    assert any('no alpha channel' in n and 'rgba.png' in n for n in notes)
+    assert cv2.imread(str(tmp_path / 'jpg' / 'rgba_x2.jpg'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 3)
+    # --ext auto (the default) keeps every input's format, depth and alpha, and says nothing
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'auto', '-s', '2')
+    assert code == 0 and 'note' not in err
+    assert cv2.imread(str(tmp_path / 'auto' / 'rgb16_x2.tif'), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert cv2.imread(str(tmp_path / 'auto' / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 4)
+
+
+def test_cli_bf16_on_cpu_says_it_is_slower(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'o', '-s', '2', '--bf16',
+                        '--device', 'cpu')
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('basicsr infer: note: --bf16') and 'slower' in lines[0]
+
+
+def test_cli_scales_carry_alpha(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images / 'rgba.png', '-o', tmp_path / 'o', '--scales',
+                        '2,1.5')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'o' / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 4)
+    assert cv2.imread(str(tmp_path / 'o' / 'rgba_x1.5.png'), cv2.IMREAD_UNCHANGED).shape == (30, 36, 4)
