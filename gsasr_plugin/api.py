@@ -52,7 +52,7 @@ def bf16_notice(device: torch.device) -> Optional[str]:
     """The note shown when bfloat16 is asked for where it is slower than float32 (on the CPU), else None."""
     if torch.device(device).type != 'cpu':
         return None
-    return ('bfloat16 on the CPU is usually slower than float32 (most CPUs emulate it; measured 2x slower here); '
+    return ('bfloat16 on the CPU is usually slower than float32 (most CPUs have no fast bfloat16 arithmetic); '
             'it pays off on CUDA GPUs')
 
 

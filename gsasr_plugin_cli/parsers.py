@@ -105,7 +105,8 @@ def infer_parser() -> argparse.ArgumentParser:
     parser.add_argument('--bf16', action='store_true',
                         help='run the network in bfloat16 autocast (faster on CUDA GPUs; slower on most CPUs)')
     parser.add_argument('--device', default=None, help="'cuda', 'cuda:1', 'cpu' (default: cuda when available)")
-    parser.add_argument('--param-key', default=None, help="checkpoint key to load (default: 'params_ema', then 'params')")
+    parser.add_argument('--param-key', default=None,
+                        help="checkpoint key to load (default: 'params_ema', then 'params')")
     parser.add_argument('--suffix', default=None,
                         help="added to each output file's stem (default: the scale, '_x4', '_x1.5x3', or the size, "
                         "'_1920x1080'; '' for none)")

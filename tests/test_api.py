@@ -3,6 +3,7 @@
 Uses the stand-in network of ``test_infer`` (a few convolutions predicting Gaussians) to stay fast.
 """
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,19 @@ def test_upscale_file_keeps_depth_and_reports_what_the_format_drops(ours, tmp_pa
     lossy = model.upscale_file(tmp_path / 'a.png', tmp_path / 'out' / 'a.jpg', scale=2)
     assert (lossy.output_dtype, lossy.alpha_dropped) == (np.uint8, True)
     assert cv2.imread(str(tmp_path / 'out' / 'a.jpg'), cv2.IMREAD_UNCHANGED).shape == (20, 24, 3)
+
+
+def test_demo_upscale_goes_through_the_api(tmp_path, photo):
+    import cv2
+
+    from basicsr.archs import build_network
+    from gsasr_plugin import demo
+    option_file = Path(__file__).resolve().parents[1] / 'options' / 'train_gsasr_demo.yml'
+    options = yaml.safe_load(option_file.read_text())
+    network = build_network(dict(options['network_g']))
+    save_checkpoint(str(tmp_path / 'demo.pth'), network.state_dict(), options['network_g'])
+    cv2.imwrite(str(tmp_path / 'cat.png'), photo('chelsea', (12, 16))[..., ::-1])
+    assert demo.main(['upscale', '-opt', str(option_file), '--input', str(tmp_path / 'cat.png'), '--scale', '3.5',
+                      '--output', str(tmp_path / 'out' / 'cat_x3.5.png'), '--weights', str(tmp_path / 'demo.pth')]) == 0
+    assert cv2.imread(str(tmp_path / 'out' / 'cat_x3.5.png')).shape == (42, 56, 3)
+    assert cv2.imread(str(tmp_path / 'out' / 'cat_x3.5_bicubic.png')).shape == (42, 56, 3)

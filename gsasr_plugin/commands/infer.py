@@ -99,16 +99,16 @@ class _Notes:
             self.said.add(key)
             print(f'{PROG}: note: {text}', file=sys.stderr)
 
-    def lossy_output(self, args, source: Path, result) -> None:
+    def lossy_output(self, args, source: Path, input_dtype, output_dtype, alpha_dropped: bool) -> None:
         """Explicit ``--ext`` choices that drop bit depth or alpha (``--ext auto`` never does)."""
         if args.ext == 'auto':
             return
-        bits_in = _BITS.get(str(result.input_dtype), str(result.input_dtype))
-        bits_out = _BITS.get(str(result.output_dtype), str(result.output_dtype))
+        bits_in = _BITS.get(str(input_dtype), str(input_dtype))
+        bits_out = _BITS.get(str(output_dtype), str(output_dtype))
         if bits_in != bits_out:
             self.say('depth', f'--ext {args.ext} holds {bits_out} images: {bits_in} input {source.name} (and any '
                      f'other) is written with less precision; --ext auto keeps the input format and depth')
-        if result.alpha_dropped:
+        if alpha_dropped:
             self.say('alpha', f'--ext {args.ext} has no alpha channel: the transparency of {source.name} (and any '
                      'other) is dropped; --ext auto or png keeps it')
 
@@ -120,15 +120,18 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
     if args.scales or args.zoom:  # several renders of one encoding (gsasr_plugin.zoom)
         import torch
 
+        from gsasr_plugin.inference import output_layout
         from gsasr_plugin.zoom import write_scales_and_zoom
         rgb, meta = read_image(str(path))
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(model.device)
         write_scales_and_zoom(model.network, lq, meta, path.stem, ext, args)
         if args.scales:
+            dtype, keeps_alpha = output_layout(ext, meta)
+            notes.lossy_output(args, path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha)
             return
     result = model.upscale_file(path, outputs[0], scale=args.scale, out_size=args.size, tile=args.tile,
                                 tile_margin=args.tile_margin, bf16=args.bf16, progress=progress)
-    notes.lossy_output(args, path, result)
+    notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
     if args.save_gaussians:
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         rgb, _ = read_image(str(path))

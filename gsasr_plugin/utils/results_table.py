@@ -123,7 +123,8 @@ def write_per_image_csv(per_image: PerImage, path: str) -> None:
                     bicubic = values.get('bicubic') or {}
                     for metric, value in (values.get('model') or {}).items():
                         bic = bicubic.get(metric)
-                        writer.writerow([dataset, tag, image, metric, f'{value:.6g}', '' if bic is None else f'{bic:.6g}'])
+                        bic_text = '' if bic is None else f'{bic:.6g}'
+                        writer.writerow([dataset, tag, image, metric, f'{value:.6g}', bic_text])
 
 
 def _psnr_metric(rows: List[ResultRow]) -> Optional[str]:
