@@ -7,8 +7,8 @@
 Each tree is copied to a scratch folder (the old one with ``git archive``) and its own console-script entry
 point (read from its ``setup.py``) is run in a fresh Python with only that tree on ``PYTHONPATH``, from a
 neutral folder, interleaving trees and commands so that machine load hits both alike. One untimed run
-per command warms the file cache; the table gives the median and the minimum wall time of ``--repeat``
-runs. ``import gsasr_plugin`` (the plugin with its registries: torch, torchvision, basicsr) is timed as a
+per command (``--warmup``) warms the file cache; the table gives the median and the minimum wall time of
+``--repeat`` runs. ``import gsasr_plugin`` (the plugin with its registries: torch, torchvision, basicsr) is timed as a
 reference. Results: ``benchmarks/results/cli_startup.{md,csv}`` (``--out``).
 """
 import argparse
@@ -107,6 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--old', default=None, help="git revision to compare with ('none': this tree only; "
                         'default: the commit before gsasr_plugin_cli)')
     parser.add_argument('--repeat', type=int, default=5, help='timed runs per command and tree (default 5)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed runs per command and tree first (default 1)')
     parser.add_argument('--commands', nargs='+', default=list(COMMANDS), choices=list(COMMANDS))
     parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results'), help='folder for the results')
     args = parser.parse_args(argv)
@@ -122,9 +123,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         neutral.mkdir()
         times: Dict[Tuple[str, str], List[float]] = {}
         codes: Dict[Tuple[str, str], int] = {}
-        for tree_name, tree in trees.items():  # warm the file cache
-            for name in args.commands:
-                time_once(tree, name, neutral)
+        for _ in range(max(0, args.warmup)):  # warm the file cache
+            for tree in trees.values():
+                for name in args.commands:
+                    time_once(tree, name, neutral)
         for _ in range(max(1, args.repeat)):
             for name in args.commands:
                 for tree_name, tree in trees.items():

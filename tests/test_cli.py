@@ -169,7 +169,7 @@ def test_startup_benchmark_script_runs(tmp_path):
     import subprocess
     import sys
     proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'bench_cli_startup.py'), '--repeat', '1',
-                           '--old', 'none', '--commands', 'help', 'import', '--out', str(tmp_path)],
+                           '--warmup', '0', '--old', 'none', '--commands', 'help', 'import', '--out', str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = (tmp_path / 'cli_startup.md').read_text()
