@@ -200,7 +200,8 @@ def liif_offsets_and_cell(lr_size: Sequence[int], out_size: Sequence[int],
 
     Each output pixel's nearest LR pixel is found as LIIF does (``grid_sample(..., mode='nearest')`` on the
     LR coordinate map, so ties between two LR pixels go to the even index), and its offset is
-    ``(coord - nearest) * (h, w)``: half-LR-pixel units in [-1, 1].
+    ``(coord - nearest) * (h, w)``: half-LR-pixel units in [-1, 1]. As in LIIF, the coordinates are made on
+    the CPU and the lookup runs on ``device``.
 
     Returns:
         rel: (2, Ho, Wo) offsets (x, y); cell: (2,) the output pixel size (x, y) in the same units.
@@ -208,12 +209,12 @@ def liif_offsets_and_cell(lr_size: Sequence[int], out_size: Sequence[int],
     height, width = int(lr_size[0]), int(lr_size[1])
     out_h, out_w = int(out_size[0]), int(out_size[1])
     rows, cols = torch.meshgrid(liif_coordinates(out_h), liif_coordinates(out_w), indexing='ij')
-    coord = torch.stack((rows, cols), dim=-1)  # (Ho, Wo, 2): (y, x) as make_coord
+    coord = torch.stack((rows, cols), dim=-1).to(device)  # (Ho, Wo, 2): (y, x) as make_coord
     lr_rows, lr_cols = torch.meshgrid(liif_coordinates(height), liif_coordinates(width), indexing='ij')
-    lr_coord = torch.stack((lr_rows, lr_cols), dim=0).unsqueeze(0)  # (1, 2, h, w)
+    lr_coord = torch.stack((lr_rows, lr_cols), dim=0).unsqueeze(0).to(device)  # (1, 2, h, w)
     nearest = F.grid_sample(lr_coord, coord.flip(-1).unsqueeze(0), mode='nearest', align_corners=False)[0]
     rel = coord.permute(2, 0, 1) - nearest  # (2, Ho, Wo): (y, x)
     rel[0] *= height
     rel[1] *= width
     cell = torch.stack((torch.ones(()) * (2 / out_w) * width, torch.ones(()) * (2 / out_h) * height))
-    return rel.flip(0).to(device), cell.to(device)
+    return rel.flip(0), cell.to(device)
