@@ -10,6 +10,7 @@
   its core (non-overlapping) region, shifted to full-image coordinates; all tiles' Gaussians are
   rendered once into one canvas, so there are no seams to blend.
 """
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -236,6 +237,8 @@ def _reference_points(network: nn.Module, field: GaussianField) -> torch.Tensor:
 
 
 def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> GaussianField:
+    """One field over the whole image from the tiles' fields (a tile's own canvas does not carry over; the
+    official box cut-off, the same for every tile, does)."""
     opacities = None
     if all(f.opacities is not None for f in fields):
         opacities = torch.cat([f.opacities for f in fields], dim=1)
@@ -243,13 +246,14 @@ def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) ->
                          sigmas=torch.cat([f.sigmas for f in fields], dim=1),
                          rhos=torch.cat([f.rhos for f in fields], dim=1),
                          colors=torch.cat([f.colors for f in fields], dim=1), lr_size=tuple(lr_size),
-                         opacities=opacities)
+                         opacities=opacities, box_cutoff=fields[0].box_cutoff if fields else None)
 
 
 def _float_field(field: GaussianField) -> GaussianField:
-    """Render in float32 whatever precision the decoder ran in."""
-    return GaussianField(field.means.float(), field.sigmas.float(), field.rhos.float(), field.colors.float(),
-                         tuple(field.lr_size), None if field.opacities is None else field.opacities.float())
+    """Render in float32 whatever precision the decoder ran in (the field's canvas and cut-off kept)."""
+    return dataclasses.replace(field, means=field.means.float(), sigmas=field.sigmas.float(),
+                               rhos=field.rhos.float(), colors=field.colors.float(),
+                               opacities=None if field.opacities is None else field.opacities.float())
 
 
 def encode_tiled(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], tile: int,
