@@ -75,6 +75,31 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
     """
 
+    # -------------------------------------------------------------------------------------- weights
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loading, plus released weights: ``path: pretrain_network_g`` may also be
+        ``official:<name>``, a folder of a released model's official files, those files joined by commas
+        (:func:`gsasr_plugin.checkpoint.load_weights`), or a checkpoint file BasicSR cannot read (a released
+        model's single official file, a bare state dict). Released weights always load strictly."""
+        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
+        if not is_released_weights(load_path):
+            try:
+                return super().load_network(net, load_path, strict, param_key)
+            except (KeyError, RuntimeError) as error:  # not BasicSR's layout, or keys that do not fit
+                try:
+                    weights = load_weights(load_path, self.opt['network_g'])
+                except (ValueError, KeyError):
+                    raise error from None
+                if weights.meta.get('released_model') is None:
+                    raise error
+        else:
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if load_path not in cache:  # net_g and its EMA copy load the same files
+                cache[load_path] = load_weights(load_path, self.opt['network_g'])
+            weights = cache[load_path]
+        load_strict(self.get_bare_model(net), weights.state_dict, f'path:pretrain_network_g {load_path}')
+        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {weights.meta["source"]}.')
+
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
         self.lq = data['lq'].to(self.device)
