@@ -310,9 +310,10 @@ def convert_official_gsasr(paths: Sequence[Union[str, Path]], encoder: str, deco
 # ------------------------------------------------------------------------------------- released models
 # Our encoder options reproducing each official encoder class.
 _PAPER_ENCODERS = {
-    'EDSRNOUP': {'type': 'EDSRBaseline', 'rgb_mean': None, 'global_residual': False},
-    'RDNNOUP': {'type': 'RDN', 'rgb_mean': None},
-    'SwinIRNOUP': {'type': 'SwinIR', 'rgb_mean': None, 'window_size': 8},
+    'EDSRNOUP': {'type': 'EDSRBaseline', 'num_feat': 64, 'num_block': 16, 'rgb_mean': None, 'global_residual': False},
+    'RDNNOUP': {'type': 'RDN', 'num_feat': 64, 'num_blocks': 16, 'num_layers': 8, 'growth': 64, 'rgb_mean': None},
+    'SwinIRNOUP': {'type': 'SwinIR', 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'window_size': 8,
+                   'mlp_ratio': 2.0, 'rgb_mean': None},
 }
 # The official inference pads the LR image to the least common multiple of the encoder's and the
 # decoder's windows (inference_paper.py: 12 for EDSR and RDN, 24 for SwinIR).

@@ -192,13 +192,17 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self.output = self._test_at(self.lq, self.scale, self.out_size)
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
-        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale)."""
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale), at most
+        ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
+            largest = metric_opt.pop('crop_border_max', None)
             if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
                 metric_opt['crop_border'] = int(math.ceil(max(scale)))
+                if largest is not None:
+                    metric_opt['crop_border'] = min(metric_opt['crop_border'], int(largest))
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 
