@@ -12,7 +12,7 @@ import yaml
 import gsasr_plugin  # noqa: F401  (registers archs and encoders)
 from basicsr.archs import build_network
 from gsasr_plugin.archs.gaussiansr_arch import GaussianSR
-from gsasr_plugin.archs.gaussiansr_official import (OFFICIAL_NETWORK_G, OFFICIAL_TRAIN_ARGS, convert_official_files,
+from gsasr_plugin.archs.official_gaussiansr import (OFFICIAL_NETWORK_G, OFFICIAL_TRAIN_ARGS, convert_official_files,
                                                     convert_state_dict, is_official_checkpoint,
                                                     load_official_checkpoint, main, official_network_options,
                                                     official_state_dict_keys)
@@ -73,6 +73,23 @@ def test_forward_matches_the_official_code(official_tiny, case):
     assert (captured['decoder_input'][:, :8] - ref['decoder_input'][:, :8]).abs().max() < 1e-5  # splatted
     assert (captured['decoder_input'][:, 8:] - ref['decoder_input'][:, 8:]).abs().max() < 1e-5  # bicubic
     assert (out - (ref['pred_normalised'] * 0.5 + 0.5)).abs().max() < 1e-4
+    if ref['mode'] == 'train':  # one training step: their L1 on normalised values, our output denormalised
+        ((out - 0.5) / 0.5 - ref['target']).abs().mean().backward()
+        ours = dict(net.named_parameters())
+        sigma = ours['kernel_sigma'].grad
+        pairs = {'sigma_x': sigma[:, 1], 'sigma_y': sigma[:, 0], 'rho': ours['kernel_rho'].grad[:, None],
+                 'opacity': ours['kernel_opacity'].grad[:, None],
+                 'encoder.segmentation_head.0.bias': ours['classifier.bias'].grad,
+                 'encoder.edsr.head.0.weight': ours['encoder.conv_first.weight'].grad,
+                 'coef.bias': ours['decoder.coef.bias'].grad,
+                 'freq.bias': ours['decoder.freq.bias'].grad.view(-1, 2).flip(1).reshape(-1),  # (y, x) pairs
+                 'phase.weight': ours['decoder.phase.weight'].grad.flip(1),
+                 'dec.layers.0.bias': ours['decoder.mlp.0.bias'].grad,
+                 'dec.layers.4.weight': ours['decoder.mlp.4.weight'].grad[..., 0, 0],
+                 'dec.layers.4.bias': ours['decoder.mlp.4.bias'].grad}
+        for key, grad in pairs.items():
+            theirs = ref[f'grad/{key}']
+            assert (grad - theirs).abs().max() <= 1e-4 * theirs.abs().max() + 1e-9, key
 
 
 def test_forward_equals_encode_render_and_pixel_index_decodes_those_pixels(official_tiny):
@@ -173,7 +190,8 @@ def test_default_key_list_is_what_their_code_produces():
     assert {k: tuple(v) for k, v in recorded['keys'].items()} == official_state_dict_keys(OFFICIAL_TRAIN_ARGS)
 
 
-@pytest.mark.parametrize('options_file', ['test_gaussiansr_edsr_official.yml', 'test_gaussiansr_edsr_official_div2k.yml',
+@pytest.mark.parametrize('options_file', ['test_gaussiansr_edsr_official.yml',
+                                          'test_gaussiansr_edsr_official_div2k.yml',
                                           'train_gaussiansr_edsr_official.yml'])
 def test_their_key_set_loads_strictly_into_the_official_options(options_file):
     network_g = yaml.safe_load((REPO / 'options' / options_file).read_text())['network_g']
@@ -184,7 +202,8 @@ def test_their_key_set_loads_strictly_into_the_official_options(options_file):
     state = {k: torch.randn(v, generator=gen) for k, v in shapes.items()}
     net = build(network_g, convert_state_dict(state, OFFICIAL_TRAIN_ARGS))
     assert sum(p.numel() for p in net.parameters()) == sum(v.numel() for k, v in state.items() if '_mean.' not in k)
-    assert torch.equal(net.kernel_sigma[:, 0], state['sigma_y']) and torch.equal(net.kernel_sigma[:, 1], state['sigma_x'])
+    assert torch.equal(net.kernel_sigma[:, 0], state['sigma_y'])  # their sigma_y spreads along columns (x)
+    assert torch.equal(net.kernel_sigma[:, 1], state['sigma_x'])
 
 
 def test_converter_rejects_wrong_layouts(tmp_path):
@@ -214,7 +233,8 @@ def test_converter_command_writes_a_checkpoint_basicsr_loads(tmp_path, capsys):
     saved = torch.load(target, weights_only=True)
     assert saved['network_g']['splatting'] == 'patches' and 'official GaussianSR' in saved['gsasr_plugin']['source']
     net = build(saved['network_g'], saved['params'])
-    assert torch.equal(net.decoder.freq.weight, convert_official_files([FIXTURES / 'weights.pt'])['decoder.freq.weight'])
+    converted = convert_official_files([FIXTURES / 'weights.pt'])
+    assert torch.equal(net.decoder.freq.weight, converted['decoder.freq.weight'])
     assert main([str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')]) == 1
     assert 'no such file' in capsys.readouterr().err
 
@@ -249,10 +269,10 @@ def test_official_training_recipe_file():
     assert math.isclose(48 * 48, train['sample_q'])
 
 
-def test_converted_checkpoint_through_basicsr_test_and_infer(tmp_path, photo, capsys):
-    """Their (tiny) checkpoint converted by the command, then the shipped official test options (network
-    shrunk to the checkpoint's, data pointed at photos with pre-made LR files) run by the real
-    `basicsr test`, and `basicsr infer` on a photo."""
+def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_path, photo, capsys):
+    """Their (tiny) checkpoint file as it is, by path: the shipped official test options (network shrunk to the
+    checkpoint's, data pointed at photos with pre-made LR files) run by the real `basicsr test`;
+    `basicsr infer` and `basicsr convert` take the file too (the released model's converter)."""
     import os
     import re
     import subprocess
@@ -261,11 +281,10 @@ def test_converted_checkpoint_through_basicsr_test_and_infer(tmp_path, photo, ca
     import cv2
     import numpy as np
 
-    from gsasr_plugin.commands import infer
+    from gsasr_plugin.commands import convert, infer
     from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
-    weights = tmp_path / 'converted.pth'
-    assert main([str(FIXTURES / 'weights.pt'), str(weights)]) == 0
-    network_g = torch.load(weights, weights_only=True)['network_g']
+    theirs = FIXTURES / 'weights.pt'
+    network_g = load_official_checkpoint(theirs).network_g
     (tmp_path / 'hr').mkdir()
     (tmp_path / 'lr' / 'X2').mkdir(parents=True)
     for name in ('astronaut', 'coffee'):
@@ -278,22 +297,39 @@ def test_converted_checkpoint_through_basicsr_test_and_infer(tmp_path, photo, ca
     paired.update(dataroot_gt='hr', dataroot_lq='lr/X{scale}', scales=[2])
     on_the_fly.update(dataroot_gt='hr', scales=[3])
     opt.update(num_gpu=0, network_g=network_g, datasets={'test_1': paired, 'test_2': on_the_fly})
-    opt['path']['pretrain_network_g'] = str(weights)
+    opt['path']['pretrain_network_g'] = str(theirs)
     (tmp_path / 'test.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
     proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin.cli', 'test', '-opt', 'test.yml'], cwd=tmp_path,
                           env=dict(os.environ, OMP_NUM_THREADS='2'), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = next((tmp_path / 'results' / opt['name']).glob('*.log')).read_text()
-    assert 'Loading GaussianSR model from' in log
+    assert re.search(r'Loaded GaussianSR from .*weights.pt \(official file of gaussiansr-edsr-official\)', log)
     assert re.search(r'Validation Set5 .*\n\s+# psnr_x2: \d+\.\d+ \[\d+\.\d+\]', log)
     assert re.search(r'Validation Set5_ood .*\n\s+# psnr_x3: \d+\.\d+', log)
 
     options = tmp_path / 'infer.yml'
     options.write_text(yaml.safe_dump({'network_g': network_g}))
-    code = infer.run(['-opt', str(options), '--model', str(weights), '-i', str(tmp_path / 'hr' / 'coffee.png'),
-                      '-o', str(tmp_path / 'out'), '--scale', '2.5', '--device', 'cpu'])
-    assert code == 0
+    photo_in = str(tmp_path / 'hr' / 'coffee.png')
+    assert infer.run(['-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out'),
+                      '--scale', '2.5', '--device', 'cpu']) == 0
     assert cv2.imread(str(tmp_path / 'out' / 'coffee.png')).shape == (110, 125, 3)
-    code = infer.run(['-opt', str(options), '--model', str(weights), '-i', str(tmp_path / 'hr' / 'coffee.png'),
-                      '-o', str(tmp_path / 'out2'), '--scale', '2', '--device', 'cpu', '--save-gaussians'])
-    assert code == 1 and 'no per-pixel Gaussians to draw' in capsys.readouterr().err  # one line, no traceback
+    assert infer.run(['-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out2'),
+                      '--scale', '2', '--device', 'cpu', '--save-gaussians']) == 1
+    assert 'no per-pixel Gaussians to draw' in capsys.readouterr().err  # one line, no traceback
+    ours = tmp_path / 'converted.pth'
+    assert convert.run(['--model', str(theirs), '-opt', str(options), '-o', str(ours)]) == 0
+    saved = torch.load(ours, weights_only=True)
+    assert saved['network_g']['splatting'] == 'patches'
+    assert infer.run(['--model', str(ours), '-i', photo_in, '-o', str(tmp_path / 'out3'), '--scale', '2.5',
+                      '--device', 'cpu']) == 0  # no -opt: the checkpoint carries its network_g
+    assert np.array_equal(cv2.imread(str(tmp_path / 'out3' / 'coffee.png')),
+                          cv2.imread(str(tmp_path / 'out' / 'coffee.png')))
+
+
+def test_released_model_short_name_says_where_to_get_the_file():
+    from gsasr_plugin import hub
+    model = hub.released_model('official:gaussiansr-edsr-official')
+    assert model.method == 'GaussianSR' and model.network_g == OFFICIAL_NETWORK_G
+    with pytest.raises(hub.WeightsUnavailableError, match='not on the Hugging Face hub; download it from '
+                       'https://github.com/tljxyys/GaussianSR/blob/main/save/edsr-baseline-gaussiansr/epoch-last.pth'):
+        hub.fetch_files(model)

@@ -158,3 +158,19 @@ def test_crop_border_scale_plus_n():
     assert _crop_border(5, (2.0, 2.0), 'psnr') == 5
     with pytest.raises(ValueError, match='psnr: crop_border'):
         _crop_border('scale*2', (2.0, 2.0), 'psnr')
+
+
+def test_crop_border_max_caps_the_scale_border(folders, monkeypatch):
+    """``crop_border: ~`` crops ceil(scale) pixels; ``crop_border_max: 8`` caps it (the GSASR paper's min(s, 8))."""
+    import gsasr_plugin.models.arbitrary_scale_model as module
+    tmp_path, hr = folders
+    opt = _opt(tmp_path, hr)
+    opt['val']['metrics'] = dict(psnr=dict(type='calculate_psnr', crop_border=None, crop_border_max=8,
+                                           test_y_channel=True))
+    model = build_model(opt)
+    seen = []
+    monkeypatch.setattr(module, 'calculate_metric', lambda data, metric_opt: seen.append(dict(metric_opt)) or 1.0)
+    for scale in ((2.0, 2.0), (12.0, 12.0), (3.5, 1.5)):
+        model._metric_values({}, scale)
+    assert [o['crop_border'] for o in seen] == [2, 8, 4]
+    assert all('crop_border_max' not in o for o in seen)

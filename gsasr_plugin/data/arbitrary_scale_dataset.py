@@ -342,12 +342,18 @@ class ArbitraryScaleTestDataset(data.Dataset):
         filename_tmpl (str): LR file stem from the GT stem, may use ``{scale}``. Default: ``'{}'``.
         lq_resize (str): LR made on the fly by ``'matlab'`` (MATLAB-style bicubic) or ``'pil'`` (LIIF's 8-bit
             PIL bicubic). Default: 'matlab'.
+        lq_bits (int, optional): round the LR images made on the fly to this many bits per channel (8: as an
+            LR PNG file would hold them, the benchmark protocol of the GSASR paper). Default: none (float).
         io_backend (dict): ``{type: disk}`` (default) or lmdb.
     """
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
+        self.lq_bits = opt.get('lq_bits')
+        if self.lq_bits is not None and (isinstance(self.lq_bits, bool) or not isinstance(self.lq_bits, int)
+                                         or not 1 <= self.lq_bits <= 16):
+            raise ValueError(f"'lq_bits' must be an integer in [1, 16] or ~, got {self.lq_bits!r}")
         scales = opt.get('scales', [4])
         if not isinstance(scales, (list, tuple)) or not scales:
             raise ValueError(f"'scales' must be a non-empty list of scales, got {scales!r}")
@@ -409,6 +415,9 @@ class ArbitraryScaleTestDataset(data.Dataset):
         gt = _to_float(hr[:gt_h, :gt_w])
         if lq is None:
             lq = np.clip(self.resize_lq(gt, (lq_h, lq_w)), 0, 1)
+            if self.lq_bits is not None:
+                levels = float(2**self.lq_bits - 1)
+                lq = (np.round(lq * levels) / levels).astype(lq.dtype)
         return {
             'lq': _to_tensor(lq),
             'gt': _to_tensor(gt),

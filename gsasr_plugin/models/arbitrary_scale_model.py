@@ -61,17 +61,20 @@ def _scale_pair(scale: torch.Tensor) -> Pair:
     return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
 
 
-def _crop_border(value: Any, scale: Pair, metric: str) -> Any:
-    """A metric's ``crop_border`` at ``scale``: ~ / 'scale' -> ceil(scale), 'scale+N' -> ceil(scale) + N."""
+def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = None) -> Any:
+    """A metric's ``crop_border`` at ``scale``: ~ / 'scale' -> ceil(scale), 'scale+N' -> ceil(scale) + N, at
+    most ``largest`` (``crop_border_max``) when given; a number stays as it is."""
     if value is None or value == 'scale':
-        return int(math.ceil(max(scale)))
-    if isinstance(value, str):
+        border = int(math.ceil(max(scale)))
+    elif isinstance(value, str):
         text = value.replace(' ', '')
-        if text.startswith('scale+') and text[len('scale+'):].isdigit():
-            return int(math.ceil(max(scale))) + int(text[len('scale+'):])
-        raise ValueError(f"val: metrics: {metric}: crop_border must be a number, ~, 'scale' or 'scale+N', "
-                         f'got {value!r}')
-    return value
+        if not (text.startswith('scale+') and text[len('scale+'):].isdigit()):
+            raise ValueError(f"val: metrics: {metric}: crop_border must be a number, ~, 'scale' or 'scale+N', "
+                             f'got {value!r}')
+        border = int(math.ceil(max(scale))) + int(text[len('scale+'):])
+    else:
+        return value
+    return border if largest is None else min(border, int(largest))
 
 
 @MODEL_REGISTRY.register()
@@ -88,6 +91,31 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     Hooks for extensions: :meth:`_test_at` (one forward at a scale/size, eval mode, EMA net when present),
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
     """
+
+    # -------------------------------------------------------------------------------------- weights
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loading, plus released weights: ``path: pretrain_network_g`` may also be
+        ``official:<name>``, a folder of a released model's official files, those files joined by commas
+        (:func:`gsasr_plugin.checkpoint.load_weights`), or a checkpoint file BasicSR cannot read (a released
+        model's single official file, a bare state dict). Released weights always load strictly."""
+        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
+        if not is_released_weights(load_path):
+            try:
+                return super().load_network(net, load_path, strict, param_key)
+            except (KeyError, RuntimeError) as error:  # not BasicSR's layout, or keys that do not fit
+                try:
+                    weights = load_weights(load_path, self.opt['network_g'])
+                except (ValueError, KeyError):
+                    raise error from None
+                if weights.meta.get('released_model') is None:
+                    raise error
+        else:
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if load_path not in cache:  # net_g and its EMA copy load the same files
+                cache[load_path] = load_weights(load_path, self.opt['network_g'])
+            weights = cache[load_path]
+        load_strict(self.get_bare_model(net), weights.state_dict, f'path:pretrain_network_g {load_path}')
+        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {weights.meta["source"]}.')
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
@@ -193,13 +221,15 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
         """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale),
-        ``'scale+N'`` ceil(scale) + N (LIIF's DIV2K protocol crops scale + 6)."""
+        ``'scale+N'`` ceil(scale) + N (LIIF's DIV2K protocol crops scale + 6); a border from the scale is at most
+        ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
+            largest = metric_opt.pop('crop_border_max', None)
             if 'crop_border' in metric_opt:
-                metric_opt['crop_border'] = _crop_border(metric_opt['crop_border'], scale, name)
+                metric_opt['crop_border'] = _crop_border(metric_opt['crop_border'], scale, name, largest)
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 

@@ -8,6 +8,11 @@ Their ``train_gaussian.py`` saves LIIF's layout::
 Their released EDSR-baseline model is ``save/edsr-baseline-gaussiansr/epoch-last.pth`` in their GitHub
 repository (not on a model hub). This module turns such a file into our network options and state dict:
 
+* :data:`RELEASED_MODEL` -- their model registered with :mod:`gsasr_plugin.hub` as
+  ``official:gaussiansr-edsr-official`` (one file, no hub repository: given by path, the plumbing of
+  :func:`gsasr_plugin.checkpoint.load_weights` finds :func:`convert_official_files` for it), so that
+  ``basicsr infer --model epoch-last.pth``, ``path: pretrain_network_g: epoch-last.pth`` and ``basicsr convert``
+  take the file as it is;
 * :func:`official_network_options` -- the ``network_g`` that reproduces their forward (``splatting: patches``,
   ``kernel_param: raw``, ``kernel_sharing: patch_mean``, ``decoder_coords: liif``, ``mlp_act: gelu``, ...);
   evaluation keeps our deterministic kernel choice (``kernel_choice_eval: softmax``, the expectation of
@@ -15,13 +20,12 @@ repository (not on a model hub). This module turns such a file into our network 
 * :func:`official_state_dict_keys` -- the key -> shape list their code produces for given arguments (the
   tests check it against the list their code printed);
 * :func:`convert_state_dict` -- every key checked (missing, unexpected, shape) and mapped: the encoder by
-  :data:`EDSR_KEY_MAP` (EDSR-PyTorch's names), the classifier, the kernel bank (their ``sigma_x`` spreads along rows,
-  ours along columns: swapped), the decoder (their offsets and cells are (y, x), ours (x, y): the
+  :data:`EDSR_KEY_MAP` (EDSR-PyTorch's names), the classifier, the kernel bank (their ``sigma_x`` spreads
+  along rows, ours along columns: swapped), the decoder (their offsets and cells are (y, x), ours (x, y): the
   frequency pairs and the phase columns are swapped; their ``nn.Linear`` MLP becomes our 1x1 convs);
 * :func:`load_official_checkpoint` -- a file (or a loaded dict) to a :class:`gsasr_plugin.checkpoint.Checkpoint`;
-* ``python -m gsasr_plugin.archs.gaussiansr_official epoch-last.pth net_g_gaussiansr_official.pth`` --
-  writes our self-describing checkpoint (weights + ``network_g``), which ``basicsr test`` / ``basicsr infer``
-  load like any of ours.
+* ``python -m gsasr_plugin.archs.official_gaussiansr epoch-last.pth OURS.pth [--kernel-choice-eval X]`` --
+  writes our self-describing checkpoint (weights + ``network_g``), as ``basicsr convert`` does.
 
 Their ``data_norm`` (mean 0.5, std 0.5 for inputs and targets) is part of the training config, not of the
 checkpoint; every config they ship uses it, so the options set ``norm_mean: 0.5``, ``norm_std: 0.5``.
@@ -33,12 +37,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ['OFFICIAL_MODEL_NAME', 'OFFICIAL_REPO', 'EDSR_KEY_MAP', 'is_official_checkpoint', 'official_network_options',
+from gsasr_plugin import hub
+
+__all__ = ['OFFICIAL_MODEL_NAME', 'OFFICIAL_REPO', 'OFFICIAL_FILE', 'RELEASED_MODEL', 'EDSR_KEY_MAP',
+           'is_official_checkpoint', 'official_network_options',
            'official_state_dict_keys', 'convert_state_dict', 'load_official_checkpoint', 'convert_official_files',
            'convert_checkpoint_file', 'OFFICIAL_TRAIN_ARGS', 'OFFICIAL_NETWORK_G', 'main']
 
 OFFICIAL_MODEL_NAME = 'gaussian-splatter'
 OFFICIAL_REPO = 'https://github.com/tljxyys/GaussianSR'
+OFFICIAL_FILE = 'save/edsr-baseline-gaussiansr/epoch-last.pth'
 # Constructor defaults of their encoders (models/edsr.py) and of GaussianSplatter / MLP.
 _ENCODER_DEFAULTS = {
     'edsr-baseline': {'n_resblocks': 16, 'n_feats': 64, 'res_scale': 1, 'no_upsampling': True, 'n_class': 100},
@@ -268,8 +276,8 @@ def convert_checkpoint_file(source: Union[str, Path], target: Union[str, Path],
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m gsasr_plugin.archs.gaussiansr_official OFFICIAL.pth OURS.pth [--kernel-choice-eval X]``."""
-    parser = argparse.ArgumentParser(prog='python -m gsasr_plugin.archs.gaussiansr_official',
+    """``python -m gsasr_plugin.archs.official_gaussiansr OFFICIAL.pth OURS.pth [--kernel-choice-eval X]``."""
+    parser = argparse.ArgumentParser(prog='python -m gsasr_plugin.archs.official_gaussiansr',
                                      description='Convert an official GaussianSR checkpoint (LIIF layout) to a '
                                      'gsasr-basicsr checkpoint (weights + network_g).')
     parser.add_argument('source', help='their checkpoint, e.g. save/edsr-baseline-gaussiansr/epoch-last.pth')
@@ -290,6 +298,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 # our network_g for their released EDSR-baseline model (what options/*_gaussiansr_edsr_official.yml hold)
 OFFICIAL_NETWORK_G = official_network_options(OFFICIAL_TRAIN_ARGS)
+
+# Their released model: in their GitHub repository, not on a model hub, so given by path (basicsr infer
+# --model epoch-last.pth, path: pretrain_network_g, basicsr convert); official:<name> says where to get it.
+RELEASED_MODEL = hub.register(hub.ReleasedModel(
+    name='gaussiansr-edsr-official', method='GaussianSR', hub_repo='', files=(OFFICIAL_FILE, ),
+    network_g=OFFICIAL_NETWORK_G, convert=convert_official_files, source=f'{OFFICIAL_REPO}/blob/main/{OFFICIAL_FILE}',
+    description='GaussianSR, EDSR-baseline encoder, DIV2K, 2000 epochs (the authors\' GitHub repository; by path)'))
 
 if __name__ == '__main__':
     sys.exit(main())
