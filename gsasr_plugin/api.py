@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gsasr_plugin.checkpoint import MissingNetworkOptions  # noqa: F401  (part of the API)
 from gsasr_plugin.inference import decode_image_array, encode_image_array, read_image, super_resolve, write_image
 from gsasr_plugin.utils.scale import ScaleLike
 
@@ -28,10 +29,6 @@ PathLike = Union[str, os.PathLike]
 # Float images a little outside [0, 1] (e.g. overshoot of an earlier filter) are clipped; further out
 # they are most likely 0..255 data in a float array, which would give garbage.
 _FLOAT_SLACK = 0.05
-
-
-class MissingNetworkOptions(ValueError):
-    """A checkpoint that does not say which network it holds, loaded without an option file."""
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -93,17 +90,6 @@ def build_network_from_options(network_g: Mapping[str, Any]) -> nn.Module:
     return build_network(copy.deepcopy(dict(network_g)))
 
 
-def _load_weights(network: nn.Module, state: Mapping[str, torch.Tensor], what: str, where: str) -> None:
-    try:
-        missing, unexpected = network.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches: keep the first offending parameter only
-        detail = next((line.strip() for line in str(error).splitlines() if 'size mismatch' in line), str(error))
-        raise ValueError(f'{what} does not match network_g of {where}: {detail}') from None
-    if missing or unexpected:
-        raise ValueError(f'{what} does not match network_g of {where}: {len(missing)} missing keys {missing[:3]}, '
-                         f'{len(unexpected)} unexpected {unexpected[:3]}')
-
-
 def _default_device() -> torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
@@ -122,45 +108,34 @@ def load_model(model: Union[PathLike, str], opt: Optional[Union[PathLike, Mappin
     """Load a trained network for :meth:`Upscaler.upscale`.
 
     Args:
-        model: a checkpoint file: one written by ``basicsr train`` or the converter carries its network
-            options and needs nothing else; a BasicSR checkpoint (``params_ema`` / ``params``) or a bare
-            state dict needs ``opt``. Or ``'official:<name>'``: a released model of
-            :mod:`gsasr_plugin.hub` (downloaded once into the Hugging Face cache, then converted).
+        model: anything :func:`gsasr_plugin.checkpoint.load_weights` reads: a checkpoint file (one written
+            by ``basicsr train`` or ``basicsr convert`` carries its network options and needs nothing else; a
+            BasicSR checkpoint (``params_ema`` / ``params``) or a bare state dict needs ``opt``);
+            ``'official:<name>'``, a released model of :mod:`gsasr_plugin.hub` (downloaded once into the
+            Hugging Face cache, then converted); a folder holding a released model's official files, or
+            those files joined by commas.
         opt: the option file (or options dict) whose ``network_g`` builds the network; wins over the
-            checkpoint's own options.
+            weights' own options.
         device: where to run (default: CUDA when available, else the CPU).
         param_key: the checkpoint key to load (default: ``params_ema``, then ``params``).
 
     Raises:
-        FileNotFoundError: a missing checkpoint or option file.
+        FileNotFoundError: a missing checkpoint, folder or option file.
         MissingNetworkOptions: a checkpoint without network options and no ``opt`` (a ValueError).
         ValueError: an unreadable checkpoint, or weights that do not fit the network (one line naming both).
         gsasr_plugin.hub.WeightsUnavailableError: a released model that is neither cached nor downloadable.
     """
-    from gsasr_plugin import hub
-    from gsasr_plugin.checkpoint import load_checkpoint
+    from gsasr_plugin.checkpoint import build_with_weights, describe_weights, load_weights
     device = _device(device)
     name = os.fspath(model)
-    if name.startswith(hub.OFFICIAL_PREFIX):
-        released = hub.released_model(name)
-        state = released.convert(hub.fetch_files(released))
-        network_g, what, where = dict(released.network_g), f'released model {name}', name
-        source = f'{name} ({released.url})'
-    else:
-        checkpoint = load_checkpoint(name, param_key)
-        state, network_g, what, where = checkpoint.state_dict, checkpoint.network_g, f'checkpoint {name}', name
-        source = name
-        if network_g is None and opt is None:
-            raise MissingNetworkOptions(
-                f'checkpoint {name} does not say which network it holds (no network_g in it: written by BasicSR '
-                'or an older version); pass the option file it was trained with: basicsr infer -opt OPTIONS.yml, '
-                "or load_model(..., opt='OPTIONS.yml')")
+    network_g, where = None, None  # where: the options' origin when they do not come with the weights
     if opt is not None:
         network_g = network_options_from(opt)
         where = os.fspath(opt) if not isinstance(opt, Mapping) else 'the given options'
-    network = build_network_from_options(network_g)
-    _load_weights(network, state, what, where)
-    return Upscaler(network.to(device).eval(), device=device, network_options=network_g, source=source)
+    weights = load_weights(name, network_g, param_key)
+    network = build_with_weights(weights, describe_weights(name), where)
+    return Upscaler(network.to(device).eval(), device=device, network_options=weights.network_g,
+                    source=weights.meta.get('source', name))
 
 
 # ------------------------------------------------------------------------------------------ upscaling

@@ -1,4 +1,4 @@
-"""The ``basicsr`` console script: ``basicsr train|test|infer ...`` with the plugin's registries filled.
+"""The ``basicsr`` console script: ``basicsr train|test|infer|convert ...`` with the plugin's registries filled.
 
 The front end (usage, ``--version``, each subcommand's ``-h``) is :mod:`gsasr_plugin_cli`, which does not
 import torch; this module keeps ``python -m gsasr_plugin.cli ...`` (used with ``torch.distributed.run``)

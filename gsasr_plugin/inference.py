@@ -5,11 +5,13 @@
   channel is super-resolved separately as a grayscale image. Outputs keep the input's bit depth and
   channel layout.
 * Networks: see :mod:`gsasr_plugin.api` (``load_model``: a self-describing checkpoint, a BasicSR one
-  with an option file, or a released model); :func:`load_network` is its older, option-file-first form.
+  with an option file, or a released model, all read by :func:`gsasr_plugin.checkpoint.load_weights`);
+  :func:`load_network` is its older, option-file-first form.
 * Tiles: overlapping LR tiles are encoded to Gaussians; each tile keeps the Gaussians that belong to
   its core (non-overlapping) region, shifted to full-image coordinates; all tiles' Gaussians are
   rendered once into one canvas, so there are no seams to blend.
 """
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -178,9 +180,10 @@ def load_state_dict_from_checkpoint(path: str, param_key: Optional[str] = None) 
 
 def load_network(opt_path: Optional[str], checkpoint_path: Optional[str], device: torch.device,
                  param_key: Optional[str] = None) -> nn.Module:
-    """Build ``network_g`` (from the option file ``opt_path``, else from the checkpoint) and load the
-    checkpoint's weights into it; without a checkpoint the weights stay random. See
-    :func:`gsasr_plugin.api.load_model`."""
+    """Build ``network_g`` (from the option file ``opt_path``, else from the weights) and load the weights
+    strictly; without ``checkpoint_path`` the weights stay random. ``checkpoint_path`` is anything
+    :func:`gsasr_plugin.checkpoint.load_weights` reads (a checkpoint file, ``official:<name>``, a folder of
+    official files, files joined by commas). See :func:`gsasr_plugin.api.load_model`."""
     from gsasr_plugin import api
     if checkpoint_path is None:
         if opt_path is None:
@@ -256,6 +259,8 @@ def _reference_points(network: nn.Module, field: GaussianField) -> torch.Tensor:
 
 
 def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> GaussianField:
+    """One field over the whole image from the tiles' fields (a tile's own canvas does not carry over; the
+    official box cut-off, the same for every tile, does)."""
     opacities = None
     if all(f.opacities is not None for f in fields):
         opacities = torch.cat([f.opacities for f in fields], dim=1)
@@ -263,13 +268,14 @@ def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) ->
                          sigmas=torch.cat([f.sigmas for f in fields], dim=1),
                          rhos=torch.cat([f.rhos for f in fields], dim=1),
                          colors=torch.cat([f.colors for f in fields], dim=1), lr_size=tuple(lr_size),
-                         opacities=opacities)
+                         opacities=opacities, box_cutoff=fields[0].box_cutoff if fields else None)
 
 
 def _float_field(field: GaussianField) -> GaussianField:
-    """Render in float32 whatever precision the decoder ran in."""
-    return GaussianField(field.means.float(), field.sigmas.float(), field.rhos.float(), field.colors.float(),
-                         tuple(field.lr_size), None if field.opacities is None else field.opacities.float())
+    """Render in float32 whatever precision the decoder ran in (the field's canvas and cut-off kept)."""
+    return dataclasses.replace(field, means=field.means.float(), sigmas=field.sigmas.float(),
+                               rhos=field.rhos.float(), colors=field.colors.float(),
+                               opacities=None if field.opacities is None else field.opacities.float())
 
 
 def encode_tiled(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], tile: int,

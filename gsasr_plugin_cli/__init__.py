@@ -35,19 +35,26 @@ def _infer_parser():
     return infer_parser()
 
 
+def _convert_parser():
+    from gsasr_plugin_cli.parsers import convert_parser
+    return convert_parser()
+
+
 SUBCOMMANDS: Dict[str, Subcommand] = {
     'train': Subcommand('train a model from a BasicSR option file (basicsr/train.py flags: -opt, --launcher, '
                         '--auto_resume, ...)', _pipeline_parser('train')),
     'test': Subcommand('evaluate a model from a BasicSR option file (basicsr/test.py flags)', _pipeline_parser('test')),
     'infer': Subcommand('super-resolve images at any scale or size with a trained model (.pth alone is enough)',
                         _infer_parser),
+    'convert': Subcommand('write released (official) weights as one checkpoint of ours (--list: the released '
+                          'models)', _convert_parser),
 }
 
 
 def _usage() -> str:
     lines = [f'usage: {PROG} {{' + ','.join(SUBCOMMANDS) + '} [options]', f'       {PROG} --version', '',
              'subcommands:']
-    lines += [f'  {name:<6} {command.help}' for name, command in SUBCOMMANDS.items()]
+    lines += [f'  {name:<7} {command.help}' for name, command in SUBCOMMANDS.items()]
     lines += ['', f"Run '{PROG} <subcommand> -h' for its options."]
     return '\n'.join(lines)
 

@@ -5,7 +5,7 @@ when such a value is parsed, i.e. when the command really runs.
 """
 import argparse
 
-__all__ = ['UsageError', 'pipeline_parser', 'infer_parser', 'INFER_EXTENSIONS']
+__all__ = ['UsageError', 'pipeline_parser', 'infer_parser', 'convert_parser', 'INFER_EXTENSIONS']
 
 INFER_EXTENSIONS = ('auto', 'png', 'jpg', 'tif', 'webp')
 
@@ -83,11 +83,13 @@ def infer_parser() -> argparse.ArgumentParser:
         '-m model.pth is enough; older checkpoints and bare state dicts need -opt. Outputs are '
         '<name><suffix>.<ext> in OUT_FOLDER and never replace an input unless --overwrite is given.')
     parser.add_argument('-m', '-n', '--model', required=True, metavar='MODEL',
-                        help="CHECKPOINT.pth saved by basicsr train, a BasicSR checkpoint ('params_ema' or "
-                        "'params') or bare state dict (with -opt), or official:NAME for a released model")
+                        help="CHECKPOINT.pth saved by basicsr train or basicsr convert, a BasicSR checkpoint "
+                        "('params_ema' or 'params') or bare state dict (with -opt), official:NAME for a released "
+                        "model (basicsr convert --list), a folder of a released model's official files, or those "
+                        'files joined by commas')
     parser.add_argument('-opt', '--opt', default=None, metavar='OPTIONS.yml',
                         help="BasicSR option file (train or test) whose network_g builds the network; wins over "
-                        "the checkpoint's own network options (default: those)")
+                        "the weights' own network options (default: those)")
     parser.add_argument('-i', '--input', required=True, metavar='FILE_OR_FOLDER', help='an image or a folder of images')
     parser.add_argument('-o', '--output', required=True, metavar='OUT_FOLDER', help='folder for the results')
     target = parser.add_mutually_exclusive_group(required=True)
@@ -124,4 +126,19 @@ def infer_parser() -> argparse.ArgumentParser:
                         help='also write a continuous zoom into the centre: FRAMES frames (PNG) and a GIF')
     parser.add_argument('--zoom-max', type=_zoom_max_arg, default=4.0, metavar='Z',
                         help='magnification of the last zoom frame over the first (default 4)')
+    return parser
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    """``basicsr convert``'s flags: released (official) weights -> one self-contained checkpoint of ours."""
+    parser = argparse.ArgumentParser(prog='basicsr convert', description='Convert released (official) weights into '
+                                     'one self-contained checkpoint (weights + network_g options).')
+    parser.add_argument('-m', '--model', metavar='WEIGHTS',
+                        help="official:<name>, a folder of a released model's official files, those files "
+                        'joined by commas, or a checkpoint')
+    parser.add_argument('-opt', '--opt', default=None, metavar='OPTIONS.yml',
+                        help="option file whose network_g builds the network (default: the weights' own, e.g. "
+                        "the released model's)")
+    parser.add_argument('-o', '--output', metavar='OUT.pth', help='the checkpoint to write')
+    parser.add_argument('--list', action='store_true', help='list the released models and exit')
     return parser

@@ -163,6 +163,40 @@ def test_saved_checkpoints_describe_their_network(folders):
     assert torch.allclose(upscaler.upscale(lq[0], scale=2.5), expected[0], atol=1e-5)
 
 
+def test_pretrain_network_g_goes_through_the_one_loader(folders):
+    """path:pretrain_network_g is read by checkpoint.load_weights: BasicSR checkpoints with BasicSR's param_key
+    fallback (params_ema -> params), our self-describing ones, strict_load_g: false as BasicSR (keys that
+    differ reported, mismatched shapes skipped); a strict mismatch is one line naming the option."""
+    from gsasr_plugin.checkpoint import save_checkpoint
+    tmp_path, hr = folders
+    source = TinyArbitrarySRForTests(num_feat=4)
+    state = source.state_dict()
+
+    def loaded(path, **path_opt):
+        opt = _opt(tmp_path, hr)
+        opt['path'].update(pretrain_network_g=str(path), **path_opt)
+        return build_model(opt).net_g.state_dict()
+
+    torch.save({'params': state}, tmp_path / 'basicsr.pth')
+    ours = tmp_path / 'ours.pth'
+    save_checkpoint(str(ours), state, {'type': 'TinyArbitrarySRForTests', 'num_feat': 4})  # as basicsr convert
+    for path, key in ((tmp_path / 'basicsr.pth', 'params_ema'), (tmp_path / 'basicsr.pth', 'params'),
+                      (ours, 'params_ema')):
+        got = loaded(path, param_key_g=key)
+        assert all(torch.equal(got[k], v) for k, v in state.items()), (path, key)
+    odd = dict(state, extra=torch.zeros(1))
+    odd['body.0.bias'] = torch.zeros(7)
+    torch.save({'params': odd}, tmp_path / 'odd.pth')
+    got = loaded(tmp_path / 'odd.pth', strict_load_g=False)
+    assert torch.equal(got['body.0.weight'], state['body.0.weight'])
+    assert not torch.equal(got['body.0.bias'], odd['body.0.bias'][:4])  # skipped, not loaded
+    with pytest.raises(ValueError, match=r'path:pretrain_network_g .*odd\.pth does not match network_g: size'):
+        loaded(tmp_path / 'odd.pth')
+    torch.save(state, tmp_path / 'bare.pth')
+    with pytest.raises(ValueError, match=r"bare\.pth: unknown layout, expected 'params'; keys found"):
+        loaded(tmp_path / 'bare.pth')  # BasicSR's param_key_g names an entry
+
+
 def test_log_names_the_network_in_one_line(folders, monkeypatch):
     import gsasr_plugin.models.arbitrary_scale_model as module
     lines = []
@@ -265,3 +299,47 @@ def test_batches_of_several_images_are_a_clear_error(folders):
     loader = torch.utils.data.DataLoader(dataset, batch_size=3)
     with pytest.raises(ValueError, match="dataset 'photos' gives batches of 3 images.*one image at a time"):
         model.validation(loader, 0, None, save_img=False)
+
+
+def test_sampled_pixel_loss_gathers_gt_and_output_pixels(folders):
+    """With a batch's sample_index the loss sees those pixels only: GT (B, 3, Q), output picked from the dense
+    forward (or decoded there by networks that take pixel_index)."""
+    tmp_path, hr = folders
+    model = build_model(_opt(tmp_path, hr))
+    gt = torch.rand(2, 3, 20, 20)
+    index = torch.stack([torch.randperm(400)[:30] for _ in range(2)])
+    model.feed_data({'lq': torch.rand(2, 3, 10, 10), 'gt': gt, 'scale': torch.tensor([[2.0, 2.0]] * 2),
+                     'sample_index': index})
+    assert model.out_size == (20, 20)
+    assert torch.equal(model.gt, gt.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    model.optimize_parameters(1)
+    assert model.output.shape == (2, 3, 30) and math.isfinite(model.get_current_log()['l_pix'])
+    dense = model.net_g(model.lq, scale=(2.0, 2.0), out_size=(20, 20))
+    assert torch.allclose(model._forward_train(), dense.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    model.feed_data({'lq': torch.rand(1, 3, 10, 10), 'gt': gt[:1], 'scale': torch.tensor([[2.0, 2.0]])})
+    assert model.pixel_index is None and model.gt.shape == (1, 3, 20, 20)
+
+
+def test_crop_border_scale_plus_n():
+    from gsasr_plugin.models.arbitrary_scale_model import _crop_border
+    assert _crop_border(None, (3.5, 3.5), 'psnr') == 4
+    assert _crop_border('scale+6', (2.0, 2.0), 'psnr') == 8
+    assert _crop_border(5, (2.0, 2.0), 'psnr') == 5
+    with pytest.raises(ValueError, match='psnr: crop_border'):
+        _crop_border('scale*2', (2.0, 2.0), 'psnr')
+
+
+def test_crop_border_max_caps_the_scale_border(folders, monkeypatch):
+    """``crop_border: ~`` crops ceil(scale) pixels; ``crop_border_max: 8`` caps it (the GSASR paper's min(s, 8))."""
+    import gsasr_plugin.models.arbitrary_scale_model as module
+    tmp_path, hr = folders
+    opt = _opt(tmp_path, hr)
+    opt['val']['metrics'] = dict(psnr=dict(type='calculate_psnr', crop_border=None, crop_border_max=8,
+                                           test_y_channel=True))
+    model = build_model(opt)
+    seen = []
+    monkeypatch.setattr(module, 'calculate_metric', lambda data, metric_opt: seen.append(dict(metric_opt)) or 1.0)
+    for scale in ((2.0, 2.0), (12.0, 12.0), (3.5, 1.5)):
+        model._metric_values({}, scale)
+    assert [o['crop_border'] for o in seen] == [2, 8, 4]
+    assert all('crop_border_max' not in o for o in seen)

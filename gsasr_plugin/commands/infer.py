@@ -1,12 +1,17 @@
 """``basicsr infer``: super-resolve images or folders at any scale or size with a trained model.
 
-    basicsr infer -m CHECKPOINT.pth -i FILE_OR_FOLDER -o OUT_FOLDER (-s S | -s SH,SW | --size WxH |
+    basicsr infer -m MODEL -i FILE_OR_FOLDER -o OUT_FOLDER (-s S | -s SH,SW | --size WxH |
         --scales S1,S2,...) [-opt OPTIONS.yml] [-t N] [--bf16] [--ext auto|png|jpg|tif|webp] [--suffix TEXT]
         [--overwrite] [--save-gaussians] [--zoom FRAMES [--zoom-max Z]]
 
 A thin layer over :class:`gsasr_plugin.api.Upscaler`: it names the outputs (``<stem><suffix><ext>``,
 the suffix naming the scale or size by default), refuses to replace an input unless ``--overwrite`` is
 given, says once when an explicit ``--ext`` drops bit depth or alpha, and reports failures.
+
+MODEL is a checkpoint file, ``official:<name>`` (a released model, downloaded into huggingface_hub's
+cache), a folder holding a released model's official files, or those files joined by commas
+(:func:`gsasr_plugin.checkpoint.load_weights`). ``-opt`` may be left out when the weights carry their
+options (released models, checkpoints written by ``basicsr train`` or ``basicsr convert``).
 
 Exit status: 0 when every image was written, 1 when any image (or the model) failed, 2 for bad
 arguments (nothing is written). Each failure is one line on stderr naming the file or argument; the
@@ -136,6 +141,9 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         rgb, _ = read_image(str(path))
         field = getattr(result.field, 'gaussians', result.field)  # GaussianSR wraps its Gaussians with features
+        if field is None:
+            raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
+                             'splatting: patches)')
         draw_gaussians(field, rgb, str(outputs[-1]), crop=args.gaussians_crop or None)
 
 

@@ -32,7 +32,8 @@ def check_testable(opt: Dict[str, Any], option_path: str) -> None:
     weights = (opt.get('path') or {}).get('pretrain_network_g')
     if not weights:
         raise ValueError(f'{option_path}: path:pretrain_network_g is not set, so there are no trained weights to '
-                         'test; set it in the file or add --force_yml path:pretrain_network_g=CHECKPOINT.pth')
+                         'test; set it in the file or add --force_yml path:pretrain_network_g=CHECKPOINT.pth (or '
+                         'official:<name>, see basicsr convert --list)')
 
 
 def run(argv: List[str]) -> int:
