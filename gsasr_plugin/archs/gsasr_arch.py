@@ -259,7 +259,7 @@ class GSASR(nn.Module):
             whose distance to its centre is at most ``box_cutoff`` half-canvases along each axis, a square
             box of half-side ``box_cutoff * (canvas - 1) / 2`` output pixels, whatever its standard
             deviation (official: 0.1 at test, 0.5 in training). ``None`` (ours) cuts each Gaussian at its
-            ``cutoff`` ellipse. Needs the rasterizer's ``box_half_size`` mode. Default: None.
+            ``cutoff`` ellipse. Rendered with the rasterizer's ``box_half_size`` mode. Default: None.
     """
 
     field_depends_on_scale = True
