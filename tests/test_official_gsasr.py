@@ -140,11 +140,17 @@ def test_conversion_is_strict_about_leftover_and_missing_keys(tmp_path):
         convert_official_gsasr([tmp_path / 'nope.pth', tmp_path / 'decoder.pth'], 'EDSRNOUP', 'Fea2GS')
 
 
-def test_identify_encoder_by_its_keys():
+def test_identify_encoder_by_its_keys(monkeypatch):
+    from gsasr_plugin.archs import official_gsasr
     for family, name in FAMILIES.items():
         state = torch.load(FIXTURES / family / 'encoder.pth', weights_only=True)['params_ema']
         assert identify_encoder(state) == name
     assert identify_encoder({'x': torch.zeros(1)}) is None
+    # a class whose keys include another's signature (HAT's include SwinIR's) is told apart by a longer one
+    monkeypatch.setitem(official_gsasr.ENCODER_SIGNATURES, 'HATLike', ('patch_embed.norm.weight', 'overlap.w'))
+    swin = {'patch_embed.norm.weight': torch.zeros(1)}
+    assert identify_encoder(swin) == 'SwinIRNOUP'
+    assert identify_encoder(dict(swin, **{'overlap.w': torch.zeros(1)})) == 'HATLike'
 
 
 def test_bias_table_regathered_through_the_checkpoint_index():

@@ -396,7 +396,8 @@ class GSASR(nn.Module):
     def _check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window, pad_input_to,
                                 canvas_rounding, box_cutoff) -> None:
         if cross_attention_shift not in ('masked', 'features_only'):
-            raise ValueError(f"cross_attention_shift must be 'masked' or 'features_only', got {cross_attention_shift!r}")
+            raise ValueError("cross_attention_shift must be 'masked' or 'features_only', "
+                             f'got {cross_attention_shift!r}')
         for name, value in (('shift_mask', shift_mask), ('shift_single_window', shift_single_window)):
             if not isinstance(value, bool):
                 raise TypeError(f'{name} must be true or false, got {value!r}')
