@@ -9,23 +9,15 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ['run', 'run_pipeline', 'check_option_paths']
+__all__ = ['run', 'run_pipeline', 'check_option_paths', 'check_weights_available']
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
     """The flags of ``basicsr.utils.options.parse_options``, for ``-h`` and early checks."""
-    parser = argparse.ArgumentParser(prog=f'basicsr {command}',
-                                     description=f'BasicSR {command} pipeline with gsasr_plugin registered.')
-    parser.add_argument('-opt', type=str, required=True, help='path to the option YAML file')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
-    parser.add_argument('--auto_resume', action='store_true', help='resume from experiments/<name>/training_states')
-    parser.add_argument('--debug', action='store_true', help="BasicSR debug mode (name prefixed with 'debug_')")
-    parser.add_argument('--local_rank', type=int, default=0)
-    parser.add_argument('--force_yml', nargs='+', default=None,
-                        help='override existing options, e.g. train:total_iter=4 num_gpu=0')
-    return parser
+    from gsasr_plugin_cli.parsers import pipeline_parser
+    return pipeline_parser(command)
 
 
 def _load_options(path: str, force_yml: Optional[List[str]]) -> Dict[str, Any]:
@@ -83,12 +75,36 @@ def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
     for key, value in path_opt.items():
         if value is None or not (key.startswith('pretrain_network') or (key == 'resume_state' and is_train)):
             continue
-        if not osp.isfile(osp.expanduser(str(value))):
+        if key.startswith('pretrain_network'):
+            check_weights_available(str(value), f'path:{key}')
+        elif not osp.isfile(osp.expanduser(str(value))):
             raise FileNotFoundError(f"path:{key}: file '{value}' does not exist")
 
 
-def run_pipeline(command: str, argv: List[str]) -> int:
-    """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd."""
+def check_weights_available(spec: str, option: str) -> None:
+    """Fail early, in one line, on weights that cannot be had: a missing file or folder, an unknown
+    ``official:`` name, or a released model's files that are neither cached nor downloadable (they are
+    downloaded here when the machine is online)."""
+    from gsasr_plugin import hub
+    if spec.startswith(hub.OFFICIAL_PREFIX):
+        import gsasr_plugin  # noqa: F401  (methods register their released models)
+        try:
+            hub.fetch_files(hub.released_model(spec))
+        except ValueError as error:
+            raise ValueError(f'{option}: {error}') from None
+        return
+    for part in (p.strip() for p in spec.split(',')) if ',' in spec else [spec]:
+        if not osp.exists(osp.expanduser(part)):
+            raise FileNotFoundError(f"{option}: '{part}' does not exist")
+
+
+def run_pipeline(command: str, argv: List[str],
+                 check: Optional[Callable[[Dict[str, Any], str], None]] = None) -> int:
+    """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd.
+
+    ``check(opt, option_path)``, when given, runs before the path checks; its FileNotFoundError or
+    ValueError stops the command with one line, before anything is created.
+    """
     prog = f'basicsr {command}'
     try:
         args = _parser(command).parse_args(argv)
@@ -98,10 +114,13 @@ def run_pipeline(command: str, argv: List[str]) -> int:
         print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
+    from gsasr_plugin.hub import WeightsUnavailableError
     try:
         opt = _load_options(args.opt, args.force_yml)
+        if check is not None:
+            check(opt, args.opt)
         check_option_paths(opt, is_train=command == 'train')
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, WeightsUnavailableError) as exc:
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 1
 
