@@ -29,6 +29,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
+import torch.utils.checkpoint
 
 from gsasr_plugin.ops import DEFAULT_CUTOFF, cpu_op_available, cuda_op_available, rasterize_gaussians, use_backend
 
@@ -138,8 +139,9 @@ def naive_loop(means, sigmas, rhos, colors, lr, out, cutoff=DEFAULT_CUTOFF, chun
 
 def chunked_loop(means, sigmas, rhos, colors, lr, out, cutoff=DEFAULT_CUTOFF, chunk_elements=1 << 22):
     """A plain chunked PyTorch loop: each Gaussian on one square window (the largest cutoff box of the batch,
-    output pixels) around its centre, Gaussians in chunks, ``index_add_`` into the image; autograd differentiates
-    it. Same result as the op (pixels outside a Gaussian's ellipse get weight 0)."""
+    output pixels) around its centre, Gaussians in chunks, ``index_add`` into the image; autograd differentiates
+    it, each chunk checkpointed (recomputed in the backward) so memory stays bounded. Same result as the op
+    (pixels outside a Gaussian's ellipse get weight 0)."""
     height, width = lr
     out_h, out_w = out
     bsz, num, chans = colors.shape
@@ -152,9 +154,8 @@ def chunked_loop(means, sigmas, rhos, colors, lr, out, cutoff=DEFAULT_CUTOFF, ch
     step = max(1, chunk_elements // (win_x * win_y))
     ar_x = torch.arange(win_x, device=means.device)
     ar_y = torch.arange(win_y, device=means.device)
-    for s in range(0, bsz * num, step):
-        mean, sigma, rho, color = (t[s:s + step] for t in flat)
-        batch = torch.div(torch.arange(s, s + mean.shape[0], device=means.device), num, rounding_mode='floor')
+
+    def chunk(mean, sigma, rho, color, batch):
         with torch.no_grad():
             first = torch.floor(mean.detach() * scale - 0.5).long() - size // 2 + 1  # (M, 2) window corners
         cols = first[:, 0:1] + ar_x
@@ -167,7 +168,16 @@ def chunked_loop(means, sigmas, rhos, colors, lr, out, cutoff=DEFAULT_CUTOFF, ch
         weight = torch.exp(-q / 2) * ((q <= cutoff ** 2) & inside)
         pix = batch[:, None, None] * (out_h * out_w) + rows.clamp(0, out_h - 1)[:, :, None] * out_w \
             + cols.clamp(0, out_w - 1)[:, None, :]
-        image = image.index_add(0, pix.reshape(-1), (weight[..., None] * color[:, None, None, :]).reshape(-1, chans))
+        return torch.zeros_like(image).index_add_(0, pix.reshape(-1),
+                                                  (weight[..., None] * color[:, None, None, :]).reshape(-1, chans))
+
+    for s in range(0, bsz * num, step):
+        args = [t[s:s + step] for t in flat]
+        args.append(torch.div(torch.arange(s, s + args[0].shape[0], device=means.device), num, rounding_mode='floor'))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            image = image + torch.utils.checkpoint.checkpoint(chunk, *args, use_reentrant=False)
+        else:
+            image = image + chunk(*args)
     return image.view(bsz, out_h, out_w, chans).permute(0, 3, 1, 2)
 
 

@@ -70,7 +70,7 @@ def _warn_once(device_type: str) -> None:
         how = 'pip install --no-build-isolation -e . with a C++ compiler present'
     reason = _import_error if _import_error is not None else 'built without CUDA'
     warnings.warn(f'gsasr_plugin.ops: the compiled rasterizer is not available for {device_type} tensors ({reason}); '
-                  f'using the slower pure-PyTorch path. Rebuild with {how}', RuntimeWarning, stacklevel=3)
+                  f'using the slower pure-PyTorch path. Rebuild with {how}', RuntimeWarning, stacklevel=4)
 
 
 def _compiled_for(device: torch.device) -> bool:
