@@ -33,6 +33,8 @@ def _skimage_photo(name: str) -> np.ndarray:
 def write_demo_data(root: str) -> Dict[str, List[str]]:
     """Write the training photos to ``root/train`` and the validation photos to ``root/val`` (PNG)."""
     import cv2
+
+    from gsasr_plugin.utils.atomic_io import write_image_file
     written = {'train': [], 'val': []}
     for split, names in (('train', {n: None for n in TRAIN_PHOTOS}), ('val', VAL_PHOTOS)):
         folder = osp.join(root, split)
@@ -42,7 +44,7 @@ def write_demo_data(root: str) -> Dict[str, List[str]]:
             if size is not None:
                 image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
             path = osp.join(folder, f'{name}.png')
-            cv2.imwrite(path, image[:, :, ::-1])
+            write_image_file(path, np.ascontiguousarray(image[:, :, ::-1]))
             written[split].append(path)
     return written
 
@@ -60,6 +62,8 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     import gsasr_plugin  # noqa: F401
     from basicsr.archs import build_network
     from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    from gsasr_plugin.utils.atomic_io import write_image_file
+    from gsasr_plugin.utils.safe_load import load_torch_file, select_state_dict
 
     if not scale > 0:
         raise ValueError(f'scale must be > 0, got {scale}')
@@ -69,7 +73,8 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     if not osp.isfile(weights):
         raise FileNotFoundError(f"weights '{weights}' do not exist: train first (basicsr train -opt {opt_path})")
     net = build_network(opt['network_g'])
-    net.load_state_dict(torch.load(weights, map_location='cpu')['params'])
+    state, _ = select_state_dict(load_torch_file(weights, 'weights'), weights, 'params')
+    net.load_state_dict(state)
     net.eval()
     image = cv2.imread(input_path, cv2.IMREAD_COLOR)
     if image is None:
@@ -79,10 +84,9 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     with torch.no_grad():
         sr = net(torch.from_numpy(lq.copy()).permute(2, 0, 1)[None], scale=(scale, scale), out_size=out_size)
     sr = (sr[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    os.makedirs(osp.dirname(osp.abspath(output_path)), exist_ok=True)
-    cv2.imwrite(output_path, sr[:, :, ::-1])
+    write_image_file(output_path, np.ascontiguousarray(sr[:, :, ::-1]))
     bicubic = (np.clip(matlab_bicubic_resize(lq, out_size), 0, 1) * 255).round().astype(np.uint8)
-    cv2.imwrite(osp.splitext(output_path)[0] + '_bicubic.png', bicubic[:, :, ::-1])
+    write_image_file(osp.splitext(output_path)[0] + '_bicubic.png', np.ascontiguousarray(bicubic[:, :, ::-1]))
     return output_path
 
 
@@ -107,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             h, w = _png_size(path)
             print(f'super-resolved x{args.scale:g} ({w}x{h}): {path}  (bicubic: '
                   f'{osp.splitext(path)[0]}_bicubic.png)')
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing/bad files, WriteError (disk full, read-only)
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0

@@ -28,7 +28,7 @@ from gsasr_plugin.utils.scale import parse_size_text as parse_size
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageMeta', 'read_image', 'write_image', 'parse_scale', 'parse_size', 'load_network',
     'load_state_dict_from_checkpoint', 'tile_alignment', 'plan_tiles', 'auto_tile_size', 'encode_tiled',
-    'super_resolve', 'Tile', 'TiledEncodingUnsupported'
+    'super_resolve', 'Tile', 'TiledEncodingUnsupported', 'NonFiniteOutputError'
 ]
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
@@ -48,14 +48,21 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if OpenCV cannot decode it or its layout is unsupported.
+        ValueError: if OpenCV cannot decode it, it is cut off (JPEG/PNG without their end marker), it holds
+            NaN/inf pixels, or its layout is unsupported.
     """
     import cv2
+
+    from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no such file')
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with open(path, 'rb') as handle:
+        content = handle.read()
+    check_not_truncated(content, str(path))
+    image = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) if content else None
     if image is None:
         raise ValueError(f'{path}: not a readable image (supported: {", ".join(IMAGE_EXTENSIONS)})')
+    check_finite_pixels(image, str(path))
     dtype = image.dtype
     if dtype == np.uint8:
         image = image.astype(np.float32) / 255.0
@@ -82,8 +89,15 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
 
 
 def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None) -> None:
-    """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels."""
-    import cv2
+    """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels.
+
+    The file is written atomically (``gsasr_plugin.utils.atomic_io``): a complete image or none.
+
+    Raises:
+        ValueError: when the format cannot hold this image (named with the file).
+        WriteError: when the file cannot be written (read-only folder, disk full, ...), saying which.
+    """
+    from gsasr_plugin.utils.atomic_io import write_image_file
     suffix = Path(path).suffix.lower()
     dtype = meta.dtype
     if suffix in ('.jpg', '.jpeg', '.webp', '.bmp'):
@@ -102,9 +116,7 @@ def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.
         image = image.astype(np.float32)
     if image.shape[2] == 1:
         image = image[..., 0]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise ValueError(f'{path}: OpenCV could not write this format')
+    write_image_file(str(path), np.ascontiguousarray(image))
 
 
 # ------------------------------------------------------------------------------------- network loading
@@ -115,13 +127,8 @@ def load_state_dict_from_checkpoint(path: str, param_key: Optional[str] = None) 
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if it is not a checkpoint or its layout is unknown (the message lists the keys found).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path}: no such file')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise ValueError(f'checkpoint {path}: not a PyTorch checkpoint ({type(error).__name__}: '
-                         f'{str(error).splitlines()[0] if str(error) else ""})') from None
+    from gsasr_plugin.utils.safe_load import load_torch_file
+    checkpoint = load_torch_file(path, 'checkpoint')  # weights only; one-line errors (TorchFileError)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f'checkpoint {path}: unknown layout (a {type(checkpoint).__name__}, expected a dict)')
     keys = [param_key] if param_key else ['params_ema', 'params']
@@ -135,7 +142,10 @@ def load_state_dict_from_checkpoint(path: str, param_key: Optional[str] = None) 
             wanted = f"'{param_key}'" if param_key else "'params_ema', 'params' or a bare state dict"
             raise ValueError(f'checkpoint {path}: unknown layout, expected {wanted}; keys found: [{found}]')
         state = checkpoint
-    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    from gsasr_plugin.utils.safe_load import check_finite_weights
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    check_finite_weights(state, path)  # NaN weights: say so here, not "bad image" for every input
+    return state
 
 
 def load_network(opt_path: str, checkpoint_path: Optional[str], device: torch.device,
@@ -370,4 +380,11 @@ def super_resolve(network: nn.Module, lq: torch.Tensor, scale: Optional[Tuple[fl
         field = _encode(network, lq, scale, bf16)
     with torch.no_grad():
         output = network.render(field, out_size) if hasattr(network, 'render') else field.render(out_size)
+    if not bool(torch.isfinite(output).all()):
+        raise NonFiniteOutputError('the model produced non-finite values (NaN/inf) for this image: its weights '
+                                   'are broken (a diverged run?) or overflow on this input')
     return output.float().clamp_(0, 1), field
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's output holds NaN or inf (non-finite Gaussians raise ``NonFiniteGaussiansError`` earlier)."""

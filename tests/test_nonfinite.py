@@ -1,6 +1,6 @@
 """Non-finite losses skip the step (warning + counter); N in a row save a resumable state and stop.
-Also: gradient clipping, bf16 autocast for training and validation."""
-import logging
+Non-finite inputs and non-finite Gaussians (a diverged network) are caught before the rasterizer and count
+the same way, naming the batch's files. Also: gradient clipping, bf16 autocast for training and validation."""
 import pytest
 import torch
 
@@ -20,7 +20,8 @@ def _model(tmp_path, **train_extra):
 
 def _batch(seed=0):
     gt = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
-    return {'lq': torch.nn.functional.avg_pool2d(gt, 2), 'gt': gt, 'scale': torch.full((2, 2), 2.0)}
+    return {'lq': torch.nn.functional.avg_pool2d(gt, 2), 'gt': gt, 'scale': torch.full((2, 2), 2.0),
+            'lq_path': [f'hr/img{seed}a.png', f'hr/img{seed}b.png']}
 
 
 def _params(model):
@@ -33,9 +34,8 @@ def _nan_loss(model, monkeypatch):
     return finite
 
 
-def test_nonfinite_loss_skips_step_counts_and_stops_with_saved_state(tmp_path, monkeypatch, caplog):
-    # caplog, not capfd: basicsr's logger keeps the stream handler an earlier test created
-    caplog.set_level(logging.WARNING, logger='basicsr')
+def test_nonfinite_loss_skips_step_counts_and_stops_with_saved_state(tmp_path, monkeypatch, basicsr_log):
+    caplog = basicsr_log
     model = _model(tmp_path, max_nonfinite_steps=3)
     model.feed_data(_batch())
     model.optimize_parameters(1)  # a normal step
@@ -48,7 +48,8 @@ def test_nonfinite_loss_skips_step_counts_and_stops_with_saved_state(tmp_path, m
     assert all(torch.equal(a, b) for a, b in zip(before, _params(model))), 'a NaN step changed the weights'
     assert model.optimizer_g.state_dict()['state'][0]['step'].item() == adam_steps
     assert model.nonfinite_steps == 2 and model.log_dict['nonfinite_steps'] == 2
-    expected = 'iter 3: non-finite loss or gradient (l_pix=nan); step skipped (2 in a row, 2 in this run)'
+    expected = ('iter 3: non-finite loss or gradient (l_pix=nan); step skipped (2 in a row, 2 in this run): '
+                'non-finite loss or gradient; batch: hr/img3a.png, hr/img3b.png')
     assert expected in caplog.text
 
     monkeypatch.setattr(model, 'cri_pix', finite)  # a finite step resets the streak
@@ -59,7 +60,8 @@ def test_nonfinite_loss_skips_step_counts_and_stops_with_saved_state(tmp_path, m
     for it in (5, 6):
         model.optimize_parameters(it)
     with pytest.raises(NonFiniteLossError, match=r'NaN/inf for 3 iterations in a row \(up to iter 7; '
-                       r'train: max_nonfinite_steps = 3\); state saved to .*7\.state.*--auto_resume'):
+                       r'train: max_nonfinite_steps = 3\); last: non-finite loss or gradient; batch: hr/img4a\.png, '
+                       r'hr/img4b\.png; state saved to .*7\.state.*--auto_resume'):
         model.optimize_parameters(7)
     assert (tmp_path / 'models' / 'net_g_7.pth').is_file()
     state = torch.load(tmp_path / 'training_states' / '7.state', map_location='cpu', weights_only=False)
@@ -99,3 +101,79 @@ def test_bf16_autocast_for_training_and_validation(tmp_path, monkeypatch):
     model.test()
     assert model.output.dtype == torch.float32
     assert dtypes == [torch.float32, torch.bfloat16, torch.bfloat16]
+
+
+def test_diverged_network_is_a_skipped_step_before_the_rasterizer_naming_the_files(tmp_path, basicsr_log):
+    model = _model(tmp_path, max_nonfinite_steps=2)
+    model.feed_data(_batch())
+    model.optimize_parameters(1)
+    net = model.get_bare_model(model.net_g)
+    before = _params(model)
+    with torch.no_grad():  # what a learning rate of 1e4 does within a few steps
+        for p in net.parameters():
+            p.mul_(1e30)
+    huge = _params(model)
+    model.feed_data(_batch(2))
+    model.optimize_parameters(2)  # the rasterizer would raise 'sigmas must be > 0 everywhere'
+    assert model.nonfinite_steps == 1 and all(torch.equal(a, b) for a, b in zip(huge, _params(model)))
+    assert 'non-finite (NaN/inf) Gaussian' in basicsr_log.text
+    assert 'batch: hr/img2a.png, hr/img2b.png' in basicsr_log.text
+    model.feed_data(_batch(3))
+    with pytest.raises(NonFiniteLossError, match=r'NaN/inf for 2 iterations in a row .*last: the network produced '
+                       r'non-finite \(NaN/inf\) Gaussian .*batch: hr/img3a\.png, hr/img3b\.png; state saved to '
+                       r'.*3\.state'):
+        model.optimize_parameters(3)
+    assert (tmp_path / 'training_states' / '3.state').is_file() and before
+
+
+def test_nonfinite_input_batch_is_a_skipped_step(tmp_path, basicsr_log):
+    model = _model(tmp_path, max_nonfinite_steps=0)
+    batch = _batch(5)
+    batch['lq'][0, 0, 1, 1] = float('nan')
+    model.feed_data(batch)
+    before = _params(model)
+    model.optimize_parameters(1)
+    assert model.nonfinite_steps == 1 and all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    assert 'non-finite values in the input batch (lq); batch: hr/img5a.png, hr/img5b.png' in basicsr_log.text
+
+
+def test_gaussian_field_refuses_nonfinite_parameters_before_rasterizing():
+    from gsasr_plugin.archs.gaussian_field import GaussianField, NonFiniteGaussiansError
+    field = GaussianField(means=torch.rand(1, 4, 2) * 4, sigmas=torch.full((1, 4, 2), 0.5), rhos=torch.zeros(1, 4),
+                          colors=torch.rand(1, 4, 3), lr_size=(4, 4))
+    assert field.render((8, 8)).shape == (1, 3, 8, 8)
+    field.colors[0, 1, 2] = float('inf')
+    field.sigmas[0, 2, 0] = float('nan')
+    with pytest.raises(NonFiniteGaussiansError, match=r'non-finite \(NaN/inf\) Gaussian sigmas, colors'):
+        field.render((8, 8))
+
+
+def test_infer_names_nan_weights_and_nonfinite_outputs(tmp_path, capsys, photo):
+    import cv2
+    import yaml
+
+    from gsasr_plugin.commands import infer
+    from gsasr_plugin.inference import NonFiniteOutputError, super_resolve
+    from train_helpers import TINY_GSASR
+    from basicsr.archs import build_network
+    net = build_network(dict(TINY_GSASR))
+    state = net.state_dict()
+    state['gaussian_embedding'] = state['gaussian_embedding'] * float('nan')
+    torch.save({'params': state}, tmp_path / 'nan.pth')
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump({'network_g': dict(TINY_GSASR)}))
+    cv2.imwrite(str(tmp_path / 'a.png'), photo('astronaut', (12, 12)))
+    code = infer.run(['-opt', str(tmp_path / 'o.yml'), '--model', str(tmp_path / 'nan.pth'), '-i',
+                      str(tmp_path / 'a.png'), '-o', str(tmp_path / 'out'), '--scale', '2'])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert 'nan.pth: 1 tensor(s) hold NaN/inf values (first: gaussian_embedding)' in err and 'a.png' not in err
+
+    class NaNOut(torch.nn.Module):
+        def encode(self, lq, scale):
+            return lq
+
+        def render(self, field, out_size):
+            return torch.full((1, 3) + tuple(out_size), float('nan'))
+
+    with pytest.raises(NonFiniteOutputError, match='the model produced non-finite values'):
+        super_resolve(NaNOut(), torch.rand(1, 3, 4, 4), scale=(2, 2), tile=0)

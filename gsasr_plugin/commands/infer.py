@@ -163,6 +163,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     if not files:
         print(f'{PROG}: error: input folder {input_path} holds no images', file=sys.stderr)
         return 1
+    from gsasr_plugin.utils.atomic_io import remove_partial_files
+    remove_partial_files(args.output)  # temporary files of an earlier run that was killed while writing
     try:
         device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         if device.type == 'cuda' and not torch.cuda.is_available():

@@ -16,9 +16,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
+from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.utils.atomic_io import write_image_file
 from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
@@ -73,7 +75,23 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
 
     Hooks for extensions: :meth:`_test_at` (one forward at a scale/size, eval mode, EMA net when present),
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
+
+    ``option_keys`` lists the ``train:`` and ``val:`` keys something reads for this model (BasicSR's
+    SRModel, :class:`ResilientTrainingMixin` and this class); ``basicsr train/test`` reject other keys there
+    (``gsasr_plugin.utils.options``). Add a key here when the model starts reading it.
     """
+    option_keys = {
+        'train': {'ema_decay', 'optim_g', 'scheduler', 'warmup_iter', 'total_iter', 'pixel_opt', 'perceptual_opt',
+                  'bf16', 'grad_clip_norm', 'max_nonfinite_steps'},
+        'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'bicubic_baseline', 'results_table', 'bf16'},
+    }
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__(opt)
+        if not self.is_train and self.opt['path'].get('pretrain_network_g') is None:
+            get_root_logger().warning(
+                'TESTING AN UNTRAINED NETWORK: path: pretrain_network_g is not set, so network_g keeps its random '
+                'initial weights; the metrics below say nothing about a trained model')
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
@@ -124,8 +142,8 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
         self.optimizer_g.zero_grad()
-        with self._train_autocast():
-            self.output = self._forward_train()
+        with self._train_autocast():  # non-finite inputs or Gaussians: a NaN output, a skipped step
+            self.output = self._guarded_forward(self._forward_train, self.gt)
         self.output = self.output.float()
         l_total = 0
         loss_dict = OrderedDict()
@@ -205,10 +223,17 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
             self.feed_data(val_data)
             tag = scale_tag(self.scale)
             img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-            self.test()
+            try:
+                self.test()
+            except NonFiniteGaussiansError as error:  # name the image; during training skip it (and say so)
+                if not self.opt['is_train']:
+                    raise NonFiniteGaussiansError(f"{val_data['lq_path'][0]}: {error}") from None
+                get_root_logger().warning(f"validation at iter {current_iter}: {val_data['lq_path'][0]}: {error}; "
+                                          'image left out of the metrics')
+                continue
             sr_img = tensor2img([self.output.detach().cpu()])
             if save_img:
-                imwrite(sr_img, self._save_path(dataset_name, img_name, tag, current_iter))
+                write_image_file(self._save_path(dataset_name, img_name, tag, current_iter), sr_img)
             if metric_opts and hasattr(self, 'gt'):
                 gt_img = tensor2img([self.gt.detach().cpu()])
                 values = self._metric_values({'img': sr_img, 'img2': gt_img}, self.scale)

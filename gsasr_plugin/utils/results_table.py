@@ -8,13 +8,18 @@
 * ``results.md``: one table per dataset, a row per scale, for every metric the model and bicubic;
 * ``results.csv``: ``dataset,scale,metric,model,bicubic``, one line per value;
 * ``psnr_vs_scale.png``: PSNR against scale per dataset, model and bicubic (when a PSNR metric exists).
+
+Every file is written atomically (``gsasr_plugin.utils.atomic_io``): complete, or the previous version.
 """
 import csv
+import io
 import json
 import math
 import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from gsasr_plugin.utils.atomic_io import atomic_write, write_text
 
 __all__ = ['ResultRow', 'parse_metric_key', 'scale_sort_key', 'rows_from_results', 'metric_label', 'to_markdown',
            'write_csv', 'plot_psnr_vs_scale', 'write_results_table', 'update_results_table']
@@ -100,11 +105,12 @@ def to_markdown(rows: List[ResultRow], metric_opts: Optional[Mapping[str, Mappin
 
 
 def write_csv(rows: List[ResultRow], path: str) -> None:
-    with open(path, 'w', newline='', encoding='utf-8') as handle:
-        writer = csv.writer(handle)
-        writer.writerow(['dataset', 'scale', 'metric', 'model', 'bicubic'])
-        for dataset, tag, metric, model, bic in rows:
-            writer.writerow([dataset, tag, metric, f'{model:.6g}', '' if bic is None else f'{bic:.6g}'])
+    text = io.StringIO(newline='')
+    writer = csv.writer(text)
+    writer.writerow(['dataset', 'scale', 'metric', 'model', 'bicubic'])
+    for dataset, tag, metric, model, bic in rows:
+        writer.writerow([dataset, tag, metric, f'{model:.6g}', '' if bic is None else f'{bic:.6g}'])
+    write_text(path, text.getvalue())
 
 
 def _psnr_metric(rows: List[ResultRow]) -> Optional[str]:
@@ -150,8 +156,11 @@ def plot_psnr_vs_scale(rows: List[ResultRow], path: str, metric: Optional[str] =
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis('off')
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as handle:
+            fig.savefig(handle, format='png')
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -160,8 +169,7 @@ def write_results_table(rows: List[ResultRow], folder: str, metric_opts: Optiona
     """Write results.md, results.csv and (with a PSNR metric) psnr_vs_scale.png; returns their paths."""
     os.makedirs(folder, exist_ok=True)
     paths = {'markdown': os.path.join(folder, 'results.md'), 'csv': os.path.join(folder, 'results.csv')}
-    with open(paths['markdown'], 'w', encoding='utf-8') as handle:
-        handle.write(to_markdown(rows, metric_opts, title))
+    write_text(paths['markdown'], to_markdown(rows, metric_opts, title))
     write_csv(rows, paths['csv'])
     plot = plot_psnr_vs_scale(rows, os.path.join(folder, 'psnr_vs_scale.png'))
     if plot:
@@ -171,7 +179,8 @@ def write_results_table(rows: List[ResultRow], folder: str, metric_opts: Optiona
 
 def update_results_table(folder: str, dataset: str, metric_results: Mapping[str, float],
                          bicubic_results: Optional[Mapping[str, float]] = None,
-                         metric_opts: Optional[Mapping[str, Any]] = None, title: Optional[str] = None) -> Dict[str, str]:
+                         metric_opts: Optional[Mapping[str, Any]] = None,
+                         title: Optional[str] = None) -> Dict[str, str]:
     """Add (or replace) one dataset's results in ``folder/results.json`` and rewrite the tables from it."""
     os.makedirs(folder, exist_ok=True)
     store_path = os.path.join(folder, 'results.json')
@@ -183,8 +192,7 @@ def update_results_table(folder: str, dataset: str, metric_results: Mapping[str,
     if metric_opts:
         store['metric_opts'] = {k: {kk: vv for kk, vv in dict(v).items() if kk in ('test_y_channel', 'better')}
                                 for k, v in metric_opts.items()}
-    with open(store_path, 'w', encoding='utf-8') as handle:
-        json.dump(store, handle, indent=1)
+    write_text(store_path, json.dumps(store, indent=1))
     rows = []
     for name, results in store['datasets'].items():
         rows += rows_from_results(name, results['model'], results['bicubic'])
