@@ -114,8 +114,8 @@ def test_force_yml_keys_misspelt_added_and_sections(run_dir, capsys):
     (lambda o: o['train']['scheduler'].update(type='CosineLR'), "'CosineLR' is not a scheduler BasicSR"),
     (lambda o: o['train']['pixel_opt'].update(type='L2Loss'), "'L2Loss' is not a registered loss"),
     (lambda o: o['logger'].update(print_frq=1), "logger:print_frq: unknown key (did you mean 'print_freq'?)"),
-    (lambda o: o['path'].update(pretrain_network_g='nowhere.pth'), "path:pretrain_network_g: file 'nowhere.pth' "
-     'does not exist'),
+    (lambda o: o['path'].update(pretrain_network_g='nowhere.pth'), "path:pretrain_network_g: 'nowhere.pth' does "
+     'not exist'),
     (lambda o: o.update(num_gpu='two'), "num_gpu: must be an integer >= 0 or auto, got 'two'"),
     (lambda o: o.update(model_type='ArbitraryScaleModel'), "'ArbitraryScaleModel' is not a registered model type "
      "(did you mean 'ArbitraryScaleSRModel'?)"),

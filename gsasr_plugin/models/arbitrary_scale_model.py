@@ -21,6 +21,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
 from gsasr_plugin.utils.atomic_io import write_image_file
+from gsasr_plugin.utils.sampled_pixels import accepts_pixel_index, gather_pixels
 from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
@@ -62,6 +63,22 @@ def _scale_pair(scale: torch.Tensor) -> Pair:
     return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
 
 
+def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = None) -> Any:
+    """A metric's ``crop_border`` at ``scale``: ~ / 'scale' -> ceil(scale), 'scale+N' -> ceil(scale) + N, at
+    most ``largest`` (``crop_border_max``) when given; a number stays as it is."""
+    if value is None or value == 'scale':
+        border = int(math.ceil(max(scale)))
+    elif isinstance(value, str):
+        text = value.replace(' ', '')
+        if not (text.startswith('scale+') and text[len('scale+'):].isdigit()):
+            raise ValueError(f"val: metrics: {metric}: crop_border must be a number, ~, 'scale' or 'scale+N', "
+                             f'got {value!r}')
+        border = int(math.ceil(max(scale))) + int(text[len('scale+'):])
+    else:
+        return value
+    return border if largest is None else min(border, int(largest))
+
+
 @MODEL_REGISTRY.register()
 class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     """SRModel that passes each batch's scale and output size to the network.
@@ -84,6 +101,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         'train': {'ema_decay', 'optim_g', 'scheduler', 'warmup_iter', 'total_iter', 'pixel_opt', 'perceptual_opt',
                   'bf16', 'grad_clip_norm', 'max_nonfinite_steps'},
         'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'bicubic_baseline', 'results_table', 'bf16'},
+        'metric': {'better', 'crop_border_max'},  # taken from each val: metrics: entry before the metric is called
     }
 
     def __init__(self, opt: Dict[str, Any]):
@@ -92,6 +110,31 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
             get_root_logger().warning(
                 'TESTING AN UNTRAINED NETWORK: path: pretrain_network_g is not set, so network_g keeps its random '
                 'initial weights; the metrics below say nothing about a trained model')
+
+    # -------------------------------------------------------------------------------------- weights
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loading, plus released weights: ``path: pretrain_network_g`` may also be
+        ``official:<name>``, a folder of a released model's official files, those files joined by commas
+        (:func:`gsasr_plugin.checkpoint.load_weights`), or a checkpoint file BasicSR cannot read (a released
+        model's single official file, a bare state dict). Released weights always load strictly."""
+        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
+        if not is_released_weights(load_path):
+            try:  # ResilientTrainingMixin.load_network: weights-only, one-line errors (ValueError)
+                return super().load_network(net, load_path, strict, param_key)
+            except (KeyError, RuntimeError, ValueError) as error:  # not BasicSR's layout, or keys that do not fit
+                try:
+                    weights = load_weights(load_path, self.opt['network_g'])
+                except (ValueError, KeyError):
+                    raise error from None
+                if weights.meta.get('released_model') is None:
+                    raise error
+        else:
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if load_path not in cache:  # net_g and its EMA copy load the same files
+                cache[load_path] = load_weights(load_path, self.opt['network_g'])
+            weights = cache[load_path]
+        load_strict(self.get_bare_model(net), weights.state_dict, f'path:pretrain_network_g {load_path}')
+        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {weights.meta["source"]}.')
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
@@ -111,6 +154,13 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         else:
             self.out_size = (round(self.lq.shape[-2] * self.scale[0]), round(self.lq.shape[-1] * self.scale[1]))
         self.img_paths = data.get('lq_path')
+        # sampled-pixel training (dataset option sample_q): the GT becomes (B, 3, Q), the loss is on those pixels
+        self.pixel_index = data['sample_index'].to(self.device) if 'sample_index' in data else None
+        if self.pixel_index is not None and hasattr(self, 'gt'):
+            if getattr(self, 'cri_perceptual', None):
+                raise ValueError("dataset option 'sample_q' gives the loss single pixels: it cannot be used with "
+                                 "'perceptual_opt', which needs whole images")
+            self.gt = gather_pixels(self.gt, self.pixel_index)
 
     # ------------------------------------------------------------------------------------- training
     def setup_schedulers(self) -> None:
@@ -137,7 +187,11 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         super().update_learning_rate(current_iter, warmup_iter)
 
     def _forward_train(self) -> torch.Tensor:
-        return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if getattr(self, 'pixel_index', None) is None:
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if accepts_pixel_index(self._plain_net(self.net_g)):  # decodes the sampled pixels only
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size, pixel_index=self.pixel_index)
+        return gather_pixels(self.net_g(self.lq, scale=self.scale, out_size=self.out_size), self.pixel_index)
 
     def optimize_parameters(self, current_iter: int) -> None:
         # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
@@ -185,13 +239,16 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self.output = self._test_at(self.lq, self.scale, self.out_size)
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
-        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale)."""
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale),
+        ``'scale+N'`` ceil(scale) + N (LIIF's DIV2K protocol crops scale + 6); a border from the scale is at most
+        ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
-            if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
-                metric_opt['crop_border'] = int(math.ceil(max(scale)))
+            largest = metric_opt.pop('crop_border_max', None)
+            if 'crop_border' in metric_opt:
+                metric_opt['crop_border'] = _crop_border(metric_opt['crop_border'], scale, name, largest)
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 

@@ -476,13 +476,17 @@ class _Checker:
                 continue
             import os
             weights = os.path.expanduser(str(weights))
+            from gsasr_plugin.checkpoint import is_released_weights
+            if is_released_weights(weights):
+                continue  # official:<name>, folders, file lists: fetched early, converted and loaded strictly later
             from gsasr_plugin.utils.safe_load import check_weights_fit
             strict = path_opt.get(f'strict_load_{label}', True)
             param_key = path_opt.get(f'param_key_{label}', 'params')
             try:  # a non-strict partial fit is reported (loudly) by the model when it loads the weights
                 check_weights_fit(network, str(weights), param_key, strict=strict is not False, network_label=key)
             except (OSError, ValueError) as error:
-                raise self.error(['path', f'pretrain_network_{label}'], str(error)) from None
+                if not _released_single_file(weights, net_opt):
+                    raise self.error(['path', f'pretrain_network_{label}'], str(error)) from None
 
     def build_network(self, key: str, net_opt: Mapping[str, Any]):
         import copy
@@ -615,8 +619,19 @@ class _Checker:
             if not isinstance(metric_opt, Mapping):
                 raise self.error(path, f'must be a section (a metric with a type), got {metric_opt!r}')
             function = self.registered('METRIC_REGISTRY', metric_opt.get('type'), path + ['type'], 'metric')
-            self.kwargs_fit(function, metric_opt, path, {'type', 'better', 'img', 'img2'},
+            model_keys = _model_keys(self.opt) or {}
+            self.kwargs_fit(function, metric_opt, path, {'type', 'img', 'img2'} | set(model_keys.get('metric', ())),
                             f'metric {metric_opt.get("type")}')
+
+
+def _released_single_file(path: str, net_opt: Mapping[str, Any]) -> bool:
+    """Whether ``path`` is a released model's single official file (``gsasr_plugin.checkpoint.load_weights``
+    converts those; they are not BasicSR checkpoints)."""
+    from gsasr_plugin.checkpoint import load_weights
+    try:
+        return load_weights(path, dict(net_opt)).meta.get('released_model') is not None
+    except Exception:  # noqa: BLE001  (not one: the caller reports its own error)
+        return False
 
 
 @contextlib.contextmanager
