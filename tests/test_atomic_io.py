@@ -159,3 +159,35 @@ def test_really_full_disk_on_a_small_tmpfs(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ['m.pth']
     finally:
         subprocess.run(['umount', str(folder)], capture_output=True, timeout=30)
+
+
+_KILLED_WRITER = textwrap.dedent('''
+    import os, sys, time
+    import torch
+    from gsasr_plugin.utils import atomic_io
+    original = atomic_io._RecordingFile.write
+    def write(self, data):  # after the first bytes, say so and hang: the parent kills -9 mid-write
+        written = original(self, data)
+        print('writing', flush=True)
+        time.sleep(60)
+        return written
+    atomic_io._RecordingFile.write = write
+    atomic_io.atomic_save({'params': {'w': torch.zeros(100000)}}, sys.argv[1])
+''')
+
+
+def test_kill_9_during_a_model_write_leaves_the_previous_file_and_only_removable_debris(tmp_path):
+    path = tmp_path / 'net_g_3.pth'
+    atomic_save({'params': {'w': torch.ones(4)}}, str(path))
+    proc = subprocess.Popen([sys.executable, '-c', _KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            env=env())
+    try:
+        assert proc.stdout.readline().strip() == 'writing'
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert torch.equal(torch.load(path, weights_only=True)['params']['w'], torch.ones(4))  # not 0 bytes, not partial
+    debris = _no_partial_files(tmp_path)
+    assert debris == [f'net_g_3.pth.partial-{proc.pid}']
+    assert [os.path.basename(p) for p in remove_partial_files(str(tmp_path))] == debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['net_g_3.pth']

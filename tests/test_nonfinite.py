@@ -177,3 +177,66 @@ def test_infer_names_nan_weights_and_nonfinite_outputs(tmp_path, capsys, photo):
 
     with pytest.raises(NonFiniteOutputError, match='the model produced non-finite values'):
         super_resolve(NaNOut(), torch.rand(1, 3, 4, 4), scale=(2, 2), tile=0)
+
+
+def _ddp_nonfinite_worker(rank, world_size, store_path, queue):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{store_path}', rank=rank, world_size=world_size)
+    try:
+        from gsasr_plugin.models.arbitrary_scale_model import ArbitraryScaleSRModel
+        from train_helpers import tiny_options
+        opt = tiny_options('ddp_nonfinite', 'unused', total_iter=3, max_nonfinite_steps=0)
+        opt.update(dist=True, rank=rank, world_size=world_size, is_train=True, auto_resume=False)
+        opt['path'].update(models='unused', training_states='unused', visualization='unused')
+        model = ArbitraryScaleSRModel(opt)
+        bare = model.get_bare_model(model.net_g)
+        for it in (1, 2, 3):
+            batch = _batch(10 * rank + it)
+            if it == 2 and rank == 1:
+                batch['lq'][0, 0, 0, 0] = float('nan')  # only rank 1 sees a bad batch
+            saved = [p.detach().clone() for p in bare.parameters()]
+            if it == 3 and rank == 0:
+                with torch.no_grad():  # only rank 0's network diverges (as if its weights were corrupted) ...
+                    for p in bare.parameters():
+                        p.mul_(1e30)
+            model.feed_data(batch)
+            model.update_learning_rate(it)
+            before = [p.detach().clone() for p in bare.parameters()]
+            model.optimize_parameters(it)
+            changed = any(not torch.equal(a, b) for a, b in zip(before, bare.parameters()))
+            if it == 3 and rank == 0:
+                with torch.no_grad():  # ... and is put back to compare the replicas
+                    for p, q in zip(bare.parameters(), saved):
+                        p.copy_(q)
+            queue.put((rank, it, changed, getattr(model, 'nonfinite_steps', 0)))
+        flat = torch.cat([p.detach().reshape(-1) for p in bare.parameters()])
+        gathered = [torch.zeros_like(flat) for _ in range(world_size)]
+        dist.all_gather(gathered, flat)
+        queue.put((rank, 'same', bool(torch.allclose(gathered[0], gathered[1])), None))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_to_skip_a_step_only_one_rank_finds_nonfinite(tmp_path):
+    """A NaN input on one rank, or non-finite Gaussians on one rank (its forward stops before the rasterizer):
+    every rank skips that step, so no gradient all-reduce is left waiting and the replicas stay equal."""
+    import time
+
+    import torch.multiprocessing as mp
+    queue = mp.get_context('fork').SimpleQueue()
+    workers = mp.start_processes(_ddp_nonfinite_worker, args=(2, str(tmp_path / 'store'), queue), nprocs=2,
+                                 join=False, start_method='fork')
+    deadline = time.monotonic() + 180
+    while not workers.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail('the 2-process DDP workers did not finish in 180 s (a rank waited for the other)')
+    reports = [queue.get() for _ in range(8)]
+    steps = {(rank, it): (changed, count) for rank, it, changed, count in reports if it != 'same'}
+    for rank in (0, 1):
+        assert steps[(rank, 1)][0], 'a normal step changes the weights'
+        assert steps[(rank, 2)] == (False, 1) and steps[(rank, 3)][1] == 2, steps
+    assert not steps[(1, 3)][0]
+    assert all(same for rank, it, same, _ in reports if it == 'same'), 'the replicas diverged'

@@ -79,22 +79,25 @@ class ResilientTrainingMixin:
         return ', '.join(names[:limit]) + (f' (+{len(names) - limit} more)' if len(names) > limit else '')
 
     def _guarded_forward(self, forward, target: torch.Tensor) -> torch.Tensor:
-        """``forward()``, or a NaN image shaped like ``target`` when the input batch is not finite or the network
-        predicts non-finite Gaussians (caught before the rasterizer). The NaN output makes the loss NaN, so the
-        step is skipped and counted like any non-finite step, with the same loss keys on every rank.
+        """``forward()``, or a NaN image shaped like ``target`` when the network predicts non-finite Gaussians
+        (caught before the rasterizer) or the input batch is not finite. The NaN output makes the loss NaN, so
+        the step is skipped and counted like any non-finite step, with the same loss keys on every rank.
+
+        The forward always runs, even on a bad batch: under DDP it holds collectives (buffer broadcasts) that
+        every rank must join.
         """
         self._nonfinite_reason = None
+        output = None
+        try:
+            output = forward()
+        except NonFiniteGaussiansError as error:
+            self._nonfinite_reason = str(error)
         inputs = [('lq', self.lq)] + ([('gt', self.gt)] if hasattr(self, 'gt') else [])
         finite = torch.stack([torch.isfinite(t).all() for _, t in inputs]).tolist()
         bad = [name for (name, _), ok in zip(inputs, finite) if not ok]
         if bad:
             self._nonfinite_reason = f"non-finite values in the input batch ({', '.join(bad)})"
-        else:
-            try:
-                return forward()
-            except NonFiniteGaussiansError as error:
-                self._nonfinite_reason = str(error)
-        return torch.full_like(target, float('nan'))
+        return torch.full_like(target, float('nan')) if output is None or bad else output
 
     # ------------------------------------------------------------------------- step agreement
     def _agree_on_step(self, loss: torch.Tensor) -> bool:
