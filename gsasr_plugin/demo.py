@@ -7,7 +7,6 @@
 ``scripts/demo.sh`` runs both around ``basicsr train -opt options/train_gsasr_demo.yml``.
 """
 import argparse
-import math
 import os
 import os.path as osp
 import sys
@@ -56,35 +55,26 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     Also writes the MATLAB-bicubic upscaling beside it (``*_bicubic.png``) for comparison.
     """
     import cv2
-    import torch
-    import yaml
 
-    import gsasr_plugin  # noqa: F401
-    from basicsr.archs import build_network
+    from gsasr_plugin import load_model
     from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
     from gsasr_plugin.utils.atomic_io import write_image_file
-    from gsasr_plugin.utils.safe_load import load_torch_file, select_state_dict
+    from gsasr_plugin.utils.options import load_option_file
 
     if not scale > 0:
         raise ValueError(f'scale must be > 0, got {scale}')
-    with open(opt_path, encoding='utf-8') as f:
-        opt = yaml.safe_load(f)
+    opt = load_option_file(opt_path)
     weights = weights or osp.join('experiments', opt['name'], 'models', 'net_g_latest.pth')
     if not osp.isfile(weights):
         raise FileNotFoundError(f"weights '{weights}' do not exist: train first (basicsr train -opt {opt_path})")
-    net = build_network(opt['network_g'])
-    state, _ = select_state_dict(load_torch_file(weights, 'weights'), weights, 'params')
-    net.load_state_dict(state)
-    net.eval()
+    model = load_model(weights, opt=opt_path, device='cpu')
     image = cv2.imread(input_path, cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"cannot read image '{input_path}'")
+    sr = model.upscale(image, scale=scale, bgr=True)
+    write_image_file(output_path, sr)
     lq = image[:, :, ::-1].astype(np.float32) / 255
-    out_size = (round(lq.shape[0] * scale), round(lq.shape[1] * scale))
-    with torch.no_grad():
-        sr = net(torch.from_numpy(lq.copy()).permute(2, 0, 1)[None], scale=(scale, scale), out_size=out_size)
-    sr = (sr[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    write_image_file(output_path, np.ascontiguousarray(sr[:, :, ::-1]))
+    out_size = sr.shape[:2]
     bicubic = (np.clip(matlab_bicubic_resize(lq, out_size), 0, 1) * 255).round().astype(np.uint8)
     write_image_file(osp.splitext(output_path)[0] + '_bicubic.png', np.ascontiguousarray(bicubic[:, :, ::-1]))
     return output_path

@@ -1,6 +1,8 @@
 """Training-step machinery shared by the plugin's models: DDP on the CPU, bf16 autocast, gradient
 clipping, non-finite-step skipping, stop-and-save on signals, exactly resumable training states, and
-safe, whole model files (weights-only loading with one-line errors, atomic saving).
+safe, whole model files: ``save_network`` writes self-describing ``net_g_*.pth`` atomically, ``load_network``
+reads ``path: pretrain_network_g`` through the one loader of weights (``gsasr_plugin.checkpoint.load_weights``:
+weights-only, one-line errors, NaN/inf refused; loud non-strict loading).
 
 Options (``train:`` unless noted):
 
@@ -17,7 +19,7 @@ flags per iteration, so they never disagree on whether a step (and its gradient 
 import contextlib
 import math
 import os
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
@@ -168,48 +170,66 @@ class ResilientTrainingMixin:
     # ------------------------------------------------------------------------------- checkpoints
     @master_only
     def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
-        """BasicSR's ``save_network`` (same file name and layout), written atomically.
+        """BasicSR's ``save_network`` (same file name, ``params`` / ``params_ema`` as BasicSR lays them out),
+        written atomically; ``net_g`` files also carry the ``network_g`` options and the plugin version
+        (self-describing, :func:`gsasr_plugin.checkpoint.write_checkpoint`), so ``basicsr infer -m
+        net_g_latest.pth`` and ``load_model`` need no option file.
 
         BasicSR retries three times, then logs "Still cannot save ... Just ignore it" and goes on with a
         truncated file; here a failed write raises :class:`~gsasr_plugin.utils.atomic_io.WriteError` naming
-        the file and the reason (e.g. the disk is full), the previous file stays, and the run stops.
+        the file and the reason (e.g. the disk is full) at once (waiting does not free a full disk), the
+        previous file stays, and the run stops.
         """
+        from gsasr_plugin.checkpoint import write_checkpoint
         label = 'latest' if current_iter == -1 else current_iter
         path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
-        save_dict = {}
-        for one_net, key in zip(nets, keys):
-            state = self.get_bare_model(one_net).state_dict()
-            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
-        atomic_save(save_dict, path)
+        weights = {key: self.get_bare_model(one_net).state_dict() for one_net, key in zip(nets, keys)}
+        network_opt = self.opt.get('network_g')
+        if net_label == 'net_g' and isinstance(network_opt, Mapping) and 'type' in network_opt:
+            write_checkpoint(path, weights, network_opt, source=f"basicsr train {self.opt.get('name')}, iter {label}")
+            return
+        atomic_save({key: {(k[7:] if k.startswith('module.') else k): v.detach().cpu() for k, v in state.items()}
+                     for key, state in weights.items()}, path)
 
-    def load_network(self, net, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
-        """BasicSR's ``load_network`` (``param_key``, else ``params``; ``module.`` prefixes dropped), but:
+    def load_network(self, net, load_path: str, strict: bool = True, param_key: Optional[str] = 'params') -> None:
+        """``path: pretrain_network_g`` through the plugin's one loader of weights,
+        :func:`gsasr_plugin.checkpoint.load_weights`: a checkpoint (ours, self-describing, or BasicSR's:
+        ``param_key``, else ``params``, as BasicSR reads it), ``official:<name>``, a folder of a released model's
+        official files, those files joined by commas, or a released model's single official file. The option
+        file's ``network_g`` is what is built. Beyond BasicSR's ``load_network``:
 
-        * weights-only loading (a checkpoint cannot run code);
-        * one-line errors naming the file: missing, empty, truncated, not a checkpoint, no weights under the
-          key, NaN/inf weights, or (``strict_load``) weights that do not fit the network (another
-          architecture, other shapes);
-        * with ``strict_load_g: false`` a loud warning saying how many tensors kept their initial values.
+        * weights-only loading (a file cannot run code), and one-line errors naming the file: missing, empty,
+          truncated, not a checkpoint, no weights under the key, NaN/inf weights;
+        * released weights always load strictly; checkpoints follow ``strict_load_g``: weights that do not fit
+          the network (another architecture, other shapes) are a one-line error, and with ``strict_load_g:
+          false`` a loud warning says how many tensors keep their initial values (mismatched shapes skipped).
         """
-        from gsasr_plugin.utils.safe_load import (check_finite_weights, compare_state_dicts, describe_fit,
-                                                  load_torch_file, select_state_dict)
+        from gsasr_plugin.checkpoint import check_fit, describe_weights, is_released_weights, load_weights
         logger = get_root_logger()
-        net = self.get_bare_model(net)
-        state, used = select_state_dict(load_torch_file(load_path, 'checkpoint'), load_path, param_key)
-        if param_key and used != param_key:
-            logger.info(f"Loading: {param_key} does not exist, use {used or 'the bare state dict'}.")
-        check_finite_weights(state, load_path)
-        own = net.state_dict()
-        warning = describe_fit(compare_state_dicts(own, state), load_path, type(net).__name__, 'network_g', strict)
+        bare = self.get_bare_model(net)
+        spec = os.fspath(load_path) if isinstance(load_path, os.PathLike) else str(load_path)
+        network_g = self.opt.get('network_g')
+        if is_released_weights(spec):
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if spec not in cache:  # net_g and its EMA copy load the same files
+                cache[spec] = load_weights(spec, network_g)
+            weights = cache[spec]
+        else:
+            weights = load_weights(spec, network_g, (param_key, 'params') if param_key else None)
+            if param_key and weights.param_key != param_key:
+                logger.info(f'Loading: {param_key} does not exist, use {weights.param_key}.')
+        warning = check_fit(bare, weights, f'{describe_weights(spec)} (path:pretrain_network_g)', strict)
         if warning:
             logger.warning(warning)
-        fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{used}].')
-        net.load_state_dict(fitting, strict=strict)
+        own = bare.state_dict()
+        fitting = {k: v for k, v in weights.state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        bare.load_state_dict(fitting, strict=strict)
+        key = f', with param key [{weights.param_key}]' if weights.param_key else ''
+        logger.info(f'Loaded {type(bare).__name__} from {weights.meta.get("source", spec)}{key}.')
 
     def save(self, epoch: int, current_iter: int) -> None:
         """Networks and training state (rank 0), after checking that all replicas hold the same weights."""

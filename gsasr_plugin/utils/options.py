@@ -222,7 +222,8 @@ def known_keys(opt: Mapping[str, Any], path: Sequence[str]) -> Tuple[Optional[Se
     the section's readers are not all known (then unknown keys there are only warned about)."""
     path = tuple(path)
     if path == ():
-        return set(_TOP_LEVEL), _TOP_LEVEL_PREFIXES
+        model_top = (_model_keys(opt) or {}).get('', set())  # e.g. ArbitraryScaleSRModel's tile
+        return set(_TOP_LEVEL) | set(model_top), _TOP_LEVEL_PREFIXES
     if path == ('path', ):
         return set(_PATH), _PATH_PREFIXES
     if path == ('logger', ):
@@ -436,7 +437,8 @@ class _Checker:
             raise self.error(['name'], f'is required: the run name (a text), got {name!r}')
         if re.search(r'[\\/]|^\.+$', name):
             raise self.error(['name'], f'{name!r} must not contain / or \\ (it names a folder)')
-        self.registered('MODEL_REGISTRY', opt.get('model_type'), ['model_type'], 'model type')
+        model_cls = self.registered('MODEL_REGISTRY', opt.get('model_type'), ['model_type'], 'model type')
+        self.check_model_options(model_cls)
         self.check_num_gpu()
         if opt.get('manual_seed') is not None:
             self.number(opt, ['manual_seed'], integer=True, minimum=0)
@@ -459,9 +461,23 @@ class _Checker:
         self.check_networks()
         return self.result
 
+    def check_model_options(self, model_cls) -> None:
+        """The model's own ``check_options(opt)`` (e.g. ``ArbitraryScaleSRModel``'s top-level ``tile:``)."""
+        check = getattr(model_cls, 'check_options', None)
+        if check is None:
+            return
+        try:
+            check(self.opt)
+        except (ValueError, TypeError) as error:
+            first = re.match(r'[A-Za-z_][\w]*', str(error))  # messages start with the key they are about
+            line_of = [first.group(0)] if first and first.group(0) in self.opt else []
+            raise OptionError(f'{self.where(line_of)}: {error}') from None
+
     def check_networks(self) -> None:
         """Every ``network_*`` builds from its options (on the meta device: no memory, no time), and the
-        pretrained weights named in ``path`` load safely and fit it."""
+        pretrained weights named in ``path`` (a checkpoint, ``official:<name>``, a folder or comma list of
+        official files) are read by the one loader, :func:`gsasr_plugin.checkpoint.check_weights_fit` (weights
+        only, NaN/inf refused), and fit it: exactly for released weights and with ``strict_load_*``."""
         for key, net_opt in self.opt.items():
             if not str(key).startswith('network_'):
                 continue
@@ -475,18 +491,18 @@ class _Checker:
             if weights is None:
                 continue
             import os
+
+            from gsasr_plugin.checkpoint import check_weights_fit
+            from gsasr_plugin.hub import WeightsUnavailableError
             weights = os.path.expanduser(str(weights))
-            from gsasr_plugin.checkpoint import is_released_weights
-            if is_released_weights(weights):
-                continue  # official:<name>, folders, file lists: fetched early, converted and loaded strictly later
-            from gsasr_plugin.utils.safe_load import check_weights_fit
             strict = path_opt.get(f'strict_load_{label}', True)
             param_key = path_opt.get(f'param_key_{label}', 'params')
-            try:  # a non-strict partial fit is reported (loudly) by the model when it loads the weights
-                check_weights_fit(network, str(weights), param_key, strict=strict is not False, network_label=key)
-            except (OSError, ValueError) as error:
-                if not _released_single_file(weights, net_opt):
-                    raise self.error(['path', f'pretrain_network_{label}'], str(error)) from None
+            try:  # one loader for all: checkpoints, official:<name>, folders and lists of official files
+                # a non-strict partial fit is reported (loudly) by the model when it loads the weights
+                check_weights_fit(network, weights, net_opt, (param_key, 'params') if param_key else None,
+                                  strict=strict is not False, network_label=key)
+            except (OSError, ValueError, WeightsUnavailableError) as error:
+                raise self.error(['path', f'pretrain_network_{label}'], str(error)) from None
 
     def build_network(self, key: str, net_opt: Mapping[str, Any]):
         import copy
@@ -622,16 +638,6 @@ class _Checker:
             model_keys = _model_keys(self.opt) or {}
             self.kwargs_fit(function, metric_opt, path, {'type', 'img', 'img2'} | set(model_keys.get('metric', ())),
                             f'metric {metric_opt.get("type")}')
-
-
-def _released_single_file(path: str, net_opt: Mapping[str, Any]) -> bool:
-    """Whether ``path`` is a released model's single official file (``gsasr_plugin.checkpoint.load_weights``
-    converts those; they are not BasicSR checkpoints)."""
-    from gsasr_plugin.checkpoint import load_weights
-    try:
-        return load_weights(path, dict(net_opt)).meta.get('released_model') is not None
-    except Exception:  # noqa: BLE001  (not one: the caller reports its own error)
-        return False
 
 
 @contextlib.contextmanager

@@ -181,9 +181,9 @@ def state_model_files(opt: Dict[str, Any], iteration: int) -> List[str]:
 
 
 def _check_model_file(path: str) -> None:
-    from gsasr_plugin.utils.safe_load import check_finite_weights, load_torch_file, select_state_dict
-    state, _ = select_state_dict(load_torch_file(path, 'model file'), path, 'params')
-    check_finite_weights(state, path)
+    """The model file loads (the one checkpoint reader: weights-only, NaN/inf refused), or a one-line error."""
+    from gsasr_plugin.checkpoint import load_checkpoint
+    load_checkpoint(path, 'params', what='model file')
 
 
 def _state_iteration(name: str) -> Optional[int]:

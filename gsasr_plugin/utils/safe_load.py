@@ -4,23 +4,31 @@ Every ``torch.load`` of the plugin uses ``weights_only=True`` (tensors, numbers,
 no Python objects), so a downloaded checkpoint or training state cannot execute anything. Our own files
 (checkpoints, training states with optimizer and scheduler states) are plain data and load this way.
 :func:`load_torch_file` turns every way a file can be bad into a :class:`TorchFileError` naming it: empty,
-truncated, not a PyTorch file, or holding Python objects (refused).
+truncated, not a PyTorch file, or holding Python objects (refused). :func:`check_finite_weights` refuses
+weights holding NaN/inf; :func:`compare_state_dicts` / :func:`describe_fit` say how weights fit a network.
+
+Checkpoints are read by :func:`gsasr_plugin.checkpoint.load_checkpoint` / ``load_weights`` (the one reader of
+weights, built on these); training states by :func:`gsasr_plugin.utils.resume.load_training_state`.
 """
 import os
 import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
 
-__all__ = ['TorchFileError', 'load_torch_file', 'nonfinite_tensor_names', 'select_state_dict', 'StateDictFit',
-           'compare_state_dicts', 'check_weights_fit', 'check_finite_weights', 'describe_fit']
+__all__ = ['TorchFileError', 'NonFiniteWeightsError', 'load_torch_file', 'nonfinite_tensor_names', 'StateDictFit',
+           'compare_state_dicts', 'check_finite_weights', 'describe_fit']
 
 
 class TorchFileError(ValueError):
     """A ``.pth`` / ``.state`` file that cannot be (safely) loaded; the message names it and says why."""
+
+
+class NonFiniteWeightsError(TorchFileError):
+    """Weights that hold NaN or inf (a run that diverged)."""
 
 
 def _first_line(error: BaseException) -> str:
@@ -75,37 +83,6 @@ def nonfinite_tensor_names(state: Mapping[str, Any]) -> List[str]:
             if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
-def select_state_dict(checkpoint: Any, path: str, param_key: Optional[str] = 'params') -> Tuple[Dict[str, Any], str]:
-    """The weights in a loaded checkpoint, by BasicSR's rule: ``checkpoint[param_key]``, else
-    ``checkpoint['params']``; a bare state dict (only tensors) when ``param_key`` is None or absent.
-
-    Returns:
-        (state dict without ``module.`` prefixes, the key used or ``''`` for a bare state dict).
-
-    Raises:
-        TorchFileError: naming the file and the keys found when there are no weights under these keys.
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise TorchFileError(f'checkpoint {path}: holds a {type(checkpoint).__name__}, not a dict of weights')
-    used = None
-    for key in ([param_key] if param_key else []) + ['params']:
-        if isinstance(checkpoint.get(key), Mapping):
-            used = key
-            break
-    if used is not None:
-        state = checkpoint[used]
-    elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        state, used = checkpoint, ''
-    else:
-        found = ', '.join(map(str, list(checkpoint)[:8])) + (' ...' if len(checkpoint) > 8 else '')
-        wanted = f"'{param_key}' or 'params'" if param_key and param_key != 'params' else "'params'"
-        raise TorchFileError(f'checkpoint {path}: no weights under {wanted}; keys found: [{found}]')
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise TorchFileError(f"checkpoint {path}: '{used or 'state dict'}' holds non-tensor entries ({bad[0]!r}, ...)")
-    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}, used
-
-
 @dataclass
 class StateDictFit:
     """How a checkpoint's state dict fits a network's: names missing from it, extra names, shape mismatches."""
@@ -150,39 +127,28 @@ def compare_state_dicts(expected: Mapping[str, torch.Tensor], found: Mapping[str
     return fit
 
 
-def check_weights_fit(network: torch.nn.Module, path: str, param_key: Optional[str] = 'params', strict: bool = True,
-                      network_label: str = 'network_g') -> Optional[str]:
-    """Load ``path`` safely and check that its weights fit ``network`` (which may live on the meta device).
-
-    Returns:
-        None when they fit exactly; with ``strict=False`` a warning saying how much of the network they cover.
-
-    Raises:
-        FileNotFoundError, TorchFileError: the file cannot be loaded, has no weights, or holds NaN/inf.
-        ValueError: with ``strict`` (BasicSR's ``strict_load``), the weights do not fit the network.
-    """
-    state, _ = select_state_dict(load_torch_file(path, 'checkpoint'), path, param_key)
-    check_finite_weights(state, path)
-    fit = compare_state_dicts(network.state_dict(), state)
-    return describe_fit(fit, path, type(network).__name__, network_label, strict)
-
-
-def check_finite_weights(state: Mapping[str, Any], path: str) -> None:
-    """Raise TorchFileError naming ``path`` when tensors of ``state`` hold NaN or inf (a diverged run)."""
+def check_finite_weights(state: Mapping[str, Any], path: str, what: str = 'checkpoint') -> None:
+    """Raise :class:`NonFiniteWeightsError` naming ``path`` when tensors of ``state`` hold NaN or inf."""
     bad = nonfinite_tensor_names(state)
     if bad:
-        raise TorchFileError(f'checkpoint {path}: {len(bad)} tensor(s) hold NaN/inf values (first: {bad[0]}); these '
-                             'weights come from a run that diverged and give no image')
+        raise NonFiniteWeightsError(f'{what} {path}: {len(bad)} tensor(s) hold NaN/inf values (first: {bad[0]}); '
+                                    'such weights (e.g. of a run that diverged) give no image')
 
 
-def describe_fit(fit: StateDictFit, path: str, network_name: str, network_label: str, strict: bool) -> Optional[str]:
-    """None for a perfect fit; the warning for a non-strict load; ValueError for a strict one that does not fit."""
+def describe_fit(fit: StateDictFit, what: str, network_name: str, network_label: str, strict: bool,
+                 strict_hint: bool = True) -> Optional[str]:
+    """None for a perfect fit; the warning for a non-strict load; ValueError for a strict one that does not fit.
+
+    Args:
+        what: how the weights are named (``checkpoint <file>``, ``released model official:<name>``, ...).
+        strict_hint: say that ``strict_load_<label>: false`` loads what fits (not for released weights).
+    """
     if fit.perfect:
         return None
     label = network_label[len('network_'):] if network_label.startswith('network_') else network_label
     if strict:
-        raise ValueError(f'checkpoint {path} does not fit {network_label} ({network_name}): {fit.describe()} '
-                         f'(set path: strict_load_{label}: false to load only the tensors that fit)')
+        hint = f' (set path: strict_load_{label}: false to load only the tensors that fit)' if strict_hint else ''
+        raise ValueError(f'{what} does not fit {network_label} ({network_name}): {fit.describe()}{hint}')
     untrained = fit.total - fit.matched
-    return (f'LOADING NON-STRICTLY: checkpoint {path} gives {fit.matched} of the {fit.total} tensors of '
+    return (f'LOADING NON-STRICTLY: {what} gives {fit.matched} of the {fit.total} tensors of '
             f'{network_label} ({network_name}); {untrained} keep their random initial values: {fit.describe()}')
