@@ -123,6 +123,16 @@ def test_test_dataset_scales_and_sizes(hr_folder):
     assert aniso['lq'].shape == (3, 100, 70) and aniso['gt'].shape == (3, 200, 210)
 
 
+def test_test_dataset_lq_bits_rounds_the_bicubic_lr(hr_folder):
+    opt = dict(name='val', type='ArbitraryScaleTestDataset', phase='val', dataroot_gt=str(hr_folder), scales=[3])
+    plain = build_dataset(opt)[0]['lq']
+    rounded = build_dataset(dict(opt, lq_bits=8))[0]['lq']
+    assert torch.equal(rounded, torch.round(plain * 255) / 255)
+    assert not torch.equal(rounded, plain)
+    with pytest.raises(ValueError, match='lq_bits'):
+        build_dataset(dict(opt, lq_bits=0))
+
+
 def test_test_dataset_reads_premade_lr(tmp_path, hr_folder):
     lq_dir = tmp_path / 'lr_x2'
     lq_dir.mkdir()

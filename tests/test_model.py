@@ -130,3 +130,19 @@ def test_validation_per_scale_metrics_images_and_best(folders):
     for key in keys:
         best = model.best_metric_results['photos'][key]
         assert best['val'] == max(first[key], model.metric_results[key])
+
+
+def test_crop_border_max_caps_the_scale_border(folders, monkeypatch):
+    """``crop_border: ~`` crops ceil(scale) pixels; ``crop_border_max: 8`` caps it (the GSASR paper's min(s, 8))."""
+    import gsasr_plugin.models.arbitrary_scale_model as module
+    tmp_path, hr = folders
+    opt = _opt(tmp_path, hr)
+    opt['val']['metrics'] = dict(psnr=dict(type='calculate_psnr', crop_border=None, crop_border_max=8,
+                                           test_y_channel=True))
+    model = build_model(opt)
+    seen = []
+    monkeypatch.setattr(module, 'calculate_metric', lambda data, metric_opt: seen.append(dict(metric_opt)) or 1.0)
+    for scale in ((2.0, 2.0), (12.0, 12.0), (3.5, 1.5)):
+        model._metric_values({}, scale)
+    assert [o['crop_border'] for o in seen] == [2, 8, 4]
+    assert all('crop_border_max' not in o for o in seen)

@@ -299,12 +299,18 @@ class ArbitraryScaleTestDataset(data.Dataset):
         dataroot_lq (str, optional): LR folder; may contain ``{scale}`` (replaced by ``2``, ``3.5``, ...)
             to give one folder per scale, otherwise ``scales`` must have one entry.
         filename_tmpl (str): LR file stem from the GT stem, may use ``{scale}``. Default: ``'{}'``.
+        lq_bits (int, optional): round the LR images made on the fly to this many bits per channel (8: as an
+            LR PNG file would hold them, the benchmark protocol of the GSASR paper). Default: none (float).
         io_backend (dict): ``{type: disk}`` (default) or lmdb.
     """
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
         self.opt = opt
+        self.lq_bits = opt.get('lq_bits')
+        if self.lq_bits is not None and (isinstance(self.lq_bits, bool) or not isinstance(self.lq_bits, int)
+                                         or not 1 <= self.lq_bits <= 16):
+            raise ValueError(f"'lq_bits' must be an integer in [1, 16] or ~, got {self.lq_bits!r}")
         scales = opt.get('scales', [4])
         if not isinstance(scales, (list, tuple)) or not scales:
             raise ValueError(f"'scales' must be a non-empty list of scales, got {scales!r}")
@@ -365,6 +371,9 @@ class ArbitraryScaleTestDataset(data.Dataset):
         gt = _to_float(hr[:gt_h, :gt_w])
         if lq is None:
             lq = np.clip(matlab_bicubic_resize(gt, (lq_h, lq_w)), 0, 1)
+            if self.lq_bits is not None:
+                levels = float(2**self.lq_bits - 1)
+                lq = (np.round(lq * levels) / levels).astype(lq.dtype)
         return {
             'lq': _to_tensor(lq),
             'gt': _to_tensor(gt),

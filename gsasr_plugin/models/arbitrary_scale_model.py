@@ -75,6 +75,31 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
     """
 
+    # -------------------------------------------------------------------------------------- weights
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loading, plus released weights: ``path: pretrain_network_g`` may also be
+        ``official:<name>``, a folder of a released model's official files, those files joined by commas
+        (:func:`gsasr_plugin.checkpoint.load_weights`), or a checkpoint file BasicSR cannot read (a released
+        model's single official file, a bare state dict). Released weights always load strictly."""
+        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
+        if not is_released_weights(load_path):
+            try:
+                return super().load_network(net, load_path, strict, param_key)
+            except (KeyError, RuntimeError) as error:  # not BasicSR's layout, or keys that do not fit
+                try:
+                    weights = load_weights(load_path, self.opt['network_g'])
+                except (ValueError, KeyError):
+                    raise error from None
+                if weights.meta.get('released_model') is None:
+                    raise error
+        else:
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if load_path not in cache:  # net_g and its EMA copy load the same files
+                cache[load_path] = load_weights(load_path, self.opt['network_g'])
+            weights = cache[load_path]
+        load_strict(self.get_bare_model(net), weights.state_dict, f'path:pretrain_network_g {load_path}')
+        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {weights.meta["source"]}.')
+
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
         self.lq = data['lq'].to(self.device)
@@ -167,13 +192,17 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self.output = self._test_at(self.lq, self.scale, self.out_size)
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
-        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale)."""
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale), at most
+        ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
+            largest = metric_opt.pop('crop_border_max', None)
             if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
                 metric_opt['crop_border'] = int(math.ceil(max(scale)))
+                if largest is not None:
+                    metric_opt['crop_border'] = min(metric_opt['crop_border'], int(largest))
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 
