@@ -23,14 +23,12 @@ Everything else -- encoder, feature projection, embeddings, scale MLP, upsamplin
 Gaussian field, rendering, ``encode`` / ``render`` / ``forward`` and all their options -- is
 :class:`GSASR`'s: this class only replaces the attention blocks (:meth:`GSASR.attend`).
 
-Official weights: :func:`convert_official_rope_decoder` maps a ``Fea2GS_ROPE_AMP`` state dict onto ours
-(q/k/v projections fused, the scale MLP's 1-input layer split over our (1 / s_h, 1 / s_w) inputs, the sigma
-head's rows in our (x, y) order); :func:`load_official_gsasr_rope` loads an official encoder + decoder pair
-strictly.
+The official encoder.pth + decoder.pth of the released models convert to our weights with
+:mod:`gsasr_plugin.archs.official_gsasr` (``convert_fea2gs_rope``), which also holds their ``network_g``
+(``enhanced_network_g``) and registers them as ``official:gsasr-<encoder>-enhanced-<data>`` and
+``official:gsasr-hatl-ultra-sa1b``.
 """
-import re
-from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -38,13 +36,13 @@ from torch import nn
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.gsasr_arch import GSASR, ScaleCrossAttention
-from gsasr_plugin.archs.pretrained import extract_state_dict, map_checkpoint_keys
 from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, RoPEWindowCrossAttention
 from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens
 
-__all__ = ['GSASRRoPE', 'RoPEInjectionLayer', 'RoPEInteractionLayer', 'RoPEResidualGroup',
-           'convert_official_rope_decoder', 'convert_official_encoder', 'check_official_positions',
-           'load_official_gsasr_rope', 'GSASR_ROPE_OFFICIAL_KEY_MAP']
+__all__ = ['GSASRRoPE', 'RoPEInjectionLayer', 'RoPEInteractionLayer', 'RoPEResidualGroup']
+
+# GSASR's shift options and the only values GSASRRoPE's blocks implement (the official decoder's).
+_OFFICIAL_SHIFTS = {'cross_attention_shift': 'features_only', 'shift_mask': False, 'shift_single_window': True}
 
 
 def _conv_channels_last(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +155,9 @@ class GSASRRoPE(GSASR):
         mlp_ratio: Hidden width of the transformer MLPs relative to d. Default: 1 (as official).
         rope_theta: RoPE base of the initial frequencies (learned afterwards). Default: 10 (as official).
         **gsasr_options: Every other option of :class:`GSASR` (scale tokens, Gaussian density and upsampling,
-            heads, rasterizer, ...), with GSASR's defaults.
+            heads, padding and canvas, rasterizer, ...), with GSASR's defaults. The shift options take only the
+            official values, which are the defaults here: ``cross_attention_shift: features_only``,
+            ``shift_mask: false``, ``shift_single_window: true``.
     """
 
     def __init__(self, encoder: Optional[Mapping[str, Any]] = None, embed_dim: int = 192, num_heads: int = 6,
@@ -172,6 +172,10 @@ class GSASRRoPE(GSASR):
             raise ValueError(f'embed_dim / num_heads must be a multiple of 4 for RoPE, got {embed_dim} / {num_heads}')
         if not rope_theta > 0:
             raise ValueError(f'rope_theta must be > 0, got {rope_theta!r}')
+        for name, value in _OFFICIAL_SHIFTS.items():
+            if gsasr_options.setdefault(name, value) != value:
+                raise ValueError(f'GSASRRoPE shifts as the official enhanced decoder ({name}: {value!r}); '
+                                 f'got {name}: {gsasr_options[name]!r}')
         super().__init__(encoder=encoder, embed_dim=embed_dim, num_heads=num_heads, window_size=window_size,
                          num_injection_layers=num_injection_layers, num_blocks=num_blocks,
                          num_layers_per_block=num_layers_per_block, mlp_ratio=mlp_ratio, **gsasr_options)
@@ -198,203 +202,3 @@ class GSASRRoPE(GSASR):
         for block in self.interaction:
             x = block(x, pos, scale_tokens)
         return residual + _conv_channels_last(self.conv_final, x)
-
-
-# ------------------------------------------------------------------------------------------ official weights
-_LAYER = r'(\d+)\.blocks\.(\d+)\.'
-# Fea2GS_ROPE_AMP key -> our key (first match wins). q/k/v heads and the positions are handled apart.
-GSASR_ROPE_OFFICIAL_KEY_MAP: Tuple[Tuple[str, str], ...] = (
-    (r'^gs_embedding$', 'gaussian_embedding'),
-    (r'^pos_embedding$', 'position_embedding'),
-    (r'^img_feat_proj\.', 'feature_proj.'),
-    (r'^UPNet\.', 'upsample.'),
-    (r'^conv_final\.', 'conv_final.'),
-    (r'^scale_mlp\.', 'scale_mlp.'),
-    (r'^mlp_block_sigma\.', 'sigma_head.'),
-    (r'^mlp_block_rho\.', 'rho_head.'),
-    (r'^mlp_block_alpha\.', 'opacity_head.'),
-    (r'^mlp_block_rgb\.', 'color_head.'),
-    (r'^mlp_block_mean\.', 'offset_head.'),
-    # injection blocks
-    (r'^window_crossattn_blocks\.(\d+)\.(norm|conv)\.', r'injection.\1.\2.'),
-    (r'^window_crossattn_blocks\.(\d+)\.mlp\.0\.', r'injection.\1.mlp.fc1.'),
-    (r'^window_crossattn_blocks\.(\d+)\.mlp\.2\.', r'injection.\1.mlp.fc2.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'gs_cross_attn_scale\.', r'injection.\1.layers.\2.scale_attn.attn.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'norm1\.', r'injection.\1.layers.\2.scale_attn.norm_attn.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'mlp_crossattn_scale\.', r'injection.\1.layers.\2.scale_attn.mlp.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'norm2\.', r'injection.\1.layers.\2.scale_attn.norm_mlp.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'norm3\.', r'injection.\1.layers.\2.norm_attn.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'window_cross_attn\.rope_freqs$',
-     r'injection.\1.layers.\2.cross_attn.rope.freqs'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'window_cross_attn\.qhead\.', r'injection.\1.layers.\2.cross_attn.q.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'window_cross_attn\.proj\.', r'injection.\1.layers.\2.cross_attn.proj.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'norm4\.', r'injection.\1.layers.\2.norm_mlp.'),
-    (r'^window_crossattn_blocks\.' + _LAYER + r'mlp_crossattn_feature\.', r'injection.\1.layers.\2.mlp.'),
-    # interaction blocks
-    (r'^gs_selfattn_blocks\.(\d+)\.(norm|conv)\.', r'interaction.\1.\2.'),
-    (r'^gs_selfattn_blocks\.(\d+)\.mlp\.0\.', r'interaction.\1.mlp.fc1.'),
-    (r'^gs_selfattn_blocks\.(\d+)\.mlp\.2\.', r'interaction.\1.mlp.fc2.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'gs_cross_attn_scale\.', r'interaction.\1.layers.\2.scale_attn.attn.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'norm3\.', r'interaction.\1.layers.\2.scale_attn.norm_attn.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'mlp_crossattn\.', r'interaction.\1.layers.\2.scale_attn.mlp.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'norm4\.', r'interaction.\1.layers.\2.scale_attn.norm_mlp.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'norm1\.', r'interaction.\1.layers.\2.norm_attn.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'gs_self_attn\.rope_freqs$', r'interaction.\1.layers.\2.self_attn.rope.freqs'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'gs_self_attn\.proj\.', r'interaction.\1.layers.\2.self_attn.proj.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'norm2\.', r'interaction.\1.layers.\2.norm_mlp.'),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'mlp_selfattn\.', r'interaction.\1.layers.\2.mlp.'),
-)
-# Separate official q / k / v projections and the modules they are fused into: (regex, our prefix, fused name,
-# official head names in fused order).
-_FUSED_PROJECTIONS = (
-    (r'^window_crossattn_blocks\.' + _LAYER + r'window_cross_attn\.(khead|vhead)\.(weight|bias)$',
-     r'injection.\1.layers.\2.cross_attn.', 'kv', ('khead', 'vhead')),
-    (r'^gs_selfattn_blocks\.' + _LAYER + r'gs_self_attn\.(qhead|khead|vhead)\.(weight|bias)$',
-     r'interaction.\1.layers.\2.self_attn.', 'qkv', ('qhead', 'khead', 'vhead')),
-)
-_POSITION_KEY = re.compile(r'^(.*)\.rope_t_([xy])$')
-
-
-def _rename(key: str, key_map) -> Optional[str]:
-    for pattern, replacement in key_map:
-        if re.search(pattern, key):
-            return re.sub(pattern, replacement, key, count=1)
-    return None
-
-
-def convert_official_rope_decoder(state: Mapping[str, torch.Tensor],
-                                  source: str = 'decoder') -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """Map an official ``Fea2GS_ROPE_AMP`` state dict onto :class:`GSASRRoPE`'s decoder keys.
-
-    Returns ``(weights, positions)``: ``weights`` in our names (no ``encoder.`` keys) and, for
-    :func:`check_official_positions`, the checkpoint's token-position buffers under the names of our
-    attention modules' ``pos_x`` / ``pos_y`` buffers.
-
-    Raises:
-        ValueError: naming ``source`` and the keys, for keys this layout does not know or incomplete q/k/v sets.
-    """
-    weights: Dict[str, torch.Tensor] = {}
-    positions: Dict[str, torch.Tensor] = {}
-    fused: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
-    unknown = []
-    for key, value in state.items():
-        match = _POSITION_KEY.match(key)
-        if match:
-            freqs_key = _rename(f'{match.group(1)}.rope_freqs', GSASR_ROPE_OFFICIAL_KEY_MAP)
-            if freqs_key is None:
-                unknown.append(key)
-            else:
-                positions[f"{freqs_key[:-len('rope.freqs')]}pos_{match.group(2)}"] = value
-            continue
-        for pattern, prefix, fused_name, heads in _FUSED_PROJECTIONS:
-            match = re.match(pattern, key)
-            if match:
-                target = re.sub(pattern, prefix, key) + f'{fused_name}.{match.group(4)}'
-                fused.setdefault((target, ','.join(heads)), {})[match.group(3)] = value
-                break
-        else:
-            target = _rename(key, GSASR_ROPE_OFFICIAL_KEY_MAP)
-            if target is None:
-                unknown.append(key)
-            else:
-                weights[target] = value
-    for (target, heads), parts in fused.items():
-        names = heads.split(',')
-        if sorted(parts) != sorted(names):
-            raise ValueError(f'{source}: {target} needs the official {names} projections, found only {sorted(parts)}')
-        weights[target] = torch.cat([parts[name] for name in names], dim=0)
-    if unknown:
-        raise ValueError(f'{source} is not a Fea2GS_ROPE_AMP state dict: unknown keys {unknown[:8]}'
-                         f"{' ...' if len(unknown) > 8 else ''}")
-    # One scale input (1 / s) -> our two inputs (1 / s_h, 1 / s_w): half the weight on each, equal for s_h = s_w.
-    if 'scale_mlp.0.weight' in weights and weights['scale_mlp.0.weight'].shape[1] == 1:
-        weights['scale_mlp.0.weight'] = (weights['scale_mlp.0.weight'] / 2).repeat(1, 2)
-    # The official first sigma output acts on the height axis, the second on the width axis; ours are (x, y).
-    for name in ('sigma_head.4.weight', 'sigma_head.4.bias'):
-        if name in weights:
-            weights[name] = weights[name].flip(0)
-    return weights, positions
-
-
-def convert_official_encoder(encoder: nn.Module, state: Mapping[str, torch.Tensor],
-                             source: str = 'encoder') -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """Map an official encoder state dict onto ``encoder``'s keys by its ``official_key_map`` / ``official_skipped_keys``.
-
-    Returns ``(weights, positions)`` as :func:`convert_official_rope_decoder` (positions of RoPE encoders).
-    """
-    key_map = getattr(encoder, 'official_key_map', ())
-    positions: Dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        match = _POSITION_KEY.match(key)
-        if match:
-            freqs_key = _rename(f'{match.group(1)}.rope_freqs', key_map)
-            if freqs_key is not None and freqs_key.endswith('rope.freqs'):
-                positions[f"{freqs_key[:-len('rope.freqs')]}pos_{match.group(2)}"] = value
-    renamed, _ = map_checkpoint_keys(state, key_map, getattr(encoder, 'official_skipped_keys', ()))
-    return {ours: state[theirs] for ours, theirs in renamed.items()}, positions
-
-
-def check_official_positions(net: nn.Module, positions: Mapping[str, torch.Tensor], source: str) -> None:
-    """Compare a checkpoint's RoPE token positions with ``net``'s buffers of the same names.
-
-    Nothing else in a RoPE checkpoint records the window size, so this is what catches a ``window_size``
-    (or ``overlap_ratio``) in the options that differs from the one the weights were trained with.
-    """
-    buffers = dict(net.named_buffers())
-    for name, value in positions.items():
-        ours = buffers.get(name)
-        if ours is None:
-            raise ValueError(f'{source}: the checkpoint has RoPE positions for {name!r}, which this network lacks')
-        if value.numel() != ours.numel() or not torch.equal(value.flatten().to(ours), ours.flatten()):
-            raise ValueError(f'{source}: RoPE token positions of {name!r} ({value.numel()} tokens) differ from the '
-                             f'network built from the options ({ours.numel()} tokens): check window_size / '
-                             'overlap_ratio against the released configuration')
-
-
-def _load(path_or_state: Union[str, Path, Mapping[str, torch.Tensor]], what: str) -> Tuple[Dict[str, torch.Tensor],
-                                                                                           str]:
-    if isinstance(path_or_state, Mapping):
-        state, _ = extract_state_dict(path_or_state, None, f'<{what} state dict>')
-        return state, f'<{what} state dict>'
-    path = Path(path_or_state).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f'official {what} file not found: {path}')
-    state, _ = extract_state_dict(torch.load(str(path), map_location='cpu', weights_only=True), None, str(path))
-    return state, str(path)
-
-
-def load_official_gsasr_rope(net: GSASRRoPE, encoder_file: Union[str, Path, Mapping[str, torch.Tensor]],
-                             decoder_file: Union[str, Path, Mapping[str, torch.Tensor]]) -> GSASRRoPE:
-    """Load an official encoder.pth + decoder.pth pair (``params_ema``) into ``net``, strictly.
-
-    Args:
-        net: A :class:`GSASRRoPE` built with the released model's options.
-        encoder_file: The official encoder file (or its loaded dict); mapped by the encoder's ``official_key_map``.
-        decoder_file: The official ``Fea2GS_ROPE_AMP`` file (or its loaded dict).
-
-    Raises:
-        FileNotFoundError: if a file does not exist.
-        ValueError: naming the file and keys, on unknown or missing keys, shape mismatches, or token positions
-            that do not match the options.
-    """
-    enc_state, enc_source = _load(encoder_file, 'encoder')
-    dec_state, dec_source = _load(decoder_file, 'decoder')
-    enc_weights, enc_positions = convert_official_encoder(net.encoder, enc_state, enc_source)
-    dec_weights, dec_positions = convert_official_rope_decoder(dec_state, dec_source)
-    check_official_positions(net.encoder, enc_positions, enc_source)
-    check_official_positions(net, dec_positions, dec_source)
-    weights = {**{f'encoder.{k}': v for k, v in enc_weights.items()}, **dec_weights}
-    ours = net.state_dict()
-    problems = []
-    for key in sorted(set(weights) - set(ours)):
-        problems.append(f'unexpected {key!r} ({enc_source if key.startswith("encoder.") else dec_source})')
-    for key in sorted(set(ours) - set(weights)):
-        problems.append(f'missing {key!r} ({enc_source if key.startswith("encoder.") else dec_source})')
-    for key in sorted(set(ours) & set(weights)):
-        if tuple(ours[key].shape) != tuple(weights[key].shape):
-            problems.append(f'{key!r}: checkpoint {tuple(weights[key].shape)}, network {tuple(ours[key].shape)}')
-    if problems:
-        raise ValueError(f'official GSASR-RoPE weights do not fit {type(net).__name__} built from the options '
-                         f'(check the released configuration):\n  ' + '\n  '.join(problems))
-    net.load_state_dict(weights, strict=True)
-    return net

@@ -30,12 +30,12 @@ from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.hat_encoder_arch import HAT_SIZES, ChannelAttentionBlock, overlapping_windows
-from gsasr_plugin.archs.rope_attention import MixedRoPE, RoPEWindowAttention, grid_positions
+from gsasr_plugin.archs.rope_attention import MixedRoPE, RoPEWindowAttention, grid_positions, register_positions
 from gsasr_plugin.archs.swinir_encoder_arch import WindowTransformerEncoder, check_transformer_sizes
 from gsasr_plugin.archs.window_utils import DropPath, Mlp, from_window_tokens, to_window_tokens
 
 __all__ = ['HATRoPE', 'RoPEHybridAttentionBlock', 'RoPEOverlappingCrossAttention', 'RoPEHybridAttentionGroup',
-           'HAT_ROPE_OFFICIAL_KEY_MAP', 'HAT_ROPE_OFFICIAL_SKIPPED_KEYS', 'HAT_ROPE_OFFICIAL_POSITION_KEYS']
+           'HAT_ROPE_OFFICIAL_KEY_MAP', 'HAT_ROPE_OFFICIAL_SKIPPED_KEYS']
 
 # Official HATNOUP_ROPE_AMP key -> our key, as regex rules (first match wins).
 HAT_ROPE_OFFICIAL_KEY_MAP: Tuple[Tuple[str, str], ...] = (
@@ -45,18 +45,16 @@ HAT_ROPE_OFFICIAL_KEY_MAP: Tuple[Tuple[str, str], ...] = (
     (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.conv_block\.cab\.3\.attention\.1\.', r'\1blocks.\2.cab.squeeze.'),
     (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.conv_block\.cab\.3\.attention\.3\.', r'\1blocks.\2.cab.excite.'),
     (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.attn\.rope_freqs$', r'\1blocks.\2.attn.rope.freqs'),
+    (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.attn\.rope_t_([xy])$', r'\1blocks.\2.attn.pos_\3'),
     (r'^(layers\.\d+\.)residual_group\.blocks\.', r'\1blocks.'),
     (r'^(layers\.\d+\.)residual_group\.overlap_attn\.rope_freqs$', r'\1overlap_attn.rope.freqs'),
+    (r'^(layers\.\d+\.)residual_group\.overlap_attn\.rope_t_([xy])$', r'\1overlap_attn.pos_\2'),
     (r'^(layers\.\d+\.)residual_group\.overlap_attn\.', r'\1overlap_attn.'),
 )
-# Official buffers of token positions (t_x, t_y); ours are recomputed from the window sizes. A converter can
-# compare them with ours (see gsasr_rope_arch.check_official_positions): nothing else in a RoPE checkpoint
-# records the window size.
-HAT_ROPE_OFFICIAL_POSITION_KEYS = r'\.rope_t_[xy]$'
+# The official token positions (rope_t_x / rope_t_y, float) load into our integer pos_x / pos_y buffers.
 HAT_ROPE_OFFICIAL_SKIPPED_KEYS: Tuple[Tuple[str, str], ...] = (
     (r'^(upsample|conv_last)\.', 'upsampler (GSASR renders instead)'),
     (r'^relative_position_index_(SA|OCA)$', 'unused by the RoPE model (no bias tables)'),
-    (HAT_ROPE_OFFICIAL_POSITION_KEYS, 'token positions recomputed from the window size'),
     (r'\.attn_mask$', 'unused (no attention mask)'),
 )
 
@@ -123,9 +121,7 @@ class RoPEOverlappingCrossAttention(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.rope = MixedRoPE(dim // num_heads, num_heads, rope_theta)
-        pos_x, pos_y = grid_positions(ows * ows, ows)
-        self.register_buffer('pos_x', pos_x, persistent=False)
-        self.register_buffer('pos_y', pos_y, persistent=False)
+        register_positions(self, *grid_positions(ows * ows, ows))
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)

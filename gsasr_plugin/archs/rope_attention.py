@@ -10,7 +10,8 @@ Attention scores then depend on the query-key offset only, which replaces Swin's
 The official GSASR "enhanced" decoder and its HAT-L encoder use it with plain scaled dot-product
 attention and no mask (shifted windows included). Positions are given per token: a token ``n`` of a
 sequence laid out row-major in rows of ``row_length`` sits at ``(n % row_length, n // row_length)``
-(:func:`grid_positions`). Rotations are computed in float32 whatever the input dtype.
+(:func:`grid_positions`); the positions are saved with the weights (:func:`register_positions`). Rotations
+are computed in float32 whatever the input dtype.
 
 Recent timm releases have the same math in ``timm.layers.RotaryEmbeddingMixed``; it is not used here
 because ``setup.py`` allows timm 1.0 releases without it and it holds the frequencies of all blocks in one
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['init_mixed_frequencies', 'grid_positions', 'rotation_angles', 'apply_rotation', 'MixedRoPE',
+__all__ = ['init_mixed_frequencies', 'grid_positions', 'register_positions', 'rotation_angles', 'apply_rotation',
+           'MixedRoPE',
            'RoPEWindowAttention', 'RoPEWindowCrossAttention']
 
 
@@ -46,9 +48,9 @@ def init_mixed_frequencies(head_dim: int, num_heads: int, theta: float = 10.0, r
 
 
 def grid_positions(num_tokens: int, row_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) float32 positions of ``num_tokens`` tokens laid out row-major in rows of ``row_length``."""
+    """(x, y) integer positions of ``num_tokens`` tokens laid out row-major in rows of ``row_length``."""
     index = torch.arange(num_tokens)
-    return (index % row_length).float(), torch.div(index, row_length, rounding_mode='floor').float()
+    return index % row_length, torch.div(index, row_length, rounding_mode='floor')
 
 
 def rotation_angles(freqs: torch.Tensor, pos_x: torch.Tensor, pos_y: torch.Tensor) -> torch.Tensor:
@@ -66,6 +68,17 @@ def apply_rotation(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     even, odd = pairs[..., 0], pairs[..., 1]
     cos, sin = torch.cos(angles), torch.sin(angles)
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
+
+
+def register_positions(module: nn.Module, pos_x: torch.Tensor, pos_y: torch.Tensor) -> None:
+    """Token positions as the persistent integer buffers ``pos_x`` / ``pos_y`` of ``module``.
+
+    Saved with the weights: nothing else in a RoPE checkpoint records the window size, so a checkpoint loaded
+    into a network with another window size fails strictly on their shapes. Integers, so that casting the
+    network to bf16 / fp16 keeps them exact.
+    """
+    module.register_buffer('pos_x', pos_x.long())
+    module.register_buffer('pos_y', pos_y.long())
 
 
 class MixedRoPE(nn.Module):
@@ -105,10 +118,7 @@ class _RoPEAttentionBase(nn.Module):
         self.num_heads = num_heads
         self.num_tokens = num_tokens
         self.rope = MixedRoPE(dim // num_heads, num_heads, theta)
-        pos_x, pos_y = grid_positions(num_tokens, row_length)
-        # Fixed by the window size: recomputed, not saved.
-        self.register_buffer('pos_x', pos_x, persistent=False)
-        self.register_buffer('pos_y', pos_y, persistent=False)
+        register_positions(self, *grid_positions(num_tokens, row_length))
 
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate (B_, heads, N, d) heads of the window's first N tokens."""
