@@ -171,6 +171,42 @@ def test_weights_by_folder_and_by_files_pick_the_rope_converter():
     assert weights.network_g['type'] == 'GSASRRoPE'
 
 
+def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, capsys):
+    """``basicsr infer --model official:gsasr-hatl-ultra-sa1b`` (hub download stood in by the fixture files, tiny
+    options by -opt) and ``basicsr convert`` give the official image."""
+    import cv2
+    import huggingface_hub
+    import numpy as np
+    from gsasr_plugin import cli
+    calls = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename))
+        return str(FIXTURES / 'hatl_ultra' / Path(filename).name)
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', download)
+    ref = _reference('hatl_ultra')
+    case = ref['cases'][2]  # 7 x 9 at x3: the output is the official floor(3 * size) image
+    image = (case['lq'][0].permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
+    cv2.imwrite(str(tmp_path / 'in.png'), image)
+    (tmp_path / 'tiny.yml').write_text(yaml.safe_dump({'network_g': ref['network_g']}))
+    assert cli.main(['infer', '-m', 'official:gsasr-hatl-ultra-sa1b', '-opt', str(tmp_path / 'tiny.yml'), '-i',
+                     str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out'), '--scale', '3', '--tile', '0']) == 0, \
+        capsys.readouterr().err
+    assert calls == [('mutou0308/GSASR', 'GSASR_enhenced_ultra/HATL_SA1B/encoder.pth'),
+                     ('mutou0308/GSASR', 'GSASR_enhenced_ultra/HATL_SA1B/decoder.pth')]
+    out = cv2.imread(str(tmp_path / 'out' / 'in.png'))
+    assert out.shape == (21, 27, 3)
+    net, _ = _official_net('hatl_ultra')
+    with torch.no_grad():  # the same image from the 8-bit input the command read
+        lq = torch.from_numpy(image[..., ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
+        expected = net(lq, scale=3.0)[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1]
+    assert np.abs(out.astype(int) - (expected * 255).round().astype(int)).max() <= 1
+    assert cli.main(['convert', '-m', 'official:gsasr-hatl-ultra-sa1b', '-opt', str(tmp_path / 'tiny.yml'),
+                     '-o', str(tmp_path / 'ultra.pth')]) == 0
+    assert torch.load(tmp_path / 'ultra.pth', weights_only=True)['network_g']['type'] == 'GSASRRoPE'
+
+
 # ------------------------------------------------------------------------------ released models
 with gzip.open(FIXTURES / 'released_layouts.json.gz', 'rt') as _f:
     LAYOUTS = json.load(_f)
