@@ -194,7 +194,10 @@ class GSASRRoPE(GSASR):
 
     def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
                scale_tokens: torch.Tensor) -> torch.Tensor:
-        """Injection blocks, then interaction blocks and ``conv_final`` with a residual around them; (B, H, W, d) maps."""
+        """Injection blocks, then interaction blocks and ``conv_final`` with a residual around them.
+
+        (B, H, W, d) maps in and out, as :meth:`GSASR.attend`.
+        """
         x = queries
         for block in self.injection:
             x = block(x, pos, feat, scale_tokens)

@@ -29,7 +29,8 @@ from gsasr_plugin.archs.swinir_encoder_arch import WindowTransformerEncoder, che
 from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens, trunc_normal_
 
 __all__ = ['HAT', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',
-           'ChannelAttentionBlock', 'overlapping_relative_position_index', 'overlapping_windows', 'HAT_SIZES', 'HAT_OFFICIAL_KEY_MAP', 'HAT_OFFICIAL_SKIPPED_KEYS']
+           'ChannelAttentionBlock', 'overlapping_relative_position_index', 'overlapping_windows', 'HAT_SIZES',
+           'HAT_OFFICIAL_KEY_MAP', 'HAT_OFFICIAL_SKIPPED_KEYS']
 
 # Presets for ``size``: (depths, num_heads).
 HAT_SIZES = {

@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ['init_mixed_frequencies', 'grid_positions', 'register_positions', 'rotation_angles', 'apply_rotation',
-           'MixedRoPE',
-           'RoPEWindowAttention', 'RoPEWindowCrossAttention']
+           'MixedRoPE', 'RoPEWindowAttention', 'RoPEWindowCrossAttention']
 
 
 def init_mixed_frequencies(head_dim: int, num_heads: int, theta: float = 10.0, rotate: bool = True) -> torch.Tensor:
@@ -54,7 +53,7 @@ def grid_positions(num_tokens: int, row_length: int) -> Tuple[torch.Tensor, torc
 
 
 def rotation_angles(freqs: torch.Tensor, pos_x: torch.Tensor, pos_y: torch.Tensor) -> torch.Tensor:
-    """Angles (num_heads, N, head_dim // 2) of tokens at (pos_x, pos_y) for frequencies (2, num_heads, head_dim // 2)."""
+    """Angles (num_heads, N, head_dim // 2) of tokens at (pos_x, pos_y), frequencies (2, num_heads, head_dim // 2)."""
     freqs = freqs.float()
     return pos_x.float()[:, None] * freqs[0][:, None, :] + pos_y.float()[:, None] * freqs[1][:, None, :]
 
