@@ -40,7 +40,7 @@ def list_models() -> str:
     lines = []
     for name, model in sorted(hub.released_models().items()):
         lines.append(f'{hub.OFFICIAL_PREFIX}{name:<28} {model.method:<12} {model.description}')
-        lines.append(f'{"":38}{model.hub_repo}: {", ".join(model.files)}')
+        lines.append(f'{"":38}{model.hub_repo or model.source}: {", ".join(model.files)}')
     return '\n'.join(lines)
 
 

@@ -148,6 +148,9 @@ def _process(network, path: Path, args, device) -> None:
     if args.save_gaussians:
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         field = getattr(field, 'gaussians', field)  # GaussianSR wraps its Gaussians with features
+        if field is None:
+            raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
+                             'splatting: patches)')
         draw_gaussians(field, rgb, str(Path(args.output) / f'{path.stem}{args.suffix}_gaussians.png'),
                        crop=args.gaussians_crop or None)
 

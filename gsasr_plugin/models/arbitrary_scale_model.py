@@ -19,6 +19,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.utils.sampled_pixels import accepts_pixel_index, gather_pixels
 from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
@@ -58,6 +59,22 @@ class WarmupMultiStepLR(LRScheduler):
 def _scale_pair(scale: torch.Tensor) -> Pair:
     """The batch's single (s_h, s_w) from a (B, 2) (or (2,)) tensor; all rows must agree."""
     return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
+
+
+def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = None) -> Any:
+    """A metric's ``crop_border`` at ``scale``: ~ / 'scale' -> ceil(scale), 'scale+N' -> ceil(scale) + N, at
+    most ``largest`` (``crop_border_max``) when given; a number stays as it is."""
+    if value is None or value == 'scale':
+        border = int(math.ceil(max(scale)))
+    elif isinstance(value, str):
+        text = value.replace(' ', '')
+        if not (text.startswith('scale+') and text[len('scale+'):].isdigit()):
+            raise ValueError(f"val: metrics: {metric}: crop_border must be a number, ~, 'scale' or 'scale+N', "
+                             f'got {value!r}')
+        border = int(math.ceil(max(scale))) + int(text[len('scale+'):])
+    else:
+        return value
+    return border if largest is None else min(border, int(largest))
 
 
 @MODEL_REGISTRY.register()
@@ -118,6 +135,13 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         else:
             self.out_size = (round(self.lq.shape[-2] * self.scale[0]), round(self.lq.shape[-1] * self.scale[1]))
         self.img_paths = data.get('lq_path')
+        # sampled-pixel training (dataset option sample_q): the GT becomes (B, 3, Q), the loss is on those pixels
+        self.pixel_index = data['sample_index'].to(self.device) if 'sample_index' in data else None
+        if self.pixel_index is not None and hasattr(self, 'gt'):
+            if getattr(self, 'cri_perceptual', None):
+                raise ValueError("dataset option 'sample_q' gives the loss single pixels: it cannot be used with "
+                                 "'perceptual_opt', which needs whole images")
+            self.gt = gather_pixels(self.gt, self.pixel_index)
 
     # ------------------------------------------------------------------------------------- training
     def setup_schedulers(self) -> None:
@@ -144,7 +168,11 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         super().update_learning_rate(current_iter, warmup_iter)
 
     def _forward_train(self) -> torch.Tensor:
-        return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if getattr(self, 'pixel_index', None) is None:
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if accepts_pixel_index(self._plain_net(self.net_g)):  # decodes the sampled pixels only
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size, pixel_index=self.pixel_index)
+        return gather_pixels(self.net_g(self.lq, scale=self.scale, out_size=self.out_size), self.pixel_index)
 
     def optimize_parameters(self, current_iter: int) -> None:
         # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
@@ -192,17 +220,16 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self.output = self._test_at(self.lq, self.scale, self.out_size)
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
-        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale), at most
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale),
+        ``'scale+N'`` ceil(scale) + N (LIIF's DIV2K protocol crops scale + 6); a border from the scale is at most
         ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
             largest = metric_opt.pop('crop_border_max', None)
-            if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
-                metric_opt['crop_border'] = int(math.ceil(max(scale)))
-                if largest is not None:
-                    metric_opt['crop_border'] = min(metric_opt['crop_border'], int(largest))
+            if 'crop_border' in metric_opt:
+                metric_opt['crop_border'] = _crop_border(metric_opt['crop_border'], scale, name, largest)
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 
