@@ -195,7 +195,8 @@ def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, c
         capsys.readouterr().err
     assert calls == [('mutou0308/GSASR', 'GSASR_enhenced_ultra/HATL_SA1B/encoder.pth'),
                      ('mutou0308/GSASR', 'GSASR_enhenced_ultra/HATL_SA1B/decoder.pth')]
-    out = cv2.imread(str(tmp_path / 'out' / 'in.png'))
+    (written, ) = (tmp_path / 'out').iterdir()  # in_x3.png
+    out = cv2.imread(str(written))
     assert out.shape == (21, 27, 3)
     net, _ = _official_net('hatl_ultra')
     with torch.no_grad():  # the same image from the 8-bit input the command read
