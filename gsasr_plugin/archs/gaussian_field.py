@@ -31,10 +31,12 @@ class GaussianField:
     lr_size: Tuple[int, int]
     opacities: Optional[torch.Tensor] = None
 
-    def render(self, out_size: Sequence[int], cutoff: Optional[float] = None) -> torch.Tensor:
-        """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)``."""
+    def render(self, out_size: Sequence[int], cutoff: Optional[float] = None, **rasterizer_options) -> torch.Tensor:
+        """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)``; other keywords go to ``rasterize_gaussians``."""
         from gsasr_plugin.ops import rasterize_gaussians
-        kwargs = {} if cutoff is None else {'cutoff': cutoff}
+        kwargs = dict(rasterizer_options)
+        if cutoff is not None:
+            kwargs['cutoff'] = cutoff
         return rasterize_gaussians(self.means, self.sigmas, self.rhos, self.colors, tuple(self.lr_size),
                                    (int(out_size[0]), int(out_size[1])), **kwargs)
 
