@@ -158,3 +158,30 @@ def test_released_model_is_registered_by_short_name():
 def test_unsupported_encoder_specs_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
         official.network_options_from_spec({'name': 'continuous-gaussian', 'args': {'encoder_spec': spec}})
+
+
+def test_option_files_build_the_official_network():
+    import yaml
+    root = Path(__file__).resolve().parents[1] / 'options'
+    test_opt = yaml.safe_load((root / 'test_continuoussr_official.yml').read_text())['network_g']
+    assert test_opt == official.OFFICIAL_NETWORK_G
+    train_opt = yaml.safe_load((root / 'train_continuoussr_official.yml').read_text())['network_g']
+    expected = copy.deepcopy(official.OFFICIAL_NETWORK_G)
+    expected['encoder'].update(use_checkpoint=False, pretrained=None, strict=True, param_key=None)
+    expected.update(load_upsampler=True, rasterizer={'mode': 'gsplat_sum'})  # no per-tile cap in training
+    assert train_opt == expected
+
+
+def test_write_converted_checkpoint_round_trip(tmp_path, reference):
+    from gsasr_plugin.checkpoint import network_options_of
+    source, target = tmp_path / 'ContinuousSR.pth', tmp_path / 'converted.pth'
+    _write_official_file(source, reference)
+    official.write_converted_checkpoint(source, target)
+    saved = torch.load(target, map_location='cpu', weights_only=True)
+    options = network_options_of(saved)
+    assert options == _tiny_options(reference)
+    options['rasterizer'] = None
+    net = build_network(options)
+    net.load_state_dict(saved['params'], strict=True)
+    expected = _official_tiny_net(reference, rasterizer=None)
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in net.state_dict().items())

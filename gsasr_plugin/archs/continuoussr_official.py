@@ -32,7 +32,7 @@ from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWIN
 __all__ = ['OFFICIAL_REPOSITORY', 'OFFICIAL_COMMIT', 'GSPLAT_FORK_COMMIT', 'OFFICIAL_HEAD_OPTIONS',
            'OFFICIAL_NETWORK_G', 'RELEASED_MODEL', 'official_encoder_options', 'network_options_from_spec',
            'official_key_rules', 'convert_official_state_dict', 'read_official_checkpoint',
-           'looks_like_official_checkpoint', 'network_options_from_files', 'convert']
+           'looks_like_official_checkpoint', 'network_options_from_files', 'convert', 'write_converted_checkpoint']
 
 OFFICIAL_REPOSITORY = 'https://github.com/peylnog/ContinuousSR'
 OFFICIAL_COMMIT = '3879d16086b96d4e776cf03ced7550c1aec4723a'
@@ -270,4 +270,14 @@ RELEASED_MODEL = hub.register(hub.ReleasedModel(
     description="ContinuousSR (Peng et al. 2025), the authors' released HAT model, rendered as their gsplat fork",
     extra={'network_g_from_files': network_options_from_files, 'paper': 'arXiv 2503.06617',
            'code': f'{OFFICIAL_REPOSITORY} @ {OFFICIAL_COMMIT[:7]}'}))
+
+
+def write_converted_checkpoint(source: Union[str, Path], destination: Union[str, Path]) -> Dict[str, Any]:
+    """Convert ``ContinuousSR.pth`` into our self-describing checkpoint (``params`` + ``network_g``)."""
+    from gsasr_plugin.checkpoint import save_checkpoint
+    network_g = network_options_from_files([source])
+    state = convert([source], network_g)
+    save_checkpoint(str(destination), state, network_g,
+                    source=f'{Path(source).name}: official ContinuousSR ({OFFICIAL_REPOSITORY}), converted')
+    return network_g
 
