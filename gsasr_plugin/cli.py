@@ -1,4 +1,4 @@
-"""The ``basicsr`` console script: ``basicsr train|test|infer ...`` with the plugin's registries filled.
+"""The ``basicsr`` console script: ``basicsr train|test|infer|convert ...`` with the plugin's registries filled.
 
 Each subcommand lives in ``gsasr_plugin/commands/<name>.py`` and exposes ``run(argv) -> int``. Runs use
 the current directory as BasicSR's root, so ``experiments/``, ``results/`` and ``tb_logger/`` land there.
@@ -13,12 +13,13 @@ SUBCOMMANDS = {
     'train': 'train a model from a BasicSR option file (basicsr/train.py flags: -opt, --launcher, --auto_resume, ...)',
     'test': 'evaluate a model from a BasicSR option file (basicsr/test.py flags)',
     'infer': 'super-resolve images at any scale or size with a trained model',
+    'convert': 'write released (official) weights as one checkpoint of ours (--list: the released models)',
 }
 
 
 def _usage() -> str:
     lines = ['usage: basicsr {' + ','.join(SUBCOMMANDS) + '} [options]', '', 'subcommands:']
-    lines += [f'  {name:<6} {text}' for name, text in SUBCOMMANDS.items()]
+    lines += [f'  {name:<7} {text}' for name, text in SUBCOMMANDS.items()]
     lines += ['', "Run 'basicsr <subcommand> -h' for its options."]
     return '\n'.join(lines)
 

@@ -10,6 +10,7 @@
   its core (non-overlapping) region, shifted to full-image coordinates; all tiles' Gaussians are
   rendered once into one canvas, so there are no seams to blend.
 """
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from gsasr_plugin.utils.scale import parse_size_text as parse_size
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageMeta', 'read_image', 'write_image', 'parse_scale', 'parse_size', 'load_network',
+    'read_network_options',
     'load_state_dict_from_checkpoint', 'tile_alignment', 'plan_tiles', 'auto_tile_size', 'encode_tiled',
     'super_resolve', 'Tile', 'TiledEncodingUnsupported'
 ]
@@ -138,13 +140,9 @@ def load_state_dict_from_checkpoint(path: str, param_key: Optional[str] = None) 
     return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
 
 
-def load_network(opt_path: str, checkpoint_path: Optional[str], device: torch.device,
-                 param_key: Optional[str] = None) -> nn.Module:
-    """Build ``network_g`` from a BasicSR option file and load the checkpoint's weights into it."""
+def read_network_options(opt_path: str) -> Dict:
+    """``network_g`` of a BasicSR option file (errors name the file)."""
     import yaml
-
-    import gsasr_plugin  # noqa: F401  (registers the plugin's architectures)
-    from basicsr.archs import build_network
     if not os.path.isfile(opt_path):
         raise FileNotFoundError(f'options {opt_path}: no such file')
     with open(opt_path, encoding='utf-8') as handle:
@@ -154,19 +152,29 @@ def load_network(opt_path: str, checkpoint_path: Optional[str], device: torch.de
             raise ValueError(f'options {opt_path}: not valid YAML ({str(error).splitlines()[0]})') from None
     if not isinstance(opt, Mapping) or not isinstance(opt.get('network_g'), Mapping):
         raise ValueError(f'options {opt_path}: no network_g section')
-    network = build_network(dict(opt['network_g']))
-    if checkpoint_path is not None:
-        state = load_state_dict_from_checkpoint(checkpoint_path, param_key)
-        try:
-            missing, unexpected = network.load_state_dict(state, strict=False)
-        except RuntimeError as error:  # shape mismatches: keep the first offending parameter only
-            detail = next((line.strip() for line in str(error).splitlines() if 'size mismatch' in line), str(error))
-            raise ValueError(f'checkpoint {checkpoint_path} does not match network_g of {opt_path}: {detail}') from None
-        if missing or unexpected:
-            raise ValueError(f'checkpoint {checkpoint_path} does not match network_g of {opt_path}: '
-                             f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected '
-                             f'{unexpected[:3]}')
-    return network.to(device).eval()
+    return dict(opt['network_g'])
+
+
+def load_network(opt_path: Optional[str], checkpoint_path: Optional[str], device: torch.device,
+                 param_key: Optional[str] = None) -> nn.Module:
+    """Build the network and load its weights, strictly.
+
+    ``checkpoint_path`` is anything :func:`gsasr_plugin.checkpoint.load_weights` reads (a checkpoint file,
+    ``official:<name>``, a folder of official files, files joined by commas). ``network_g`` comes from
+    ``opt_path`` when given, else from the weights (self-describing checkpoints, released models).
+    """
+    import gsasr_plugin  # noqa: F401  (registers the plugin's architectures)
+    from basicsr.archs import build_network
+
+    from gsasr_plugin.checkpoint import build_with_weights, load_weights
+    network_g = read_network_options(opt_path) if opt_path is not None else None
+    if checkpoint_path is None:
+        if network_g is None:
+            raise ValueError('give an option file (-opt) or weights that carry their network_g options')
+        return build_network(network_g).to(device).eval()
+    weights = load_weights(str(checkpoint_path), network_g, param_key)
+    what = f'weights {checkpoint_path}' + (f' of {opt_path}' if opt_path else '')
+    return build_with_weights(weights, what).to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------------- tiling
@@ -236,6 +244,8 @@ def _reference_points(network: nn.Module, field: GaussianField) -> torch.Tensor:
 
 
 def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> GaussianField:
+    """One field over the whole image from the tiles' fields (a tile's own canvas does not carry over; the
+    official box cut-off, the same for every tile, does)."""
     opacities = None
     if all(f.opacities is not None for f in fields):
         opacities = torch.cat([f.opacities for f in fields], dim=1)
@@ -243,13 +253,14 @@ def _concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) ->
                          sigmas=torch.cat([f.sigmas for f in fields], dim=1),
                          rhos=torch.cat([f.rhos for f in fields], dim=1),
                          colors=torch.cat([f.colors for f in fields], dim=1), lr_size=tuple(lr_size),
-                         opacities=opacities)
+                         opacities=opacities, box_cutoff=fields[0].box_cutoff if fields else None)
 
 
 def _float_field(field: GaussianField) -> GaussianField:
-    """Render in float32 whatever precision the decoder ran in."""
-    return GaussianField(field.means.float(), field.sigmas.float(), field.rhos.float(), field.colors.float(),
-                         tuple(field.lr_size), None if field.opacities is None else field.opacities.float())
+    """Render in float32 whatever precision the decoder ran in (the field's canvas and cut-off kept)."""
+    return dataclasses.replace(field, means=field.means.float(), sigmas=field.sigmas.float(),
+                               rhos=field.rhos.float(), colors=field.colors.float(),
+                               opacities=None if field.opacities is None else field.opacities.float())
 
 
 def encode_tiled(network: nn.Module, lq: torch.Tensor, scale: Tuple[float, float], tile: int,

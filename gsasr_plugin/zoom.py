@@ -114,7 +114,9 @@ class ZoomRenderer:
 
     # ---------------------------------------------------------------------------------------- fields
     def _decode_only(self) -> bool:
-        return all(hasattr(self.net, name) for name in ('encoder', 'decode_tokens', 'gaussians_from_tokens'))
+        # GSASR with the official input padding encodes the padded image: its encode() does the whole job
+        return all(hasattr(self.net, name) for name in ('encoder', 'decode_tokens', 'gaussians_from_tokens')) \
+            and getattr(self.net, 'pad_input_to', None) is None
 
     @torch.no_grad()
     def field(self, scale: Tuple[float, float] = (1.0, 1.0)):

@@ -1,34 +1,53 @@
 """Autograd wrapper around the compiled CUDA rasterizer ``gsasr_plugin.ops._C`` (float32 compute)."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
-__all__ = ['rasterize_gaussians_cuda']
+from ._torch_impl import RasterMode
+
+__all__ = ['rasterize_gaussians_cuda', 'FOOTPRINT_CODES']
+
+# rasterize_math.h's Footprint enum
+FOOTPRINT_CODES = {'ellipse': 0, 'box': 1, 'gsplat': 2}
 
 
 class _RasterizeCUDA(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, means, sigmas, rhos, colors, lr_size, out_size, cutoff):
+    def forward(ctx, means, sigmas, rhos, colors, opacities, lr_size, out_size, mode):
         from . import _C
-        out = _C.forward(means, sigmas, rhos, colors, lr_size[0], lr_size[1], out_size[0], out_size[1], cutoff)
-        ctx.save_for_backward(means, sigmas, rhos, colors)
-        ctx.sizes = (lr_size, cutoff)
+        code = FOOTPRINT_CODES[mode.footprint]
+        out, boxes, slot_starts, allowed, stats = _C.forward(
+            means, sigmas, rhos, colors, opacities, lr_size[0], lr_size[1], out_size[0], out_size[1], code,
+            mode.cutoff, mode.half_h, mode.half_w)
+        ctx.save_for_backward(means, sigmas, rhos, colors, opacities, boxes, slot_starts, allowed)
+        num = max(1, means.shape[0] * means.shape[1])
+        ctx.args = (lr_size, code, mode, float(stats[1]) / num)
+        ctx.has_opacity = mode.footprint == 'gsplat'
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         from . import _C
-        means, sigmas, rhos, colors = ctx.saved_tensors
-        (height, width), cutoff = ctx.sizes
-        grads = _C.backward(means, sigmas, rhos, colors, grad_out.float().contiguous(), height, width, cutoff)
-        return (*grads, None, None, None)
+        means, sigmas, rhos, colors, opacities, boxes, slot_starts, allowed = ctx.saved_tensors
+        (height, width), code, mode, mean_area = ctx.args
+        g_means, g_sigmas, g_rhos, g_colors, g_opacities = _C.backward(
+            means, sigmas, rhos, colors, opacities, grad_out.float().contiguous(), boxes, slot_starts, allowed,
+            height, width, code, mode.cutoff, mode.half_h, mode.half_w, mean_area)
+        return (g_means, g_sigmas, g_rhos, g_colors, g_opacities if ctx.has_opacity else None, None, None, None)
 
 
 def rasterize_gaussians_cuda(means: torch.Tensor, sigmas: torch.Tensor, rhos: torch.Tensor, colors: torch.Tensor,
-                             lr_size: Tuple[int, int], out_size: Tuple[int, int], cutoff: float) -> torch.Tensor:
+                             opacities: Optional[torch.Tensor], lr_size: Tuple[int, int], out_size: Tuple[int, int],
+                             mode: RasterMode) -> torch.Tensor:
     """CUDA rasterization (inputs already validated): casts to float32, returns ``colors.dtype``."""
+    if mode.footprint == 'gsplat' and opacities is None:
+        opacities = torch.ones(means.shape[:2], dtype=torch.float32, device=means.device)
+    if opacities is None:
+        opacities = torch.empty(0, dtype=torch.float32, device=means.device)
     with torch.autocast(device_type='cuda', enabled=False):
-        out = _RasterizeCUDA.apply(*(t.float().contiguous() for t in (means, sigmas, rhos, colors)),
-                                   lr_size, out_size, cutoff)
+        out = _RasterizeCUDA.apply(*(t.float().contiguous() for t in (means, sigmas, rhos, colors, opacities)),
+                                   lr_size, out_size, mode)
     return out.to(colors.dtype)

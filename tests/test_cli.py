@@ -55,7 +55,8 @@ def test_missing_pretrained_weights_for_test(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize('name', ['train_gsasr_edsr.yml', 'train_gsasr_rdn.yml', 'test_gsasr_edsr.yml',
-                                  'test_gsasr_rdn.yml', 'train_gsasr_demo.yml'])
+                                  'test_gsasr_rdn.yml', 'train_gsasr_edsr_ours.yml', 'train_gsasr_rdn_ours.yml',
+                                  'test_gsasr_edsr_ours.yml', 'test_gsasr_rdn_ours.yml', 'train_gsasr_demo.yml'])
 def test_shipped_options_build_by_name(name, tmp_path, photo):
     opt = _load(name)
     if not name.endswith('demo.yml'):

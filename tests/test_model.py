@@ -130,3 +130,47 @@ def test_validation_per_scale_metrics_images_and_best(folders):
     for key in keys:
         best = model.best_metric_results['photos'][key]
         assert best['val'] == max(first[key], model.metric_results[key])
+
+
+def test_sampled_pixel_loss_gathers_gt_and_output_pixels(folders):
+    """With a batch's sample_index the loss sees those pixels only: GT (B, 3, Q), output picked from the dense
+    forward (or decoded there by networks that take pixel_index)."""
+    tmp_path, hr = folders
+    model = build_model(_opt(tmp_path, hr))
+    gt = torch.rand(2, 3, 20, 20)
+    index = torch.stack([torch.randperm(400)[:30] for _ in range(2)])
+    model.feed_data({'lq': torch.rand(2, 3, 10, 10), 'gt': gt, 'scale': torch.tensor([[2.0, 2.0]] * 2),
+                     'sample_index': index})
+    assert model.out_size == (20, 20)
+    assert torch.equal(model.gt, gt.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    model.optimize_parameters(1)
+    assert model.output.shape == (2, 3, 30) and math.isfinite(model.get_current_log()['l_pix'])
+    dense = model.net_g(model.lq, scale=(2.0, 2.0), out_size=(20, 20))
+    assert torch.allclose(model._forward_train(), dense.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    model.feed_data({'lq': torch.rand(1, 3, 10, 10), 'gt': gt[:1], 'scale': torch.tensor([[2.0, 2.0]])})
+    assert model.pixel_index is None and model.gt.shape == (1, 3, 20, 20)
+
+
+def test_crop_border_scale_plus_n():
+    from gsasr_plugin.models.arbitrary_scale_model import _crop_border
+    assert _crop_border(None, (3.5, 3.5), 'psnr') == 4
+    assert _crop_border('scale+6', (2.0, 2.0), 'psnr') == 8
+    assert _crop_border(5, (2.0, 2.0), 'psnr') == 5
+    with pytest.raises(ValueError, match='psnr: crop_border'):
+        _crop_border('scale*2', (2.0, 2.0), 'psnr')
+
+
+def test_crop_border_max_caps_the_scale_border(folders, monkeypatch):
+    """``crop_border: ~`` crops ceil(scale) pixels; ``crop_border_max: 8`` caps it (the GSASR paper's min(s, 8))."""
+    import gsasr_plugin.models.arbitrary_scale_model as module
+    tmp_path, hr = folders
+    opt = _opt(tmp_path, hr)
+    opt['val']['metrics'] = dict(psnr=dict(type='calculate_psnr', crop_border=None, crop_border_max=8,
+                                           test_y_channel=True))
+    model = build_model(opt)
+    seen = []
+    monkeypatch.setattr(module, 'calculate_metric', lambda data, metric_opt: seen.append(dict(metric_opt)) or 1.0)
+    for scale in ((2.0, 2.0), (12.0, 12.0), (3.5, 1.5)):
+        model._metric_values({}, scale)
+    assert [o['crop_border'] for o in seen] == [2, 8, 4]
+    assert all('crop_border_max' not in o for o in seen)

@@ -97,6 +97,12 @@ def test_single_gaussian_peak_and_cutoff():
     assert out[0, 0, 2, 0] == 0.0
 
 
+def test_cutoff_none_is_the_default():
+    params = random_gaussians(1, 20, 3, (5, 5))
+    assert torch.equal(rasterize_gaussians(*params, (5, 5), (9, 11), cutoff=None),
+                       rasterize_gaussians(*params, (5, 5), (9, 11), cutoff=DEFAULT_CUTOFF))
+
+
 def test_float32_matches_float64_and_keeps_dtype():
     params = random_gaussians(2, 60, 3, (8, 8))
     out64 = rasterize_gaussians(*params, (8, 8), (20, 28))
@@ -174,6 +180,10 @@ def _good():
     (3, torch.ones(1, 2), ValueError, 'colors'),
     (3, torch.ones(1, 2, 3, dtype=torch.long), TypeError, 'colors'),
     (0, [[0.0, 0.0]], TypeError, 'means'),
+    (0, torch.tensor([[[0.0, float('nan')], [0.0, 0.0]]]), ValueError, 'means'),
+    (0, torch.tensor([[[0.0, float('inf')], [0.0, 0.0]]]), ValueError, 'means'),
+    (1, torch.tensor([[[1.0, float('inf')], [1.0, 1.0]]]), ValueError, 'sigmas'),
+    (2, torch.tensor([[0.0, float('nan')]]), ValueError, 'rhos'),
 ])
 def test_bad_tensors_name_the_argument(index, bad, exc, word):
     args = _good()
@@ -196,6 +206,8 @@ def test_bad_sizes_name_the_argument(lr_size, out_size, exc, word):
 def test_bad_cutoff_and_devices():
     with pytest.raises(ValueError, match='cutoff'):
         rasterize_gaussians(*_good(), (4, 4), (8, 8), cutoff=0)
+    with pytest.raises(ValueError, match='cutoff'):
+        rasterize_gaussians(*_good(), (4, 4), (8, 8), cutoff=float('inf'))
     args = _good()
     args[2] = torch.zeros(1, 2, device='meta')
     with pytest.raises(ValueError, match='rhos'):

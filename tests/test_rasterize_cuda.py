@@ -30,16 +30,47 @@ def assert_rel_close(actual, expected, rel, name=''):
     assert err <= rel * scale, f'{name}: max error {err:.3e} > {rel} * {scale:.3e}'
 
 
-def compare(params, lr_size, out_size, cutoff=3.5, fwd_rel=1e-5, grad_rel=1e-3):
-    cpu = [p.double().clone().requires_grad_() for p in params]
-    gpu = [p.cuda().clone().requires_grad_() for p in params]
-    ref = rasterize_gaussians_torch(*cpu, lr_size, out_size, cutoff)
-    out = rasterize_gaussians(*gpu, lr_size, out_size, cutoff=cutoff)
+def _footprint_at(cutoff, box_half_size, mode, factor):
+    """The footprint keywords with the boundary moved by ``factor`` (for finding rounding-sensitive pixels)."""
+    if mode == 'gsplat_sum':
+        return {'mode': mode}
+    if box_half_size is not None:
+        return {'box_half_size': tuple(h * factor for h in box_half_size)}
+    return {'cutoff': cutoff * factor}
+
+
+def compare(params, lr_size, out_size, cutoff=3.5, fwd_rel=1e-5, grad_rel=1e-3, box_half_size=None, mode='sum',
+            opacities=None):
+    from gsasr_plugin.ops import _torch_impl
+    kwargs = _footprint_at(cutoff, box_half_size, mode, 1.0)
+    names = ['means', 'sigmas', 'rhos', 'colors'] + (['opacities'] if opacities is not None else [])
+    tensors = list(params) + ([opacities] if opacities is not None else [])
+    cpu = [p.double().clone().requires_grad_() for p in tensors]
+    gpu = [p.cuda().clone().requires_grad_() for p in tensors]
+
+    def call(fn, args, **kw):
+        extra = {'opacities': args[4]} if len(args) > 4 else {}
+        return fn(*args[:4], lr_size, out_size, **kw, **extra)
+
+    ref = call(rasterize_gaussians_torch, cpu, **kwargs)
+    out = call(rasterize_gaussians, gpu, **kwargs)
     assert out.is_cuda and out.dtype == torch.float32
-    # pixels with some q within rounding of cutoff^2 may legitimately differ between float32 and float64
+    # pixels within rounding of a footprint boundary (q near cutoff^2, a box edge, a weight near 1/255) may
+    # legitimately differ between float32 and float64
+    doubles = [p.double() for p in tensors]
     with torch.no_grad():
-        inner = rasterize_gaussians_torch(*[p.double() for p in params], lr_size, out_size, cutoff * (1 - 1e-5))
-        outer = rasterize_gaussians_torch(*[p.double() for p in params], lr_size, out_size, cutoff * (1 + 1e-5))
+        if mode == 'gsplat_sum':
+            alpha_min = _torch_impl.GSPLAT_ALPHA_MIN
+            try:
+                _torch_impl.GSPLAT_ALPHA_MIN = alpha_min * (1 - 1e-4)
+                inner = call(rasterize_gaussians_torch, doubles, **kwargs)
+                _torch_impl.GSPLAT_ALPHA_MIN = alpha_min * (1 + 1e-4)
+                outer = call(rasterize_gaussians_torch, doubles, **kwargs)
+            finally:
+                _torch_impl.GSPLAT_ALPHA_MIN = alpha_min
+        else:
+            inner = call(rasterize_gaussians_torch, doubles, **_footprint_at(cutoff, box_half_size, mode, 1 - 1e-5))
+            outer = call(rasterize_gaussians_torch, doubles, **_footprint_at(cutoff, box_half_size, mode, 1 + 1e-5))
     stable = torch.isclose(inner, outer, rtol=1e-12, atol=1e-12)
     assert stable.float().mean() > 0.99
     assert_rel_close(torch.where(stable, out.detach().cpu().double(), 0), torch.where(stable, ref.detach(), 0),
@@ -47,7 +78,7 @@ def compare(params, lr_size, out_size, cutoff=3.5, fwd_rel=1e-5, grad_rel=1e-3):
     weights = torch.randn(ref.shape, dtype=torch.float64)
     (ref * weights).sum().backward()
     (out * weights.float().cuda()).sum().backward()
-    for name, a, b in zip(('means', 'sigmas', 'rhos', 'colors'), gpu, cpu):
+    for name, a, b in zip(names, gpu, cpu):
         assert_rel_close(a.grad.cpu(), b.grad, grad_rel, name)
 
 
@@ -140,3 +171,32 @@ def test_deterministic_backward():
         grads.append([p.grad.clone() for p in params])
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('lr_size,out_size,half', [
+    ((12, 10), (31, 47), (0.8, 1.3)),
+    ((48, 48), (192, 192), (1.2, 1.2)),
+    ((3, 4), (90, 120), (0.5, 2.0)),
+    ((20, 16), (9, 7), (3.0, 0.0)),
+])
+def test_box_mode_matches_pure_path(lr_size, out_size, half):
+    compare(make(2, 300, 3, lr_size), lr_size, out_size, box_half_size=half)
+
+
+@pytest.mark.parametrize('lr_size,out_size', [((12, 10), (31, 47)), ((48, 48), (192, 192)), ((3, 4), (90, 120)),
+                                              ((20, 16), (9, 7)), ((17, 23), (33, 70))])
+@pytest.mark.parametrize('chans', [3, 11])
+def test_gsplat_mode_matches_pure_path(lr_size, out_size, chans):
+    params = make(2, 300, chans, lr_size, sigma_range=(0.05, 1.0))
+    opacities = torch.rand(2, 300, generator=torch.Generator().manual_seed(1)) * 1.2
+    compare(params, lr_size, out_size, mode='gsplat_sum', opacities=opacities, grad_rel=3e-3)
+
+
+def test_gsplat_mode_tile_cap_on_crowded_tiles():
+    # 2000 Gaussians on 4x4 LR pixels at x4: every tile holds far more than 256
+    params = make(2, 2000, 3, (4, 4), sigma_range=(0.1, 0.6), margin=0.0)
+    compare(params, (4, 4), (16 * 4, 16 * 4), mode='gsplat_sum', grad_rel=3e-3)
+    out = rasterize_gaussians(*[p.cuda() for p in params], (4, 4), (64, 64), mode='gsplat_sum')
+    loop = torch.cat([rasterize_gaussians(*[p[b:b + 1].cuda() for p in params], (4, 4), (64, 64), mode='gsplat_sum')
+                      for b in range(2)])
+    torch.testing.assert_close(out, loop, rtol=1e-6, atol=1e-6)

@@ -371,7 +371,3 @@ class ContinuousSR(nn.Module):
         """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
         _, size = resolve_scale_and_size(lr_size_of(lq), scale, out_size)
         return self.render(self.encode(lq, scale, out_size), size)
-
-
-# registers ``official:continuoussr`` (the authors' released checkpoint) with gsasr_plugin.hub
-from gsasr_plugin.archs import continuoussr_official  # noqa: E402,F401

@@ -4,8 +4,12 @@ Layout of EDSR (Lim et al., 2017) in its "baseline" size as used by LIIF and GSA
 16 residual blocks of two 3x3 convs without batch norm, a 3x3 conv after the body and a global
 residual. The upsampler and the last conv are dropped: the encoder returns 64-channel features at the
 LR size. With the defaults this is 1,220,416 parameters (the official GSASR number is 1.22 M).
+
+The official GSASR encoder (``EDSRNOUP``) differs from EDSR in two ways, both options here: it
+returns the body output without the global residual (``global_residual: false``) and it feeds the
+image without the mean shift (``rgb_mean: ~``).
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -40,14 +44,21 @@ class EDSRBaseline(MeanShiftInput, nn.Module):
         num_block: Residual blocks in the body. Default: 16.
         res_scale: Residual scale of the blocks. Default: 1.
         img_range: The mean-subtracted input is multiplied by this (EDSR's mean shift). Default: 1.
-        rgb_mean: Mean subtracted from the input (DIV2K's RGB mean). Default: (0.4488, 0.4371, 0.4040).
+        rgb_mean: Mean subtracted from the input (DIV2K's RGB mean); ``None`` subtracts nothing (the official
+            GSASR encoder). Default: (0.4488, 0.4371, 0.4040).
+        global_residual: Add the head conv's output to the body's (EDSR). The official GSASR encoder
+            returns the body output alone (``False``). Default: True.
     """
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0,
-                 img_range: float = 1.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN):
+                 img_range: float = 1.0, rgb_mean: Optional[Sequence[float]] = DIV2K_RGB_MEAN,
+                 global_residual: bool = True):
         super().__init__()
         if num_block < 0:
             raise ValueError(f'num_block must be >= 0, got {num_block}')
+        if not isinstance(global_residual, bool):
+            raise TypeError(f'global_residual must be true or false, got {global_residual!r}')
+        self.global_residual = global_residual
         self._init_mean_shift(num_in_ch, rgb_mean, img_range)
         self.out_channels = num_feat
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
@@ -56,4 +67,5 @@ class EDSRBaseline(MeanShiftInput, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_first(self.shift_mean(x))
-        return self.conv_after_body(self.body(x)) + x
+        out = self.conv_after_body(self.body(x))
+        return out + x if self.global_residual else out

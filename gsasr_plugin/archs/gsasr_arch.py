@@ -31,7 +31,13 @@ Shifted cross-attention. The official shifted injection layers roll the image fe
 queries, so a query meets the features of a window offset by half a window and no mask is applied.
 Here queries (with their positional embedding) and features are rolled together, attention uses Swin's
 shift mask, and the result is rolled back.
+
+The official forward is available through options (``cross_attention_shift``, ``shift_mask``,
+``shift_single_window``, ``pad_input_to``, ``canvas_rounding``, ``box_cutoff``, with ``num_scale_tokens: 1``
+and the head ranges); ``gsasr_plugin.archs.official_gsasr`` converts the released checkpoints and
+holds the options of the released models.
 """
+import dataclasses
 import math
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
@@ -111,10 +117,17 @@ class _WindowLayerBase(nn.Module):
 
 
 class ConditionInjectionLayer(_WindowLayerBase):
-    """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features."""
+    """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features.
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):
+    ``shift_features_only`` (shifted layers): roll the features alone, as the official code does, so a
+    query window meets the features of the window half a window further, with no mask and no roll back;
+    otherwise queries and features are rolled together, masked as in Swin and rolled back.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
+                 shift_features_only: bool = False):
         super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
+        self.shift_features_only = shift_features_only
         self.cross_attn = WindowCrossAttention(dim, num_heads, window_size)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, scale_tokens: torch.Tensor,
@@ -122,9 +135,15 @@ class ConditionInjectionLayer(_WindowLayerBase):
         """x, pos, feat: (B, H, W, C) maps with H, W window multiples; returns the updated x."""
         x = self._scale_step(x, pos, scale_tokens)
         shift = shift if self.shifted else (0, 0)
-        queries, context = self._windows([self.norm_attn(x) + pos, feat], shift)
-        attended = self.cross_attn(queries, context, mask if self.shifted else None)
-        x = x + self._unwindow(attended, shift, x.shape[1], x.shape[2])
+        if self.shift_features_only:
+            (queries, ) = self._windows([self.norm_attn(x) + pos], (0, 0))
+            (context, ) = self._windows([feat], shift)
+            attended = self.cross_attn(queries, context, None)
+            x = x + self._unwindow(attended, (0, 0), x.shape[1], x.shape[2])
+        else:
+            queries, context = self._windows([self.norm_attn(x) + pos, feat], shift)
+            attended = self.cross_attn(queries, context, mask if self.shifted else None)
+            x = x + self._unwindow(attended, shift, x.shape[1], x.shape[2])
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -149,11 +168,12 @@ class _ResidualGroup(nn.Module):
     """LayerNorm -> layers (odd ones shifted) -> MLP, with a residual around the whole group."""
 
     def __init__(self, layer_cls: type, num_layers: int, dim: int, num_heads: int, window_size: int,
-                 mlp_ratio: float):
+                 mlp_ratio: float, **layer_options: Any):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList(
-            [layer_cls(dim, num_heads, window_size, bool(i % 2), mlp_ratio) for i in range(num_layers)])
+        self.layers = nn.ModuleList([
+            layer_cls(dim, num_heads, window_size, bool(i % 2), mlp_ratio, **layer_options) for i in range(num_layers)
+        ])
         self.mlp = Mlp(dim, dim, act_layer=nn.ReLU)
 
     def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
@@ -205,6 +225,41 @@ class GSASR(nn.Module):
             cross-attention, which starts nearly uniform over the k x k window, so an untrained net
             sees window averages and localising the attention takes many iterations. No parameters are
             added. Default: False.
+
+    The official forward (``ChrisDud0257/GSASR``: ``utils/fea2gs.py``, ``inference_paper.py``) differs from
+    ours in the options below; each defaults to our behaviour, and the option files of the released
+    models (``options/test_gsasr_*_paper.yml``) set the official one. See the README, "Pretrained models".
+
+    Args:
+        cross_attention_shift: How the shifted condition-injection layers shift. ``'masked'`` (ours): the
+            queries (with their positional embedding) and the features are rolled together, attention
+            uses Swin's shift mask (with ``shift_mask``) and the result is rolled back, so every Gaussian
+            stays with the features around it. ``'features_only'`` (official): only the features are
+            rolled; a query window attends to the features of the window half a window down and right,
+            with no mask and no roll back. Default: 'masked'.
+        shift_mask: Swin's mask in shifted windows, so tokens wrapped around the image border by the
+            roll do not attend to each other (ours). The official code applies none. Default: True.
+        shift_single_window: Shift the odd layers also along an axis that holds a single window (the
+            official code always shifts). Swin (ours) does not shift such an axis, where a roll only
+            wraps the window onto itself. Default: False.
+        pad_input_to: The official inference. ``None`` (ours): the encoder sees the LR image as it is,
+            its features are reflect-padded to a window multiple inside the decoder and the Gaussians of
+            the padding are dropped. An int (official: 12, 24 for the paper's SwinIR): the LR *image* is
+            reflect-padded at the bottom/right to a multiple of it (itself a multiple of
+            ``window_size``); every Gaussian is kept and the whole padded canvas of
+            ``canvas_rounding(s * padded size)`` output pixels is rendered, then cropped to the output
+            size (top-left). As the official renderer, a Gaussian's standard deviation is then the head's
+            ``sigma * s`` output pixels of that canvas (``sigma`` LR pixels when ``s * padded size`` is a
+            whole number). Default: None.
+        canvas_rounding: With ``pad_input_to``: ``'floor'`` (official ``inference_paper.py``) or ``'ceil'``
+            (official test code, ``GSASRModel.test``) of ``s * padded size`` gives the canvas; values within
+            1e-6 of an integer are that integer. A canvas smaller than the requested output (floor of a
+            scale with no padding on that axis) grows to it. Default: 'ceil'.
+        box_cutoff: The official rasterizer's cut-off ``dmax``: each Gaussian touches the output pixels
+            whose distance to its centre is at most ``box_cutoff`` half-canvases along each axis, a square
+            box of half-side ``box_cutoff * (canvas - 1) / 2`` output pixels, whatever its standard
+            deviation (official: 0.1 at test, 0.5 in training). ``None`` (ours) cuts each Gaussian at its
+            ``cutoff`` ellipse. Needs the rasterizer's ``box_half_size`` mode. Default: None.
     """
 
     field_depends_on_scale = True
@@ -215,10 +270,21 @@ class GSASR(nn.Module):
                  gaussian_density: int = 16, num_upsample_stages: int = 2, head_mlp_ratio: float = 4.0,
                  sigma_range: Sequence[float] = (0.01, 0.8333), rho_max: float = 0.99,
                  max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3,
-                 lr_color_residual: bool = False, feature_queries: bool = False):
+                 lr_color_residual: bool = False, feature_queries: bool = False,
+                 cross_attention_shift: str = 'masked', shift_mask: bool = True, shift_single_window: bool = False,
+                 pad_input_to: Optional[int] = None, canvas_rounding: str = 'ceil',
+                 box_cutoff: Optional[float] = None):
         super().__init__()
         self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
                             num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
+        self._check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window,
+                                     pad_input_to, canvas_rounding, box_cutoff)
+        self.cross_attention_shift = cross_attention_shift
+        self.shift_mask = shift_mask
+        self.shift_single_window = shift_single_window
+        self.pad_input_to = pad_input_to
+        self.canvas_rounding = canvas_rounding
+        self.box_cutoff = None if box_cutoff is None else float(box_cutoff)
         self.shuffle_factor, self.gaussians_per_side = self._upsample_plan(gaussian_density, num_upsample_stages)
         self.encoder = build_encoder(encoder if encoder is not None else {'type': 'EDSRBaseline'})
         in_channels = getattr(self.encoder, 'out_channels', None)
@@ -250,7 +316,8 @@ class GSASR(nn.Module):
             nn.Linear(2, 4 * embed_dim), nn.ReLU(inplace=True), nn.Linear(4 * embed_dim, num_scale_tokens * embed_dim))
 
         self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
-                                        window_size, mlp_ratio)
+                                        window_size, mlp_ratio,
+                                        shift_features_only=cross_attention_shift == 'features_only')
         self.interaction = nn.ModuleList([
             _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
                            mlp_ratio) for _ in range(num_blocks)
@@ -326,6 +393,25 @@ class GSASR(nn.Module):
             raise ValueError(f'cutoff must be > 0 or None, got {cutoff!r}')
 
     @staticmethod
+    def _check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window, pad_input_to,
+                                canvas_rounding, box_cutoff) -> None:
+        if cross_attention_shift not in ('masked', 'features_only'):
+            raise ValueError(f"cross_attention_shift must be 'masked' or 'features_only', got {cross_attention_shift!r}")
+        for name, value in (('shift_mask', shift_mask), ('shift_single_window', shift_single_window)):
+            if not isinstance(value, bool):
+                raise TypeError(f'{name} must be true or false, got {value!r}')
+        if pad_input_to is not None:
+            if isinstance(pad_input_to, bool) or not isinstance(pad_input_to, int) or pad_input_to < 1 \
+                    or pad_input_to % window_size:
+                raise ValueError(f'pad_input_to must be None or a positive multiple of window_size ({window_size}), '
+                                 f'got {pad_input_to!r}')
+        if canvas_rounding not in ('floor', 'ceil'):
+            raise ValueError(f"canvas_rounding must be 'floor' or 'ceil', got {canvas_rounding!r}")
+        if box_cutoff is not None and (isinstance(box_cutoff, bool) or not isinstance(box_cutoff, (int, float))
+                                       or not 0 < box_cutoff <= 2):
+            raise ValueError(f'box_cutoff must be None or a number in (0, 2] (half-canvases), got {box_cutoff!r}')
+
+    @staticmethod
     def _upsample_plan(gaussian_density: int, num_upsample_stages: int) -> Tuple[int, int]:
         """(pixel-shuffle factor per stage, Gaussians per LR pixel side) or a ValueError."""
         side = math.isqrt(gaussian_density) if isinstance(gaussian_density, int) and gaussian_density > 0 else 0
@@ -351,10 +437,11 @@ class GSASR(nn.Module):
         return tokens.expand(batch, -1, -1)
 
     def _window_plan(self, height: int, width: int, device: torch.device):
-        """Shift per axis (none where one window covers the side, as in Swin) and the shift mask."""
+        """Shift per axis (none where one window covers the side, as in Swin, unless
+        ``shift_single_window``) and the shift mask (None without ``shift_mask``)."""
         k = self.window_size
-        shift = (k // 2 if height > k else 0, k // 2 if width > k else 0)
-        if shift == (0, 0):
+        shift = tuple(k // 2 if side > k or self.shift_single_window else 0 for side in (height, width))
+        if shift == (0, 0) or not self.shift_mask:
             return shift, None
         return shift, shifted_window_mask(height, width, k, shift, device=device)
 
@@ -433,16 +520,35 @@ class GSASR(nn.Module):
 
         The field holds m * h * w Gaussians per image, means in LR pixel units over the unpadded image;
         it is valid for that scale only (``field_depends_on_scale``). ``out_size`` only serves to derive
-        the scale when ``scale`` is None.
+        the scale when ``scale`` is None. With ``pad_input_to`` the field covers the padded image and
+        carries its canvas (see :meth:`official_canvas`).
         """
         lr_size_of(lq)
         lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
         pair, _ = resolve_scale_and_size(lr_size, scale, out_size)
-        features = self.encoder(lq)
-        return self.gaussians_from_tokens(self.decode_tokens(features, pair), lr_size, lq)
+        if self.pad_input_to is not None:
+            lq = pad_to_multiple(lq, self.pad_input_to, mode='reflect')
+        padded_size = (int(lq.shape[-2]), int(lq.shape[-1]))
+        field = self.gaussians_from_tokens(self.decode_tokens(self.encoder(lq), pair), padded_size, lq)
+        field.box_cutoff = self.box_cutoff
+        if self.pad_input_to is not None:
+            field = self.official_canvas(field, pair)
+        return field
+
+    def official_canvas(self, field: GaussianField, scale: Tuple[float, float]) -> GaussianField:
+        """Lay ``field`` (over the padded image) out on the official canvas of ``scale``.
+
+        The canvas is ``canvas_rounding(s * padded size)`` output pixels per axis, and, as in the official
+        renderer, each standard deviation is the head's sigma times s output pixels of it: the LR sigmas
+        are multiplied by ``s * padded size / canvas`` (1 when the product is a whole number).
+        """
+        canvas = tuple(_round_canvas(s * n, self.canvas_rounding) for s, n in zip(scale, field.lr_size))
+        stretch = field.sigmas.new_tensor([scale[1] * field.lr_size[1] / canvas[1],
+                                           scale[0] * field.lr_size[0] / canvas[0]])
+        return dataclasses.replace(field, sigmas=field.sigmas * stretch, canvas_size=canvas)
 
     def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
-        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size``."""
+        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size`` (cropped from its canvas when it has one)."""
         return field.render(_check_out_size(out_size), cutoff=self.cutoff)
 
     def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
@@ -451,3 +557,12 @@ class GSASR(nn.Module):
         lr_size_of(lq)
         pair, size = resolve_scale_and_size((int(lq.shape[-2]), int(lq.shape[-1])), scale, out_size)
         return self.render(self.encode(lq, pair), size)
+
+
+def _round_canvas(value: float, mode: str) -> int:
+    """``floor`` or ``ceil`` of a canvas side ``s * n``, taking values within 1e-6 of an integer as it (a
+    scale computed as ``Ho / h`` must give back ``Ho``)."""
+    nearest = round(value)
+    if abs(value - nearest) < 1e-6:
+        return max(1, int(nearest))
+    return max(1, int(math.floor(value) if mode == 'floor' else math.ceil(value)))

@@ -1,8 +1,13 @@
 """``basicsr infer``: super-resolve images or folders at any scale or size with a trained model.
 
-    basicsr infer -opt OPTIONS.yml --model CHECKPOINT.pth -i FILE_OR_FOLDER -o OUT_FOLDER \\
+    basicsr infer [-opt OPTIONS.yml] --model WEIGHTS -i FILE_OR_FOLDER -o OUT_FOLDER \\
         (--scale S | --scale SH,SW | --size WxH | --scales S1,S2,...) [--tile N] [--bf16] [--save-gaussians]
         [--zoom FRAMES [--zoom-max Z]]
+
+WEIGHTS is a checkpoint file, ``official:<name>`` (a released model, downloaded into huggingface_hub's
+cache), a folder holding a released model's official files, or those files joined by commas
+(:func:`gsasr_plugin.checkpoint.load_weights`). ``-opt`` may be left out when the weights carry their
+options (released models, checkpoints written by ``basicsr convert``).
 
 Exit status: 0 when every image was written, 1 when any image (or the model) failed, 2 for bad
 arguments. Each failure is one line on stderr naming the file or argument; the other images of a
@@ -71,10 +76,13 @@ def _zoom_max_arg(text):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description='Super-resolve images at any scale (or size) with a GSASR-family model.')
-    parser.add_argument('-opt', '--opt', required=True, metavar='OPTIONS.yml',
-                        help='BasicSR option file (train or test) whose network_g builds the network')
-    parser.add_argument('--model', required=True, metavar='CHECKPOINT.pth',
-                        help="weights: a BasicSR checkpoint ('params_ema' or 'params') or a bare state dict")
+    parser.add_argument('-opt', '--opt', default=None, metavar='OPTIONS.yml',
+                        help='BasicSR option file (train or test) whose network_g builds the network; optional '
+                        'when the weights carry their options (official:<name>, basicsr convert output)')
+    parser.add_argument('-m', '--model', required=True, metavar='WEIGHTS',
+                        help="a checkpoint ('params_ema' or 'params', a bare state dict, or a basicsr convert "
+                        "output), official:<name> (a released model), a folder of a released model's official "
+                        'files, or those files joined by commas')
     parser.add_argument('-i', '--input', required=True, metavar='FILE_OR_FOLDER', help='an image or a folder of images')
     parser.add_argument('-o', '--output', required=True, metavar='OUT_FOLDER', help='folder for the results')
     target = parser.add_mutually_exclusive_group(required=True)
@@ -140,6 +148,9 @@ def _process(network, path: Path, args, device) -> None:
     if args.save_gaussians:
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         field = getattr(field, 'gaussians', field)  # GaussianSR wraps its Gaussians with features
+        if field is None:
+            raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
+                             'splatting: patches)')
         draw_gaussians(field, rgb, str(Path(args.output) / f'{path.stem}{args.suffix}_gaussians.png'),
                        crop=args.gaussians_crop or None)
 

@@ -11,7 +11,7 @@ import os.path as osp
 import sys
 from typing import Any, Dict, List, Optional
 
-__all__ = ['run', 'run_pipeline', 'check_option_paths']
+__all__ = ['run', 'run_pipeline', 'check_option_paths', 'check_weights_available']
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -83,8 +83,27 @@ def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
     for key, value in path_opt.items():
         if value is None or not (key.startswith('pretrain_network') or (key == 'resume_state' and is_train)):
             continue
-        if not osp.isfile(osp.expanduser(str(value))):
+        if key.startswith('pretrain_network'):
+            check_weights_available(str(value), f'path:{key}')
+        elif not osp.isfile(osp.expanduser(str(value))):
             raise FileNotFoundError(f"path:{key}: file '{value}' does not exist")
+
+
+def check_weights_available(spec: str, option: str) -> None:
+    """Fail early, in one line, on weights that cannot be had: a missing file or folder, an unknown
+    ``official:`` name, or a released model's files that are neither cached nor downloadable (they are
+    downloaded here when the machine is online)."""
+    from gsasr_plugin import hub
+    if spec.startswith(hub.OFFICIAL_PREFIX):
+        import gsasr_plugin  # noqa: F401  (methods register their released models)
+        try:
+            hub.fetch_files(hub.released_model(spec))
+        except ValueError as error:
+            raise ValueError(f'{option}: {error}') from None
+        return
+    for part in (p.strip() for p in spec.split(',')) if ',' in spec else [spec]:
+        if not osp.exists(osp.expanduser(part)):
+            raise FileNotFoundError(f"{option}: '{part}' does not exist")
 
 
 def run_pipeline(command: str, argv: List[str]) -> int:
@@ -98,10 +117,11 @@ def run_pipeline(command: str, argv: List[str]) -> int:
         print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
+    from gsasr_plugin.hub import WeightsUnavailableError
     try:
         opt = _load_options(args.opt, args.force_yml)
         check_option_paths(opt, is_train=command == 'train')
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, WeightsUnavailableError) as exc:
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 1
 

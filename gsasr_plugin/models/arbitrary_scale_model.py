@@ -19,6 +19,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.utils.sampled_pixels import accepts_pixel_index, gather_pixels
 from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
@@ -60,6 +61,22 @@ def _scale_pair(scale: torch.Tensor) -> Pair:
     return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
 
 
+def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = None) -> Any:
+    """A metric's ``crop_border`` at ``scale``: ~ / 'scale' -> ceil(scale), 'scale+N' -> ceil(scale) + N, at
+    most ``largest`` (``crop_border_max``) when given; a number stays as it is."""
+    if value is None or value == 'scale':
+        border = int(math.ceil(max(scale)))
+    elif isinstance(value, str):
+        text = value.replace(' ', '')
+        if not (text.startswith('scale+') and text[len('scale+'):].isdigit()):
+            raise ValueError(f"val: metrics: {metric}: crop_border must be a number, ~, 'scale' or 'scale+N', "
+                             f'got {value!r}')
+        border = int(math.ceil(max(scale))) + int(text[len('scale+'):])
+    else:
+        return value
+    return border if largest is None else min(border, int(largest))
+
+
 @MODEL_REGISTRY.register()
 class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     """SRModel that passes each batch's scale and output size to the network.
@@ -74,6 +91,31 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     Hooks for extensions: :meth:`_test_at` (one forward at a scale/size, eval mode, EMA net when present),
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
     """
+
+    # -------------------------------------------------------------------------------------- weights
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loading, plus released weights: ``path: pretrain_network_g`` may also be
+        ``official:<name>``, a folder of a released model's official files, those files joined by commas
+        (:func:`gsasr_plugin.checkpoint.load_weights`), or a checkpoint file BasicSR cannot read (a released
+        model's single official file, a bare state dict). Released weights always load strictly."""
+        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
+        if not is_released_weights(load_path):
+            try:
+                return super().load_network(net, load_path, strict, param_key)
+            except (KeyError, RuntimeError) as error:  # not BasicSR's layout, or keys that do not fit
+                try:
+                    weights = load_weights(load_path, self.opt['network_g'])
+                except (ValueError, KeyError):
+                    raise error from None
+                if weights.meta.get('released_model') is None:
+                    raise error
+        else:
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if load_path not in cache:  # net_g and its EMA copy load the same files
+                cache[load_path] = load_weights(load_path, self.opt['network_g'])
+            weights = cache[load_path]
+        load_strict(self.get_bare_model(net), weights.state_dict, f'path:pretrain_network_g {load_path}')
+        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {weights.meta["source"]}.')
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
@@ -93,6 +135,13 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         else:
             self.out_size = (round(self.lq.shape[-2] * self.scale[0]), round(self.lq.shape[-1] * self.scale[1]))
         self.img_paths = data.get('lq_path')
+        # sampled-pixel training (dataset option sample_q): the GT becomes (B, 3, Q), the loss is on those pixels
+        self.pixel_index = data['sample_index'].to(self.device) if 'sample_index' in data else None
+        if self.pixel_index is not None and hasattr(self, 'gt'):
+            if getattr(self, 'cri_perceptual', None):
+                raise ValueError("dataset option 'sample_q' gives the loss single pixels: it cannot be used with "
+                                 "'perceptual_opt', which needs whole images")
+            self.gt = gather_pixels(self.gt, self.pixel_index)
 
     # ------------------------------------------------------------------------------------- training
     def setup_schedulers(self) -> None:
@@ -119,7 +168,11 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         super().update_learning_rate(current_iter, warmup_iter)
 
     def _forward_train(self) -> torch.Tensor:
-        return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if getattr(self, 'pixel_index', None) is None:
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if accepts_pixel_index(self._plain_net(self.net_g)):  # decodes the sampled pixels only
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size, pixel_index=self.pixel_index)
+        return gather_pixels(self.net_g(self.lq, scale=self.scale, out_size=self.out_size), self.pixel_index)
 
     def optimize_parameters(self, current_iter: int) -> None:
         # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
@@ -167,13 +220,16 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self.output = self._test_at(self.lq, self.scale, self.out_size)
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
-        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale)."""
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale),
+        ``'scale+N'`` ceil(scale) + N (LIIF's DIV2K protocol crops scale + 6); a border from the scale is at most
+        ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
-            if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
-                metric_opt['crop_border'] = int(math.ceil(max(scale)))
+            largest = metric_opt.pop('crop_border_max', None)
+            if 'crop_border' in metric_opt:
+                metric_opt['crop_border'] = _crop_border(metric_opt['crop_border'], scale, name, largest)
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 

@@ -10,7 +10,9 @@ Their file (github peylnog/ContinuousSR, written by their LIIF-style training co
 
 (``cnn_spec`` / ``fc_spec`` are not used by their model.) This module turns that into our ``network_g``
 options (:func:`network_options_from_spec`) and state dict (:func:`convert_official_state_dict`), and
-registers the released model as ``official:continuoussr`` with :mod:`gsasr_plugin.hub`.
+registers the released model as ``official:continuoussr`` with :mod:`gsasr_plugin.hub`, so that
+``basicsr infer/test/convert`` take ``official:continuoussr`` (downloaded when online) or the file's path
+(``--model ContinuousSR.pth``, ``path: pretrain_network_g: ContinuousSR.pth``).
 
 Their state dict -> ours: the encoder's own keys follow our encoder's official key map (HAT / SwinIR),
 ``encoder.upsample.{0,2}`` is our ``upsample.{0,2}``, ``conv1`` our ``query.0``, ``mlp`` / ``mlp_offset`` /
@@ -32,7 +34,7 @@ from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWIN
 __all__ = ['OFFICIAL_REPOSITORY', 'OFFICIAL_COMMIT', 'GSPLAT_FORK_COMMIT', 'OFFICIAL_HEAD_OPTIONS',
            'OFFICIAL_NETWORK_G', 'RELEASED_MODEL', 'official_encoder_options', 'network_options_from_spec',
            'official_key_rules', 'convert_official_state_dict', 'read_official_checkpoint',
-           'looks_like_official_checkpoint', 'network_options_from_files', 'convert', 'write_converted_checkpoint']
+           'looks_like_official_checkpoint', 'network_options_from_files', 'convert']
 
 OFFICIAL_REPOSITORY = 'https://github.com/peylnog/ContinuousSR'
 OFFICIAL_COMMIT = '3879d16086b96d4e776cf03ced7550c1aec4723a'
@@ -40,7 +42,7 @@ OFFICIAL_COMMIT = '3879d16086b96d4e776cf03ced7550c1aec4723a'
 GSPLAT_FORK_COMMIT = 'bcca3ecae966a052e3bf8dd1ff9910cf7b8f851d'
 
 # Our ContinuousSR options that reproduce their ``ContinuousGaussian`` around the encoder (the table in
-# continuoussr_arch.py). The rasterizer options select the gsplat-compatible mode of
+# continuoussr_arch.py). The rasterizer option selects the gsplat-compatible mode of
 # gsasr_plugin.ops.rasterize_gaussians (footprint, alpha threshold and the 256-per-tile cap of the fork).
 OFFICIAL_HEAD_OPTIONS: Dict[str, Any] = {
     'num_feat': 64,
@@ -60,7 +62,7 @@ OFFICIAL_HEAD_OPTIONS: Dict[str, Any] = {
     'crop_after_upsample': True,
     'covariance_scale': 'requested_scale',
     'mlp_init': 'xavier_uniform',
-    'rasterizer': {'mode': 'gsplat_sum', 'max_gaussians_per_tile': 256},
+    'rasterizer': {'mode': 'gsplat_sum'},
 }
 
 # Their HAT class' defaults (models/hat.py), for spec entries the checkpoint leaves out.
@@ -78,7 +80,7 @@ _THEIR_SWINIR = {'type': 'SwinIR', 'num_feat': 64, 'embed_dim': 180, 'depths': [
 
 # The released checkpoint's encoder is HAT at x4 (the authors' issues #14 and #20); its size is not
 # published, so the options below assume the standard HAT (6 groups of 6 blocks, width 180, window 16).
-# ``convert`` reads the spec stored in the file and names any difference.
+# ``convert`` reads the spec stored in the file and warns of any difference.
 _ASSUMED_RELEASED_SPEC = {'name': 'hat', 'args': {
     'upscale': 4, 'upsampler': 'pixelshuffle', 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6,
     'window_size': 16, 'compress_ratio': 3, 'squeeze_factor': 30, 'conv_scale': 0.01, 'overlap_ratio': 0.5,
@@ -233,25 +235,28 @@ def _differences(ours: Any, theirs: Any, prefix: str = '') -> List[str]:
         for key in sorted(set(ours) | set(theirs)):
             out += _differences(ours.get(key), theirs.get(key), f'{prefix}{key}.')
         return out
-    return [] if ours == theirs else [f'{prefix[:-1]}: {ours!r} here, {theirs!r} in the file']
+    return [] if ours == theirs else [f'{prefix[:-1]}: {theirs!r} (registered options: {ours!r})']
 
 
-def convert(paths: Sequence[Union[str, Path]], network_g: Mapping[str, Any] = None) -> Dict[str, torch.Tensor]:
-    """``hub.ReleasedModel.convert``: ``[ContinuousSR.pth]`` -> our state dict for ``network_g``.
+def convert(paths: Sequence[Union[str, Path]]) -> Dict[str, torch.Tensor]:
+    """``hub.ReleasedModel.convert``: ``[ContinuousSR.pth]`` -> our state dict.
 
-    ``network_g`` defaults to :data:`OFFICIAL_NETWORK_G`; the encoder spec stored in the file must give the
-    same options (a ValueError lists the differences; :func:`network_options_from_files` gives the right ones).
+    The weights are checked (every key, every shape) against the network that the file's own encoder spec
+    gives (:func:`network_options_from_files`). When that differs from :data:`OFFICIAL_NETWORK_G` (the
+    released model's registered options) a warning names the options to change, and a network built from
+    the registered options will refuse the weights.
     """
-    network_g = OFFICIAL_NETWORK_G if network_g is None else network_g
+    if len(paths) != 1:
+        raise ValueError(f'official ContinuousSR is one file (ContinuousSR.pth), got {len(paths)}: {list(paths)}')
     spec, state = read_official_checkpoint(paths[0])
     from_file = network_options_from_spec(spec)
-    differences = _differences(dict(network_g.get('encoder', {})), from_file['encoder'], 'encoder.')
-    differences += [d for d in _differences({'upscale': network_g.get('upscale')}, {'upscale': from_file['upscale']})]
+    differences = _differences(OFFICIAL_NETWORK_G, from_file, 'network_g.')
     if differences:
-        raise ValueError(f'{paths[0]}: its encoder spec differs from the network options: ' + '; '.join(differences)
-                         + ' (build the network from network_options_from_files instead)')
-    shapes = _expected_shapes(from_file)
-    return convert_official_state_dict(state, from_file['encoder']['type'], shapes, str(paths[0]))
+        from basicsr.utils import get_root_logger
+        get_root_logger().warning(f'{paths[0]}: its encoder spec gives other network options than '
+                                  f'official:continuoussr assumes: {"; ".join(differences)}')
+    return convert_official_state_dict(state, from_file['encoder']['type'], _expected_shapes(from_file),
+                                       str(paths[0]))
 
 
 def _expected_shapes(network_g: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
@@ -270,14 +275,4 @@ RELEASED_MODEL = hub.register(hub.ReleasedModel(
     description="ContinuousSR (Peng et al. 2025), the authors' released HAT model, rendered as their gsplat fork",
     extra={'network_g_from_files': network_options_from_files, 'paper': 'arXiv 2503.06617',
            'code': f'{OFFICIAL_REPOSITORY} @ {OFFICIAL_COMMIT[:7]}'}))
-
-
-def write_converted_checkpoint(source: Union[str, Path], destination: Union[str, Path]) -> Dict[str, Any]:
-    """Convert ``ContinuousSR.pth`` into our self-describing checkpoint (``params`` + ``network_g``)."""
-    from gsasr_plugin.checkpoint import save_checkpoint
-    network_g = network_options_from_files([source])
-    state = convert([source], network_g)
-    save_checkpoint(str(destination), state, network_g,
-                    source=f'{Path(source).name}: official ContinuousSR ({OFFICIAL_REPOSITORY}), converted')
-    return network_g
 

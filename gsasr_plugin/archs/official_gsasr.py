@@ -1,0 +1,360 @@
+"""The official GSASR checkpoints in our ``GSASR``: key conversion, network options, released models.
+
+The authors (``ChrisDud0257/GSASR``) publish each trained model on the Hugging Face hub ``mutou0308/GSASR``
+as two files, ``encoder.pth`` and ``decoder.pth``, with the weights under ``params_ema``. Their encoders
+are SR networks without upsampler (``EDSRNOUP``, ``RDNNOUP``, ``SwinIRNOUP``), their decoders ``Fea2GS``
+(the paper) or ``Fea2GS_ROPE_AMP`` (the enhanced models). Converting the two files gives one state dict
+of our ``GSASR`` whose ``network_g`` sets the options that reproduce the official forward (see the GSASR
+docstring): nothing is patched at run time, the official classes are not used.
+
+One function per family:
+
+- encoders: :data:`ENCODER_CONVERTERS` ``{official class: convert(state, source) -> our encoder keys}``;
+- decoders: :data:`DECODER_CONVERTERS` ``{official class: convert(state, source) -> our decoder keys}``;
+- :func:`convert_official_gsasr` reads the two files and applies one of each, strictly: every official
+  key must be used (or be a buffer we recompute) and every key we need must be present, else a
+  ValueError names the file and the keys.
+
+A family is added by writing its two functions (or one, when the other exists), adding them to the
+tables and registering the released models with :func:`register_gsasr_model`.
+"""
+import copy
+import functools
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import torch
+
+from gsasr_plugin import hub
+from gsasr_plugin.archs.pretrained import extract_state_dict, map_checkpoint_keys
+from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
+from gsasr_plugin.archs.window_utils import get_relative_position_index
+
+__all__ = ['OfficialState', 'read_official_file', 'convert_edsr_noup', 'convert_rdn_noup', 'convert_swinir_noup',
+           'convert_fea2gs', 'regather_relative_position_bias', 'identify_encoder', 'convert_official_gsasr',
+           'ENCODER_CONVERTERS', 'DECODER_CONVERTERS', 'paper_network_g', 'register_gsasr_model', 'HUB_REPO',
+           'PAPER_SIGMA_RANGE']
+
+HUB_REPO = 'mutou0308/GSASR'
+
+# The official renderer's sigma: (0.99999 * sigmoid + 1e-6) canvas units that are 1.2 / s output pixels,
+# i.e. (0.99999 * sigmoid + 1e-6) / 1.2 LR pixels at an exact scale; our head is low + (high - low) * sigmoid.
+PAPER_SIGMA_RANGE = (1e-6 / 1.2, (0.99999 + 1e-6) / 1.2)
+
+
+class OfficialState:
+    """An official state dict that records which keys were used, so leftovers can be reported.
+
+    ``take(key)`` returns a tensor and marks it used; a missing key is a ValueError naming ``source``.
+    """
+
+    def __init__(self, state: Mapping[str, torch.Tensor], source: str):
+        self.state = dict(state)
+        self.source = source
+        self.used: Set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.state
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.state:
+            raise ValueError(f'{self.source}: official key {key!r} is missing (not the expected official network)')
+        self.used.add(key)
+        return self.state[key]
+
+    def skip(self, pattern: str) -> None:
+        """Mark the keys matching ``pattern`` as used (buffers we recompute)."""
+        self.used.update(k for k in self.state if re.search(pattern, k))
+
+    def indices(self, pattern: str) -> List[int]:
+        """The distinct integers the first group of ``pattern`` takes over the keys, sorted."""
+        return sorted({int(m.group(1)) for m in (re.match(pattern, k) for k in self.state) if m})
+
+    def count(self, pattern: str) -> int:
+        """How many distinct indices the first group of ``pattern`` takes (e.g. layers of a block)."""
+        return len(self.indices(pattern))
+
+    def check_all_used(self) -> None:
+        left = sorted(k for k in self.state if k not in self.used)
+        if left:
+            more = f' ... (+{len(left) - 8} more)' if len(left) > 8 else ''
+            raise ValueError(f'{self.source}: {len(left)} official keys have no counterpart in our GSASR: '
+                             f'{", ".join(left[:8])}{more}')
+
+
+def read_official_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """The weights of an official file: ``params_ema`` (what the official scripts load), else ``params``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f'official weights {path}: no such file')
+    try:
+        checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
+    except Exception as error:
+        raise ValueError(f'{path}: not a PyTorch checkpoint ({type(error).__name__})') from None
+    return extract_state_dict(checkpoint, None, str(path))[0]
+
+
+def _copy(out: Dict[str, torch.Tensor], ours: str, state: OfficialState, theirs: str,
+          names: Sequence[str] = ('weight', 'bias')) -> None:
+    for name in names:
+        out[f'{ours}.{name}'] = state.take(f'{theirs}.{name}')
+
+
+# ------------------------------------------------------------------------------------------- encoders
+def convert_edsr_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """``EDSRNOUP`` (head conv, residual blocks, conv after the body) -> our ``EDSRBaseline``: same names."""
+    out = {}
+    for key in list(state.state):
+        if re.match(r'^(conv_first|conv_after_body|body\.\d+\.conv[12])\.(weight|bias)$', key):
+            out[key] = state.take(key)
+    return out
+
+
+def convert_rdn_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """``RDNNOUP`` (SFENet1/2, RDBs, GFF) -> our ``RDN`` (shallow1/2, blocks, global_fusion)."""
+    out = {}
+    _copy(out, 'shallow1', state, 'SFENet1')
+    _copy(out, 'shallow2', state, 'SFENet2')
+    for b in range(state.count(r'^RDBs\.(\d+)\.')):
+        for c in range(state.count(rf'^RDBs\.{b}\.convs\.(\d+)\.')):
+            _copy(out, f'blocks.{b}.layers.{c}.0', state, f'RDBs.{b}.convs.{c}.conv.0')
+        _copy(out, f'blocks.{b}.fusion', state, f'RDBs.{b}.LFF')
+    _copy(out, 'global_fusion.0', state, 'GFF.0')
+    _copy(out, 'global_fusion.1', state, 'GFF.1')
+    return out
+
+
+def convert_swinir_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """``SwinIRNOUP`` -> our ``SwinIR`` through SwinIR's own key map (the official class has SwinIR's names)."""
+    renamed, skipped = map_checkpoint_keys(state.state, SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS)
+    for key, reason in skipped.items():
+        if not reason.startswith('buffer'):
+            raise ValueError(f'{state.source}: official key {key!r} ({reason}) is not part of SwinIRNOUP')
+        state.used.add(key)
+    return {ours: state.take(theirs) for ours, theirs in renamed.items()}
+
+
+ENCODER_CONVERTERS: Dict[str, Callable[[OfficialState], Dict[str, torch.Tensor]]] = {
+    'EDSRNOUP': convert_edsr_noup,
+    'RDNNOUP': convert_rdn_noup,
+    'SwinIRNOUP': convert_swinir_noup,
+}
+
+# A key that only the official class named has (to say which encoder a file holds).
+_ENCODER_SIGNATURES = {
+    'EDSRNOUP': 'body.0.conv1.weight',
+    'RDNNOUP': 'SFENet1.weight',
+    'SwinIRNOUP': 'patch_embed.norm.weight',
+}
+
+
+def identify_encoder(state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """The official encoder class whose weights ``state`` holds, by a key only that class has, or None."""
+    found = [name for name, key in _ENCODER_SIGNATURES.items() if key in state]
+    return found[0] if len(found) == 1 else None
+
+
+# ------------------------------------------------------------------------------------------- decoders
+def regather_relative_position_bias(table: torch.Tensor, index: torch.Tensor, window_size: int,
+                                    source: str) -> torch.Tensor:
+    """An official bias ``table`` read through its own ``index`` (N, N) -> our table for timm's index.
+
+    The official cross-attention numbers its relative offsets in the iteration order of a Python set,
+    not Swin's order; both index the bias by the offset between query and key, so the value of each
+    offset carries over. Raises ValueError when ``index`` is not a function of the offset.
+    """
+    ours = get_relative_position_index(window_size, window_size).view(-1)
+    tokens = window_size * window_size
+    if tuple(index.shape) != (tokens, tokens):
+        raise ValueError(f'{source}: relative_position_index is {tuple(index.shape)}, expected ({tokens}, {tokens}) '
+                         f'for a {window_size}x{window_size} window with one Gaussian token per position')
+    values = table[index.reshape(-1).long()]
+    regathered = table.new_zeros(((2 * window_size - 1)**2, table.shape[1]))
+    regathered[ours] = values
+    if not torch.equal(regathered[ours], values):
+        raise ValueError(f'{source}: relative_position_index gives one relative offset several bias entries')
+    return regathered
+
+
+def _qkv(state: OfficialState, prefix: str, heads: Sequence[str]) -> Dict[str, torch.Tensor]:
+    weight = torch.cat([state.take(f'{prefix}.{h}.weight') for h in heads], dim=0)
+    bias = torch.cat([state.take(f'{prefix}.{h}.bias') for h in heads], dim=0)
+    return {'weight': weight, 'bias': bias}
+
+
+def _scale_sublayer(out: Dict[str, torch.Tensor], ours: str, state: OfficialState, theirs: str, norm_attn: str,
+                    norm_mlp: str, mlp: str) -> None:
+    """Official scale cross-attention (its norm, MultiheadAttention, norm, MLP) -> our ScaleCrossAttention."""
+    _copy(out, f'{ours}.norm_attn', state, f'{theirs}.{norm_attn}')
+    _copy(out, f'{ours}.attn', state, f'{theirs}.gs_cross_attn_scale', ('in_proj_weight', 'in_proj_bias'))
+    _copy(out, f'{ours}.attn.out_proj', state, f'{theirs}.gs_cross_attn_scale.out_proj')
+    _copy(out, f'{ours}.norm_mlp', state, f'{theirs}.{norm_mlp}')
+    _copy(out, f'{ours}.mlp.fc1', state, f'{theirs}.{mlp}.fc1')
+    _copy(out, f'{ours}.mlp.fc2', state, f'{theirs}.{mlp}.fc2')
+
+
+def convert_fea2gs(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """The paper's decoder ``Fea2GS`` -> our GSASR decoder (everything but ``encoder.*``).
+
+    - q/k/v linears are concatenated into our ``kv`` (cross-attention) and ``qkv`` (self-attention);
+    - bias tables are re-gathered through the checkpoint's own ``relative_position_index``;
+    - the official scale MLP takes 1 / s, ours (1 / s_h, 1 / s_w): its first layer's weight is split in
+      halves over our two inputs, so an isotropic scale gives the same token (``num_scale_tokens: 1``);
+    - the sigma head's two outputs are swapped: the official first output is the height axis.
+    """
+    out: Dict[str, torch.Tensor] = {}
+    out['gaussian_embedding'] = state.take('gs_embedding')
+    out['position_embedding'] = state.take('pos_embedding')
+    window = math.isqrt(out['gaussian_embedding'].shape[0])
+    _copy(out, 'feature_proj.0', state, 'img_feat_proj.0')
+    _copy(out, 'feature_proj.2', state, 'img_feat_proj.2')
+    first = state.take('scale_mlp.0.weight')
+    if first.shape[1] != 1:
+        raise ValueError(f'{state.source}: scale_mlp.0.weight is {tuple(first.shape)}, expected one input (1 / s)')
+    out['scale_mlp.0.weight'] = torch.cat([first / 2, first / 2], dim=1)
+    out['scale_mlp.0.bias'] = state.take('scale_mlp.0.bias')
+    _copy(out, 'scale_mlp.2', state, 'scale_mlp.2')
+
+    if state.count(r'^window_crossattn_blocks\.(\d+)\.') != 1:
+        raise ValueError(f'{state.source}: our GSASR has one condition-injection block (num_crossattn_blocks: 1)')
+    theirs = 'window_crossattn_blocks.0'
+    _copy(out, 'injection.norm', state, f'{theirs}.norm')
+    _copy(out, 'injection.mlp.fc1', state, f'{theirs}.mlp.0')
+    _copy(out, 'injection.mlp.fc2', state, f'{theirs}.mlp.2')
+    for i in range(state.count(rf'^{theirs}\.blocks\.(\d+)\.')):
+        layer, ours = f'{theirs}.blocks.{i}', f'injection.layers.{i}'
+        _scale_sublayer(out, f'{ours}.scale_attn', state, layer, 'norm1', 'norm2', 'mlp_crossattn_scale')
+        _copy(out, f'{ours}.norm_attn', state, f'{layer}.norm3')
+        attn = f'{layer}.window_cross_attn'
+        _copy(out, f'{ours}.cross_attn.q', state, f'{attn}.qhead')
+        for name, value in _qkv(state, attn, ('khead', 'vhead')).items():
+            out[f'{ours}.cross_attn.kv.{name}'] = value
+        _copy(out, f'{ours}.cross_attn.proj', state, f'{attn}.proj')
+        out[f'{ours}.cross_attn.relative_position_bias_table'] = regather_relative_position_bias(
+            state.take(f'{attn}.relative_position_bias_table'), state.take(f'{attn}.relative_position_index'),
+            window, state.source)
+        _copy(out, f'{ours}.norm_mlp', state, f'{layer}.norm4')
+        _copy(out, f'{ours}.mlp.fc1', state, f'{layer}.mlp_crossattn_feature.fc1')
+        _copy(out, f'{ours}.mlp.fc2', state, f'{layer}.mlp_crossattn_feature.fc2')
+
+    for b in range(state.count(r'^gs_selfattn_blocks\.(\d+)\.')):
+        block, group = f'gs_selfattn_blocks.{b}', f'interaction.{b}'
+        _copy(out, f'{group}.norm', state, f'{block}.norm')
+        _copy(out, f'{group}.mlp.fc1', state, f'{block}.mlp.0')
+        _copy(out, f'{group}.mlp.fc2', state, f'{block}.mlp.2')
+        for i in range(state.count(rf'^{block}\.blocks\.(\d+)\.')):
+            layer, ours = f'{block}.blocks.{i}', f'{group}.layers.{i}'
+            _scale_sublayer(out, f'{ours}.scale_attn', state, layer, 'norm3', 'norm4', 'mlp_crossattn')
+            _copy(out, f'{ours}.norm_attn', state, f'{layer}.norm1')
+            attn = f'{layer}.gs_self_attn'
+            for name, value in _qkv(state, attn, ('qhead', 'khead', 'vhead')).items():
+                out[f'{ours}.self_attn.qkv.{name}'] = value
+            _copy(out, f'{ours}.self_attn.proj', state, f'{attn}.proj')
+            out[f'{ours}.self_attn.relative_position_bias_table'] = regather_relative_position_bias(
+                state.take(f'{attn}.relative_position_bias_table'), state.take(f'{attn}.relative_position_index'),
+                window, state.source)
+            _copy(out, f'{ours}.norm_mlp', state, f'{layer}.norm2')
+            _copy(out, f'{ours}.mlp.fc1', state, f'{layer}.mlp_selfattn.fc1')
+            _copy(out, f'{ours}.mlp.fc2', state, f'{layer}.mlp_selfattn.fc2')
+
+    for i in state.indices(r'^UPNet\.(\d+)\.'):  # convs at 0, 2, ... between the pixel shuffles
+        _copy(out, f'upsample.{i}', state, f'UPNet.{i}')
+    heads = {'sigma': 'sigma_head', 'rho': 'rho_head', 'alpha': 'opacity_head', 'rgb': 'color_head',
+             'mean': 'offset_head'}
+    for theirs, ours in heads.items():
+        for layer in (0, 2, 4):
+            _copy(out, f'{ours}.{layer}', state, f'mlp_block_{theirs}.{layer}')
+    # official sigma outputs are (height axis, width axis); ours are (x, y)
+    out['sigma_head.4.weight'] = out['sigma_head.4.weight'].flip(0)
+    out['sigma_head.4.bias'] = out['sigma_head.4.bias'].flip(0)
+    return out
+
+
+DECODER_CONVERTERS: Dict[str, Callable[[OfficialState], Dict[str, torch.Tensor]]] = {
+    'Fea2GS': convert_fea2gs,
+}
+
+
+def convert_official_gsasr(paths: Sequence[Union[str, Path]], encoder: str, decoder: str) -> Dict[str, torch.Tensor]:
+    """Our GSASR state dict from the official ``(encoder.pth, decoder.pth)``.
+
+    Args:
+        paths: the two official files, encoder first.
+        encoder: official encoder class, a key of :data:`ENCODER_CONVERTERS` (``EDSRNOUP``, ...).
+        decoder: official decoder class, a key of :data:`DECODER_CONVERTERS` (``Fea2GS``, ...).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: a file is not the expected official network (the message names it and the keys).
+    """
+    if len(paths) != 2:
+        raise ValueError(f'official GSASR weights are two files (encoder, decoder), got {len(paths)}: {list(paths)}')
+    if encoder not in ENCODER_CONVERTERS or decoder not in DECODER_CONVERTERS:
+        raise ValueError(f'no converter for the official encoder {encoder!r} / decoder {decoder!r}; known: '
+                         f'{sorted(ENCODER_CONVERTERS)} / {sorted(DECODER_CONVERTERS)}')
+    encoder_state = OfficialState(read_official_file(paths[0]), str(paths[0]))
+    found = identify_encoder(encoder_state.state)
+    if found != encoder:
+        raise ValueError(f'{paths[0]}: expected the weights of the official {encoder}, found '
+                         f'{found or "no known official encoder"}')
+    decoder_state = OfficialState(read_official_file(paths[1]), str(paths[1]))
+    out = {f'encoder.{k}': v for k, v in ENCODER_CONVERTERS[encoder](encoder_state).items()}
+    out.update(DECODER_CONVERTERS[decoder](decoder_state))
+    encoder_state.check_all_used()
+    decoder_state.check_all_used()
+    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------------- released models
+# Our encoder options reproducing each official encoder class.
+_PAPER_ENCODERS = {
+    'EDSRNOUP': {'type': 'EDSRBaseline', 'num_feat': 64, 'num_block': 16, 'rgb_mean': None, 'global_residual': False},
+    'RDNNOUP': {'type': 'RDN', 'num_feat': 64, 'num_blocks': 16, 'num_layers': 8, 'growth': 64, 'rgb_mean': None},
+    'SwinIRNOUP': {'type': 'SwinIR', 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'window_size': 8,
+                   'mlp_ratio': 2.0, 'rgb_mean': None},
+}
+# The official inference pads the LR image to the least common multiple of the encoder's and the
+# decoder's windows (inference_paper.py: 12 for EDSR and RDN, 24 for SwinIR).
+_PAPER_PADDING = {'EDSRNOUP': 12, 'RDNNOUP': 12, 'SwinIRNOUP': 24}
+
+
+def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str, Any]:
+    """Our ``network_g`` reproducing the official paper model (``Fea2GS`` decoder) with ``encoder``.
+
+    ``box_cutoff`` is the official ``dmax`` (0.1 in ``inference_paper.py`` and the test options).
+    """
+    return {
+        'type': 'GSASR',
+        'encoder': copy.deepcopy(_PAPER_ENCODERS[encoder]),
+        'embed_dim': 180, 'num_heads': 6, 'window_size': 12, 'num_injection_layers': 2, 'num_blocks': 6,
+        'num_layers_per_block': 6, 'mlp_ratio': 1.0, 'num_scale_tokens': 1, 'gaussian_density': 16,
+        'num_upsample_stages': 2, 'head_mlp_ratio': 4.0,
+        'sigma_range': list(PAPER_SIGMA_RANGE), 'rho_max': 0.999999, 'max_offset': None,
+        'cross_attention_shift': 'features_only', 'shift_mask': False, 'shift_single_window': True,
+        'pad_input_to': _PAPER_PADDING[encoder], 'canvas_rounding': 'floor', 'box_cutoff': box_cutoff,
+    }
+
+
+def register_gsasr_model(name: str, folder: str, encoder: str, decoder: str, network_g: Mapping[str, Any],
+                         description: str) -> hub.ReleasedModel:
+    """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``."""
+    return hub.register(
+        hub.ReleasedModel(name=name, method='GSASR', hub_repo=HUB_REPO,
+                          files=(f'{folder}/encoder.pth', f'{folder}/decoder.pth'), network_g=network_g,
+                          convert=functools.partial(convert_official_gsasr, encoder=encoder, decoder=decoder),
+                          description=description))
+
+
+# The paper models (official README, "Pre-trained Models (Paper Version)"; inference_paper.py downloads
+# GSASR_paper/<EDSR|RDN|SWIN>/{encoder,decoder}.pth). All trained on DIV2K.
+PAPER_MODELS: List[hub.ReleasedModel] = [
+    register_gsasr_model('gsasr-edsr-paper', 'GSASR_paper/EDSR', 'EDSRNOUP', 'Fea2GS', paper_network_g('EDSRNOUP'),
+                         'GSASR paper model, EDSR-baseline encoder, DIV2K (the paper\'s Table 1)'),
+    register_gsasr_model('gsasr-rdn-paper', 'GSASR_paper/RDN', 'RDNNOUP', 'Fea2GS', paper_network_g('RDNNOUP'),
+                         'GSASR paper model, RDN encoder, DIV2K (the paper\'s Table 1)'),
+    register_gsasr_model('gsasr-swinir-paper', 'GSASR_paper/SWIN', 'SwinIRNOUP', 'Fea2GS',
+                         paper_network_g('SwinIRNOUP'),
+                         'GSASR paper-version model, SwinIR encoder, DIV2K (released, not in the paper)'),
+]

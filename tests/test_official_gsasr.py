@@ -1,0 +1,288 @@
+"""The official GSASR checkpoints: conversion, the official-forward options, and the reference outputs.
+
+The references in ``tests/fixtures/official_gsasr/<family>/`` were made by the official code
+(``tests/fixtures/make_official_gsasr.py``; command and commit in each ``reference.pth``) on small
+seeded configurations: the official files (``encoder.pth``, ``decoder.pth``), the LR images, the
+rasterizer's inputs and the rendered, cropped images. Our GSASR built from the same ``network_g`` and
+the converted weights must give the same Gaussians (1e-5) and images (1e-4).
+"""
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+import gsasr_plugin  # noqa: F401
+from basicsr.archs import build_network
+from gsasr_plugin import hub
+from gsasr_plugin.archs.edsr_encoder_arch import EDSRBaseline
+from gsasr_plugin.archs.gaussian_field import box_half_size
+from gsasr_plugin.archs.gsasr_arch import GSASR, _round_canvas
+from gsasr_plugin.archs.official_gsasr import (OfficialState, convert_official_gsasr, identify_encoder,
+                                               paper_network_g, regather_relative_position_bias)
+from gsasr_plugin.archs.window_utils import get_relative_position_index
+from gsasr_plugin.ops import rasterize_gaussians
+
+FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr'
+FAMILIES = {'edsr_paper': 'EDSRNOUP', 'rdn_paper': 'RDNNOUP', 'swinir_paper': 'SwinIRNOUP'}
+HAS_BOX_MODE = 'box_half_size' in inspect.signature(rasterize_gaussians).parameters
+
+
+def _reference(family):
+    return torch.load(FIXTURES / family / 'reference.pth', weights_only=True)
+
+
+def _official_net(family, **overrides):
+    ref = _reference(family)
+    options = dict(ref['network_g'], **overrides)
+    net = build_network(options).eval()
+    state = convert_official_gsasr([FIXTURES / family / 'encoder.pth', FIXTURES / family / 'decoder.pth'],
+                                   FAMILIES[family], 'Fea2GS')
+    net.load_state_dict(state, strict=True)
+    return net, ref
+
+
+def _kernel_gaussians_in_lr_units(case):
+    """The official kernel's inputs (canvas units: pixel i at 2 i / (n - 1) - 1) as our LR-unit Gaussians."""
+    (hc, wc), (hp, wp) = case['canvas'], case['padded_size']
+    coords, sigmas = case['kernel_coords'].double(), case['kernel_sigmas'].double()
+    means = torch.stack([((coords[:, 0] + 1) * (wc - 1) / 2 + 0.5) * wp / wc,
+                         ((coords[:, 1] + 1) * (hc - 1) / 2 + 0.5) * hp / hc], dim=-1)
+    stds = torch.stack([sigmas[:, 0] * (wc - 1) / 2 * wp / wc, sigmas[:, 1] * (hc - 1) / 2 * hp / hc], dim=-1)
+    return means, stds, sigmas[:, 2], case['kernel_colors'].double()
+
+
+def _cases():
+    return [(family, index) for family in FAMILIES for index in range(len(_reference(family)['cases']))]
+
+
+# ------------------------------------------------------------------------------- reference outputs
+@pytest.mark.parametrize('family, index', _cases())
+def test_gaussians_match_the_official_code(family, index):
+    net, ref = _official_net(family)
+    case = ref['cases'][index]
+    with torch.no_grad():
+        field = net.encode(case['lq'], case['scale'])
+    assert field.canvas_size == tuple(case['canvas']) and field.lr_size == tuple(case['padded_size'])
+    means, stds, rhos, colors = _kernel_gaussians_in_lr_units(case)
+    assert field.num_gaussians == means.shape[0] == 16 * case['padded_size'][0] * case['padded_size'][1]
+    for ours, theirs in ((field.means[0], means), (field.sigmas[0], stds), (field.rhos[0], rhos),
+                         (field.colors[0], colors)):
+        assert (ours.double() - theirs).abs().max().item() < 1e-5
+
+
+@pytest.mark.skipif(not HAS_BOX_MODE, reason='the rasterizer has no box_half_size mode yet (branch ops)')
+@pytest.mark.parametrize('family, index', _cases())
+def test_images_match_the_official_code(family, index):
+    net, ref = _official_net(family)
+    case = ref['cases'][index]
+    with torch.no_grad():
+        image = net(case['lq'], scale=case['scale'], out_size=case['out_size'])
+    assert image.shape[-2:] == case['image'].shape[-2:]
+    assert (image[0] - case['image']).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize('option, value', [('cross_attention_shift', 'masked'), ('shift_mask', True),
+                                           ('shift_single_window', False), ('pad_input_to', None),
+                                           ('box_cutoff', None)])
+def test_each_official_option_matters(option, value):
+    """With any one official option back at our default, the outputs leave the official ones (by far more
+    than the tolerances of the tests above)."""
+    net, ref = _official_net('edsr_paper', **{option: value})
+    case = ref['cases'][0]  # 8 x 4: several windows on the height axis, one on the width axis
+    with torch.no_grad():
+        field = net.encode(case['lq'], case['scale'])
+    if option == 'box_cutoff':
+        if HAS_BOX_MODE:
+            with torch.no_grad():
+                image = net(case['lq'], scale=case['scale'], out_size=case['out_size'])
+            assert (image[0] - case['image']).abs().max().item() > 1e-2
+        return
+    if option == 'pad_input_to':  # the image is not padded: a field over the unpadded size
+        assert field.lr_size == tuple(case['lq'].shape[-2:]) and field.canvas_size is None
+        case = ref['cases'][1]
+        with torch.no_grad():
+            field = net.encode(case['lq'], case['scale'])
+        assert field.num_gaussians < 16 * case['padded_size'][0] * case['padded_size'][1]
+        return
+    means, stds, rhos, colors = _kernel_gaussians_in_lr_units(case)
+    worst = max((ours.double() - theirs).abs().max().item() for ours, theirs in (
+        (field.means[0], means), (field.sigmas[0], stds), (field.rhos[0], rhos), (field.colors[0], colors)))
+    assert worst > 5e-5
+
+
+def test_global_residual_and_mean_shift_of_the_official_edsr_encoder():
+    torch.manual_seed(1)
+    ours = EDSRBaseline(num_feat=8, num_block=2)
+    official = EDSRBaseline(num_feat=8, num_block=2, rgb_mean=None, global_residual=False)
+    official.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        head = ours.conv_first(x)
+        assert torch.allclose(official(x), ours.conv_after_body(ours.body(head)), atol=1e-6)
+        assert torch.allclose(ours(x), ours.conv_after_body(ours.body(ours.conv_first(ours.shift_mean(x))))
+                              + ours.conv_first(ours.shift_mean(x)), atol=1e-6)
+    with pytest.raises(TypeError, match='global_residual'):
+        EDSRBaseline(global_residual='no')
+
+
+# ------------------------------------------------------------------------------------ conversion
+def test_conversion_is_strict_about_leftover_and_missing_keys(tmp_path):
+    encoder = torch.load(FIXTURES / 'edsr_paper' / 'encoder.pth', weights_only=True)
+    decoder = torch.load(FIXTURES / 'edsr_paper' / 'decoder.pth', weights_only=True)
+    extra = dict(decoder['params_ema'], **{'something.new': torch.zeros(1)})
+    torch.save({'params_ema': extra}, tmp_path / 'decoder.pth')
+    torch.save(encoder, tmp_path / 'encoder.pth')
+    with pytest.raises(ValueError, match=r'decoder.pth: 1 official keys have no counterpart.*something.new'):
+        convert_official_gsasr([tmp_path / 'encoder.pth', tmp_path / 'decoder.pth'], 'EDSRNOUP', 'Fea2GS')
+    missing = {k: v for k, v in decoder['params_ema'].items() if k != 'scale_mlp.2.bias'}
+    torch.save({'params_ema': missing}, tmp_path / 'decoder.pth')
+    with pytest.raises(ValueError, match=r"decoder.pth: official key 'scale_mlp.2.bias' is missing"):
+        convert_official_gsasr([tmp_path / 'encoder.pth', tmp_path / 'decoder.pth'], 'EDSRNOUP', 'Fea2GS')
+    with pytest.raises(ValueError, match=r'encoder.pth: expected the weights of the official RDNNOUP, found EDSRNOUP'):
+        convert_official_gsasr([tmp_path / 'encoder.pth', tmp_path / 'decoder.pth'], 'RDNNOUP', 'Fea2GS')
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        convert_official_gsasr([tmp_path / 'nope.pth', tmp_path / 'decoder.pth'], 'EDSRNOUP', 'Fea2GS')
+
+
+def test_identify_encoder_by_its_keys():
+    for family, name in FAMILIES.items():
+        state = torch.load(FIXTURES / family / 'encoder.pth', weights_only=True)['params_ema']
+        assert identify_encoder(state) == name
+    assert identify_encoder({'x': torch.zeros(1)}) is None
+
+
+def test_bias_table_regathered_through_the_checkpoint_index():
+    """A permuted official numbering of the offsets gives back, per (query, key) pair, the same bias."""
+    window = 3
+    ours = get_relative_position_index(window, window)
+    permutation = torch.randperm(25)
+    official_index = permutation[ours]  # the official numbering: another order of the same offsets
+    table = torch.randn(25, 2)
+    regathered = regather_relative_position_bias(table, official_index, window, 'test')
+    assert torch.equal(regathered[ours.view(-1)], table[official_index.view(-1)])
+    inconsistent = official_index.clone()
+    inconsistent[0, 1] = inconsistent[0, 2]
+    with pytest.raises(ValueError, match='several bias entries'):
+        regather_relative_position_bias(table, inconsistent, window, 'test')
+
+
+def test_official_state_reports_what_it_did_not_use():
+    state = OfficialState({'a.weight': torch.zeros(1), 'b.bias': torch.zeros(1)}, 'file.pth')
+    state.take('a.weight')
+    with pytest.raises(ValueError, match=r'file.pth: 1 official keys .*b.bias'):
+        state.check_all_used()
+
+
+# ------------------------------------------------------------------------ official-forward options
+def test_canvas_rounding():
+    assert _round_canvas(2.7 * 8, 'floor') == 21 and _round_canvas(2.7 * 8, 'ceil') == 22
+    assert _round_canvas(157 / 48 * 48, 'ceil') == 157  # a ratio Ho / h gives back Ho
+    assert _round_canvas(4.0 * 12, 'floor') == 48
+
+
+def test_padded_canvas_crop_and_ceil_rounding():
+    net = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                window_size=4, num_blocks=1, num_layers_per_block=2, num_scale_tokens=1, pad_input_to=4,
+                canvas_rounding='ceil').eval()
+    lq = torch.rand(1, 3, 5, 7)
+    with torch.no_grad():
+        field = net.encode(lq, 2.6)
+        assert field.lr_size == (8, 8) and field.canvas_size == (21, 21)  # ceil(2.6 * 8) = ceil(20.8)
+        assert field.num_gaussians == 16 * 8 * 8  # the padding's Gaussians are kept
+        whole = field.render((21, 21))
+        out = net(lq, 2.6)  # round(5 * 2.6), round(7 * 2.6) = 13, 18: the top-left of the canvas
+    assert out.shape[-2:] == (13, 18)
+    assert torch.equal(out, whole[..., :13, :18])
+    # sigma in canvas output pixels: the LR sigma is stretched by s * padded / canvas = 20.8 / 21
+    net.pad_input_to = None
+    with torch.no_grad():
+        plain = net.gaussians_from_tokens(net.decode_tokens(net.encoder(torch.nn.functional.pad(
+            lq, (0, 1, 0, 3), mode='reflect')), (2.6, 2.6)), (8, 8))
+    assert torch.allclose(field.sigmas, plain.sigmas * (2.6 * 8 / 21), atol=1e-6)
+
+
+def test_floor_canvas_grows_to_a_larger_requested_output():
+    net = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                window_size=4, num_blocks=1, num_layers_per_block=2, pad_input_to=4, canvas_rounding='floor').eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 4, 4), scale=2.6)  # canvas floor(10.4) = 10, output round(10.4) = 10
+        bigger = net(torch.rand(1, 3, 4, 4), scale=2.6, out_size=(11, 12))
+    assert out.shape[-2:] == (10, 10) and bigger.shape[-2:] == (11, 12)
+
+
+@pytest.mark.parametrize('option, value, match', [
+    ('cross_attention_shift', 'sideways', 'cross_attention_shift'), ('shift_mask', 1, 'shift_mask'),
+    ('shift_single_window', 'yes', 'shift_single_window'), ('pad_input_to', 6, 'multiple of window_size'),
+    ('pad_input_to', True, 'pad_input_to'), ('canvas_rounding', 'round', 'canvas_rounding'),
+    ('box_cutoff', 0, 'box_cutoff'), ('box_cutoff', 3, 'box_cutoff')])
+def test_bad_official_options_are_named(option, value, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+              window_size=4, num_blocks=1, **{option: value})
+
+
+def test_window_plan_shifts_single_window_axes_only_when_asked():
+    common = dict(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                  window_size=4, num_blocks=1)
+    shift, mask = GSASR(**common)._window_plan(8, 4, torch.device('cpu'))
+    assert shift == (2, 0) and mask is not None
+    shift, mask = GSASR(**common, shift_single_window=True, shift_mask=False)._window_plan(8, 4, torch.device('cpu'))
+    assert shift == (2, 2) and mask is None
+
+
+def test_box_half_size_is_the_official_canvas_box():
+    """dmax of a [-1, 1] canvas whose pixel i sits at 2 i / (n - 1) - 1: dmax (n - 1) / 2 output pixels."""
+    half_h, half_w = box_half_size(0.1, (8, 12), (20, 30))
+    assert half_h == pytest.approx(0.1 * 19 / 2 * 8 / 20) and half_w == pytest.approx(0.1 * 29 / 2 * 12 / 30)
+
+
+def test_paper_network_g_builds_the_released_sizes():
+    options = paper_network_g('EDSRNOUP')
+    net = build_network(dict(options))
+    decoder = sum(p.numel() for name, p in net.named_parameters() if not name.startswith('encoder.'))
+    encoder = sum(p.numel() for p in net.encoder.parameters())
+    assert encoder == 1_220_416  # EDSR-baseline without upsampler
+    assert net.pad_input_to == 12 and net.box_cutoff == 0.1 and net.num_scale_tokens == 1
+    assert decoder > 0
+    assert {m.name for m in hub.released_models().values() if m.method == 'GSASR'} >= {
+        'gsasr-edsr-paper', 'gsasr-rdn-paper', 'gsasr-swinir-paper'}
+
+
+# ------------------------------------------------------------------------------------- option files
+OPTIONS = Path(__file__).resolve().parents[1] / 'options'
+
+
+def _options(name):
+    import yaml
+    return yaml.safe_load((OPTIONS / name).read_text())
+
+
+@pytest.mark.parametrize('short, encoder', [('edsr', 'EDSRNOUP'), ('rdn', 'RDNNOUP'), ('swinir', 'SwinIRNOUP')])
+def test_paper_option_files_name_the_released_model_and_its_options(short, encoder):
+    opt = _options(f'test_gsasr_{short}_paper.yml')
+    released = hub.released_model(opt['path']['pretrain_network_g'])
+    assert released.name == f'gsasr-{short}-paper'
+    assert opt['network_g'] == released.network_g == paper_network_g(encoder)
+    assert [d['name'] for d in opt['datasets'].values()] == ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109',
+                                                             'DIV2K_val']
+    assert all(d['lq_bits'] == 8 and d['scales'][:3] == [2, 3, 4] for d in opt['datasets'].values())
+    assert all(m['crop_border'] is None and m['crop_border_max'] == 8 for m in opt['val']['metrics'].values())
+
+
+@pytest.mark.parametrize('short, encoder', [('edsr', 'EDSRNOUP'), ('rdn', 'RDNNOUP')])
+def test_training_options_train_the_released_architecture(short, encoder):
+    """train_gsasr_<enc>.yml: the released network (state dict keys and shapes, forward options); the
+    test files of what it trains agree; *_ours.yml keep our defaults."""
+    released = paper_network_g(encoder)
+    for name in (f'train_gsasr_{short}.yml', f'test_gsasr_{short}.yml', f'test_gsasr_{short}_benchmarks.yml'):
+        network_g = _options(name)['network_g']
+        differing = {k for k in set(released) | set(network_g) if released.get(k) != network_g.get(k)}
+        assert differing == {'canvas_rounding', 'box_cutoff'}, name  # ceil as the official test code; ellipse
+    assert _options(f'train_gsasr_{short}.yml')['train']['ema_decay'] == 0.999
+    shapes = {k: v.shape for k, v in build_network(released).state_dict().items()}
+    trained = build_network(_options(f'train_gsasr_{short}.yml')['network_g']).state_dict()
+    assert {k: v.shape for k, v in trained.items()} == shapes
+    ours = _options(f'train_gsasr_{short}_ours.yml')['network_g']
+    assert not {'cross_attention_shift', 'pad_input_to', 'num_scale_tokens'} & set(ours)
+    assert _options(f'test_gsasr_{short}_ours.yml')['network_g'] == ours
