@@ -68,7 +68,7 @@ def dropped_fraction(means: torch.Tensor, sigma: float, lr_size, out_size) -> fl
 
 
 def _db(value: float) -> str:
-    return 'identical' if value > 100 else f'{value:.2f} dB'  # > 100 dB: float rounding only
+    return '> 100 dB' if value > 100 else f'{value:.2f} dB'
 
 
 def load_images(specs: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
