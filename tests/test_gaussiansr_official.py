@@ -312,7 +312,7 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
     photo_in = str(tmp_path / 'hr' / 'coffee.png')
     assert infer.run(['-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out'),
                       '--scale', '2.5', '--device', 'cpu']) == 0
-    assert cv2.imread(str(tmp_path / 'out' / 'coffee.png')).shape == (110, 125, 3)
+    assert cv2.imread(str(tmp_path / 'out' / 'coffee_x2.5.png')).shape == (110, 125, 3)
     assert infer.run(['-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out2'),
                       '--scale', '2', '--device', 'cpu', '--save-gaussians']) == 1
     assert 'no per-pixel Gaussians to draw' in capsys.readouterr().err  # one line, no traceback
@@ -322,8 +322,8 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
     assert saved['network_g']['splatting'] == 'patches'
     assert infer.run(['--model', str(ours), '-i', photo_in, '-o', str(tmp_path / 'out3'), '--scale', '2.5',
                       '--device', 'cpu']) == 0  # no -opt: the checkpoint carries its network_g
-    assert np.array_equal(cv2.imread(str(tmp_path / 'out3' / 'coffee.png')),
-                          cv2.imread(str(tmp_path / 'out' / 'coffee.png')))
+    assert np.array_equal(cv2.imread(str(tmp_path / 'out3' / 'coffee_x2.5.png')),
+                          cv2.imread(str(tmp_path / 'out' / 'coffee_x2.5.png')))
 
 
 def test_released_model_short_name_says_where_to_get_the_file():

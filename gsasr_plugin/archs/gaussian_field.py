@@ -54,7 +54,6 @@ class GaussianField:
             kwargs['cutoff'] = cutoff
         if self.box_cutoff is not None:
             kwargs = {'box_half_size': box_half_size(self.box_cutoff, tuple(self.lr_size), size)}
-            _check_box_mode(rasterize_gaussians)
         image = rasterize_gaussians(self.means, self.sigmas, self.rhos, self.colors, tuple(self.lr_size), size,
                                     **kwargs)
         return image if size == out_size else image[..., :out_size[0], :out_size[1]]
@@ -73,9 +72,3 @@ def box_half_size(box_cutoff: float, lr_size: Tuple[int, int], canvas_size: Tupl
     """
     return tuple(box_cutoff * (n - 1) / 2 * lr / n for lr, n in zip(lr_size, canvas_size))
 
-
-def _check_box_mode(rasterize) -> None:
-    import inspect
-    if 'box_half_size' not in inspect.signature(rasterize).parameters:
-        raise NotImplementedError('box_cutoff needs the square cut-off mode of the rasterizer '
-                                  '(rasterize_gaussians(..., box_half_size=...)), which this installation lacks')

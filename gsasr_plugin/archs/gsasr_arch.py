@@ -259,7 +259,7 @@ class GSASR(nn.Module):
             whose distance to its centre is at most ``box_cutoff`` half-canvases along each axis, a square
             box of half-side ``box_cutoff * (canvas - 1) / 2`` output pixels, whatever its standard
             deviation (official: 0.1 at test, 0.5 in training). ``None`` (ours) cuts each Gaussian at its
-            ``cutoff`` ellipse. Needs the rasterizer's ``box_half_size`` mode. Default: None.
+            ``cutoff`` ellipse. Rendered with the rasterizer's ``box_half_size`` mode. Default: None.
     """
 
     field_depends_on_scale = True
@@ -396,7 +396,8 @@ class GSASR(nn.Module):
     def _check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window, pad_input_to,
                                 canvas_rounding, box_cutoff) -> None:
         if cross_attention_shift not in ('masked', 'features_only'):
-            raise ValueError(f"cross_attention_shift must be 'masked' or 'features_only', got {cross_attention_shift!r}")
+            raise ValueError("cross_attention_shift must be 'masked' or 'features_only', "
+                             f'got {cross_attention_shift!r}')
         for name, value in (('shift_mask', shift_mask), ('shift_single_window', shift_single_window)):
             if not isinstance(value, bool):
                 raise TypeError(f'{name} must be true or false, got {value!r}')

@@ -16,7 +16,8 @@ One function per family:
   ValueError names the file and the keys.
 
 A family is added by writing its two functions (or one, when the other exists), adding them to the
-tables and registering the released models with :func:`register_gsasr_model`.
+tables (and the encoder's keys to :data:`ENCODER_SIGNATURES`) and registering the released models with
+:func:`register_gsasr_model`.
 """
 import copy
 import functools
@@ -34,8 +35,8 @@ from gsasr_plugin.archs.window_utils import get_relative_position_index
 
 __all__ = ['OfficialState', 'read_official_file', 'convert_edsr_noup', 'convert_rdn_noup', 'convert_swinir_noup',
            'convert_fea2gs', 'regather_relative_position_bias', 'identify_encoder', 'convert_official_gsasr',
-           'ENCODER_CONVERTERS', 'DECODER_CONVERTERS', 'paper_network_g', 'register_gsasr_model', 'HUB_REPO',
-           'PAPER_SIGMA_RANGE']
+           'ENCODER_CONVERTERS', 'DECODER_CONVERTERS', 'ENCODER_SIGNATURES', 'paper_network_g',
+           'register_gsasr_model', 'HUB_REPO', 'PAPER_SIGMA_RANGE']
 
 HUB_REPO = 'mutou0308/GSASR'
 
@@ -142,18 +143,23 @@ ENCODER_CONVERTERS: Dict[str, Callable[[OfficialState], Dict[str, torch.Tensor]]
     'SwinIRNOUP': convert_swinir_noup,
 }
 
-# A key that only the official class named has (to say which encoder a file holds).
-_ENCODER_SIGNATURES = {
-    'EDSRNOUP': 'body.0.conv1.weight',
-    'RDNNOUP': 'SFENet1.weight',
-    'SwinIRNOUP': 'patch_embed.norm.weight',
+# Keys an official encoder class always has (to say which encoder a file holds). A class whose keys
+# include another's signature adds keys of its own; the longest matching signature wins.
+ENCODER_SIGNATURES: Dict[str, Tuple[str, ...]] = {
+    'EDSRNOUP': ('body.0.conv1.weight', ),
+    'RDNNOUP': ('SFENet1.weight', ),
+    'SwinIRNOUP': ('patch_embed.norm.weight', ),
 }
 
 
 def identify_encoder(state: Mapping[str, torch.Tensor]) -> Optional[str]:
-    """The official encoder class whose weights ``state`` holds, by a key only that class has, or None."""
-    found = [name for name, key in _ENCODER_SIGNATURES.items() if key in state]
-    return found[0] if len(found) == 1 else None
+    """The official encoder class whose weights ``state`` holds (the longest signature of
+    :data:`ENCODER_SIGNATURES` whose keys are all present), or None when none or several tie."""
+    found = [(len(keys), name) for name, keys in ENCODER_SIGNATURES.items() if all(k in state for k in keys)]
+    if not found:
+        return None
+    found.sort(reverse=True)
+    return found[0][1] if len(found) == 1 or found[0][0] > found[1][0] else None
 
 
 # ------------------------------------------------------------------------------------------- decoders
@@ -296,7 +302,7 @@ def convert_official_gsasr(paths: Sequence[Union[str, Path]], encoder: str, deco
                          f'{sorted(ENCODER_CONVERTERS)} / {sorted(DECODER_CONVERTERS)}')
     encoder_state = OfficialState(read_official_file(paths[0]), str(paths[0]))
     found = identify_encoder(encoder_state.state)
-    if found != encoder:
+    if found != encoder and (found is not None or encoder in ENCODER_SIGNATURES):
         raise ValueError(f'{paths[0]}: expected the weights of the official {encoder}, found '
                          f'{found or "no known official encoder"}')
     decoder_state = OfficialState(read_official_file(paths[1]), str(paths[1]))
@@ -339,9 +345,13 @@ def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str
 
 def register_gsasr_model(name: str, folder: str, encoder: str, decoder: str, network_g: Mapping[str, Any],
                          description: str) -> hub.ReleasedModel:
-    """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``."""
+    """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``.
+
+    ``encoder`` / ``decoder`` name the official classes (keys of the converter tables); the released model's
+    ``method`` is ``network_g['type']`` (the registered network it loads into, e.g. ``GSASR``).
+    """
     return hub.register(
-        hub.ReleasedModel(name=name, method='GSASR', hub_repo=HUB_REPO,
+        hub.ReleasedModel(name=name, method=network_g['type'], hub_repo=HUB_REPO,
                           files=(f'{folder}/encoder.pth', f'{folder}/decoder.pth'), network_g=network_g,
                           convert=functools.partial(convert_official_gsasr, encoder=encoder, decoder=decoder),
                           description=description))
