@@ -121,7 +121,7 @@ def _rasterizer_keywords(options: Optional[Mapping[str, Any]], cutoff: Optional[
     from gsasr_plugin.ops import rasterize_gaussians
     options = dict(options or {})
     accepted = set(inspect.signature(rasterize_gaussians).parameters) - {
-        'means', 'sigmas', 'rhos', 'colors', 'lr_size', 'out_size'}
+        'means', 'sigmas', 'rhos', 'colors', 'lr_size', 'out_size', 'opacities'}  # tensors come from the field
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f'rasterizer options {unknown} are not keywords of gsasr_plugin.ops.rasterize_gaussians '
