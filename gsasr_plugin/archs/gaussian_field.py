@@ -55,8 +55,10 @@ class GaussianField:
             raise NonFiniteGaussiansError(f"the network produced non-finite (NaN/inf) Gaussian {', '.join(bad)} "
                                           '(diverged weights, or a non-finite input)')
 
-    def render(self, out_size: Sequence[int], cutoff: Optional[float] = None) -> torch.Tensor:
+    def render(self, out_size: Sequence[int], cutoff: Optional[float] = None, **rasterizer_options) -> torch.Tensor:
         """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)`` (the top-left of ``canvas_size`` when set).
+
+        Other keywords (e.g. ``mode='gsplat_sum'``) go to ``rasterize_gaussians``.
 
         Raises:
             NonFiniteGaussiansError: when a parameter holds NaN or inf (checked before the rasterizer).
@@ -67,7 +69,9 @@ class GaussianField:
         size = out_size
         if self.canvas_size is not None:
             size = (max(int(self.canvas_size[0]), out_size[0]), max(int(self.canvas_size[1]), out_size[1]))
-        kwargs = {} if cutoff is None else {'cutoff': cutoff}
+        kwargs = dict(rasterizer_options)
+        if cutoff is not None:
+            kwargs['cutoff'] = cutoff
         if self.box_cutoff is not None:
             kwargs = {'box_half_size': box_half_size(self.box_cutoff, tuple(self.lr_size), size)}
         image = rasterize_gaussians(self.means, self.sigmas, self.rhos, self.colors, tuple(self.lr_size), size,
