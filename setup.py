@@ -129,7 +129,7 @@ setup(
     package_dir={'gsasr_plugin.ops': 'ops'},
     package_data={'gsasr_plugin.ops': ['csrc/*.cu', 'csrc/*.cpp', 'csrc/*.h', 'csrc/*.cuh']},
     install_requires=[
-        'torch>=2.1',
+        'torch>=2.6',  # torch.load defaults to weights_only=True (the plugin also passes it explicitly)
         'torchvision',
         'basicsr==1.4.2',
         'mmengine>=0.10',

@@ -15,3 +15,4 @@ _modules = [importlib.import_module(f'{__name__}.{name}') for name in _module_na
 # Official checkpoints of the methods, registered with gsasr_plugin.hub (after the archs they load into).
 from gsasr_plugin.archs import official_gsasr  # noqa: E402,F401
 from gsasr_plugin.archs import official_gaussiansr  # noqa: E402,F401
+from gsasr_plugin.archs import official_continuoussr  # noqa: E402,F401

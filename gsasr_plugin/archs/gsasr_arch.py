@@ -315,13 +315,8 @@ class GSASR(nn.Module):
         self.scale_mlp = nn.Sequential(
             nn.Linear(2, 4 * embed_dim), nn.ReLU(inplace=True), nn.Linear(4 * embed_dim, num_scale_tokens * embed_dim))
 
-        self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
-                                        window_size, mlp_ratio,
-                                        shift_features_only=cross_attention_shift == 'features_only')
-        self.interaction = nn.ModuleList([
-            _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
-                           mlp_ratio) for _ in range(num_blocks)
-        ])
+        self._build_attention(num_heads, window_size, num_injection_layers, num_blocks, num_layers_per_block,
+                              mlp_ratio)
         stages = []
         for _ in range(num_upsample_stages):
             stages += [nn.Conv2d(embed_dim, embed_dim * self.shuffle_factor**2, 3, 1, 1),
@@ -338,6 +333,21 @@ class GSASR(nn.Module):
             self._init_interpolating_heads(gaussian_density)
         else:
             self._init_opacity(gaussian_density)
+
+    def _build_attention(self, num_heads: int, window_size: int, num_injection_layers: int, num_blocks: int,
+                         num_layers_per_block: int, mlp_ratio: float) -> None:
+        """Steps 3-4: the condition injection block and the Gaussian interaction blocks (used by :meth:`attend`).
+
+        A subclass with other attention blocks (``GSASRRoPE``) overrides this and :meth:`attend`.
+        """
+        embed_dim = self.embed_dim
+        self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
+                                        window_size, mlp_ratio,
+                                        shift_features_only=self.cross_attention_shift == 'features_only')
+        self.interaction = nn.ModuleList([
+            _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
+                           mlp_ratio) for _ in range(num_blocks)
+        ])
 
     def _init_opacity(self, gaussian_density: int) -> None:
         """Start near a mid-grey image instead of ~4x over-bright.
@@ -458,18 +468,23 @@ class GSASR(nn.Module):
             queries = queries + feat
         pos = self.position_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
         tokens = self.scale_tokens(scale, batch, feat)
-        shift, mask = self._window_plan(pad_h, pad_w, feat.device)
-        if mask is not None:  # timm adds it to the attention logits: keep a bf16/fp16 net in its dtype
-            mask = mask.to(feat.dtype)
-
-        x = self.injection(queries, pos, feat, tokens, shift, mask)
-        residual = x
-        for block in self.interaction:
-            x = block(x, pos, tokens, shift, mask)
-        x = (x + residual).permute(0, 3, 1, 2)
+        x = self.attend(queries, pos, feat, tokens).permute(0, 3, 1, 2)
         x = self.upsample(x)
         side = self.gaussians_per_side
         return x[:, :, :height * side, :width * side].permute(0, 2, 3, 1)
+
+    def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
+               scale_tokens: torch.Tensor) -> torch.Tensor:
+        """Steps 3-4 on (B, H, W, d) maps (H, W window multiples): Gaussian queries, their positional embedding
+        and the projected features -> the Gaussian tokens before upsampling, (B, H, W, d)."""
+        shift, mask = self._window_plan(feat.shape[1], feat.shape[2], feat.device)
+        if mask is not None:  # timm adds it to the attention logits: keep a bf16/fp16 net in its dtype
+            mask = mask.to(feat.dtype)
+        x = self.injection(queries, pos, feat, scale_tokens, shift, mask)
+        residual = x
+        for block in self.interaction:
+            x = block(x, pos, scale_tokens, shift, mask)
+        return x + residual
 
     def reference_colors(self, lq: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         """``lq`` (B, C, h, w) bicubic-sampled at the Gaussians' reference points: (B, rows * cols, C), float32.
