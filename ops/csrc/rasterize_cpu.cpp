@@ -6,10 +6,13 @@
 // Forward:  1. per Gaussian, its pixel box and tile count (gaussian_box, box_tile_count);
 //           2. per image, a counting sort of the (tile, Gaussian) pairs by tile, in Gaussian order (the stable
 //              sort the GPU does), and for kGsplat the per-pair flag "among the first kGsplatTileCap of its tile";
-//           3. per tile, every Gaussian of its list adds itself to the tile's pixels inside its box: 16-lane rows
-//              (one tile row per step) so the weight arithmetic vectorises.
-// Backward: per Gaussian, its box in tile-aligned 16-lane row segments: the weights again, the moments of
-//           G = grad_w * <grad_out, colour> and sum color_w * grad_out, reduced over the lanes at the end.
+//           3. per tile, every Gaussian of its list (the first kGsplatTileCap for kGsplat) adds itself to the tile's
+//              pixels inside its box, in 8-lane row segments so that the weight arithmetic vectorises.
+// Backward: per Gaussian, its box in 8-lane row segments: the weights again, the moments of
+//           G = grad_w * <grad_out, colour>, sum color_w * grad_out and (kGsplat) sum opac_w * <grad_out, colour>,
+//           reduced over the lanes at the end.
+// The hot loops are compiled once per footprint and dtype (plus a 3-channel version), as AVX-512, AVX2 and
+// baseline clones on x86-64 with GCC >= 11 / Clang >= 14; the loader picks the clone for the CPU.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -20,6 +23,14 @@
 #include <vector>
 
 #include "rasterize_math.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define GS_INLINE inline __attribute__((always_inline))
+#define GS_RESTRICT __restrict__
+#else
+#define GS_INLINE inline
+#define GS_RESTRICT __restrict
+#endif
 
 namespace {
 
@@ -50,22 +61,26 @@ gsasr::Shape<T> shape_of(const Inputs<T>& in, int64_t g) {
                               in.rhos[g]);
 }
 
+// Build switches for experiments (defaults are what ships): exact ellipse row spans on wide boxes, and the
+// 3-channel specialisation of the inner loops.
 #ifndef GS_USE_SPANS
 #define GS_USE_SPANS 1
 #endif
 #ifndef GS_SPECIALIZE_NC
 #define GS_SPECIALIZE_NC 1
 #endif
+// Lanes per row segment; segments start at multiples of kSeg columns, so they never straddle a tile.
 constexpr int kSeg = 8;
-constexpr int kSpanMinWidth = GS_USE_SPANS ? 4 * kSeg : (1 << 30);  // lanes per row segment; segments start at multiples of 8 columns (inside one tile)
+// Boxes at least this wide (pixels) use exact row spans of the ellipse: below it, the scalar span arithmetic per
+// row costs more than the lanes it saves.
+constexpr int kSpanMinWidth = GS_USE_SPANS ? 4 * kSeg : (1 << 30);
 
 // --- forward: one tile ---------------------------------------------------------------------------------------
 
 // NC > 0: the channel count known at compile time (the accumulation joins the weight loop); 0: any count.
 template <int FP, int NC, typename T>
-inline __attribute__((always_inline)) void render_tile(const Inputs<T>& in, const int32_t* boxes,
-                                                        const int64_t* tile_starts, const int32_t* order,
-                                                        int64_t tile, T* __restrict__ acc, T* out) {
+GS_INLINE void render_tile(const Inputs<T>& in, const int32_t* boxes, const int64_t* tile_starts,
+                           const int32_t* order, int64_t tile, T* GS_RESTRICT acc, T* out) {
   const Params& p = in.p;
   const int64_t tiles = static_cast<int64_t>(p.tiles_x) * p.tiles_y;
   const int64_t image = tile / tiles;
@@ -100,7 +115,7 @@ inline __attribute__((always_inline)) void render_tile(const Inputs<T>& in, cons
       if (spans) gsasr::row_span(s, sx, py, q_max, p.scale_x, c0, c1, lo, hi);
       if (lo > hi) continue;
       for (int seg = (lo - col0) / kSeg * kSeg; seg <= hi - col0; seg += kSeg) {
-        T* __restrict__ row_acc = acc + (r - row0) * kTile + seg;
+        T* GS_RESTRICT row_acc = acc + (r - row0) * kTile + seg;
         if (NC > 0) {
           for (int l = 0; l < kSeg; ++l) {
             T dx, dy;
@@ -121,7 +136,7 @@ inline __attribute__((always_inline)) void render_tile(const Inputs<T>& in, cons
         }
         for (int64_t c = 0; c < channels; ++c) {
           const T cc = color[c];
-          T* __restrict__ a = row_acc + c * kTile * kTile;
+          T* GS_RESTRICT a = row_acc + c * kTile * kTile;
 #pragma GCC unroll 1  // fully unrolled before vectorisation, GCC leaves these 8 lanes scalar
           for (int l = 0; l < kSeg; ++l) a[l] += w[l] * cc;
         }
@@ -150,10 +165,9 @@ struct BackwardOut {
 
 // grad: (B, C, Ho, row_stride) with row_stride = tiles_x * kTile, zero beyond Wo (lanes past the image read 0).
 template <int FP, int NC, typename T>
-inline __attribute__((always_inline)) void gaussian_backward(const Inputs<T>& in, const int32_t* boxes,
-                                                              const int64_t* slot_starts, const uint8_t* allowed,
-                                                              const T* grad, int64_t row_stride, int64_t g,
-                                                              T* __restrict__ lane_acc, const BackwardOut<T>& o) {
+GS_INLINE void gaussian_backward(const Inputs<T>& in, const int32_t* boxes, const int64_t* slot_starts,
+                                 const uint8_t* allowed, const T* grad, int64_t row_stride, int64_t g,
+                                 T* GS_RESTRICT lane_acc, const BackwardOut<T>& o) {
   const PixelBox b = load_box(boxes, g);
   if (gsasr::box_empty(b)) return;
   const Params& p = in.p;
@@ -222,9 +236,9 @@ inline __attribute__((always_inline)) void gaussian_backward(const Inputs<T>& in
         gdot[l] = static_cast<T>(0);
       }
       for (int64_t c = 0; c < channels; ++c) {
-        const T* __restrict__ gp = gp_row + c * channel_stride + base;
+        const T* GS_RESTRICT gp = gp_row + c * channel_stride + base;
         const T cc = color[c];
-        T* __restrict__ a = lane_acc + c * kSeg;
+        T* GS_RESTRICT a = lane_acc + c * kSeg;
 #pragma GCC unroll 1
         for (int l = 0; l < kSeg; ++l) {
           gdot[l] += cc * gp[l];
