@@ -90,12 +90,17 @@ def load_crops(crop: int, count: int, images: Optional[str]) -> List[np.ndarray]
 
 
 def build_network(opt_path: str, checkpoint: Optional[str], device: torch.device) -> torch.nn.Module:
-    from gsasr_plugin.inference import load_network
-    return load_network(opt_path, checkpoint, device)
+    """The option file's network_g with the checkpoint's weights (random weights without a checkpoint)."""
+    from gsasr_plugin.api import load_model, network_options_from
+    if checkpoint is not None:
+        return load_model(checkpoint, opt=opt_path, device=device).network
+    import gsasr_plugin  # noqa: F401  (registers the networks)
+    from basicsr.archs import build_network as build_registered
+    return build_registered(network_options_from(opt_path)).to(device).eval()
 
 
 def _lr_of(gt: np.ndarray, scale: int) -> torch.Tensor:
-    from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    from gsasr_plugin.utils.resize import matlab_bicubic_resize
     size = (gt.shape[0] // scale, gt.shape[1] // scale)
     lr = matlab_bicubic_resize(gt.astype(np.float32) / 255.0, size)
     return torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().clamp(0, 1)

@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.checkpoint import MissingNetworkOptions  # noqa: F401  (part of the API)
-from gsasr_plugin.inference import decode_image_array, encode_image_array, read_image, super_resolve, write_image
+from gsasr_plugin.inference import super_resolve
+from gsasr_plugin.utils.image_io import decode_image_array, encode_image_array, output_layout, read_image, write_image
 from gsasr_plugin.utils.scale import ScaleLike
 
-__all__ = ['Upscaler', 'UpscaledFile', 'load_model', 'network_options_from', 'build_network_from_options',
-           'bf16_notice', 'MissingNetworkOptions', 'SlowPrecisionWarning']
+__all__ = ['Upscaler', 'UpscaledFile', 'load_model', 'network_options_from', 'bf16_notice', 'MissingNetworkOptions',
+           'SlowPrecisionWarning']
 
 PathLike = Union[str, os.PathLike]
 # Float images a little outside [0, 1] (e.g. overshoot of an earlier filter) are clipped; further out
@@ -76,15 +78,6 @@ def network_options_from(opt: Union[PathLike, Mapping[str, Any]]) -> Dict[str, A
     if not isinstance(loaded.get('network_g'), Mapping):
         raise ValueError(f'options {path}: no network_g section')
     return dict(loaded['network_g'])
-
-
-def build_network_from_options(network_g: Mapping[str, Any]) -> nn.Module:
-    """Build a registered network from its ``network_g`` options (``type`` plus constructor arguments)."""
-    import copy
-
-    import gsasr_plugin  # noqa: F401  (fills BasicSR's registries)
-    from basicsr.archs import build_network
-    return build_network(copy.deepcopy(dict(network_g)))
 
 
 def _default_device() -> torch.device:
@@ -140,7 +133,7 @@ class Upscaler:
     """A Gaussian-splatting SR network ready to upscale images; usually made by :func:`load_model`.
 
     Args:
-        network: ``GSASR``, ``GaussianSR``, ``ContinuousSR`` or any network with ``encode`` / ``render``.
+        network: ``GSASR``, ``GaussianSR``, ``ContinuousSR``: an :class:`~gsasr_plugin.archs.sr_network.SRNetwork`.
         device: where the network runs (default: where its parameters are).
         network_options: the ``network_g`` it was built from (informative).
         source: where its weights came from (informative).
@@ -148,7 +141,7 @@ class Upscaler:
 
     def __init__(self, network: nn.Module, device: Optional[Union[str, torch.device]] = None,
                  network_options: Optional[Mapping[str, Any]] = None, source: Optional[str] = None):
-        if not hasattr(network, 'encode'):
+        if not isinstance(network, SRNetwork):
             raise TypeError(f'network_g {type(network).__name__} has no encode(): not a Gaussian-splatting SR '
                             'network')
         if device is None:
@@ -269,9 +262,8 @@ class Upscaler:
                      tile_margin: Optional[int] = None, bf16: bool = False, progress: bool = False) -> UpscaledFile:
         """Read an image file (8/16-bit or float TIFF; gray, RGB, RGBA), upscale it, and write it to
         ``output_path`` with the input's depth and channels as far as the output format holds them
-        (JPEG, WebP and BMP hold 8 bits per channel, JPEG no alpha; see ``inference.output_layout``).
+        (JPEG, WebP and BMP hold 8 bits per channel, JPEG no alpha; see ``utils.image_io.output_layout``).
         """
-        from gsasr_plugin.inference import output_layout
         rgb, meta = read_image(os.fspath(input_path))
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         alpha = None if meta.alpha is None else torch.from_numpy(meta.alpha)[None, None]

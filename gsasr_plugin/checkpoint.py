@@ -19,7 +19,8 @@ released model (``official:<name>``), the official files of a released model (a 
 their paths joined by commas), or one checkpoint file (ours, self-describing or BasicSR's, a bare state
 dict, or a released model's single official file). It knows no method: released models come from
 :mod:`gsasr_plugin.hub`, each with its own converter. :func:`build_with_weights` builds the network and
-loads the weights strictly, with one-line errors.
+loads the weights strictly; :func:`load_into` is the one way weights go into a built network (checked by
+:func:`check_fit`: names and shapes, one-line errors, the loud non-strict warning).
 """
 import copy
 import os
@@ -31,11 +32,13 @@ import torch
 
 __all__ = ['Checkpoint', 'MissingNetworkOptions', 'save_checkpoint', 'write_checkpoint', 'load_checkpoint',
            'network_options_of', 'portable_network_options', 'load_weights', 'describe_weights',
-           'is_released_weights', 'build_with_weights', 'load_strict', 'check_fit', 'check_weights_fit', 'META_KEY',
-           'NETWORK_KEY', 'LOAD_TIME_KEYS']
+           'is_released_weights', 'build_with_weights', 'load_into', 'check_fit', 'check_weights_fit', 'META_KEY',
+           'NETWORK_KEY', 'LOAD_TIME_KEYS', 'WEIGHT_KEYS']
 
 META_KEY = 'gsasr_plugin'
 NETWORK_KEY = 'network_g'
+# Where BasicSR (and SwinIR, HAT, ...) keep the weights in a checkpoint, in order of preference.
+WEIGHT_KEYS = ('params_ema', 'params')
 
 
 # Keys of nested options (``encoder: {type, pretrained, strict, param_key}``) that load other files when the
@@ -96,8 +99,8 @@ def portable_network_options(network_g: Mapping[str, Any]) -> Dict[str, Any]:
     return strip(_plain(network_g), False)
 
 
-def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = None,
-                    what: str = 'checkpoint') -> Checkpoint:
+def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = None, what: str = 'checkpoint',
+                    keys: Sequence[str] = WEIGHT_KEYS, finite: bool = True) -> Checkpoint:
     """Read a checkpoint: ours (weights + ``network_g``), a BasicSR one (``params_ema`` preferred, then
     ``params``) or a bare state dict. The one reader of checkpoint files: weights-only
     (:func:`gsasr_plugin.utils.safe_load.load_torch_file`: a file cannot run code), one-line errors, and
@@ -109,6 +112,8 @@ def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = 
             ``(param_key_g, 'params')``); a named entry must exist (no bare state dict then). Default:
             ``params_ema``, then ``params``, then the file as a bare state dict.
         what: how messages call the file ("checkpoint", "model file", ...).
+        keys: the entries tried without ``param_key`` (other code bases' checkpoints: ``state_dict``, ``model``).
+        finite: refuse NaN/inf weights here (False: the caller checks what it makes of them, e.g. a converter).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -123,7 +128,7 @@ def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = 
     if not isinstance(loaded, Mapping):
         raise TorchFileError(f'{what} {path}: unknown layout (a {type(loaded).__name__}, expected a dict)')
     named = [param_key] if isinstance(param_key, str) else list(dict.fromkeys(k for k in param_key or () if k))
-    keys = named or ['params_ema', 'params']
+    keys = named or list(keys)
     used = next((key for key in keys if isinstance(loaded.get(key), Mapping)), None)
     if used is not None:
         state = loaded[used]
@@ -131,14 +136,17 @@ def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = 
         if named or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
             found = ', '.join(map(str, list(loaded)[:8])) + (' ...' if len(loaded) > 8 else '')
             wanted = (' or '.join(f"'{k}'" for k in named) if named
-                      else "'params_ema', 'params' or a bare state dict")
-            raise TorchFileError(f'{what} {path}: unknown layout, no weights under {wanted}; keys found: [{found}]')
+                      else ', '.join(f"'{k}'" for k in keys) + ' or a bare state dict')
+            asked = f' (asked for by param_key {wanted})' if named else ''
+            raise TorchFileError(f'{what} {path}: unknown layout, no weights under {wanted}; keys found: [{found}]'
+                                 + asked)
         state = loaded
     odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
     if odd is not None:
         raise TorchFileError(f"{what} {path}: '{used or 'state dict'}' holds non-tensor entries ({odd!r}, ...)")
     state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
-    check_finite_weights(state, path, what)  # NaN weights: say so here, not "bad image" for every input later
+    if finite:
+        check_finite_weights(state, path, what)  # NaN weights: say so here, not "bad image" for every input later
     meta = loaded.get(META_KEY) if used is not None else None
     return Checkpoint(state_dict=state, network_g=network_options_of(loaded) if used is not None else None,
                       meta=dict(meta) if isinstance(meta, Mapping) else {}, param_key=used, path=str(path))
@@ -344,7 +352,7 @@ class MissingNetworkOptions(ValueError):
 
 
 def build_with_weights(weights: Checkpoint, what: str = 'the weights', where: Optional[str] = None) -> torch.nn.Module:
-    """Build ``weights.network_g`` and load the weights strictly.
+    """Build ``weights.network_g`` and load the weights strictly (:func:`load_into`).
 
     Args:
         weights: what :func:`load_weights` returned.
@@ -364,31 +372,40 @@ def build_with_weights(weights: Checkpoint, what: str = 'the weights', where: Op
             "by another program or by an older version); pass the option file it was trained with (-opt OPTIONS.yml "
             "on the command line, load_model(..., opt='OPTIONS.yml') in Python)")
     network = build_network(copy.deepcopy(dict(weights.network_g)))
-    load_strict(network, weights.state_dict, what, where)
+    load_into(network, weights, what, network_label=f'network_g of {where}' if where else 'network_g')
     return network
 
 
-def load_strict(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str,
-                where: Optional[str] = None) -> None:
-    """``load_state_dict(strict=True)`` with one-line errors naming ``what`` (and ``where`` the network's
-    options come from), the first keys and shapes."""
-    against = f'network_g of {where}' if where else 'network_g'
-    try:
-        missing, unexpected = network.load_state_dict(state_dict, strict=False)
-    except RuntimeError as error:  # shape mismatches: keep the first offending parameter only
-        detail = next((line.strip() for line in str(error).splitlines() if 'size mismatch' in line), str(error))
-        raise ValueError(f'{what} does not match {against}: {detail}') from None
-    if missing or unexpected:
-        raise ValueError(f'{what} does not match {against}: {len(missing)} missing keys '
-                         f'{list(missing)[:3]}, {len(unexpected)} unexpected {list(unexpected)[:3]}')
+def load_into(network: torch.nn.Module, weights: Union[Checkpoint, Mapping[str, torch.Tensor]], what: str,
+              strict: bool = True, network_label: str = 'network_g', strict_option: bool = False) -> Optional[str]:
+    """Load ``weights`` (a :class:`Checkpoint` or a state dict) into ``network``: the one way weights go into a
+    built network (``load_model``, ``basicsr infer`` / ``convert``, ``pretrain_network_g``).
+
+    The fit is checked first (:func:`check_fit`): weights that must fit and do not are a one-line error; with
+    ``strict`` False the tensors that fit are loaded and the loud warning is returned.
+
+    Args:
+        strict_option: the caller's strictness is the option ``strict_load_<label>`` (``basicsr train/test``),
+            which the error then mentions.
+
+    Returns:
+        None for an exact fit, else (non-strict) the warning saying how many tensors keep their initial values.
+    """
+    if not isinstance(weights, Checkpoint):
+        weights = Checkpoint(dict(weights))
+    warning = check_fit(network, weights, what, strict, network_label, strict_option)
+    own = network.state_dict()
+    fitting = {k: v for k, v in weights.state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    network.load_state_dict(fitting, strict=warning is None)
+    return warning
 
 
 def check_fit(network: torch.nn.Module, weights: Checkpoint, what: str, strict: bool = True,
-              network_label: str = 'network_g') -> Optional[str]:
+              network_label: str = 'network_g', strict_option: bool = True) -> Optional[str]:
     """Compare the names and shapes of ``weights`` with ``network``'s (which may live on the meta device).
 
     Released weights (``weights.meta['released_model']``) must always fit exactly; a checkpoint must with
-    ``strict`` (BasicSR's ``strict_load_g``).
+    ``strict`` (BasicSR's ``strict_load_g``, named in the error when ``strict_option``).
 
     Returns:
         None for an exact fit; otherwise (non-strict) the loud warning saying how many tensors keep their
@@ -402,7 +419,7 @@ def check_fit(network: torch.nn.Module, weights: Checkpoint, what: str, strict: 
     released = weights.meta.get('released_model') is not None
     fit = compare_state_dicts(network.state_dict(), weights.state_dict)
     return describe_fit(fit, what, type(network).__name__, network_label, strict or released,
-                        strict_hint=not released)
+                        strict_hint=strict_option and not released)
 
 
 def check_weights_fit(network: torch.nn.Module, spec: Union[str, os.PathLike],

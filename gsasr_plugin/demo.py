@@ -57,7 +57,7 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     import cv2
 
     from gsasr_plugin import load_model
-    from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    from gsasr_plugin.utils.resize import matlab_bicubic_resize
     from gsasr_plugin.utils.atomic_io import write_image_file
     from gsasr_plugin.utils.options import load_option_file
 

@@ -1,18 +1,17 @@
-"""Several scales of one image and continuous-zoom sequences: encode once, render many.
+"""Several scales of one image and continuous-zoom sequences: encode once, render many; and their writers.
 
-ContinuousSR's and GaussianSR's fields do not depend on the scale (``field_depends_on_scale = False``):
-one ``net.encode(lq)`` serves every output size and every zoom frame, each costing one render (the
-rasterizer; for GaussianSR also its bicubic stream and texture decoder at the output size). GSASR
-conditions its Gaussians on the scale, so for it the decoder is re-run for every distinct scale (the
-encoder features are computed once when the network exposes ``encoder`` / ``decode_tokens`` /
-``gaussians_from_tokens``, as GSASR does).
+Works with every SR network (:class:`gsasr_plugin.archs.sr_network.SRNetwork`) through its contract:
+``encode_features`` runs once; ContinuousSR's and GaussianSR's fields do not depend on the scale
+(``field_depends_on_scale = False``), so one ``decode_field`` serves every output size and every zoom frame,
+each costing one render (the rasterizer; for GaussianSR also its bicubic stream and texture decoder at the
+output size). GSASR conditions its Gaussians on the scale, so for it the decoder is re-run for every distinct
+scale (the encoder features are computed once).
 
 A zoom frame shows a window of the LR image plane (top, left, bottom, right in LR pixels) at a fixed
-frame size. For ``GaussianField`` networks the field is mapped onto the window (:func:`window_field`) and
-Gaussians whose cutoff box misses the window are dropped first (exact: they add nothing); GaussianSR's
-``render`` takes the window itself.
+frame size: the network's ``render(field, size, window)``. Gaussians whose cutoff box misses the window are
+dropped first (``cull_to_window``, exact: they add nothing).
 
-Used by ``basicsr infer --scales`` / ``--zoom``; usable as a library::
+Used by ``basicsr infer --scales`` / ``--zoom`` (``gsasr_plugin.commands.infer``); usable as a library::
 
     from gsasr_plugin.zoom import ZoomRenderer, zoom_windows, save_gif
     renderer = ZoomRenderer(net, lq)                 # encodes once (per scale for GSASR)
@@ -20,38 +19,17 @@ Used by ``basicsr infer --scales`` / ``--zoom``; usable as a library::
     frames = renderer.render_windows(zoom_windows(lq.shape[-2:], 48, max_zoom=6), frame_size=(256, 256))
     save_gif(frames, 'zoom.gif')
 """
-import inspect
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import nn
 
-from gsasr_plugin.archs.gaussian_field import GaussianField
-from gsasr_plugin.archs.gaussiansr_arch import Window, check_window, window_field
-from gsasr_plugin.utils.scale import ScaleLike, lr_size_of, scaled_size, scale_tag
-from gsasr_plugin.utils.scale import parse_scale_list_text as parse_scale_list
+from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, cull_to_window, whole_window
+from gsasr_plugin.archs.sr_network import SRNetwork
+from gsasr_plugin.utils.scale import ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size, scaled_size
 
-__all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'cull_to_window', 'window_field', 'to_uint8_frames',
-           'save_gif', 'save_frames', 'parse_scale_list', 'write_scales_and_zoom']
-
-
-def cull_to_window(field: GaussianField, window: Window, cutoff: float) -> GaussianField:
-    """Drop the Gaussians whose ``cutoff`` bounding box misses ``window`` in every image of the batch."""
-    top, left, bottom, right = window
-    reach = cutoff * field.sigmas
-    x, y = field.means[..., 0], field.means[..., 1]
-    keep = ((x + reach[..., 0] >= left) & (x - reach[..., 0] <= right) & (y + reach[..., 1] >= top) &
-            (y - reach[..., 1] <= bottom)).any(dim=0)
-    if bool(keep.all()):
-        return field
-    if not bool(keep.any()):
-        keep[0] = True  # an empty field is not a valid rasterizer input; one far Gaussian renders as zero
-    index = keep.nonzero().squeeze(1)
-    return GaussianField(means=field.means[:, index], sigmas=field.sigmas[:, index], rhos=field.rhos[:, index],
-                         colors=field.colors[:, index], lr_size=tuple(field.lr_size),
-                         opacities=None if field.opacities is None else field.opacities[:, index])
+__all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'to_uint8_frames', 'save_gif', 'save_frames']
 
 
 def zoom_windows(lr_size: Sequence[int], num_frames: int, max_zoom: float = 4.0,
@@ -79,84 +57,63 @@ def zoom_windows(lr_size: Sequence[int], num_frames: int, max_zoom: float = 4.0,
     return windows
 
 
-def _renders_windows(net: nn.Module) -> bool:
-    try:
-        return 'window' in inspect.signature(net.render).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class ZoomRenderer:
-    """Encode ``lq`` once (once per scale for scale-conditioned networks) and render it many times.
+    """Encode ``lq`` once (decode once per scale for scale-conditioned networks) and render it many times.
 
     Args:
-        net: ``GSASR``, ``GaussianSR``, ``ContinuousSR`` or any network with ``encode`` / ``render``.
+        net: an SR network (``GSASR``, ``GaussianSR``, ``ContinuousSR``: :class:`SRNetwork`).
         lq: (B, 3, h, w) LR images in [0, 1].
         cutoff: Cutoff used to cull Gaussians outside a window; default: the network's, else the rasterizer's.
 
     Attributes:
-        encodes: How many times the Gaussian field was predicted (1 for scale-free networks).
+        encodes: How many times the field was decoded (1 for scale-free networks; the encoder runs once).
     """
 
-    def __init__(self, net: nn.Module, lq: torch.Tensor, cutoff: Optional[float] = None):
-        if not hasattr(net, 'encode') or not hasattr(net, 'render'):
-            raise TypeError(f'{type(net).__name__} has no encode()/render(): not a Gaussian-splatting SR network')
-        lr_size_of(lq)  # validates lq
+    def __init__(self, net: SRNetwork, lq: torch.Tensor, cutoff: Optional[float] = None):
+        if not isinstance(net, SRNetwork):
+            raise TypeError(f'{type(net).__name__} is not an SR network (gsasr_plugin.archs.sr_network.SRNetwork)')
         from gsasr_plugin.ops import DEFAULT_CUTOFF
         self.net = net
         self.lq = lq
-        self.lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
-        self.scale_free = not getattr(net, 'field_depends_on_scale', True)
-        self.cutoff = float(cutoff if cutoff is not None else (getattr(net, 'cutoff', None) or DEFAULT_CUTOFF))
+        self.lr_size = lr_size_of(lq)
+        self.scale_free = not net.field_depends_on_scale
+        self.cutoff = float(cutoff if cutoff is not None else (net.cutoff or DEFAULT_CUTOFF))
         self.encodes = 0
         self._fields: Dict[Tuple[float, float], Any] = {}
-        self._features: Optional[torch.Tensor] = None
+        self._features: Any = None
 
     # ---------------------------------------------------------------------------------------- fields
-    def _decode_only(self) -> bool:
-        # GSASR with the official input padding encodes the padded image: its encode() does the whole job
-        return all(hasattr(self.net, name) for name in ('encoder', 'decode_tokens', 'gaussians_from_tokens')) \
-            and getattr(self.net, 'pad_input_to', None) is None
-
     @torch.no_grad()
     def field(self, scale: Tuple[float, float] = (1.0, 1.0)):
-        """The field for ``scale`` (the one field of a scale-free network whatever the scale)."""
+        """The field for ``scale`` (a validated pair; the one field of a scale-free network whatever the scale)."""
         key = (1.0, 1.0) if self.scale_free else (round(scale[0], 6), round(scale[1], 6))
         if key not in self._fields:
-            if self.scale_free:
-                self._fields[key] = self.net.encode(self.lq)
-            elif self._decode_only():  # GSASR: encoder once, the scale-conditioned decoder per scale
-                if self._features is None:
-                    self._features = self.net.encoder(self.lq)
-                tokens = self.net.decode_tokens(self._features, key)
-                self._fields[key] = self.net.gaussians_from_tokens(tokens, self.lr_size, self.lq)
-            else:
-                self._fields[key] = self.net.encode(self.lq, key)
+            if self._features is None:
+                self._features = self.net.encode_features(self.lq)
+            target = None if self.scale_free else resolve_scale_and_size(self.lr_size, key)
+            self._fields[key] = self.net.decode_field(self._features, target)
             self.encodes += 1
             if not self.scale_free and len(self._fields) > 8:  # keep memory bounded over long zooms
                 self._fields.pop(next(iter(self._fields)))
         return self._fields[key]
 
     def forget_fields(self) -> None:
-        """Drop the cached fields (GSASR's encoder features stay): the next render decodes again."""
+        """Drop the cached fields (the encoder features stay): the next render decodes again."""
         self._fields.clear()
 
     # --------------------------------------------------------------------------------------- renders
     @torch.no_grad()
     def render(self, out_size: Sequence[int], window: Optional[Sequence[float]] = None) -> torch.Tensor:
         """(B, C, Ho, Wo) render of ``window`` (default: the whole image) at ``out_size`` = (Ho, Wo)."""
-        out_size = (int(out_size[0]), int(out_size[1]))
+        out_size = check_out_size(out_size)
         view = check_window(window, self.lr_size)
         scale = (out_size[0] / (view[2] - view[0]), out_size[1] / (view[3] - view[1]))
         field = self.field(scale)
-        whole = view == (0.0, 0.0, float(self.lr_size[0]), float(self.lr_size[1]))
-        if whole:
+        if view == whole_window(self.lr_size):
             return self.net.render(field, out_size)
-        if _renders_windows(self.net):
-            return self.net.render(field, out_size, window=view)
         if isinstance(field, GaussianField):
-            return self.net.render(window_field(cull_to_window(field, view, self.cutoff), view), out_size)
-        raise TypeError(f'{type(self.net).__name__}: cannot render a window of a {type(field).__name__}')
+            field = cull_to_window(field, view, self.cutoff)
+        return self.net.render(field, out_size, window=view)
 
     def render_scales(self, scales: Sequence[ScaleLike] = (),
                       sizes: Sequence[Sequence[int]] = ()) -> List[torch.Tensor]:
@@ -222,41 +179,3 @@ def zoom_frame_size(lr_size: Sequence[int], scale: Optional[Tuple[float, float]]
     if size is not None:
         return int(size[0]), int(size[1])
     return scaled_size(lr_size, scale if scale is not None else 4.0)
-
-
-
-# ----------------------------------------------------------------------------------- basicsr infer
-def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem: str, ext: str,
-                          args: Any) -> List[Path]:
-    """``basicsr infer --scales`` / ``--zoom``: renders of one encoding, written next to the other outputs.
-
-    ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format, depth and alpha,
-    the alpha rendered from its own encoding). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N
-    frames as PNGs in ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the
-    ``--scale`` / ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
-    """
-    from gsasr_plugin.inference import write_image
-    out_folder = Path(args.output)
-    name = f'{stem}{args.suffix}'
-    renderer = ZoomRenderer(network, lq)
-    alpha = getattr(meta, 'alpha', None)
-    alpha_renderer = None
-    if alpha is not None and getattr(args, 'scales', None):
-        alpha_lq = torch.as_tensor(alpha, device=lq.device)[None, None].expand(1, 3, -1, -1).contiguous()
-        alpha_renderer = ZoomRenderer(network, alpha_lq)
-    written = []
-    for scale in getattr(args, 'scales', None) or []:
-        output = renderer.render_scales([scale])[0]
-        path = out_folder / f'{name}_x{scale_tag(scale)}{ext}'
-        sr_alpha = None
-        if alpha_renderer is not None:
-            sr_alpha = alpha_renderer.render_scales([scale])[0][0].float().clamp(0, 1).mean(0).cpu().numpy()
-        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta, sr_alpha)
-        written.append(path)
-    if getattr(args, 'zoom', 0):
-        lr_size = renderer.lr_size
-        frame_size = zoom_frame_size(lr_size, getattr(args, 'scale', None), getattr(args, 'size', None))
-        frames = renderer.render_windows(zoom_windows(lr_size, args.zoom, args.zoom_max), frame_size)
-        written += save_frames(frames, out_folder / f'{name}_zoom', stem=name)
-        written.append(save_gif(frames, out_folder / f'{name}_zoom.gif'))
-    return written

@@ -64,7 +64,7 @@ def test_read_only_folder_is_named_as_such(tmp_path, monkeypatch):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
     monkeypatch.setattr(atomic_io._RecordingFile, '__init__', refuse)
-    from gsasr_plugin.inference import ImageMeta, write_image
+    from gsasr_plugin.utils.image_io import ImageMeta, write_image
     with pytest.raises(WriteError, match=r'cannot write .*out\.png: read-only file system; nothing was written'):
         write_image(str(tmp_path / 'out.png'), np.zeros((4, 4, 3), np.float32), ImageMeta(np.dtype(np.uint8), False,
                                                                                           None))

@@ -91,7 +91,7 @@ def test_decode_image_channels_and_errors():
 
 
 def test_truncated_jpeg_is_a_bad_image_not_half_an_image(folder, photo, tmp_path):
-    from gsasr_plugin.inference import read_image
+    from gsasr_plugin.utils.image_io import read_image
     ok, encoded = cv2.imencode('.jpg', photo('chelsea', (160, 160))[:, :, ::-1])
     data = encoded.tobytes()
     # cv2.imread (OpenCV 5.0) decodes this file with a warning and fills the missing part with grey
@@ -110,7 +110,7 @@ def test_truncated_jpeg_is_a_bad_image_not_half_an_image(folder, photo, tmp_path
 
 
 def test_float_tiffs_from_opencv_are_read_and_nan_pixels_are_bad_images(tmp_path, photo):
-    from gsasr_plugin.inference import read_image
+    from gsasr_plugin.utils.image_io import read_image
     root = tmp_path / 'hr'
     root.mkdir()
     image = photo('coffee', (32, 32))[:, :, ::-1].astype(np.float32) / 255

@@ -9,9 +9,11 @@ import torch
 import gsasr_plugin  # noqa: F401
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.matlab_functions import imresize
-from gsasr_plugin.data.arbitrary_scale_dataset import (DatasetFolderError, matlab_bicubic_resize, parse_scale,
-                                                       scale_tag)
+from gsasr_plugin.data.arbitrary_scale_dataset import DatasetFolderError
 from gsasr_plugin.utils.bad_data import BadImageWarning
+from gsasr_plugin.utils.resize import matlab_bicubic_resize
+from gsasr_plugin.utils.scale import scale_from_option as parse_scale
+from gsasr_plugin.utils.scale import scale_tag
 
 
 @pytest.fixture
@@ -304,7 +306,7 @@ def test_pil_lq_resize_is_liifs_resize_fn(hr_folder, photo):
     with PIL bicubic, ToTensor) on the same GT patch."""
     from torchvision import transforms
     from PIL import Image
-    from gsasr_plugin.data.arbitrary_scale_dataset import pil_bicubic_resize
+    from gsasr_plugin.utils.resize import pil_bicubic_resize
     gt = photo('astronaut', (60, 60)).astype(np.float32) / 255
     theirs = transforms.ToTensor()(transforms.Resize(20, Image.BICUBIC)(
         transforms.ToPILImage()(torch.from_numpy(gt).permute(2, 0, 1))))

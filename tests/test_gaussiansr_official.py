@@ -282,7 +282,7 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
     import numpy as np
 
     from gsasr_plugin.commands import convert, infer
-    from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    from gsasr_plugin.utils.resize import matlab_bicubic_resize
     theirs = FIXTURES / 'weights.pt'
     network_g = load_official_checkpoint(theirs).network_g
     (tmp_path / 'hr').mkdir()

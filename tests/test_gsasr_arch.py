@@ -261,7 +261,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
 
 @pytest.mark.parametrize('gaussian_density, stages', [(4, 1), (16, 2)])
 def test_lr_color_residual_untrained_net_renders_near_bicubic(photo, gaussian_density, stages):
-    from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    from gsasr_plugin.utils.resize import matlab_bicubic_resize
     hr = photo('chelsea')[60:156, 120:216].astype('float32') / 255  # 96 x 96 crop of the cat's face
     lq = matlab_bicubic_resize(hr, (32, 32)).clip(0, 1)
     bicubic = torch.from_numpy(matlab_bicubic_resize(lq, (96, 96))).permute(2, 0, 1)

@@ -15,14 +15,21 @@ from torch import nn
 
 import gsasr_plugin  # noqa: F401
 from basicsr.utils.registry import ARCH_REGISTRY
-from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.gaussian_field import GaussianField, reference_grid
+from gsasr_plugin.archs.sr_network import SRNetwork
+from gsasr_plugin.checkpoint import load_checkpoint
 from gsasr_plugin.commands import infer
-from gsasr_plugin.inference import (ImageMeta, auto_tile_size, encode_tiled, load_state_dict_from_checkpoint,
-                                    parse_scale, parse_size, plan_tiles, read_image, super_resolve, tile_alignment,
-                                    write_image)
+from gsasr_plugin.inference import auto_tile_size, encode_tiled, plan_tiles, super_resolve
+from gsasr_plugin.utils.image_io import ImageMeta, read_image, write_image
+from gsasr_plugin.utils.scale import parse_scale_text as parse_scale
+from gsasr_plugin.utils.scale import parse_size_text as parse_size
 
 
-class InferStandInNet(nn.Module):
+def load_state_dict_from_checkpoint(path, param_key=None):
+    return load_checkpoint(path, param_key).state_dict
+
+
+class InferStandInNet(SRNetwork):
     """Predicts r x r Gaussians per LR pixel from a 5x5 receptive field; row-major like GSASR."""
     gaussians_per_side = 2
 
@@ -30,29 +37,26 @@ class InferStandInNet(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(4, num_feat, 3, 1, 1), nn.ReLU(), nn.Conv2d(num_feat, 8 * 4, 3, 1, 1))
 
-    def encode(self, lq, scale=None, out_size=None):
+    def encode_features(self, lq):
+        return lq
+
+    def decode_field(self, lq, target):
         batch, _, height, width = lq.shape
-        s = torch.as_tensor(scale if scale is not None else 1.0, dtype=lq.dtype).reshape(-1)[0]
+        s = torch.as_tensor(target.scale if target is not None else 1.0, dtype=lq.dtype).reshape(-1)[0]
         x = torch.cat([lq, torch.full_like(lq[:, :1], 1.0) / s], 1)  # the field depends on the scale
         maps = F.pixel_shuffle(self.body(x), 2).flatten(2).transpose(1, 2)  # (B, 4hw, 8)
-        rows, cols = height * 2, width * 2
-        ys = (torch.arange(rows, dtype=lq.dtype) + 0.5) / 2
-        xs = (torch.arange(cols, dtype=lq.dtype) + 0.5) / 2
-        gy, gx = torch.meshgrid(ys, xs, indexing='ij')
-        ref = torch.stack((gx, gy), -1).view(1, -1, 2).to(lq.device)
+        ref = reference_grid(height * 2, width * 2, 2, dtype=lq.dtype).to(lq.device)
         opacity = torch.sigmoid(maps[..., 7])
         colors = torch.sigmoid(maps[..., 4:7] + 2 * F.interpolate(lq, scale_factor=2).flatten(2).transpose(1, 2) - 1)
         return GaussianField(means=ref + 0.5 * torch.tanh(maps[..., :2]), sigmas=0.3 + 0.4 * torch.sigmoid(maps[..., 2:4]),
                              rhos=0.5 * torch.tanh(maps[..., 3]), colors=0.2 * colors * opacity[..., None],
                              lr_size=(height, width), opacities=opacity)
 
-    def render(self, field, out_size):
+    def render(self, field, out_size, window=None):
         return field.render(out_size)
 
-    def forward(self, lq, scale=None, out_size=None):
-        if out_size is None:
-            out_size = (round(lq.shape[2] * scale), round(lq.shape[3] * scale))
-        return self.render(self.encode(lq, scale), out_size)
+    def reference_points(self, field):
+        return reference_grid(field.lr_size[0] * 2, field.lr_size[1] * 2, 2, dtype=field.means.dtype)
 
 
 if 'InferStandInNet' not in ARCH_REGISTRY:
@@ -185,13 +189,14 @@ def test_tile_cores_partition_the_image():
         plan_tiles((10, 10), 0, 2)
 
 
-def test_tile_alignment_finds_window_sizes():
-    net = nn.Sequential(nn.Conv2d(3, 3, 1))
-    assert tile_alignment(net) == 1
-    net[0].window_size = 12
-    extra = nn.Linear(1, 1)
-    extra.window_size = (8, 8)
-    assert tile_alignment(nn.Sequential(net, extra)) == 24
+def test_tile_alignment_is_declared_by_the_network():
+    from gsasr_plugin.archs.gsasr_arch import GSASR
+    assert InferStandInNet(4).tile_alignment == 1
+    small = dict(embed_dim=12, num_heads=2, window_size=12, num_injection_layers=2, num_blocks=1,
+                 num_layers_per_block=2, gaussian_density=4, num_upsample_stages=1)
+    assert GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, **small).tile_alignment == 12
+    swinir = {'type': 'SwinIR', 'embed_dim': 8, 'depths': [1], 'num_heads': [1], 'window_size': 8, 'num_feat': 8}
+    assert GSASR(encoder=swinir, **small).tile_alignment == 24  # the decoder's windows and the encoder's
 
 
 def test_tiled_matches_untiled_standin(model_files):
@@ -355,7 +360,7 @@ def test_cli_missing_input_checkpoint_options(model_files, images, tmp_path, cap
     cases.append((['-opt', opt, '--model', odd, '-i', images], 'odd.pth: unknown layout'))
     wrong = tmp_path / 'wrong.pth'
     torch.save({'params': {'body.0.weight': torch.zeros(1)}}, wrong)
-    cases.append((['-opt', opt, '--model', wrong, '-i', images], 'does not match network_g'))
+    cases.append((['-opt', opt, '--model', wrong, '-i', images], 'does not fit network_g'))
     for argv, needle in cases:
         code, _, stderr = _run(capsys, *argv, '-o', tmp_path / 'o', '--scale', '2')
         assert code == 1, argv
@@ -375,15 +380,18 @@ def test_networks_without_a_plain_gaussian_field_are_not_tiled():
     """GaussianSR's field carries features besides Gaussians: --tile N is refused clearly, auto falls back."""
     import gsasr_plugin.inference as inference
 
-    class Wrapped(nn.Module):
+    class Wrapped(SRNetwork):
         def __init__(self):
             super().__init__()
             self.inner = InferStandInNet(4)
 
-        def encode(self, lq, scale=None, out_size=None):
-            return {'gaussians': self.inner.encode(lq, scale)}
+        def encode_features(self, lq):
+            return lq
 
-        def render(self, field, out_size):
+        def decode_field(self, lq, target):
+            return {'gaussians': self.inner.decode_field(lq, target)}
+
+        def render(self, field, out_size, window=None):
             return field['gaussians'].render(out_size)
 
     network = Wrapped().eval()

@@ -168,11 +168,16 @@ def test_infer_names_nan_weights_and_nonfinite_outputs(tmp_path, capsys, photo):
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert 'nan.pth: 1 tensor(s) hold NaN/inf values (first: gaussian_embedding)' in err and 'a.png' not in err
 
-    class NaNOut(torch.nn.Module):
-        def encode(self, lq, scale):
+    from gsasr_plugin.archs.sr_network import SRNetwork
+
+    class NaNOut(SRNetwork):
+        def encode_features(self, lq):
             return lq
 
-        def render(self, field, out_size):
+        def decode_field(self, lq, target):
+            return lq
+
+        def render(self, field, out_size, window=None):
             return torch.full((1, 3) + tuple(out_size), float('nan'))
 
     with pytest.raises(NonFiniteOutputError, match='the model produced non-finite values'):

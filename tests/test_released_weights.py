@@ -102,7 +102,7 @@ def test_released_weights_that_do_not_fit(tmp_path):
     with pytest.raises(ValueError, match='is a GSASR model but network_g builds a ContinuousSR'):
         load_weights('official:gsasr-edsr-paper', {'type': 'ContinuousSR'})
     weights = load_weights(str(FOLDER), _network_g(embed_dim=16, num_heads=2))
-    with pytest.raises(ValueError, match=r'does not match network_g: .*size mismatch'):
+    with pytest.raises(ValueError, match=r'does not fit network_g \(GSASR\): .*of another shape'):
         build_with_weights(weights, 'the fixture')
 
 
@@ -124,7 +124,7 @@ def test_python_api_takes_every_form_of_weights(fake_hub):
         model = load_model(spec, opt={'network_g': _network_g()}, device='cpu')
         assert torch.allclose(model.upscale(lq[0], scale=2, tile=0), expected, atol=1e-5), spec
     assert model.source.startswith('official:gsasr-edsr-paper (mutou0308/GSASR')
-    with pytest.raises(ValueError, match=r'released model official:gsasr-edsr-paper does not match network_g: size'):
+    with pytest.raises(ValueError, match=r'released model official:gsasr-edsr-paper does not fit network_g \(GSASR\)'):
         load_model('official:gsasr-edsr-paper', device='cpu')  # the released options are larger than the fixture
 
 
@@ -167,7 +167,7 @@ def test_infer_and_convert_errors_are_one_line(tmp_path, options_file, offline_h
     assert 'does not say which network it holds' in capsys.readouterr().err
     assert cli.main(['convert', '-m', str(FOLDER), '-o', str(tmp_path / 'x.pth')]) == 1  # released sizes
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and 'does not match network_g' in err
+    assert len(err.strip().splitlines()) == 1 and 'does not fit network_g' in err
     assert not (tmp_path / 'x.pth').exists()
     assert cli.main(['convert', '--list']) == 0
     assert 'official:gsasr-swinir-paper' in capsys.readouterr().out

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 import gsasr_plugin  # noqa: F401
-from gsasr_plugin.archs.gaussian_field import GaussianField
-from gsasr_plugin.zoom import (ZoomRenderer, cull_to_window, save_frames, save_gif, window_field, zoom_frame_size,
-                               zoom_windows)
+from gsasr_plugin.archs.gaussian_field import GaussianField, cull_to_window, window_field
+from gsasr_plugin.zoom import ZoomRenderer, save_frames, save_gif, zoom_frame_size, zoom_windows
 from test_continuoussr_arch import tiny_continuoussr
 from test_gaussiansr_arch import tiny_gaussiansr
 from test_gsasr_arch import tiny_gsasr

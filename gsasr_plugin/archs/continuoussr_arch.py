@@ -50,6 +50,7 @@ option                     ours (default)              theirs
 encoder                    SwinIR with mean shift      HAT (x4), ``rgb_mean: ~`` (no mean shift)
 =========================  ==========================  ==================================================
 """
+import dataclasses
 import inspect
 import itertools
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -60,10 +61,10 @@ from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
-from gsasr_plugin.archs.encoder_registry import build_encoder
-from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, reference_grid, window_field
+from gsasr_plugin.archs.sr_network import SRNetwork, activation_bytes
 from gsasr_plugin.archs.window_utils import pad_to_multiple
-from gsasr_plugin.utils.scale import ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size
+from gsasr_plugin.utils.scale import Size, Target
 
 __all__ = ['ContinuousSR', 'DGP_CHOLESKY_VALUES', 'cholesky_dictionary', 'cholesky_to_sigma_rho', 'make_mlp']
 
@@ -134,7 +135,7 @@ def _rasterizer_keywords(options: Optional[Mapping[str, Any]], cutoff: Optional[
 
 
 @ARCH_REGISTRY.register()
-class ContinuousSR(nn.Module):
+class ContinuousSR(SRNetwork):
     """ContinuousSR: a scale-free 2D Gaussian field from the LR image, rendered at any size.
 
     Args:
@@ -207,10 +208,7 @@ class ContinuousSR(nn.Module):
         if not isinstance(crop_after_upsample, bool):
             raise ValueError(f'crop_after_upsample must be true or false, got {crop_after_upsample!r}')
         encoder_opt = dict(encoder) if encoder is not None else {'type': 'SwinIR'}
-        self.encoder = build_encoder(encoder_opt)
-        in_channels = getattr(self.encoder, 'out_channels', None)
-        if not isinstance(in_channels, int):
-            raise ValueError(f'encoder {type(self.encoder).__name__} must expose an int attribute out_channels')
+        in_channels = self.build_encoder(encoder_opt, 'SwinIR')
         self.upscale, self.unshuffle = upscale, unshuffle
         self.gaussians_per_side = upscale // unshuffle
         self.dictionary_unit = float(dictionary_unit)
@@ -268,18 +266,15 @@ class ContinuousSR(nn.Module):
                 raise ValueError(f'{name} must be > 0, got {value!r}')
         if not isinstance(min_sigma, (int, float)) or isinstance(min_sigma, bool) or not min_sigma >= 0:
             raise ValueError(f'min_sigma must be >= 0, got {min_sigma!r}')
-        if cutoff is not None and not cutoff > 0:
-            raise ValueError(f'cutoff must be > 0 or None, got {cutoff!r}')
+        SRNetwork.check_cutoff(cutoff)
         return stages
 
     def _load_pretrained_upsampler(self, path: str, param_key: Optional[str]) -> None:
         """Copy the official ``upsample.{0,2}`` convs of the encoder's checkpoint into ``self.upsample``."""
         from basicsr.utils import get_root_logger
 
-        from gsasr_plugin.archs.pretrained import extract_state_dict
-        from gsasr_plugin.utils.safe_load import load_torch_file
-        checkpoint = load_torch_file(str(path), "encoder 'pretrained' checkpoint")
-        state, _ = extract_state_dict(checkpoint, param_key, str(path))
+        from gsasr_plugin.archs.pretrained import read_foreign_weights
+        state, _ = read_foreign_weights(path, param_key)
         ours = self.upsample.state_dict()
         found = {key: state[f'upsample.{key}'] for key in ours if f'upsample.{key}' in state}
         logger = get_root_logger()
@@ -300,9 +295,7 @@ class ContinuousSR(nn.Module):
         """(B, 3, h, w) -> per-Gaussian token map (B, token_dim, r h, r w), r = Gaussians per LR side."""
         if self.crop_after_upsample:
             height, width = lq.shape[-2:]
-            window = getattr(self.encoder, 'window_size', 1)
-            padded = pad_to_multiple(lq, window if isinstance(window, int) else 1,
-                                     mode=getattr(self.encoder, 'pad_mode', 'reflect'))
+            padded = pad_to_multiple(lq, self.encoder_alignment, mode=getattr(self.encoder, 'pad_mode', 'reflect'))
             feat = self.upsample(self.encoder(padded))[..., :height * self.upscale, :width * self.upscale]
         else:
             feat = self.upsample(self.encoder(lq))
@@ -324,51 +317,44 @@ class ContinuousSR(nn.Module):
 
     def reference_grid(self, rows: int, cols: int, device=None, dtype=None) -> torch.Tensor:
         """(1, rows * cols, 2) undrifted positions (x, y) in LR pixels, row-major over the token map."""
-        shift = 0.5 if self.reference_points == 'centers' else 0.0
-        side = self.gaussians_per_side
-        ys = (torch.arange(rows, device=device, dtype=dtype) + shift) / side
-        xs = (torch.arange(cols, device=device, dtype=dtype) + shift) / side
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
-        return torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
+        offset = 0.5 if self.reference_points == 'centers' else 0.0
+        return reference_grid(rows, cols, self.gaussians_per_side, offset, device, dtype)
 
-    def covariance_stretch(self, lr_size: Tuple[int, int], scale: Optional[ScaleLike],
-                           out_size: Optional[Sequence[int]]) -> Optional[Tuple[float, float]]:
-        """(x, y) factors on sigma for ``covariance_scale: requested_scale`` and a requested scale, else None."""
-        if scale is None and out_size is None:
-            return None
-        (s_h, s_w), (out_h, out_w) = resolve_scale_and_size(lr_size, scale, out_size)  # validates both
-        if self.covariance_scale != 'requested_scale' or scale is None:
-            return None
-        return s_w * lr_size[1] / out_w, s_h * lr_size[0] / out_h
-
-    def encode(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
-               out_size: Optional[Sequence[int]] = None) -> GaussianField:
-        """Predict the Gaussian field of ``lq`` (B, 3, h, w): r^2 * h * w Gaussians in LR pixels.
-
-        The field is scale-free: ``scale`` and ``out_size`` are only checked, except with
-        ``covariance_scale: requested_scale``, where a given ``scale`` stretches the covariances as the
-        official renderer does for that scale (and the output size it leads to).
-        """
-        lr_size = lr_size_of(lq)
-        stretch = self.covariance_stretch(lr_size, scale, out_size)
+    def encode_features(self, lq: torch.Tensor) -> GaussianField:
+        """The scale-free Gaussian field of ``lq`` (B, 3, h, w): r^2 * h * w Gaussians in LR pixels."""
+        lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
         token_map = self.tokens(lq)
         batch, _, rows, cols = token_map.shape
         activated = self.head_act(token_map) if self.head_activation == 'before_query_and_offset' else token_map
         colors = self.color_mlp(token_map.flatten(2).transpose(1, 2))  # (B, N, C), row-major
         offsets = self.max_offset * torch.tanh(self.offset_mlp(activated.flatten(2).transpose(1, 2)))
         sigmas, rhos = cholesky_to_sigma_rho(self.covariance_factors(activated), self.min_sigma)
-        if stretch is not None:
-            sigmas = sigmas * sigmas.new_tensor(stretch)
         reference = self.reference_grid(rows, cols, lq.device, token_map.dtype)
         return GaussianField(means=reference + offsets, sigmas=sigmas, rhos=rhos, colors=colors, lr_size=lr_size,
                              opacities=torch.ones(batch, rows * cols, device=lq.device, dtype=token_map.dtype))
 
-    def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
-        """Rasterize ``field`` to (B, C, Ho, Wo): the whole cost of one more output size."""
-        return field.render(check_out_size(out_size), **self.rasterizer_options)
+    def decode_field(self, features: GaussianField, target: Optional[Target]) -> GaussianField:
+        """The field itself, whatever the target, except with ``covariance_scale: requested_scale``: for a target
+        (s, (Ho, Wo)) the covariances are stretched as the official renderer does, sigma_x by s_w * w / Wo and
+        sigma_y by s_h * h / Ho (1 whenever h * s is an integer)."""
+        if target is None or self.covariance_scale != 'requested_scale':
+            return features
+        (s_h, s_w), (out_h, out_w) = target
+        height, width = features.lr_size
+        stretch = features.sigmas.new_tensor((s_w * width / out_w, s_h * height / out_h))
+        return dataclasses.replace(features, sigmas=features.sigmas * stretch)
 
-    def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
-                out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
-        _, size = resolve_scale_and_size(lr_size_of(lq), scale, out_size)
-        return self.render(self.encode(lq, scale, out_size), size)
+    def render(self, field: GaussianField, out_size: Size, window: Optional[Window] = None) -> torch.Tensor:
+        """Rasterize ``field`` (of ``window`` of the LR plane, None: all) to (B, C, Ho, Wo): the whole cost of
+        one more output size."""
+        if window is not None:
+            field = window_field(field, check_window(window, field.lr_size))
+        return field.render(out_size, **self.rasterizer_options)
+
+    def bytes_per_lr_pixel(self) -> float:
+        return activation_bytes(64, self.gaussians_per_side)
+
+    def reference_points(self, field: GaussianField) -> torch.Tensor:
+        """The undrifted positions of the field's plane (the offsets cannot move them)."""
+        rows, cols = (n * self.gaussians_per_side for n in field.lr_size)
+        return self.reference_grid(rows, cols, field.means.device, field.means.dtype)

@@ -50,6 +50,8 @@ class EDSRBaseline(MeanShiftInput, nn.Module):
             returns the body output alone (``False``). Default: True.
     """
 
+    window_size = 1  # convolutional: any input size, no padding (the encoder contract, docs/layout.md)
+
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0,
                  img_range: float = 1.0, rgb_mean: Optional[Sequence[float]] = DIV2K_RGB_MEAN,
                  global_residual: bool = True):

@@ -1,15 +1,27 @@
-"""A batch of predicted 2D Gaussians: what the networks hand to the rasterizer.
+"""A batch of predicted 2D Gaussians (what the networks hand to the rasterizer) and the operations on it.
 
 Separating "predict the Gaussians" from "render them at a size" lets callers render one prediction at
 many output sizes (encode once, render many), merge the Gaussians of LR tiles into one canvas (tiled
-inference), and draw the Gaussians for inspection.
+inference), zoom into a window and draw the Gaussians for inspection. Every such operation lives here,
+as a small pure function, so that networks, tiling (``gsasr_plugin.inference``), zoom
+(``gsasr_plugin.zoom``) and drawing (``gsasr_plugin.utils.visualize_gaussians``) share one of each:
+:func:`reference_grid`, :func:`select_gaussians`, :func:`shift_field`, :func:`concat_fields`,
+:func:`float_field`, :func:`check_window`, :func:`window_field`, :func:`cull_to_window`, :func:`crop_field`.
+This module imports nothing of the plugin but the rasterizer (when rendering).
 """
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['GaussianField', 'box_half_size', 'NonFiniteGaussiansError']
+__all__ = ['GaussianField', 'NonFiniteGaussiansError', 'Window', 'box_half_size', 'reference_grid',
+           'select_gaussians', 'shift_field', 'concat_fields', 'float_field', 'check_window', 'whole_window',
+           'window_field', 'cull_to_window', 'crop_field']
+
+# A view of the LR image plane: (top, left, bottom, right) in LR pixels (the image is [0, H] x [0, W]).
+Window = Tuple[float, float, float, float]
 
 
 class NonFiniteGaussiansError(ValueError):
@@ -92,3 +104,122 @@ def box_half_size(box_cutoff: float, lr_size: Tuple[int, int], canvas_size: Tupl
     """
     return tuple(box_cutoff * (n - 1) / 2 * lr / n for lr, n in zip(lr_size, canvas_size))
 
+
+
+# ----------------------------------------------------------------------------------------- the grid
+def reference_grid(rows: int, cols: int, per_side: int = 1, offset: float = 0.5, device=None,
+                   dtype=None) -> torch.Tensor:
+    """(1, rows * cols, 2) points (x, y) in LR pixels, row-major: ``((j + offset) / per_side, (i + offset) /
+    per_side)`` for row i, column j, i.e. the centres (``offset`` 0.5) or top-left corners (0) of a
+    ``per_side`` x ``per_side`` sub-grid of every LR pixel. Where a network puts its undrifted Gaussians, and
+    what decides which tile owns a Gaussian."""
+    ys = (torch.arange(rows, device=device, dtype=dtype) + offset) / per_side
+    xs = (torch.arange(cols, device=device, dtype=dtype) + offset) / per_side
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+    return torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
+
+
+# ------------------------------------------------------------------------------- subsets and merges
+def select_gaussians(field: GaussianField, index: torch.Tensor) -> GaussianField:
+    """The Gaussians ``index`` (1-D, over N) of every image of the batch; everything else kept."""
+    return dataclasses.replace(field, means=field.means[:, index], sigmas=field.sigmas[:, index],
+                               rhos=field.rhos[:, index], colors=field.colors[:, index],
+                               opacities=None if field.opacities is None else field.opacities[:, index])
+
+
+def shift_field(field: GaussianField, offset: Sequence[float], lr_size: Tuple[int, int]) -> GaussianField:
+    """``field`` moved by ``offset`` = (x, y) LR pixels onto an LR plane of ``lr_size`` (a tile's Gaussians in
+    the whole image); a canvas of the old plane does not carry over, the box cut-off does."""
+    shift = field.means.new_tensor([float(offset[0]), float(offset[1])])
+    return dataclasses.replace(field, means=field.means + shift, lr_size=(int(lr_size[0]), int(lr_size[1])),
+                               canvas_size=None)
+
+
+def concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> GaussianField:
+    """One field over an LR plane of ``lr_size`` holding all Gaussians of ``fields`` (in order); the box cut-off
+    of the first (the same for all tiles of one network) carries over, canvases do not."""
+    if not fields:
+        raise ValueError('concat_fields needs at least one field')
+    opacities = None
+    if all(f.opacities is not None for f in fields):
+        opacities = torch.cat([f.opacities for f in fields], dim=1)
+    return GaussianField(means=torch.cat([f.means for f in fields], dim=1),
+                         sigmas=torch.cat([f.sigmas for f in fields], dim=1),
+                         rhos=torch.cat([f.rhos for f in fields], dim=1),
+                         colors=torch.cat([f.colors for f in fields], dim=1),
+                         lr_size=(int(lr_size[0]), int(lr_size[1])), opacities=opacities,
+                         box_cutoff=fields[0].box_cutoff)
+
+
+def float_field(field: GaussianField) -> GaussianField:
+    """``field`` in float32 (rendering precision, whatever the network ran in); canvas and cut-off kept."""
+    return dataclasses.replace(field, means=field.means.float(), sigmas=field.sigmas.float(),
+                               rhos=field.rhos.float(), colors=field.colors.float(),
+                               opacities=None if field.opacities is None else field.opacities.float())
+
+
+# ------------------------------------------------------------------------------------------ windows
+def whole_window(lr_size: Tuple[int, int]) -> Window:
+    """The window of the whole LR image."""
+    return 0.0, 0.0, float(lr_size[0]), float(lr_size[1])
+
+
+def check_window(window: Optional[Sequence[float]], lr_size: Tuple[int, int]) -> Window:
+    """The whole image for None, else the window as floats with top < bottom and left < right.
+
+    Raises:
+        ValueError: naming ``window`` for anything else.
+    """
+    if window is None:
+        return whole_window(lr_size)
+    if not isinstance(window, (tuple, list)) or len(window) != 4:
+        raise ValueError(f'window must be (top, left, bottom, right) in LR pixels, got {window!r}')
+    top, left, bottom, right = (float(v) for v in window)
+    if not (math.isfinite(top + left + bottom + right) and bottom > top and right > left):
+        raise ValueError(f'window must have bottom > top and right > left, got {window!r}')
+    return top, left, bottom, right
+
+
+def window_field(field: GaussianField, window: Window) -> GaussianField:
+    """The Gaussians seen through ``window`` (a checked :data:`Window`), mapped onto the whole LR plane
+    [0, H] x [0, W].
+
+    Rendering the result at (Ho, Wo) samples the window at Ho x Wo points: a zoom without re-encoding.
+    An axis-wise affine map leaves each Gaussian's correlation unchanged.
+    """
+    height, width = field.lr_size
+    top, left, bottom, right = window
+    if tuple(window) == whole_window((height, width)):
+        return field
+    stretch = field.means.new_tensor([width / (right - left), height / (bottom - top)])
+    origin = field.means.new_tensor([left, top])
+    return GaussianField(means=(field.means - origin) * stretch, sigmas=field.sigmas * stretch, rhos=field.rhos,
+                         colors=field.colors, lr_size=(height, width), opacities=field.opacities)
+
+
+def cull_to_window(field: GaussianField, window: Window, cutoff: float) -> GaussianField:
+    """Drop the Gaussians whose ``cutoff`` bounding box misses ``window`` in every image of the batch (exact:
+    they add nothing to a render of the window)."""
+    top, left, bottom, right = window
+    reach = cutoff * field.sigmas
+    x, y = field.means[..., 0], field.means[..., 1]
+    keep = ((x + reach[..., 0] >= left) & (x - reach[..., 0] <= right) & (y + reach[..., 1] >= top) &
+            (y - reach[..., 1] <= bottom)).any(dim=0)
+    if bool(keep.all()):
+        return field
+    if not bool(keep.any()):
+        keep[0] = True  # an empty field is not a valid rasterizer input; one far Gaussian renders as zero
+    return select_gaussians(field, keep.nonzero().squeeze(1))
+
+
+def crop_field(field: GaussianField, top: int, left: int, size: Tuple[int, int], reach: float = 3.0) -> GaussianField:
+    """The Gaussians of image 0 whose means lie within ``reach`` LR pixels of the window of ``size`` at
+    (``top``, ``left``), in the window's coordinates (an LR plane of ``size``; no canvas, no box cut-off)."""
+    means = field.means[0]
+    x, y = means[:, 0] - left, means[:, 1] - top
+    keep = (x > -reach) & (x < size[1] + reach) & (y > -reach) & (y < size[0] + reach)
+    image = dataclasses.replace(field, means=field.means[:1], sigmas=field.sigmas[:1], rhos=field.rhos[:1],
+                                colors=field.colors[:1],
+                                opacities=None if field.opacities is None else field.opacities[:1],
+                                canvas_size=None, box_cutoff=None)
+    return shift_field(select_gaussians(image, keep.nonzero().squeeze(1)), (-left, -top), size)

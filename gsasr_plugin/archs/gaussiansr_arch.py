@@ -34,6 +34,7 @@ field is encoded once and each render runs the splatting, the bicubic upsampling
 output size (the decoder's phase uses that render's cell size). ~1.84 M parameters with the defaults.
 """
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
@@ -43,47 +44,15 @@ from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
-from gsasr_plugin.archs.encoder_registry import build_encoder
-from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.gaussian_field import (GaussianField, Window, check_window, reference_grid, whole_window,
+                                               window_field)
 from gsasr_plugin.archs.gaussiansr_patches import (liif_offsets_and_cell, patch_parameters, resample_to_patch_grid,
                                                    splat_patches)
+from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.utils.sampled_pixels import gather_pixels
-from gsasr_plugin.utils.scale import (ScaleLike, ScalePair, check_out_size, lr_size_of, resolve_scale_and_size,
-                                      scaled_size, to_scale_pair)
+from gsasr_plugin.utils.scale import ScaleLike, ScalePair, Size, Target, to_scale_pair
 
-__all__ = ['GaussianSR', 'GaussianSRField', 'PatchGaussians', 'LocalTextureDecoder', 'Window', 'check_window',
-           'window_field', 'sample_positions']
-
-# A view of the LR image plane: (top, left, bottom, right) in LR pixels (the image is [0, H] x [0, W]).
-Window = Tuple[float, float, float, float]
-
-
-def check_window(window: Optional[Sequence[float]], lr_size: Tuple[int, int]) -> Window:
-    """The whole image for None, else the window as floats with top < bottom and left < right."""
-    if window is None:
-        return 0.0, 0.0, float(lr_size[0]), float(lr_size[1])
-    if not isinstance(window, (tuple, list)) or len(window) != 4:
-        raise ValueError(f'window must be (top, left, bottom, right) in LR pixels, got {window!r}')
-    top, left, bottom, right = (float(v) for v in window)
-    if not (math.isfinite(top + left + bottom + right) and bottom > top and right > left):
-        raise ValueError(f'window must have bottom > top and right > left, got {window!r}')
-    return top, left, bottom, right
-
-
-def window_field(field: GaussianField, window: Optional[Sequence[float]]) -> GaussianField:
-    """The Gaussians seen through ``window``, mapped onto the whole LR plane [0, H] x [0, W].
-
-    Rendering the result at (Ho, Wo) samples the window at Ho x Wo points: a zoom without re-encoding.
-    An axis-wise affine map leaves each Gaussian's correlation unchanged.
-    """
-    height, width = field.lr_size
-    top, left, bottom, right = check_window(window, (height, width))
-    if (top, left, bottom, right) == (0.0, 0.0, float(height), float(width)):
-        return field
-    stretch = field.means.new_tensor([width / (right - left), height / (bottom - top)])
-    origin = field.means.new_tensor([left, top])
-    return GaussianField(means=(field.means - origin) * stretch, sigmas=field.sigmas * stretch, rhos=field.rhos,
-                         colors=field.colors, lr_size=(height, width), opacities=field.opacities)
+__all__ = ['GaussianSR', 'GaussianSRField', 'PatchGaussians', 'LocalTextureDecoder', 'sample_positions']
 
 
 def sample_positions(window: Window, out_size: Tuple[int, int], device, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -128,14 +97,16 @@ class GaussianSRField:
         lq: (B, 3, h, w) the (normalised) LR image, for the decoder's bicubic image skip.
         kernel_index: (B, h, w) arg-max kernel of each LR pixel (for inspection).
         patches: the Gaussians of ``splatting: patches``, else None.
-        scale: the scale given to ``encode`` (``splatting: patches`` sizes its patches by it), or None.
+        target: the scale and output size the field was decoded for (``splatting: patches`` sizes its patches
+            by that scale when rendered at that size: ``round`` in an output size may not give the scale back
+            exactly), or None.
     """
     gaussians: Optional[GaussianField]
     features: torch.Tensor
     lq: torch.Tensor
     kernel_index: Optional[torch.Tensor] = None
     patches: Optional[PatchGaussians] = None
-    scale: Optional[ScalePair] = None
+    target: Optional[Target] = None
 
     @property
     def lr_size(self) -> Tuple[int, int]:
@@ -209,7 +180,7 @@ def _channel_values(value: Union[float, Sequence[float]], channels: int, key: st
 
 
 @ARCH_REGISTRY.register()
-class GaussianSR(nn.Module):
+class GaussianSR(SRNetwork):
     """GaussianSR: per-pixel Gaussian feature fields, splatted at any size, decoded by an LTE decoder.
 
     Args:
@@ -259,7 +230,6 @@ class GaussianSR(nn.Module):
     """
 
     field_depends_on_scale = False
-    field_class = GaussianSRField  # what encode returns (not a plain GaussianField)
 
     def __init__(self, encoder: Optional[Mapping[str, Any]] = None, num_kernels: int = 100,
                  sigma_init_range: Sequence[float] = (0.2, 3.0), opacity_init_logit: float = 1.0,
@@ -282,8 +252,7 @@ class GaussianSR(nn.Module):
             raise ValueError(f'gumbel_tau must be > 0, got {gumbel_tau!r}')
         if not 0 < rho_max < 1:
             raise ValueError(f'rho_max must be in (0, 1), got {rho_max!r}')
-        if cutoff is not None and not cutoff > 0:
-            raise ValueError(f'cutoff must be > 0 or None, got {cutoff!r}')
+        self.check_cutoff(cutoff)
         self.kernel_choice_eval = _choice(kernel_choice_eval, _EVAL_CHOICES, 'kernel_choice_eval')
         self.kernel_param = _choice(kernel_param, _KERNEL_PARAMS, 'kernel_param')
         self.kernel_sharing = _choice(kernel_sharing, _KERNEL_SHARING, 'kernel_sharing')
@@ -300,10 +269,7 @@ class GaussianSR(nn.Module):
             raise ValueError(f'kernel_size must be a positive integer, got {kernel_size!r}')
         if splat_clamp is not None and (len(splat_clamp) != 2 or not float(splat_clamp[0]) < float(splat_clamp[1])):
             raise ValueError(f'splat_clamp must be (low, high) with low < high, or None, got {splat_clamp!r}')
-        self.encoder = build_encoder(encoder if encoder is not None else {'type': 'EDSRBaseline'})
-        channels = getattr(self.encoder, 'out_channels', None)
-        if not isinstance(channels, int):
-            raise ValueError(f'encoder {type(self.encoder).__name__} must expose an int attribute out_channels')
+        channels = self.build_encoder(encoder, 'EDSRBaseline')
         if isinstance(splat_channels, bool) or not isinstance(splat_channels, int) or not 0 < splat_channels < channels:
             raise ValueError(f'splat_channels must be an integer in [1, {channels - 1}] (encoder out_channels - 1), '
                              f'got {splat_channels!r}')
@@ -378,19 +344,11 @@ class GaussianSR(nn.Module):
         shape = (1, -1) + (1, ) * (out.dim() - 2)
         return out * self.norm_std.to(out.dtype).view(shape) + self.norm_mean.to(out.dtype).view(shape)
 
-    # ------------------------------------------------------------------ encode / render / forward
-    def encode(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
-               out_size: Optional[Sequence[int]] = None) -> GaussianSRField:
-        """Encode ``lq`` (B, 3, h, w) into its scale-free field (the splatted stream's Gaussians + LR features).
-
-        ``scale`` / ``out_size`` are validated and the scale is kept in the field (``splatting: patches``
-        sizes its patches by the scale, which ``round`` in an output size may not give back exactly).
-        """
-        height, width = lr_size_of(lq)
+    # ------------------------------------------------------------------------------- encode / render
+    def encode_features(self, lq: torch.Tensor) -> GaussianSRField:
+        """Encode ``lq`` (B, 3, h, w) into its scale-free field (the splatted stream's Gaussians + LR features)."""
+        height, width = int(lq.shape[-2]), int(lq.shape[-1])
         batch = lq.shape[0]
-        pair = None
-        if scale is not None or out_size is not None:
-            pair, _ = resolve_scale_and_size((height, width), scale, out_size)
         lq = self.normalise(lq)
         feat = self.encoder(lq)
         logits = self.classifier(feat)
@@ -402,44 +360,43 @@ class GaussianSR(nn.Module):
                                       self.kernel_sharing, self.patch_mean_images)
             patches = PatchGaussians(resample_to_patch_grid(splat_feat, self.patch_size), params, self.patch_size)
             return GaussianSRField(gaussians=None, features=stream, lq=lq, kernel_index=logits.argmax(dim=1),
-                                   patches=patches, scale=pair)
+                                   patches=patches)
         params = weights.flatten(2).transpose(1, 2) @ bank.to(weights.dtype)  # (B, h * w, 4)
-        ys = torch.arange(height, device=lq.device, dtype=feat.dtype) + 0.5
-        xs = torch.arange(width, device=lq.device, dtype=feat.dtype) + 0.5
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
-        means = torch.stack((grid_x, grid_y), dim=-1).view(1, height * width, 2).expand(batch, -1, -1)
+        means = reference_grid(height, width, device=lq.device, dtype=feat.dtype).expand(batch, -1, -1)
         opacity = params[..., 3]
         colors = splat_feat.flatten(2).transpose(1, 2) * opacity.unsqueeze(-1)
         gaussians = GaussianField(means=means, sigmas=params[..., :2], rhos=params[..., 2], colors=colors,
                                   lr_size=(height, width), opacities=opacity)
-        return GaussianSRField(gaussians=gaussians, features=stream, lq=lq, kernel_index=logits.argmax(dim=1),
-                               scale=pair)
+        return GaussianSRField(gaussians=gaussians, features=stream, lq=lq, kernel_index=logits.argmax(dim=1))
 
-    def _patch_scale(self, field: GaussianSRField, size: Tuple[int, int],
-                     scale: Optional[ScaleLike]) -> ScalePair:
-        """The scale that sizes the patches: ``scale``, else the field's if it gives ``size``, else size / LR."""
+    def decode_field(self, features: GaussianSRField, target: Optional[Target]) -> GaussianSRField:
+        """The scale-free field, remembering ``target`` (``splatting: patches`` sizes its patches by its scale)."""
+        return dataclasses.replace(features, target=target)
+
+    def _patch_scale(self, field: GaussianSRField, size: Size, scale: Optional[ScaleLike]) -> ScalePair:
+        """The scale that sizes the patches: ``scale``, else the field's target scale when rendered at the target's
+        size, else size / LR."""
         if scale is not None:
             return to_scale_pair(scale)
-        if field.scale is not None and scaled_size(field.lr_size, field.scale) == tuple(size):
-            return field.scale
+        if field.target is not None and tuple(field.target.size) == tuple(size):
+            return field.target.scale
         return size[0] / field.lr_size[0], size[1] / field.lr_size[1]
 
-    def render(self, field: GaussianSRField, out_size: Sequence[int], window: Optional[Sequence[float]] = None,
+    def render(self, field: GaussianSRField, out_size: Size, window: Optional[Window] = None,
                scale: Optional[ScaleLike] = None, pixel_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Render ``field`` at ``out_size`` (B, 3, Ho, Wo): splat, bicubic stream, decoder, image skip.
 
         ``window`` (top, left, bottom, right) in LR pixels renders only that part of the image plane
         (a zoom; ``splatting: rasterizer`` and ``decoder_coords: centres`` only); None renders the whole
-        image. ``scale`` sizes the patches of ``splatting: patches`` (default: the field's, else
-        out_size / LR size). With ``pixel_index`` (B, Q) flat indices into the (Ho, Wo) output, only those
-        pixels are decoded and the result is (B, 3, Q) (sampled-pixel training).
+        image. ``scale`` sizes the patches of ``splatting: patches`` (default: the field's target scale at its
+        size, else out_size / LR size). With ``pixel_index`` (B, Q) flat indices into the (Ho, Wo) output, only
+        those pixels are decoded and the result is (B, 3, Q) (sampled-pixel training).
         """
         if not isinstance(field, GaussianSRField):
             raise TypeError(f'field must be a GaussianSRField from GaussianSR.encode, got {type(field).__name__}')
-        size = check_out_size(out_size)
+        size = (int(out_size[0]), int(out_size[1]))
         view = check_window(window, field.lr_size)
-        whole = view == check_window(None, field.lr_size)
-        if not whole and (field.patches is not None or self.decoder_coords == 'liif'):
+        if view != whole_window(field.lr_size) and (field.patches is not None or self.decoder_coords == 'liif'):
             raise ValueError("a window render needs splatting: 'rasterizer' and decoder_coords: 'centres' "
                              f'(this network renders whole images only), got window {window!r}')
         ys, xs = sample_positions(view, size, field.features.device, torch.float32)
@@ -469,11 +426,6 @@ class GaussianSR(nn.Module):
             out = out + (skip if pixel_index is None else gather_pixels(skip, pixel_index))
         return self.denormalise(out)
 
-    def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None, out_size: Optional[Sequence[int]] = None,
-                pixel_index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w)).
-
-        With ``pixel_index`` (B, Q) flat output pixel indices, returns only those pixels, (B, 3, Q).
-        """
-        pair, size = resolve_scale_and_size(lr_size_of(lq), scale, out_size)
-        return self.render(self.encode(lq, pair), size, scale=pair, pixel_index=pixel_index)
+    def render_pixels(self, field: GaussianSRField, out_size: Size, pixel_index: torch.Tensor) -> torch.Tensor:
+        """Only the pixels ``pixel_index`` (B, Q) are decoded (the splatting still covers the whole output)."""
+        return self.render(field, out_size, pixel_index=pixel_index)

@@ -39,22 +39,21 @@ holds the options of the released models.
 """
 import dataclasses
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
-from gsasr_plugin.archs.encoder_registry import build_encoder
-from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, reference_grid, window_field
+from gsasr_plugin.archs.sr_network import SRNetwork, activation_bytes
 from gsasr_plugin.archs.window_utils import (Mlp, WindowAttention, WindowCrossAttention, from_window_tokens,
                                              pad_to_multiple, shifted_window_mask, to_window_tokens,
                                              trunc_normal_)
-from gsasr_plugin.utils.scale import ScaleLike, lr_size_of, resolve_scale_and_size
-from gsasr_plugin.utils.scale import check_out_size as _check_out_size
+from gsasr_plugin.utils.scale import MISSING_SCALE, Size, Target
 
-__all__ = ['GSASR', 'resolve_scale_and_size']
+__all__ = ['GSASR', 'LRFeatures']
 
 # lr_color_residual: LR colours are clamped to [eps, 1 - eps] before the logit (logit(0) is -inf).
 _PRIOR_EPS = 1e-3
@@ -183,8 +182,15 @@ class _ResidualGroup(nn.Module):
         return x + self.mlp(out)
 
 
+class LRFeatures(NamedTuple):
+    """GSASR's scale-free stage: the LR image as the decoder sees it (padded with ``pad_input_to``) and the
+    encoder's features of it."""
+    lq: torch.Tensor
+    features: torch.Tensor
+
+
 @ARCH_REGISTRY.register()
-class GSASR(nn.Module):
+class GSASR(SRNetwork):
     """GSASR: an LR encoder and a Gaussian decoder, rendered by 2D Gaussian splatting at any scale.
 
     Args:
@@ -286,10 +292,7 @@ class GSASR(nn.Module):
         self.canvas_rounding = canvas_rounding
         self.box_cutoff = None if box_cutoff is None else float(box_cutoff)
         self.shuffle_factor, self.gaussians_per_side = self._upsample_plan(gaussian_density, num_upsample_stages)
-        self.encoder = build_encoder(encoder if encoder is not None else {'type': 'EDSRBaseline'})
-        in_channels = getattr(self.encoder, 'out_channels', None)
-        if not isinstance(in_channels, int):
-            raise ValueError(f'encoder {type(self.encoder).__name__} must expose an int attribute out_channels')
+        in_channels = self.build_encoder(encoder, 'EDSRBaseline')
 
         self.embed_dim = embed_dim
         self.window_size = window_size
@@ -399,8 +402,7 @@ class GSASR(nn.Module):
             raise ValueError(f'rho_max must be in (0, 1), got {rho_max!r}')
         if max_offset is not None and not max_offset > 0:
             raise ValueError(f'max_offset must be > 0 or None, got {max_offset!r}')
-        if cutoff is not None and not cutoff > 0:
-            raise ValueError(f'cutoff must be > 0 or None, got {cutoff!r}')
+        SRNetwork.check_cutoff(cutoff)
 
     @staticmethod
     def _check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window, pad_input_to,
@@ -523,32 +525,32 @@ class GSASR(nn.Module):
         raw_offset = self.offset_head(tokens).float()
         offset = raw_offset / side if self.max_offset is None else self.max_offset * torch.tanh(raw_offset)
         # Reference points: centres of the r x r sub-cells of each LR pixel, (x, y), row-major.
-        ys = (torch.arange(rows, device=tokens.device, dtype=torch.float32) + 0.5) / side
-        xs = (torch.arange(cols, device=tokens.device, dtype=torch.float32) + 0.5) / side
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
-        reference = torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
+        reference = reference_grid(rows, cols, side, device=tokens.device, dtype=torch.float32)
         return GaussianField(means=reference + offset, sigmas=sigmas, rhos=rhos, colors=color * opacity,
                              lr_size=tuple(lr_size), opacities=opacity.squeeze(-1))
 
-    def encode(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
-               out_size: Optional[Sequence[int]] = None) -> GaussianField:
-        """Predict the Gaussians of ``lq`` (B, 3, h, w) for one scale (s_h, s_w) shared by the batch.
-
-        The field holds m * h * w Gaussians per image, means in LR pixel units over the unpadded image;
-        it is valid for that scale only (``field_depends_on_scale``). ``out_size`` only serves to derive
-        the scale when ``scale`` is None. With ``pad_input_to`` the field covers the padded image and
-        carries its canvas (see :meth:`official_canvas`).
-        """
-        lr_size_of(lq)
-        lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
-        pair, _ = resolve_scale_and_size(lr_size, scale, out_size)
+    def encode_features(self, lq: torch.Tensor) -> LRFeatures:
+        """The encoder features of ``lq`` (B, 3, h, w), reflect-padded first with ``pad_input_to``: computed once
+        for every scale (the decoder is what depends on the scale)."""
         if self.pad_input_to is not None:
             lq = pad_to_multiple(lq, self.pad_input_to, mode='reflect')
+        return LRFeatures(lq, self.encoder(lq))
+
+    def decode_field(self, features: LRFeatures, target: Optional[Target]) -> GaussianField:
+        """The Gaussians for one scale ``target.scale`` = (s_h, s_w) shared by the batch.
+
+        The field holds m * h * w Gaussians per image, means in LR pixel units over the unpadded image;
+        it is valid for that scale only (``field_depends_on_scale``). With ``pad_input_to`` the field covers
+        the padded image and carries its canvas (see :meth:`official_canvas`).
+        """
+        if target is None:
+            raise ValueError(MISSING_SCALE)
+        lq = features.lq
         padded_size = (int(lq.shape[-2]), int(lq.shape[-1]))
-        field = self.gaussians_from_tokens(self.decode_tokens(self.encoder(lq), pair), padded_size, lq)
+        field = self.gaussians_from_tokens(self.decode_tokens(features.features, target.scale), padded_size, lq)
         field.box_cutoff = self.box_cutoff
         if self.pad_input_to is not None:
-            field = self.official_canvas(field, pair)
+            field = self.official_canvas(field, target.scale)
         return field
 
     def official_canvas(self, field: GaussianField, scale: Tuple[float, float]) -> GaussianField:
@@ -563,16 +565,26 @@ class GSASR(nn.Module):
                                            scale[0] * field.lr_size[0] / canvas[0]])
         return dataclasses.replace(field, sigmas=field.sigmas * stretch, canvas_size=canvas)
 
-    def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
-        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size`` (cropped from its canvas when it has one)."""
-        return field.render(_check_out_size(out_size), cutoff=self.cutoff)
+    def render(self, field: GaussianField, out_size: Size, window: Optional[Window] = None) -> torch.Tensor:
+        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size`` (cropped from its canvas when it has one);
+        ``window``: the field seen through that window of the LR plane (``window_field``)."""
+        if window is not None:
+            field = window_field(field, check_window(window, field.lr_size))
+        return field.render(out_size, cutoff=self.cutoff)
 
-    def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
-                out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
-        lr_size_of(lq)
-        pair, size = resolve_scale_and_size((int(lq.shape[-2]), int(lq.shape[-1])), scale, out_size)
-        return self.render(self.encode(lq, pair), size)
+    @property
+    def tile_alignment(self) -> int:
+        """Tiles start on the decoder's window grid and the encoder's."""
+        return math.lcm(self.window_size, self.encoder_alignment)
+
+    def bytes_per_lr_pixel(self) -> float:
+        return activation_bytes(self.embed_dim, self.gaussians_per_side)
+
+    def reference_points(self, field: GaussianField) -> torch.Tensor:
+        """The Gaussians' reference points (centres of the r x r sub-grid of every LR pixel of the field's plane),
+        which the predicted offsets cannot move."""
+        rows, cols = (n * self.gaussians_per_side for n in field.lr_size)
+        return reference_grid(rows, cols, self.gaussians_per_side, device=field.means.device, dtype=field.means.dtype)
 
 
 def _round_canvas(value: float, mode: str) -> int:

@@ -31,7 +31,7 @@ import torch
 
 from gsasr_plugin import hub
 from gsasr_plugin.archs.hat_rope_encoder_arch import HAT_ROPE_OFFICIAL_KEY_MAP, HAT_ROPE_OFFICIAL_SKIPPED_KEYS
-from gsasr_plugin.archs.pretrained import extract_state_dict, map_checkpoint_keys
+from gsasr_plugin.archs.pretrained import map_checkpoint_keys, read_foreign_weights
 from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
 from gsasr_plugin.archs.window_utils import get_relative_position_index
 
@@ -93,9 +93,7 @@ def read_official_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f'official weights {path}: no such file')
-    from gsasr_plugin.utils.safe_load import load_torch_file
-    checkpoint = load_torch_file(str(path), 'official weights')  # weights only; one-line TorchFileError
-    return extract_state_dict(checkpoint, None, str(path))[0]
+    return read_foreign_weights(path, what='official weights')[0]  # weights only; one-line TorchFileError
 
 
 def _copy(out: Dict[str, torch.Tensor], ours: str, state: OfficialState, theirs: str,

@@ -1,9 +1,11 @@
 """Load pretrained encoder weights, including official SwinIR / HAT classical-SR checkpoints.
 
 ``encoder: {type: SwinIR, pretrained: PATH}`` loads PATH into the built encoder (see
-:func:`gsasr_plugin.archs.encoder_registry.build_encoder`). Checkpoints may hold the weights at the top
-level or under ``params_ema`` / ``params`` (BasicSR, SwinIR, HAT) or ``state_dict`` / ``model``; a
-``module.`` prefix (DataParallel) is dropped.
+:func:`gsasr_plugin.archs.encoder_registry.build_encoder`). The file is read by the plugin's one checkpoint
+reader, :func:`gsasr_plugin.checkpoint.load_checkpoint` (weights-only, one-line errors, NaN/inf refused), with
+the entries of other code bases too (:data:`FOREIGN_WEIGHT_KEYS`): the weights may sit at the top level or
+under ``params_ema`` / ``params`` (BasicSR, SwinIR, HAT) or ``state_dict`` / ``model``; a ``module.`` prefix
+(DataParallel) is dropped.
 
 An encoder class that can read another code base's checkpoints declares two tables:
 
@@ -24,9 +26,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ['PretrainedLoadReport', 'load_pretrained_encoder', 'extract_state_dict', 'map_checkpoint_keys']
+from gsasr_plugin.checkpoint import WEIGHT_KEYS, load_checkpoint
 
-_PARAM_KEYS = ('params_ema', 'params', 'state_dict', 'model')
+__all__ = ['PretrainedLoadReport', 'load_pretrained_encoder', 'read_foreign_weights', 'map_checkpoint_keys',
+           'FOREIGN_WEIGHT_KEYS']
+
+# The entries other code bases keep their weights under, in order of preference.
+FOREIGN_WEIGHT_KEYS = WEIGHT_KEYS + ('state_dict', 'model')
 
 
 @dataclass
@@ -61,27 +67,13 @@ def _shorten(keys: Sequence[str], limit: int = 12) -> str:
     return ', '.join(keys[:limit]) + more
 
 
-def extract_state_dict(checkpoint: Mapping, param_key: Optional[str] = None,
-                       path: str = '<checkpoint>') -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
-    """Pick the weights out of a loaded checkpoint: ``checkpoint[param_key]``, or with ``param_key`` None the
-    first of params_ema / params / state_dict / model present, or the checkpoint itself."""
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f'{path} does not hold a dict of weights (got {type(checkpoint).__name__})')
-    if param_key is not None:
-        if param_key not in checkpoint:
-            raise ValueError(f"param_key '{param_key}' not in {path}; "
-                             f'its top-level keys: {_shorten(sorted(checkpoint))}')
-        chosen = param_key
-    else:
-        chosen = next((key for key in _PARAM_KEYS if isinstance(checkpoint.get(key), Mapping)), None)
-    state = checkpoint[chosen] if chosen is not None else checkpoint
-    tensors = {}
-    for key, value in state.items():
-        if not torch.is_tensor(value):
-            raise ValueError(f"{path}{f' [{chosen}]' if chosen else ''}: entry '{key}' is not a tensor; "
-                             f'set param_key to the entry that holds the weights')
-        tensors[key[len('module.'):] if key.startswith('module.') else key] = value
-    return tensors, chosen
+def read_foreign_weights(path: Union[str, Path], param_key: Optional[str] = None, what: str = "encoder 'pretrained' "
+                         'checkpoint') -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    """(weights, the entry they came from) of a checkpoint of ours or of another code base: ``param_key``, or
+    the first of :data:`FOREIGN_WEIGHT_KEYS` present, or the file as a bare state dict. NaN/inf are left to the
+    caller (converted official weights are checked as a whole by ``checkpoint.load_weights``)."""
+    checkpoint = load_checkpoint(str(path), param_key, what, keys=FOREIGN_WEIGHT_KEYS, finite=False)
+    return checkpoint.state_dict, checkpoint.param_key
 
 
 def map_checkpoint_keys(state: Mapping[str, torch.Tensor], key_map: Sequence[Tuple[str, str]] = (),
@@ -130,9 +122,7 @@ def load_pretrained_encoder(encoder: nn.Module, path: Union[str, Path], strict: 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"encoder 'pretrained' checkpoint not found: {path}")
-    from gsasr_plugin.utils.safe_load import load_torch_file
-    checkpoint = load_torch_file(str(path), "encoder 'pretrained' checkpoint")
-    state, chosen = extract_state_dict(checkpoint, param_key, str(path))
+    state, chosen = read_foreign_weights(path, param_key)
     renamed, skipped = map_checkpoint_keys(state, getattr(encoder, 'official_key_map', ()),
                                            getattr(encoder, 'official_skipped_keys', ()))
     ours = encoder.state_dict()

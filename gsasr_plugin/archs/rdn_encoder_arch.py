@@ -49,6 +49,8 @@ class RDN(MeanShiftInput, nn.Module):
         rgb_mean: Mean subtracted from the input. Default: DIV2K's RGB mean.
     """
 
+    window_size = 1  # convolutional: any input size, no padding (the encoder contract, docs/layout.md)
+
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_blocks: int = 16, num_layers: int = 8,
                  growth: int = 64, img_range: float = 1.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN):
         super().__init__()

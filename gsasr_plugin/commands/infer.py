@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Set
 
 from gsasr_plugin_cli.parsers import UsageError, infer_parser
 
-__all__ = ['run', 'build_parser', 'default_suffix', 'plan_outputs']
+__all__ = ['run', 'build_parser', 'default_suffix', 'plan_outputs', 'write_scales_and_zoom']
 
 PROG = 'basicsr infer'
 build_parser = infer_parser
@@ -33,7 +33,7 @@ _BITS = {'uint8': '8-bit', 'uint16': '16-bit', 'float32': '32-bit float'}
 
 
 def _list_inputs(path: Path) -> List[Path]:
-    from gsasr_plugin.inference import IMAGE_EXTENSIONS
+    from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     return [path]
@@ -53,7 +53,7 @@ def default_suffix(args) -> str:
 def _extension(args, path: Path) -> str:
     """The output extension: ``--ext``, or with ``--ext auto`` the input's own format (which holds its bit
     depth and alpha), PNG for an input format we cannot write."""
-    from gsasr_plugin.inference import OUTPUT_FORMATS
+    from gsasr_plugin.utils.image_io import OUTPUT_FORMATS
     if args.ext != 'auto':
         return '.' + args.ext
     return path.suffix if path.suffix.lower() in OUTPUT_FORMATS else '.png'
@@ -118,15 +118,53 @@ class _Notes:
                      'other) is dropped; --ext auto or png keeps it')
 
 
+def write_scales_and_zoom(network, lq, meta, stem: str, ext: str, args) -> List[Path]:
+    """``--scales`` / ``--zoom``: renders of one encoding (:class:`gsasr_plugin.zoom.ZoomRenderer`), written next
+    to the other outputs.
+
+    ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format, depth and alpha,
+    the alpha rendered from its own encoding). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N
+    frames as PNGs in ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the
+    ``--scale`` / ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
+    """
+    import torch
+
+    from gsasr_plugin.utils.image_io import write_image
+    from gsasr_plugin.utils.scale import scale_tag
+    from gsasr_plugin.zoom import ZoomRenderer, save_frames, save_gif, zoom_frame_size, zoom_windows
+    out_folder = Path(args.output)
+    name = f'{stem}{args.suffix}'
+    renderer = ZoomRenderer(network, lq)
+    alpha_renderer = None
+    if meta.alpha is not None and args.scales:
+        alpha_lq = torch.as_tensor(meta.alpha, device=lq.device)[None, None].expand(1, 3, -1, -1).contiguous()
+        alpha_renderer = ZoomRenderer(network, alpha_lq)
+    written = []
+    for scale in args.scales or []:
+        output = renderer.render_scales([scale])[0]
+        path = out_folder / f'{name}_x{scale_tag(scale)}{ext}'
+        sr_alpha = None
+        if alpha_renderer is not None:
+            sr_alpha = alpha_renderer.render_scales([scale])[0][0].float().clamp(0, 1).mean(0).cpu().numpy()
+        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta, sr_alpha)
+        written.append(path)
+    if args.zoom:
+        lr_size = renderer.lr_size
+        frame_size = zoom_frame_size(lr_size, args.scale, args.size)
+        frames = renderer.render_windows(zoom_windows(lr_size, args.zoom, args.zoom_max), frame_size)
+        written += save_frames(frames, out_folder / f'{name}_zoom', stem=name)
+        written.append(save_gif(frames, out_folder / f'{name}_zoom.gif'))
+    return written
+
+
 def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> None:
-    from gsasr_plugin.inference import read_image
+    from gsasr_plugin.utils.image_io import read_image
     progress = sys.stderr.isatty()
     ext = outputs[0].suffix
     if args.scales or args.zoom:  # several renders of one encoding (gsasr_plugin.zoom)
         import torch
 
-        from gsasr_plugin.inference import output_layout
-        from gsasr_plugin.zoom import write_scales_and_zoom
+        from gsasr_plugin.utils.image_io import output_layout
         rgb, meta = read_image(str(path))
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(model.device)
         write_scales_and_zoom(model.network, lq, meta, path.stem, ext, args)
@@ -138,10 +176,12 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
                                 tile_margin=args.tile_margin, bf16=args.bf16, progress=progress)
     notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
     if args.save_gaussians:
+        from gsasr_plugin.archs.gaussian_field import GaussianField
+        from gsasr_plugin.archs.gaussiansr_arch import GaussianSRField
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         rgb, _ = read_image(str(path))
-        field = getattr(result.field, 'gaussians', result.field)  # GaussianSR wraps its Gaussians with features
-        if field is None:
+        field = result.field.gaussians if isinstance(result.field, GaussianSRField) else result.field
+        if not isinstance(field, GaussianField):
             raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
                              'splatting: patches)')
         draw_gaussians(field, rgb, str(outputs[-1]), crop=args.gaussians_crop or None)

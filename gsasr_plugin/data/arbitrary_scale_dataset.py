@@ -1,9 +1,9 @@
 """Arbitrary-scale SR datasets: random-scale training pairs and multi-scale validation/test pairs.
 
 Both make LR images from HR images with MATLAB-style bicubic (the kernel of
-``basicsr.utils.matlab_functions.imresize``), resized to an exact output size. Batches carry ``lq``,
-``gt``, ``scale`` ((2,) float tensor per sample, (B, 2) after collation: ``(s_h, s_w)``), ``lq_path`` and
-``gt_path`` (see docs/layout.md).
+``basicsr.utils.matlab_functions.imresize``, :mod:`gsasr_plugin.utils.resize`), resized to an exact output
+size. Batches carry ``lq``, ``gt``, ``scale`` ((2,) float tensor per sample, (B, 2) after collation:
+``(s_h, s_w)``), ``lq_path`` and ``gt_path`` (see docs/layout.md).
 """
 import math
 import os.path as osp
@@ -16,76 +16,20 @@ from torch.utils import data
 from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.utils import FileClient, img2tensor, scandir
-from basicsr.utils.matlab_functions import calculate_weights_indices
 from basicsr.utils.registry import DATASET_REGISTRY
 from gsasr_plugin.utils.bad_data import check_training_images, decode_image, to_float, warn_skipped
 from gsasr_plugin.utils.options import option_number
+from gsasr_plugin.utils.resize import matlab_bicubic_resize, pil_bicubic_resize
 from gsasr_plugin.utils.resume import batch_entropy
-from gsasr_plugin.utils.scale import scale_from_option as parse_scale
-from gsasr_plugin.utils.scale import scale_tag
+from gsasr_plugin.utils.scale import scale_from_option, scale_tag, scaled_size
 
-__all__ = [
-    'ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'matlab_bicubic_resize', 'pil_bicubic_resize',
-    'parse_scale', 'scale_tag', 'DatasetFolderError'
-]
+__all__ = ['ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'DatasetFolderError']
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
 
 class DatasetFolderError(FileNotFoundError):
     """A dataset folder named in the options does not exist or holds no images."""
-
-
-def _resize_matrix(in_length: int, out_length: int) -> torch.Tensor:
-    """(out_length, in_length) matrix of MATLAB bicubic (antialiased when shrinking, symmetric borders).
-
-    The weights come from ``basicsr.utils.matlab_functions.calculate_weights_indices`` with the exact
-    size ratio ``out_length / in_length`` as the scale, so the output has exactly ``out_length`` pixels.
-    """
-    weights, indices, sym_start, _ = calculate_weights_indices(in_length, out_length, out_length / in_length,
-                                                               'cubic', 4, True)
-    matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
-    taps = torch.arange(weights.size(1))
-    # Positions in the symmetrically padded signal -> positions in the original one.
-    pos = (indices[:, :1].long() + taps[None, :]) - sym_start
-    pos = torch.where(pos < 0, -pos - 1, pos)
-    pos = torch.where(pos >= in_length, 2 * in_length - 1 - pos, pos)
-    matrix.scatter_add_(1, pos, weights.double())
-    return matrix
-
-
-def matlab_bicubic_resize(img: np.ndarray, out_size: Tuple[int, int]) -> np.ndarray:
-    """Resize an HxWxC float image to exactly ``out_size`` = (h, w) with MATLAB-style bicubic.
-
-    Same kernel, antialiasing and border handling as ``basicsr.utils.matlab_functions.imresize``, but
-    each axis uses its own exact ratio (imresize takes one scale and sizes its output with ceil).
-    """
-    out_h, out_w = int(out_size[0]), int(out_size[1])
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f'out_size must be positive, got {out_size}')
-    squeeze = img.ndim == 2
-    if squeeze:
-        img = img[:, :, None]
-    m_h = _resize_matrix(img.shape[0], out_h)
-    m_w = _resize_matrix(img.shape[1], out_w)
-    src = torch.from_numpy(np.ascontiguousarray(img)).double()
-    rows = (m_h @ src.reshape(src.shape[0], -1)).reshape(out_h, src.shape[1], src.shape[2])  # H axis
-    out = torch.einsum('pw,owc->opc', m_w, rows)  # W axis
-    out = out.numpy().astype(img.dtype if img.dtype in (np.float32, np.float64) else np.float32)
-    return out[:, :, 0] if squeeze else out
-
-
-def pil_bicubic_resize(img: np.ndarray, out_size: Tuple[int, int]) -> np.ndarray:
-    """LIIF's ``resize_fn`` (also the official GaussianSR's): an HxWx3 float image in [0, 1] to 8 bits as
-    torchvision's ``ToPILImage`` does (``* 255``, truncated), PIL's antialiased bicubic to exactly
-    ``out_size`` = (h, w), back to float32 / 255."""
-    from PIL import Image
-    out_h, out_w = int(out_size[0]), int(out_size[1])
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f'out_size must be positive, got {out_size}')
-    quantised = (np.clip(img, 0, 1).astype(np.float32) * np.float32(255)).astype(np.uint8)
-    resized = Image.fromarray(np.ascontiguousarray(quantised)).resize((out_w, out_h), Image.BICUBIC)
-    return np.asarray(resized, dtype=np.float32) / np.float32(255)
 
 
 _LQ_RESIZERS = {'matlab': matlab_bicubic_resize, 'pil': pil_bicubic_resize}
@@ -144,11 +88,6 @@ class _ImageReader:
         # handled; a corrupt file is a ValueError naming it (gsasr_plugin.utils.bad_data)
         img = decode_image(img_bytes, path)
         return img[:, :, ::-1]  # BGR -> RGB (a view)
-
-
-def _to_float(img: np.ndarray) -> np.ndarray:
-    """uint8, uint16 (16-bit files) or float HxWx3 -> contiguous float32 in [0, 1]."""
-    return to_float(img)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -324,7 +263,7 @@ class ArbitraryScaleTrainDataset(data.Dataset):
             gt = gt[::-1, :]
         if self.use_rot and rng.random() < 0.5:
             gt = gt.transpose(1, 0, 2)
-        gt = _to_float(gt)
+        gt = to_float(gt)
         lq = np.clip(self.resize_lq(gt, (lq_size, lq_size)), 0, 1)
         true_scale = gt_size / lq_size
         pair = {
@@ -376,7 +315,7 @@ class ArbitraryScaleTestDataset(data.Dataset):
         scales = opt.get('scales', [4])
         if not isinstance(scales, (list, tuple)) or not scales:
             raise ValueError(f"'scales' must be a non-empty list of scales, got {scales!r}")
-        return [parse_scale(s, f'scales[{i}]') for i, s in enumerate(scales)]
+        return [scale_from_option(s, f'scales[{i}]') for i, s in enumerate(scales)]
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__()
@@ -431,13 +370,13 @@ class ArbitraryScaleTestDataset(data.Dataset):
             lq_path = gt_path
         else:
             lq_path = self.lq_paths[scale][index % len(self.gt_paths)]
-            lq = _to_float(self.reader(lq_path, f'lq_x{scale_tag(scale)}'))
+            lq = to_float(self.reader(lq_path, f'lq_x{scale_tag(scale)}'))
             lq_h, lq_w = lq.shape[:2]
-        gt_h, gt_w = int(round(lq_h * scale[0])), int(round(lq_w * scale[1]))
+        gt_h, gt_w = scaled_size((lq_h, lq_w), scale)
         if gt_h > hr.shape[0] or gt_w > hr.shape[1]:
             raise ValueError(f'LR {lq_path} ({lq_h}x{lq_w}) at scale {scale} needs a {gt_h}x{gt_w} GT but '
                              f'{gt_path} is {hr.shape[0]}x{hr.shape[1]}')
-        gt = _to_float(hr[:gt_h, :gt_w])
+        gt = to_float(hr[:gt_h, :gt_w])
         if lq is None:
             lq = np.clip(self.resize_lq(gt, (lq_h, lq_w)), 0, 1)
             if self.lq_bits is not None:

@@ -1,7 +1,9 @@
 """Arbitrary-scale SR model for BasicSR: scale-aware training, per-scale validation, warm-up schedule.
 
-Works with any network whose forward is ``net(lq, scale=(s_h, s_w), out_size=(Ho, Wo))`` (GSASR,
-GaussianSR, ContinuousSR, ...), fed by ``ArbitraryScaleTrainDataset`` / ``ArbitraryScaleTestDataset``.
+Works with any network whose forward is ``net(lq, scale=(s_h, s_w), out_size=(Ho, Wo))``: the plugin's SR
+networks (:class:`gsasr_plugin.archs.sr_network.SRNetwork`: GSASR, GaussianSR, ContinuousSR, which also take
+``pixel_index`` and can be evaluated in tiles) and plain networks; fed by ``ArbitraryScaleTrainDataset`` /
+``ArbitraryScaleTestDataset``.
 """
 import bisect
 import math
@@ -20,10 +22,11 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
-from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.utils.atomic_io import write_image_file
-from gsasr_plugin.utils.sampled_pixels import accepts_pixel_index, gather_pixels
-from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
+from gsasr_plugin.utils.resize import matlab_bicubic_resize
+from gsasr_plugin.utils.sampled_pixels import gather_pixels
+from gsasr_plugin.utils.scale import lr_size_of, resolve_scale_and_size, scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
 __all__ = ['ArbitraryScaleSRModel', 'WarmupMultiStepLR', 'tile_options']
@@ -57,11 +60,6 @@ class WarmupMultiStepLR(LRScheduler):
 
     def get_lr(self):
         return [base_lr * self.factor(self.last_epoch) for base_lr in self.base_lrs]
-
-
-def _scale_pair(scale: torch.Tensor) -> Pair:
-    """The batch's single (s_h, s_w) from a (B, 2) (or (2,)) tensor; all rows must agree."""
-    return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
 
 
 def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = None) -> Any:
@@ -161,21 +159,20 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
+        """The batch's boundary: ``scale`` (the batch's single (s_h, s_w), all rows alike) and the output size
+        (the GT's, else round(h * s)) are validated here, once, and travel as ``self.scale`` / ``self.out_size``."""
         self.lq = data['lq'].to(self.device)
         if 'gt' in data:
             self.gt = data['gt'].to(self.device)
         elif hasattr(self, 'gt'):
             del self.gt  # SRModel's visuals test hasattr(self, 'gt')
-        if 'scale' in data:
-            self.scale = _scale_pair(data['scale'])
-        elif 'gt' in data:
-            self.scale = (data['gt'].shape[-2] / self.lq.shape[-2], data['gt'].shape[-1] / self.lq.shape[-1])
-        else:
+        if 'scale' not in data and 'gt' not in data:
             raise ValueError("a batch needs 'scale' (B, 2) or 'gt' to know the output size")
-        if 'gt' in data:
-            self.out_size = (int(data['gt'].shape[-2]), int(data['gt'].shape[-1]))
-        else:
-            self.out_size = (round(self.lq.shape[-2] * self.scale[0]), round(self.lq.shape[-1] * self.scale[1]))
+        scale = None
+        if 'scale' in data:
+            scale = to_scale_pair(torch.as_tensor(data['scale'], dtype=torch.float64), "'scale'")
+        gt_size = lr_size_of(data['gt'], "'gt'") if 'gt' in data else None
+        self.scale, self.out_size = resolve_scale_and_size(lr_size_of(self.lq, "'lq'"), scale, gt_size)
         self.img_paths = data.get('lq_path')
         # sampled-pixel training (dataset option sample_q): the GT becomes (B, 3, Q), the loss is on those pixels
         self.pixel_index = data['sample_index'].to(self.device) if 'sample_index' in data else None
@@ -212,7 +209,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     def _forward_train(self) -> torch.Tensor:
         if getattr(self, 'pixel_index', None) is None:
             return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
-        if accepts_pixel_index(self._plain_net(self.net_g)):  # decodes the sampled pixels only
+        if isinstance(self._plain_net(self.net_g), SRNetwork):  # GaussianSR decodes the sampled pixels only
             return self.net_g(self.lq, scale=self.scale, out_size=self.out_size, pixel_index=self.pixel_index)
         return gather_pixels(self.net_g(self.lq, scale=self.scale, out_size=self.out_size), self.pixel_index)
 
@@ -270,7 +267,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
                     out_size: Optional[Tuple[int, int]], tile_size: int, tile_pad: Optional[int]) -> torch.Tensor:
         """Encode ``tile_size`` LR tiles with ``tile_pad`` pixels of context, render all Gaussians at once."""
         from gsasr_plugin.inference import TiledEncodingUnsupported, super_resolve
-        if not hasattr(net, 'encode'):
+        if not isinstance(net, SRNetwork):
             raise ValueError(f'tile: {type(net).__name__} has no encode(), so it cannot be evaluated in tiles; '
                              'remove the tile: option')
         bf16 = bool((self.opt.get('val') or {}).get('bf16', False))

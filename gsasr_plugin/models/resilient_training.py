@@ -1,7 +1,8 @@
 """Training-step machinery shared by the plugin's models: DDP on the CPU, bf16 autocast, gradient
 clipping, non-finite-step skipping, stop-and-save on signals, exactly resumable training states, and
 safe, whole model files: ``save_network`` writes self-describing ``net_g_*.pth`` atomically, ``load_network``
-reads ``path: pretrain_network_g`` through the one loader of weights (``gsasr_plugin.checkpoint.load_weights``:
+reads ``path: pretrain_network_g`` through the one loader of weights (``gsasr_plugin.checkpoint.load_weights`` and
+``load_into``:
 weights-only, one-line errors, NaN/inf refused; loud non-strict loading).
 
 Options (``train:`` unless noted):
@@ -208,7 +209,7 @@ class ResilientTrainingMixin:
           the network (another architecture, other shapes) are a one-line error, and with ``strict_load_g:
           false`` a loud warning says how many tensors keep their initial values (mismatched shapes skipped).
         """
-        from gsasr_plugin.checkpoint import check_fit, describe_weights, is_released_weights, load_weights
+        from gsasr_plugin.checkpoint import describe_weights, is_released_weights, load_into, load_weights
         logger = get_root_logger()
         bare = self.get_bare_model(net)
         spec = os.fspath(load_path) if isinstance(load_path, os.PathLike) else str(load_path)
@@ -222,12 +223,10 @@ class ResilientTrainingMixin:
             weights = load_weights(spec, network_g, (param_key, 'params') if param_key else None)
             if param_key and weights.param_key != param_key:
                 logger.info(f'Loading: {param_key} does not exist, use {weights.param_key}.')
-        warning = check_fit(bare, weights, f'{describe_weights(spec)} (path:pretrain_network_g)', strict)
+        warning = load_into(bare, weights, f'{describe_weights(spec)} (path:pretrain_network_g)', strict,
+                            strict_option=True)
         if warning:
             logger.warning(warning)
-        own = bare.state_dict()
-        fitting = {k: v for k, v in weights.state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        bare.load_state_dict(fitting, strict=strict)
         key = f', with param key [{weights.param_key}]' if weights.param_key else ''
         logger.info(f'Loaded {type(bare).__name__} from {weights.meta.get("source", spec)}{key}.')
 

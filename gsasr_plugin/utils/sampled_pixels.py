@@ -2,15 +2,13 @@
 
 ``ArbitraryScaleTrainDataset`` with ``sample_q: Q`` adds ``sample_index`` (B, Q) flat pixel indices
 (``row * width + column``) to each batch; ``ArbitraryScaleSRModel`` then compares the network's output at
-those pixels with the GT there. Networks whose ``forward`` takes ``pixel_index`` (GaussianSR) decode only
-those pixels; for the others the whole output is computed and the pixels are picked from it.
+those pixels with the GT there. The SR networks take ``pixel_index`` in ``forward``
+(``SRNetwork.render_pixels``: GaussianSR decodes only those pixels, the others pick them from the whole
+output); for plain networks the model picks them.
 """
-import inspect
-
 import torch
-from torch import nn
 
-__all__ = ['gather_pixels', 'accepts_pixel_index']
+__all__ = ['gather_pixels']
 
 
 def gather_pixels(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -23,11 +21,3 @@ def gather_pixels(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         raise ValueError(f'pixel index out of range for {images.shape[-2]}x{images.shape[-1]} images: '
                          f'[{int(index.min())}, {int(index.max())}]')
     return torch.gather(flat, 2, index.to(flat.device).long().unsqueeze(1).expand(-1, flat.shape[1], -1))
-
-
-def accepts_pixel_index(net: nn.Module) -> bool:
-    """Whether ``net.forward`` takes ``pixel_index`` (decodes only the sampled pixels)."""
-    try:
-        return 'pixel_index' in inspect.signature(net.forward).parameters
-    except (TypeError, ValueError):
-        return False

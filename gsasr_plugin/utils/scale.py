@@ -1,23 +1,35 @@
 """Scales and output sizes: the one place that turns user values into ``(s_h, s_w)`` and ``(Ho, Wo)``.
 
-Every part of the plugin (SR networks, datasets, the model, ``basicsr infer``, zoom) validates scales
-here, so a scale means the same everywhere (docs/layout.md): a pair ``(s_h, s_w)`` of finite numbers
-> 0, a single number ``s`` meaning ``(s, s)``; without an explicit output size the output is
-``(round(h * s_h), round(w * s_w))``. Errors name the argument or option key the caller passes in.
+Every part of the plugin validates scales here, once, where a value enters it: an SR network's public
+``forward`` / ``encode`` (:class:`gsasr_plugin.archs.sr_network.SRNetwork`), ``basicsr infer`` (its argument
+parsers), the Python API, option files (datasets, ``check_options``) and the model's ``feed_data``. Inside,
+validated :class:`Target` pairs and ints travel. A scale means the same everywhere (docs/layout.md): a pair
+``(s_h, s_w)`` of finite numbers > 0, a single number ``s`` meaning ``(s, s)``; without an explicit output
+size the output is ``(round(h * s_h), round(w * s_w))``. Errors name the argument or option key the caller
+passes in.
 """
 import math
 import numbers
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
 __all__ = [
-    'ScaleLike', 'ScalePair', 'lr_size_of', 'to_scale_pair', 'scale_from_option', 'scale_tag', 'check_out_size', 'scaled_size',
-    'resolve_scale_and_size', 'parse_scale_text', 'parse_scale_list_text', 'parse_size_text'
+    'ScaleLike', 'ScalePair', 'Size', 'Target', 'MISSING_SCALE', 'lr_size_of', 'to_scale_pair', 'scale_from_option',
+    'scale_tag', 'check_out_size', 'scaled_size', 'resolve_scale_and_size', 'parse_scale_text',
+    'parse_scale_list_text', 'parse_size_text'
 ]
 
 ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
 ScalePair = Tuple[float, float]
+Size = Tuple[int, int]
+MISSING_SCALE = 'give scale (a float or a pair (s_h, s_w)) or out_size (Ho, Wo)'
+
+
+class Target(NamedTuple):
+    """A validated request: the conditioning scale ``(s_h, s_w)`` and the output size ``(Ho, Wo)`` (ints)."""
+    scale: ScalePair
+    size: Size
 
 
 def _is_number(value: Any) -> bool:
@@ -97,14 +109,17 @@ def check_out_size(out_size: Any, name: str = 'out_size') -> Tuple[int, int]:
     return int(out_size[0]), int(out_size[1])
 
 
-def scaled_size(lr_size: Sequence[int], scale: ScaleLike) -> Tuple[int, int]:
-    """``(round(h * s_h), round(w * s_w))``, at least one pixel per axis."""
-    s_h, s_w = to_scale_pair(scale)
-    return max(1, round(lr_size[0] * s_h)), max(1, round(lr_size[1] * s_w))
+def scaled_size(lr_size: Sequence[int], scale: ScaleLike) -> Size:
+    """``(round(h * s_h), round(w * s_w))``, at least one pixel per axis (``scale`` validated here)."""
+    return _scaled(lr_size, to_scale_pair(scale))
+
+
+def _scaled(lr_size: Sequence[int], pair: ScalePair) -> Size:
+    return max(1, round(lr_size[0] * pair[0])), max(1, round(lr_size[1] * pair[1]))
 
 
 def resolve_scale_and_size(lr_size: Tuple[int, int], scale: Optional[ScaleLike] = None,
-                           out_size: Optional[Sequence[int]] = None) -> Tuple[ScalePair, Tuple[int, int]]:
+                           out_size: Optional[Sequence[int]] = None) -> Target:
     """The conditioning scale (s_h, s_w) and output size (Ho, Wo) from ``scale`` and/or ``out_size``.
 
     ``out_size`` wins for the output size; without ``scale`` the scale is ``(Ho / h, Wo / w)``; without
@@ -118,11 +133,11 @@ def resolve_scale_and_size(lr_size: Tuple[int, int], scale: Optional[ScaleLike] 
     if out_size is not None:
         out_size = check_out_size(out_size)
         pair = to_scale_pair(scale) if scale is not None else (out_size[0] / height, out_size[1] / width)
-        return pair, out_size
+        return Target(pair, out_size)
     if scale is None:
-        raise ValueError('give scale (a float or a pair (s_h, s_w)) or out_size (Ho, Wo)')
+        raise ValueError(MISSING_SCALE)
     pair = to_scale_pair(scale)
-    return pair, scaled_size(lr_size, pair)
+    return Target(pair, _scaled(lr_size, pair))
 
 
 # ------------------------------------------------------------------------------ command-line text

@@ -9,9 +9,9 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.gaussian_field import GaussianField, crop_field
 
-__all__ = ['ellipse_axes', 'crop_field', 'draw_gaussians']
+__all__ = ['ellipse_axes', 'draw_gaussians']
 
 
 def ellipse_axes(sigmas: np.ndarray, rhos: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,18 +28,6 @@ def ellipse_axes(sigmas: np.ndarray, rhos: np.ndarray) -> Tuple[np.ndarray, np.n
     major = eigenvectors[:, :, 1]
     angle = np.degrees(np.arctan2(major[:, 1], major[:, 0]))
     return 2 * np.sqrt(eigenvalues[:, 1]), 2 * np.sqrt(np.clip(eigenvalues[:, 0], 0, None)), angle
-
-
-def crop_field(field: GaussianField, top: int, left: int, size: Tuple[int, int], reach: float = 3.0) -> GaussianField:
-    """The Gaussians of image 0 that can touch the LR window, in the window's coordinates."""
-    means = field.means[0]
-    x, y = means[:, 0] - left, means[:, 1] - top
-    keep = (x > -reach) & (x < size[1] + reach) & (y > -reach) & (y < size[0] + reach)
-    index = keep.nonzero().squeeze(1)
-    shift = torch.tensor([left, top], dtype=means.dtype, device=means.device)
-    return GaussianField(means=(means[index] - shift)[None], sigmas=field.sigmas[0, index][None],
-                         rhos=field.rhos[0, index][None], colors=field.colors[0, index][None], lr_size=tuple(size),
-                         opacities=None if field.opacities is None else field.opacities[0, index][None])
 
 
 def draw_gaussians(field: GaussianField, lr_image: np.ndarray, out_path: str, crop: Optional[int] = 12,

@@ -1,0 +1,159 @@
+"""Image files and arrays for inference: PNG, JPEG, TIFF, WebP, BMP (anything OpenCV reads), 8- or 16-bit (or
+float TIFF), grayscale, RGB or RGBA.
+
+The networks see RGB in [0, 1]: :func:`decode_image_array` / :func:`read_image` turn an array or a file into
+that and an :class:`ImageMeta` (pixel type, gray, alpha); :func:`encode_image_array` / :func:`write_image` turn
+a result back into the input's layout (grayscale averaged back, the alpha channel super-resolved separately by
+the caller), as far as the output format holds it (:func:`output_layout`). Files are read with the bad-image
+checks of :mod:`gsasr_plugin.utils.bad_data` and written atomically (:mod:`gsasr_plugin.utils.atomic_io`).
+Used by the Python API (:mod:`gsasr_plugin.api`) and ``basicsr infer``.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+__all__ = ['IMAGE_EXTENSIONS', 'OUTPUT_FORMATS', 'ImageMeta', 'decode_image_array', 'encode_image_array',
+           'output_layout', 'read_image', 'write_image']
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
+
+
+# What each output format holds with OpenCV's encoders: the deepest pixel type and whether it keeps alpha.
+OUTPUT_FORMATS: Dict[str, Tuple[np.dtype, bool]] = {
+    '.png': (np.dtype(np.uint16), True),
+    '.tif': (np.dtype(np.float32), True),
+    '.tiff': (np.dtype(np.float32), True),
+    '.jpg': (np.dtype(np.uint8), False),
+    '.jpeg': (np.dtype(np.uint8), False),
+    '.webp': (np.dtype(np.uint8), True),
+    '.bmp': (np.dtype(np.uint8), True),
+}
+_DEPTH = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.float32): 32}
+
+
+@dataclass
+class ImageMeta:
+    """What ``write_image`` needs to give the output the input's layout."""
+    dtype: np.dtype  # uint8, uint16 or float32
+    grayscale: bool
+    alpha: Optional[np.ndarray]  # (H, W) float in [0, 1], or None
+
+
+def decode_image_array(image: np.ndarray, name: str = 'image', bgr: bool = False) -> Tuple[np.ndarray, ImageMeta]:
+    """An (H, W) or (H, W, C) array, C in 1..4 (gray, gray + alpha, colour, colour + alpha), uint8, uint16 or
+    float in [0, 1] -> (H, W, 3) float32 RGB in [0, 1] and its ``ImageMeta``.
+
+    ``bgr``: the colour channels are in OpenCV's B, G, R order. Float values are clipped to [0, 1].
+
+    Raises:
+        TypeError: for another pixel type.
+        ValueError: for another shape (the message names ``name`` and the shape).
+    """
+    dtype = np.dtype(image.dtype)
+    if dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    elif dtype == np.uint16:
+        image = image.astype(np.float32) / 65535.0
+    elif dtype.kind == 'f':
+        image = np.clip(image.astype(np.float32), 0, 1)
+        dtype = np.dtype(np.float32)
+    else:
+        raise TypeError(f'{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])')
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        grayscale, rgb, alpha = True, np.repeat(image[..., None], 3, axis=2), None
+    elif image.ndim == 3 and image.shape[2] in (2, 3, 4):
+        grayscale = image.shape[2] == 2  # gray + alpha
+        alpha = image[..., -1].copy() if image.shape[2] in (2, 4) else None
+        if grayscale:
+            rgb = np.repeat(image[..., :1], 3, axis=2)
+        else:
+            rgb = image[..., 2::-1] if bgr else image[..., :3]
+    else:
+        raise ValueError(f'{name}: unsupported image layout {image.shape}: expected (H, W) or (H, W, C) with C '
+                         'channels last, C in 1..4' + (' (a (C, H, W) array? transpose it to (H, W, C))'
+                                                       if image.ndim == 3 and image.shape[0] in (1, 3, 4) else ''))
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f'{name}: empty image {image.shape}')
+    return np.ascontiguousarray(rgb), ImageMeta(dtype, grayscale, alpha)
+
+
+def encode_image_array(rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None,
+                       dtype: Optional[np.dtype] = None, bgr: bool = False) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) -> an array in the layout ``meta`` describes:
+    (H, W) gray, (H, W, 2) gray + alpha, (H, W, 3) colour or (H, W, 4) colour + alpha, of ``dtype``
+    (default ``meta.dtype``); colour in B, G, R order when ``bgr``."""
+    dtype = np.dtype(dtype if dtype is not None else meta.dtype)
+    if meta.grayscale:
+        image = rgb.mean(axis=2, keepdims=True)
+    else:
+        image = rgb[..., ::-1] if bgr else rgb
+    if alpha is not None:
+        image = np.concatenate([image, alpha[..., None]], axis=2)
+    image = np.clip(image, 0, 1)
+    if dtype == np.uint8:
+        image = (image * 255.0).round().astype(np.uint8)
+    elif dtype == np.uint16:
+        image = (image * 65535.0).round().astype(np.uint16)
+    else:
+        image = image.astype(dtype)
+    return image[..., 0] if image.shape[2] == 1 else image
+
+
+def output_layout(suffix: str, meta: ImageMeta) -> Tuple[np.dtype, bool]:
+    """(pixel type, keeps alpha) of an image with ``meta`` written as ``suffix`` ('.png', '.jpg', ...)."""
+    deepest, holds_alpha = OUTPUT_FORMATS.get(suffix.lower(), (np.dtype(np.uint8), False))
+    dtype = meta.dtype if _DEPTH.get(np.dtype(meta.dtype), 8) <= _DEPTH[deepest] else deepest
+    return np.dtype(dtype), holds_alpha and meta.alpha is not None
+
+
+def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
+    """``path`` -> (H, W, 3) float32 RGB in [0, 1] and its ``ImageMeta``.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if OpenCV cannot decode it, it is cut off (JPEG/PNG without their end marker), it holds
+            NaN/inf pixels, or its layout is unsupported.
+    """
+    import cv2
+
+    from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: no such file')
+    with open(path, 'rb') as handle:
+        content = handle.read()
+    check_not_truncated(content, str(path))
+    image = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) if content else None
+    if image is None:
+        raise ValueError(f'{path}: not a readable image (supported: {", ".join(IMAGE_EXTENSIONS)})')
+    check_finite_pixels(image, str(path))
+    if image.dtype == np.float64:
+        image = image.astype(np.float32)
+    try:
+        return decode_image_array(image, str(path), bgr=True)
+    except TypeError as error:
+        raise ValueError(f'{error} (use 8- or 16-bit images)') from None
+
+
+def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None) -> None:
+    """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels, as far
+    as the format holds them (:func:`output_layout`: JPEG, WebP and BMP hold 8 bits, JPEG no alpha).
+
+    The file is written atomically (``gsasr_plugin.utils.atomic_io``): a complete image or none.
+
+    Raises:
+        ValueError: when the format cannot hold this image (named with the file).
+        WriteError: when the file cannot be written (read-only folder, disk full, ...), saying which.
+    """
+    from gsasr_plugin.utils.atomic_io import write_image_file
+    dtype, keep_alpha = output_layout(Path(path).suffix, ImageMeta(meta.dtype, meta.grayscale, alpha))
+    alpha = alpha if keep_alpha else None
+    if meta.grayscale and alpha is not None:  # no encoder writes gray + alpha: write it as BGRA
+        rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
+        meta = ImageMeta(meta.dtype, False, meta.alpha)
+    image = encode_image_array(rgb, meta, alpha, dtype, bgr=True)
+    write_image_file(str(path), np.ascontiguousarray(image))
