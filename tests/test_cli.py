@@ -12,7 +12,7 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from gsasr_plugin import cli
-from gsasr_plugin.commands.train import check_option_paths
+from gsasr_plugin.commands.pipeline import check_option_paths
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = REPO / 'options'
@@ -122,6 +122,8 @@ def test_bad_options_are_clear_errors(tmp_path):
 def test_cpu_resume_patch_is_what_basicsr_train_calls(tmp_path, monkeypatch):
     """basicsr's own load_resume_state calls torch.cuda.current_device(); the plugin's loads on the CPU."""
     import basicsr.train
+
+    from gsasr_plugin.basicsr_patches import patched_basicsr
     monkeypatch.chdir(tmp_path)
     states = tmp_path / 'experiments' / 'cpu_resume' / 'training_states'
     states.mkdir(parents=True)
@@ -132,9 +134,12 @@ def test_cpu_resume_patch_is_what_basicsr_train_calls(tmp_path, monkeypatch):
         torch.save({'params': {'w': torch.ones(1)}}, tmp_path / 'models' / f'net_g_{it}.pth')
     opt = {'name': 'cpu_resume', 'auto_resume': True, 'num_gpu': 0, 'network_g': {},
            'path': {'resume_state': None, 'models': str(tmp_path / 'models')}}
-    state = basicsr.train.load_resume_state(opt)  # looked up in basicsr.train at call time, as train_pipeline does
+    original = basicsr.train.load_resume_state
+    with patched_basicsr('train', opt):  # what basicsr train runs in
+        state = basicsr.train.load_resume_state(opt)  # looked up in basicsr.train at call time, as train_pipeline does
     assert state['iter'] == 10 and state['w'].device.type == 'cpu'
     assert opt['path']['resume_state'].endswith('10.state')
+    assert basicsr.train.load_resume_state is original  # undone after the run
 
 
 # ------------------------------------------------------------------------- a fast front end

@@ -59,17 +59,23 @@ def test_python_tags_in_the_option_file_of_infer_and_the_api_do_not_run(run_dir,
 
 
 def test_basicsr_parse_options_itself_loads_safely_and_keeps_ordered_dicts(run_dir, monkeypatch):
-    from basicsr.utils.options import ordered_yaml, parse_options
+    import basicsr.utils.options as basicsr_options
+    from basicsr.utils.options import parse_options
+
+    from gsasr_plugin.basicsr_patches import patched_basicsr
     marker = run_dir / 'MARKER'
     (run_dir / 'hostile.yml').write_text(HOSTILE.format(marker=marker))
     monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', 'hostile.yml'])
-    with pytest.raises(yaml.YAMLError):
+    with patched_basicsr('train', {}), pytest.raises(yaml.YAMLError):  # what basicsr train runs in
         parse_options(str(run_dir), is_train=True)
     assert not marker.exists()
-    assert ordered_yaml()[0] is OrderedSafeLoader
+    with patched_basicsr('test', {}):
+        assert basicsr_options.ordered_yaml()[0] is OrderedSafeLoader
+    assert basicsr_options.ordered_yaml()[0] is not OrderedSafeLoader  # undone after the run
     monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', 'a.yml', '--force_yml',
                                       f"train:total_iter=[__import__('os').system('touch {marker}')]"])
-    opt, _ = parse_options(str(run_dir), is_train=True)  # BasicSR eval()s values starting with '['
+    with patched_basicsr('train', {}):
+        opt, _ = parse_options(str(run_dir), is_train=True)  # BasicSR eval()s values starting with '['
     assert not marker.exists()
     assert isinstance(opt['train'], OrderedDict) and list(opt)[:3] == ['name', 'model_type', 'num_gpu']
 

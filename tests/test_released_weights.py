@@ -16,7 +16,7 @@ import gsasr_plugin  # noqa: F401
 from basicsr.archs import build_network
 from gsasr_plugin import cli, hub
 from gsasr_plugin.checkpoint import NETWORK_KEY, build_with_weights, is_released_weights, load_weights
-from gsasr_plugin.commands.train import check_option_paths
+from gsasr_plugin.commands.pipeline import check_option_paths
 
 FOLDER = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr' / 'edsr_paper'
 FILES = [FOLDER / 'encoder.pth', FOLDER / 'decoder.pth']

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 import torch
 
-import gsasr_plugin  # noqa: F401  (compat: the plugin's load_resume_state)
+import gsasr_plugin  # noqa: F401
+from gsasr_plugin.basicsr_patches import patched_basicsr
 from gsasr_plugin.utils.resume import NoUsableStateError
 from train_helpers import BASICSR, env, tiny_options, write_options, write_photos
 
@@ -50,7 +51,8 @@ def _load(opt):
     if state is not None:  # what basicsr.train.load_resume_state does next
         from basicsr.utils import check_resume
         check_resume(opt, state['iter'])
-    assert basicsr.train.load_resume_state.__module__.startswith('gsasr_plugin')
+    with patched_basicsr('train', opt):  # what basicsr train runs in
+        assert basicsr.train.load_resume_state.__module__.startswith('gsasr_plugin')
     return state, lines
 
 

@@ -9,17 +9,16 @@ sets the CUDA device only with CUDA, and reads the launcher's environment:
   variables (first node of the allocation as master, ``MASTER_PORT`` or ``dist_params: {port: ...}`` or 29500),
   as BasicSR does.
 
-:func:`install` replaces ``basicsr.utils.options.init_dist`` so BasicSR's ``parse_options`` uses it.
+``basicsr train/test`` make BasicSR's ``parse_options`` use it (:mod:`gsasr_plugin.basicsr_patches`).
 """
 import os
 import subprocess
-from functools import partial
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 
-__all__ = ['choose_backend', 'init_dist', 'install', 'replica_checksums', 'is_dist', 'all_reduce_max']
+__all__ = ['choose_backend', 'init_dist', 'replica_checksums', 'is_dist', 'all_reduce_max']
 
 _DEFAULT_PORT = '29500'
 
@@ -92,12 +91,6 @@ def init_dist(launcher: str, backend: Optional[str] = None, num_gpu: Any = None,
         local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     dist.init_process_group(backend=backend, **kwargs)
-
-
-def install(num_gpu: Any = None) -> None:
-    """Make BasicSR's ``parse_options`` call :func:`init_dist` (with the run's ``num_gpu``)."""
-    import basicsr.utils.options as basicsr_options
-    basicsr_options.init_dist = partial(init_dist, num_gpu=num_gpu)
 
 
 def is_dist() -> bool:

@@ -17,7 +17,7 @@ import time
 from typing import Optional
 
 __all__ = ['TrainingStopped', 'TrainingInterrupted', 'NonFiniteLossError', 'install_handlers',
-           'restore_handlers', 'requested_signal', 'request_stop', 'worker_init_fn', 'install']
+           'restore_handlers', 'requested_signal', 'request_stop', 'worker_init_fn']
 
 _HANDLED = (signal.SIGTERM, signal.SIGINT)
 _requested: Optional[int] = None
@@ -91,13 +91,3 @@ def worker_init_fn(worker_id: int, *, basicsr_init=None, **kwargs) -> None:
     if basicsr_init is not None:
         basicsr_init(worker_id, **kwargs)
 
-
-def install() -> None:
-    """Make ``basicsr.data.build_dataloader`` give workers :func:`worker_init_fn`, and set the handlers."""
-    from functools import partial
-
-    import basicsr.data as basicsr_data
-    original = basicsr_data.worker_init_fn
-    if not isinstance(original, partial) or original.func is not worker_init_fn:
-        basicsr_data.worker_init_fn = partial(worker_init_fn, basicsr_init=original)
-    install_handlers()

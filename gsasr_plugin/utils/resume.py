@@ -12,8 +12,6 @@ resumed run sees other batches than the uninterrupted one would have. Here:
   (``epoch_samples_done``, for all ranks together) and a resumed sampler skips that many, so the run
   continues with exactly the batches the uninterrupted run would have drawn (with a different number of
   processes: the nearest whole number of samples per rank).
-* :func:`atomic_save` (from :mod:`gsasr_plugin.utils.atomic_io`) writes states and models through a
-  temporary file, so a kill or a full disk during the write never leaves a truncated file behind.
 * :func:`choose_resume_state` is what ``--auto_resume`` loads: the newest state that loads safely
   (``weights_only=True``) whose model files load too, skipping (with a line saying why) the ones that do not.
 """
@@ -23,10 +21,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from gsasr_plugin.utils.atomic_io import atomic_save  # noqa: F401  (re-exported: the one atomic torch.save)
-
-__all__ = ['SampleKey', 'ResumableSampler', 'batch_entropy', 'PROGRESS', 'DataProgress', 'atomic_save',
-           'install', 'choose_resume_state', 'load_training_state', 'state_model_files', 'NoUsableStateError']
+__all__ = ['SampleKey', 'ResumableSampler', 'batch_entropy', 'PROGRESS', 'DataProgress', 'choose_resume_state',
+           'load_training_state', 'state_model_files', 'NoUsableStateError']
 
 
 class SampleKey(int):
@@ -128,25 +124,6 @@ class ResumableSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.num_samples - getattr(self, '_skip', 0)
-
-
-def _wrap_load_resume_state(load):
-    def load_resume_state(opt):
-        state = load(opt)
-        PROGRESS.set_resume(state)
-        return state
-
-    load_resume_state.__wrapped__ = load
-    return load_resume_state
-
-
-def install() -> None:
-    """Use :class:`ResumableSampler` in ``basicsr.train`` and record where a resumed state stood."""
-    import basicsr.train as basicsr_train
-    basicsr_train.EnlargedSampler = ResumableSampler
-    if not hasattr(basicsr_train.load_resume_state, '__wrapped__'):
-        basicsr_train.load_resume_state = _wrap_load_resume_state(basicsr_train.load_resume_state)
-    PROGRESS.__init__()
 
 
 # ------------------------------------------------------------------------------------------- resuming

@@ -1,0 +1,148 @@
+"""Every change the plugin makes to BasicSR 1.4.2 during a run, in one table (:data:`PATCHES`), installed and
+undone by one context manager (:func:`patched_basicsr`) around ``basicsr train`` / ``basicsr test``.
+
+We depend on basicsr from PyPI and never fork it; where its pipeline must behave otherwise, the run replaces a
+module attribute that the pipeline looks up at call time, and puts the original back afterwards, so importing
+the plugin changes nothing in BasicSR (but the torchvision alias of :mod:`gsasr_plugin.compat`, without which
+basicsr does not import at all).
+
+=========================================  ============  =========================================================
+BasicSR attribute                          runs          replaced by, and why
+=========================================  ============  =========================================================
+``basicsr.utils.options.ordered_yaml``     train, test   a loader that builds no Python objects
+                                                         (``utils.options.OrderedSafeLoader``, same OrderedDicts)
+``basicsr.utils.options                    train, test   ``utils.options.parse_override_value``: ``--force_yml``
+._postprocess_yml_value``                                values parsed as YAML instead of ``eval``
+``basicsr.utils.options.init_dist``        train, test   ``utils.dist.init_dist``: gloo on the CPU, NCCL on GPUs,
+                                                         the launcher's environment checked (BasicSR: NCCL only)
+``basicsr.train.load_resume_state``        train         weights-only states on any device (BasicSR maps them to
+                                                         CUDA), falling back past damaged states
+                                                         (``utils.resume.choose_resume_state``), recording where
+                                                         the data stream stood (``resume.PROGRESS``)
+``basicsr.train.EnlargedSampler``          train         ``utils.resume.ResumableSampler``: exact resumption
+``basicsr.data.worker_init_fn``            train         ``utils.preemption.worker_init_fn``: DataLoader workers
+                                                         ignore SIGINT/SIGTERM (the main process saves and stops)
+=========================================  ============  =========================================================
+
+Besides attributes, a training run routes SIGTERM/SIGINT to the stop flag (``utils.preemption``) and starts a
+fresh data position; every run leaves the process group it made. All of it is undone when the block exits.
+"""
+import contextlib
+import importlib
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Iterator, List, Mapping, Tuple
+
+__all__ = ['Patch', 'PATCHES', 'patched_basicsr']
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One BasicSR attribute a run replaces.
+
+    Attributes:
+        module: the BasicSR module holding it.
+        name: the attribute.
+        commands: the runs that replace it (``'train'``, ``'test'``).
+        make: ``make(original, opt) -> replacement`` (the run's parsed options).
+    """
+    module: str
+    name: str
+    commands: Tuple[str, ...]
+    make: Callable[[Any, Mapping[str, Any]], Any]
+
+
+def _safe_ordered_yaml(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    from gsasr_plugin.utils.options import OrderedSafeLoader
+
+    def ordered_yaml():
+        return OrderedSafeLoader, original()[1]  # BasicSR's dumper: writing builds nothing
+
+    return ordered_yaml
+
+
+def _yaml_values(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    from gsasr_plugin.utils.options import parse_override_value
+    return parse_override_value
+
+
+def _init_dist(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    from gsasr_plugin.utils.dist import init_dist
+    return partial(init_dist, num_gpu=opt.get('num_gpu'))
+
+
+def _load_resume_state(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    def load_resume_state(run_opt):
+        """``basicsr.train.load_resume_state``: safe, on any device, falling back past damaged states."""
+        import torch
+        from basicsr.utils import check_resume
+
+        from gsasr_plugin.utils.resume import PROGRESS, choose_resume_state
+        if torch.cuda.is_available() and run_opt.get('num_gpu', 0) != 0:
+            device_id = torch.cuda.current_device()
+            map_location = lambda storage, loc: storage.cuda(device_id)  # noqa: E731
+        else:
+            map_location = 'cpu'
+        state = choose_resume_state(run_opt, map_location)
+        if state is not None:
+            check_resume(run_opt, state['iter'])
+        PROGRESS.set_resume(state)
+        return state
+
+    return load_resume_state
+
+
+def _sampler(original: Any, opt: Mapping[str, Any]) -> Any:
+    from gsasr_plugin.utils.resume import ResumableSampler
+    return ResumableSampler
+
+
+def _worker_init_fn(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    from gsasr_plugin.utils.preemption import worker_init_fn
+    return partial(worker_init_fn, basicsr_init=original)
+
+
+PATCHES: Tuple[Patch, ...] = (
+    Patch('basicsr.utils.options', 'ordered_yaml', ('train', 'test'), _safe_ordered_yaml),
+    Patch('basicsr.utils.options', '_postprocess_yml_value', ('train', 'test'), _yaml_values),
+    Patch('basicsr.utils.options', 'init_dist', ('train', 'test'), _init_dist),
+    Patch('basicsr.train', 'load_resume_state', ('train', ), _load_resume_state),
+    Patch('basicsr.train', 'EnlargedSampler', ('train', ), _sampler),
+    Patch('basicsr.data', 'worker_init_fn', ('train', ), _worker_init_fn),
+)
+
+
+@contextlib.contextmanager
+def patched_basicsr(command: str, opt: Mapping[str, Any]) -> Iterator[None]:
+    """BasicSR patched for one ``basicsr <command>`` run with options ``opt`` (the parsed YAML): every entry of
+    :data:`PATCHES` for ``command`` (and, for training, the signal handlers and a fresh data position); all of
+    it undone on exit, and the process group the run made left."""
+    if command not in ('train', 'test'):
+        raise ValueError(f"command must be 'train' or 'test', got {command!r}")
+    from gsasr_plugin import compat  # noqa: F401  (basicsr imports on current torchvision)
+    from gsasr_plugin.utils import preemption
+    from gsasr_plugin.utils.resume import PROGRESS
+    saved: List[Tuple[Any, str, Any]] = []
+    try:
+        for patch in PATCHES:
+            if command in patch.commands:
+                module = importlib.import_module(patch.module)
+                original = getattr(module, patch.name)
+                saved.append((module, patch.name, original))
+                setattr(module, patch.name, patch.make(original, opt))
+        if command == 'train':
+            PROGRESS.__init__()
+            preemption.install_handlers()
+        yield
+    finally:
+        for module, name, original in reversed(saved):
+            setattr(module, name, original)
+        preemption.restore_handlers()
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+

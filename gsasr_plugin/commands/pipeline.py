@@ -1,0 +1,149 @@
+"""The run pipeline that ``basicsr train`` and ``basicsr test`` share: BasicSR's own pipelines from the current
+directory, with the options checked first and BasicSR patched for the run.
+
+Takes BasicSR's own flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank``,
+``--force_yml``) and runs ``basicsr.train.train_pipeline`` / ``basicsr.test.test_pipeline`` with the current
+directory as root, so ``experiments/``, ``tb_logger/`` and ``results/`` land there. Before anything is created,
+the option file (read safely: no Python objects), the ``--force_yml`` keys, every option value BasicSR would trip
+over later (``gsasr_plugin.utils.options.check_options``), the dataset folders and the pretrained/resume files
+are checked, with one-line errors naming the file, line and key. The run itself is wrapped in
+:func:`gsasr_plugin.basicsr_patches.patched_basicsr`. Errors during the run (a file that cannot be written, a
+bad checkpoint, a bad image) are one line too; ``GSASR_TRACEBACK=1`` shows the traceback.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+__all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available']
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    """The flags of ``basicsr.utils.options.parse_options``, for ``-h`` and early checks."""
+    from gsasr_plugin_cli.parsers import pipeline_parser
+    return pipeline_parser(command)
+
+
+def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[Dict[str, Any], List[str]]:
+    """The option file read safely with the ``--force_yml`` entries applied; (options, notes for the user)."""
+    from gsasr_plugin.utils.options import apply_overrides, load_option_file
+    opt = load_option_file(path)
+    return opt, apply_overrides(opt, force_yml)
+
+
+def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
+    from gsasr_plugin.utils.scale import scale_tag
+    scales = dataset_opt.get('scales') or []
+    try:
+        return [scale_tag(s) for s in scales]
+    except ValueError:
+        return []  # the dataset reports bad scales itself
+
+
+def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
+    """Raise FileNotFoundError naming the option and path of a missing dataset folder or weight file.
+
+    Sections that are not mappings are left to ``gsasr_plugin.utils.options.check_options``.
+    """
+    datasets = opt.get('datasets')
+    for phase, dataset_opt in (datasets.items() if isinstance(datasets, dict) else ()):
+        if not isinstance(dataset_opt, dict):
+            continue
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            root = dataset_opt.get(key)
+            if root is None:
+                continue
+            roots = [str(root)]
+            if '{scale}' in str(root):
+                roots = [str(root).replace('{scale}', tag) for tag in _scale_tags(dataset_opt)]
+            for folder in roots:
+                folder = osp.expanduser(folder)
+                if not osp.exists(folder):
+                    raise FileNotFoundError(
+                        f"datasets:{phase}:{key}: '{folder}' does not exist (relative to {os.getcwd()}); put the "
+                        f"{dataset_opt.get('name', phase)} images there or point '{key}' at them "
+                        "(see the README: Training on DIV2K / Testing)")
+    path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
+    for key, value in path_opt.items():
+        if value is None or not (key.startswith('pretrain_network') or (key == 'resume_state' and is_train)):
+            continue
+        if key.startswith('pretrain_network'):
+            check_weights_available(str(value), f'path:{key}')
+        elif not osp.isfile(osp.expanduser(str(value))):
+            raise FileNotFoundError(f"path:{key}: file '{value}' does not exist")
+
+
+def check_weights_available(spec: str, option: str) -> None:
+    """Fail early, in one line, on weights that cannot be had: a missing file or folder, an unknown
+    ``official:`` name, or a released model's files that are neither cached nor downloadable (they are
+    downloaded here when the machine is online)."""
+    from gsasr_plugin import hub
+    if spec.startswith(hub.OFFICIAL_PREFIX):
+        import gsasr_plugin  # noqa: F401  (methods register their released models)
+        try:
+            hub.fetch_files(hub.released_model(spec))
+        except ValueError as error:
+            raise ValueError(f'{option}: {error}') from None
+        return
+    for part in (p.strip() for p in spec.split(',')) if ',' in spec else [spec]:
+        if not osp.exists(osp.expanduser(part)):
+            raise FileNotFoundError(f"{option}: '{part}' does not exist")
+
+
+def run_pipeline(command: str, argv: List[str],
+                 check: Optional[Callable[[Dict[str, Any], str], None]] = None) -> int:
+    """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd.
+
+    ``check(opt, option_path)``, when given, runs before the path checks; its FileNotFoundError or
+    ValueError stops the command with one line, before anything is created.
+    """
+    prog = f'basicsr {command}'
+    try:
+        args = _parser(command).parse_args(argv)
+    except SystemExit as exc:  # -h or a usage error (argparse printed it)
+        return int(exc.code or 0)
+    if not osp.isfile(args.opt):
+        print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
+        return 2
+    show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
+    from gsasr_plugin.hub import WeightsUnavailableError
+    try:
+        opt, notes = _load_options(args.opt, args.force_yml)
+        from gsasr_plugin.utils.options import check_options
+        if check is not None:
+            check(opt, args.opt)
+        check_option_paths(opt, is_train=command == 'train')
+        notes += check_options(opt, command, args.opt).warnings
+    except (FileNotFoundError, ValueError, WeightsUnavailableError) as exc:
+        if show_traceback:
+            raise
+        print(f'{prog}: error: {exc}', file=sys.stderr)
+        return 1
+    for line in notes:
+        print(f'{prog}: warning: {line}', file=sys.stderr)
+
+    import gsasr_plugin  # noqa: F401  (registries, before basicsr's pipeline)
+    if command == 'train':
+        from basicsr.train import train_pipeline as pipeline
+    else:
+        from basicsr.test import test_pipeline as pipeline
+    from gsasr_plugin.basicsr_patches import patched_basicsr
+    from gsasr_plugin.utils import preemption
+    saved_argv = sys.argv
+    sys.argv = [prog] + list(argv)  # BasicSR's parse_options reads sys.argv
+    try:
+        with patched_basicsr(command, opt):  # safe YAML, gloo on the CPU, exact resume, save-and-exit on signals
+            pipeline(os.getcwd())
+    except preemption.TrainingStopped as exc:  # a resumable state was saved
+        print(f'{prog}: {exc}', file=sys.stderr)
+        return exc.exit_code
+    except (OSError, ValueError, TypeError) as exc:  # WriteError (disk full, ...), bad checkpoints, bad images
+        if show_traceback:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f'{prog}: error: {text} (set GSASR_TRACEBACK=1 for the traceback)', file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = saved_argv
+    return 0
