@@ -4,14 +4,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from train_helpers import TORCHRUN, env, load_params, logged_iters, run_train, tiny_options, \
+from train_helpers import TORCHRUN, env, load_params, logged_iters, run_ddp_workers, run_train, tiny_options, \
     write_options, write_photos
 from gsasr_plugin.utils import dist as dist_utils
 
@@ -107,16 +105,7 @@ def _ddp_worker(rank, world_size, store_path, queue):
 
 
 def test_ddp_on_cpu_same_weights_on_every_rank_and_averaged_losses(tmp_path):
-    ctx = mp.get_context('fork')
-    queue = ctx.SimpleQueue()
-    workers = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / 'store'), queue), nprocs=2, join=False,
-                                 start_method='fork')
-    deadline = time.monotonic() + 180
-    while not workers.join(timeout=2):
-        if time.monotonic() > deadline:
-            for process in workers.processes:
-                process.kill()
-            pytest.fail('the 2-process DDP workers did not finish in 180 s')
+    queue = run_ddp_workers(_ddp_worker, tmp_path)
     reports = sorted(queue.get() for _ in range(2))
     for rank, same_start, ema_same, same_end, moved, results in reports:
         assert same_start, f'rank {rank}: ranks did not start from the same weights'

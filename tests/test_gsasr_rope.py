@@ -27,67 +27,17 @@ from gsasr_plugin.archs.official_gsasr import (OfficialState, convert_fea2gs_rop
                                                convert_official_gsasr, enhanced_network_g, identify_encoder)
 from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, apply_rotation, grid_positions, rotation_angles
 from gsasr_plugin.checkpoint import build_with_weights, load_into, load_weights
+from official_gsasr_helpers import ENHANCED_FAMILIES, FIXTURES
+from official_gsasr_helpers import gaussian_error as _gaussian_error
+from official_gsasr_helpers import official_net as _official_net
+from official_gsasr_helpers import official_files as _files
+from official_gsasr_helpers import reference as _reference
 
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr'
-FAMILIES = {'edsr_enhanced': 'EDSRNOUP', 'hatl_ultra': 'HATNOUP_ROPE_AMP'}
+FAMILIES = ENHANCED_FAMILIES
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 
 
-def _reference(family):
-    return torch.load(FIXTURES / family / 'reference.pth', weights_only=True)
-
-
-def _files(family):
-    return [FIXTURES / family / 'encoder.pth', FIXTURES / family / 'decoder.pth']
-
-
-def _official_net(family, **overrides):
-    ref = _reference(family)
-    net = build_network(dict(ref['network_g'], **overrides)).eval()
-    load_into(net, convert_official_gsasr(_files(family), FAMILIES[family], 'Fea2GS_ROPE_AMP'), family)
-    return net, ref
-
-
-def _kernel_gaussians_in_lr_units(case):
-    """The official kernel's inputs (canvas units: pixel i at 2 i / (n - 1) - 1) as LR-unit Gaussians."""
-    (hc, wc), (hp, wp) = case['canvas'], case['padded_size']
-    coords, sigmas = case['kernel_coords'].double(), case['kernel_sigmas'].double()
-    means = torch.stack([((coords[:, 0] + 1) * (wc - 1) / 2 + 0.5) * wp / wc,
-                         ((coords[:, 1] + 1) * (hc - 1) / 2 + 0.5) * hp / hc], dim=-1)
-    stds = torch.stack([sigmas[:, 0] * (wc - 1) / 2 * wp / wc, sigmas[:, 1] * (hc - 1) / 2 * hp / hc], dim=-1)
-    return means, stds, sigmas[:, 2], case['kernel_colors'].double()
-
-
-def _cases():
-    return [(family, index) for family in FAMILIES for index in range(len(_reference(family)['cases']))]
-
-
-def _gaussian_error(field, case):
-    means, stds, rhos, colors = _kernel_gaussians_in_lr_units(case)
-    return max((ours.double() - theirs).abs().max().item() for ours, theirs in (
-        (field.means[0], means), (field.sigmas[0], stds), (field.rhos[0], rhos), (field.colors[0], colors)))
-
-
-# ------------------------------------------------------------------------------- reference outputs
-@pytest.mark.parametrize('family, index', _cases())
-def test_gaussians_match_the_official_code(family, index):
-    net, ref = _official_net(family)
-    case = ref['cases'][index]
-    with torch.no_grad():
-        field = net.encode(case['lq'], case['scale'])
-    assert field.canvas_size == tuple(case['canvas']) and field.lr_size == tuple(case['padded_size'])
-    assert field.num_gaussians == 16 * case['padded_size'][0] * case['padded_size'][1]
-    assert _gaussian_error(field, case) < 1e-5
-
-
-@pytest.mark.parametrize('family, index', _cases())
-def test_images_match_the_official_code(family, index):
-    net, ref = _official_net(family)
-    case = ref['cases'][index]
-    with torch.no_grad():
-        image = net(case['lq'], scale=case['scale'], out_size=case['out_size'])
-    assert image.shape[-2:] == case['image'].shape[-2:]
-    assert (image[0] - case['image']).abs().max().item() < 1e-4
+# The Gaussians and images of every official family against the official code: tests/test_official_gsasr.py.
 
 
 @pytest.mark.parametrize('index', range(4))

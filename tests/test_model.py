@@ -62,6 +62,17 @@ def _opt(tmp_path, hr, **train_extra):
                                scales=[2, 3.5, [2, 3]])))
 
 
+def _val_loader(opt):
+    return build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
+
+
+def _validated(opt, current_iter, save_img):
+    """A model built from ``opt`` after one validation of its ``val`` dataset."""
+    model = build_model(opt)
+    model.validation(_val_loader(opt), current_iter, None, save_img=save_img)
+    return model
+
+
 def test_feed_and_optimize_pass_scale_and_gt_size(folders):
     tmp_path, hr = folders
     model = build_model(_opt(tmp_path, hr))
@@ -106,9 +117,7 @@ def test_warmup_then_multistep_matches_closed_form(folders):
 def test_validation_per_scale_metrics_images_and_best(folders):
     tmp_path, hr = folders
     opt = _opt(tmp_path, hr)
-    model = build_model(opt)
-    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
-    model.validation(loader, 7, None, save_img=True)
+    model = _validated(opt, 7, save_img=True)
     keys = set(model.metric_results)
     assert keys == {f'{m}_x{t}' for m in ('psnr', 'ssim') for t in ('2', '3.5', '2x3')}
     assert set(model.bicubic_results) == keys
@@ -126,7 +135,7 @@ def test_validation_per_scale_metrics_images_and_best(folders):
     with torch.no_grad():
         for p in model.net_g.parameters():
             p.add_(0.5)
-    model.validation(loader, 8, None, save_img=False)
+    model.validation(_val_loader(opt), 8, None, save_img=False)
     for key in keys:
         best = model.best_metric_results['photos'][key]
         assert best['val'] == max(first[key], model.metric_results[key])
@@ -239,9 +248,7 @@ def test_tiled_evaluation_matches_whole_images(folders, monkeypatch):
         opt['network_g'] = dict(TINY_GSASR)
         opt['datasets']['val']['scales'] = [2, 3.5]
         torch.manual_seed(0)
-        model = build_model(opt)
-        loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
-        model.validation(loader, 0, None, save_img=False)
+        model = _validated(opt, 0, save_img=False)
         results[name] = dict(model.metric_results)
     assert tiled_calls and set(tiled_calls) == {16}  # x2: 60x65 LR, x3.5: 34x37 LR, both larger than a tile
     for key, value in results['whole'].items():
@@ -266,7 +273,7 @@ def test_progress_bar_per_dataset_and_scale(folders, capsys):
         opt = _test_opt(tmp_path, hr)
         opt['val']['pbar'] = pbar
         model = build_model(opt)
-        loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
+        loader = _val_loader(opt)
         capsys.readouterr()
         model.validation(loader, 0, None, save_img=False)
         err = capsys.readouterr().err
@@ -278,9 +285,7 @@ def test_results_files_hold_every_images_metrics(folders):
     import csv
     tmp_path, hr = folders
     opt = _test_opt(tmp_path, hr)
-    model = build_model(opt)
-    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
-    model.validation(loader, 0, None, save_img=False)
+    model = _validated(opt, 0, save_img=False)
     with open(tmp_path / 'results' / 'results_per_image.csv', newline='') as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 * 3 * 2  # images x scales x metrics

@@ -226,18 +226,8 @@ def _ddp_nonfinite_worker(rank, world_size, store_path, queue):
 def test_ddp_ranks_agree_to_skip_a_step_only_one_rank_finds_nonfinite(tmp_path):
     """A NaN input on one rank, or non-finite Gaussians on one rank (its forward stops before the rasterizer):
     every rank skips that step, so no gradient all-reduce is left waiting and the replicas stay equal."""
-    import time
-
-    import torch.multiprocessing as mp
-    queue = mp.get_context('fork').SimpleQueue()
-    workers = mp.start_processes(_ddp_nonfinite_worker, args=(2, str(tmp_path / 'store'), queue), nprocs=2,
-                                 join=False, start_method='fork')
-    deadline = time.monotonic() + 180
-    while not workers.join(timeout=2):
-        if time.monotonic() > deadline:
-            for process in workers.processes:
-                process.kill()
-            pytest.fail('the 2-process DDP workers did not finish in 180 s (a rank waited for the other)')
+    from train_helpers import run_ddp_workers
+    queue = run_ddp_workers(_ddp_nonfinite_worker, tmp_path, why=' (a rank waited for the other)')
     reports = [queue.get() for _ in range(8)]
     steps = {(rank, it): (changed, count) for rank, it, changed, count in reports if it != 'same'}
     for rank in (0, 1):

@@ -20,62 +20,30 @@ from gsasr_plugin.archs.gsasr_arch import GSASR, _round_canvas
 from gsasr_plugin.archs.official_gsasr import (OfficialState, convert_official_gsasr, identify_encoder,
                                                paper_network_g, regather_relative_position_bias)
 from gsasr_plugin.archs.window_utils import get_relative_position_index
-
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr'
-FAMILIES = {'edsr_paper': 'EDSRNOUP', 'rdn_paper': 'RDNNOUP', 'swinir_paper': 'SwinIRNOUP'}
-
-
-def _reference(family):
-    return torch.load(FIXTURES / family / 'reference.pth', weights_only=True)
-
-
-def _official_net(family, **overrides):
-    ref = _reference(family)
-    options = dict(ref['network_g'], **overrides)
-    net = build_network(options).eval()
-    state = convert_official_gsasr([FIXTURES / family / 'encoder.pth', FIXTURES / family / 'decoder.pth'],
-                                   FAMILIES[family], 'Fea2GS')
-    net.load_state_dict(state, strict=True)
-    return net, ref
-
-
-def _kernel_gaussians_in_lr_units(case):
-    """The official kernel's inputs (canvas units: pixel i at 2 i / (n - 1) - 1) as our LR-unit Gaussians."""
-    (hc, wc), (hp, wp) = case['canvas'], case['padded_size']
-    coords, sigmas = case['kernel_coords'].double(), case['kernel_sigmas'].double()
-    means = torch.stack([((coords[:, 0] + 1) * (wc - 1) / 2 + 0.5) * wp / wc,
-                         ((coords[:, 1] + 1) * (hc - 1) / 2 + 0.5) * hp / hc], dim=-1)
-    stds = torch.stack([sigmas[:, 0] * (wc - 1) / 2 * wp / wc, sigmas[:, 1] * (hc - 1) / 2 * hp / hc], dim=-1)
-    return means, stds, sigmas[:, 2], case['kernel_colors'].double()
-
-
-def _cases():
-    return [(family, index) for family in FAMILIES for index in range(len(_reference(family)['cases']))]
+from official_gsasr_helpers import (ENHANCED_FAMILIES, FIXTURES, PAPER_FAMILIES, cases, gaussian_error, image_error,
+                                    official_net)
+from official_gsasr_helpers import kernel_gaussians_in_lr_units as _kernel_gaussians_in_lr_units
+FAMILIES = PAPER_FAMILIES
 
 
 # ------------------------------------------------------------------------------- reference outputs
-@pytest.mark.parametrize('family, index', _cases())
+# every official family: the paper models (Fea2GS) and the enhanced / ultra ones (Fea2GS_ROPE_AMP, GSASRRoPE)
+@pytest.mark.parametrize('family, index', cases({**PAPER_FAMILIES, **ENHANCED_FAMILIES}))
 def test_gaussians_match_the_official_code(family, index):
-    net, ref = _official_net(family)
+    net, ref = official_net(family)
     case = ref['cases'][index]
     with torch.no_grad():
         field = net.encode(case['lq'], case['scale'])
     assert field.canvas_size == tuple(case['canvas']) and field.lr_size == tuple(case['padded_size'])
-    means, stds, rhos, colors = _kernel_gaussians_in_lr_units(case)
+    means = _kernel_gaussians_in_lr_units(case)[0]
     assert field.num_gaussians == means.shape[0] == 16 * case['padded_size'][0] * case['padded_size'][1]
-    for ours, theirs in ((field.means[0], means), (field.sigmas[0], stds), (field.rhos[0], rhos),
-                         (field.colors[0], colors)):
-        assert (ours.double() - theirs).abs().max().item() < 1e-5
+    assert gaussian_error(field, case) < 1e-5
 
 
-@pytest.mark.parametrize('family, index', _cases())
+@pytest.mark.parametrize('family, index', cases({**PAPER_FAMILIES, **ENHANCED_FAMILIES}))
 def test_images_match_the_official_code(family, index):
-    net, ref = _official_net(family)
-    case = ref['cases'][index]
-    with torch.no_grad():
-        image = net(case['lq'], scale=case['scale'], out_size=case['out_size'])
-    assert image.shape[-2:] == case['image'].shape[-2:]
-    assert (image[0] - case['image']).abs().max().item() < 1e-4
+    net, ref = official_net(family)
+    assert image_error(net, ref['cases'][index]) < 1e-4
 
 
 @pytest.mark.parametrize('option, value', [('cross_attention_shift', 'masked'), ('shift_mask', True),
@@ -84,14 +52,12 @@ def test_images_match_the_official_code(family, index):
 def test_each_official_option_matters(option, value):
     """With any one official option back at our default, the outputs leave the official ones (by far more
     than the tolerances of the tests above)."""
-    net, ref = _official_net('edsr_paper', **{option: value})
+    net, ref = official_net('edsr_paper', **{option: value})
     case = ref['cases'][0]  # 8 x 4: several windows on the height axis, one on the width axis
     with torch.no_grad():
         field = net.encode(case['lq'], case['scale'])
     if option == 'box_cutoff':
-        with torch.no_grad():
-            image = net(case['lq'], scale=case['scale'], out_size=case['out_size'])
-        assert (image[0] - case['image']).abs().max().item() > 1e-2
+        assert image_error(net, case) > 1e-2
         return
     if option == 'pad_input_to':  # the image is not padded: a field over the unpadded size
         assert field.lr_size == tuple(case['lq'].shape[-2:]) and field.canvas_size is None
@@ -100,10 +66,7 @@ def test_each_official_option_matters(option, value):
             field = net.encode(case['lq'], case['scale'])
         assert field.num_gaussians < 16 * case['padded_size'][0] * case['padded_size'][1]
         return
-    means, stds, rhos, colors = _kernel_gaussians_in_lr_units(case)
-    worst = max((ours.double() - theirs).abs().max().item() for ours, theirs in (
-        (field.means[0], means), (field.sigmas[0], stds), (field.rhos[0], rhos), (field.colors[0], colors)))
-    assert worst > 5e-5
+    assert gaussian_error(field, case) > 5e-5
 
 
 def test_global_residual_and_mean_shift_of_the_official_edsr_encoder():

@@ -79,3 +79,23 @@ def logged_iters(text: str) -> List[int]:
 def load_params(path: Path, key: str = 'params'):
     import torch
     return torch.load(path, map_location='cpu', weights_only=True)[key]
+
+
+def run_ddp_workers(worker, tmp_path, nprocs: int = 2, timeout: float = 180, why: str = ''):
+    """Run ``worker(rank, nprocs, store_path, queue)`` in ``nprocs`` forked processes (a file store in
+    ``tmp_path``); returns the queue the workers report to. Fails the test when they do not finish in ``timeout``
+    seconds (``why``: what a hang would mean)."""
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+    queue = mp.get_context('fork').SimpleQueue()
+    workers = mp.start_processes(worker, args=(nprocs, str(tmp_path / 'store'), queue), nprocs=nprocs, join=False,
+                                 start_method='fork')
+    deadline = time.monotonic() + timeout
+    while not workers.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail(f'the {nprocs}-process DDP workers did not finish in {timeout:g} s{why}')
+    return queue

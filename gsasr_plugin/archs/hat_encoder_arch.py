@@ -15,17 +15,16 @@ The HAB is timm's ``SwinTransformerBlock`` (its window attention, MLP, norms and
 the conv branch added; the OCAB uses timm's ``Mlp``, window partition helpers and init. Official
 checkpoints (XPixelGroup/HAT) load through :data:`HAT_OFFICIAL_KEY_MAP`.
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN
-from gsasr_plugin.archs.swinir_encoder_arch import WindowTransformerEncoder, check_transformer_sizes
+from gsasr_plugin.archs.swinir_encoder_arch import ResidualGroup, WindowTransformerEncoder, check_transformer_sizes
 from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens, trunc_normal_
 
 __all__ = ['HAT', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',
@@ -173,7 +172,7 @@ class OverlappingCrossAttention(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ResidualHybridAttentionGroup(nn.Module):
+class ResidualHybridAttentionGroup(ResidualGroup):
     """HAT's RHAG: ``depth`` hybrid attention blocks, one OCAB, a 3x3 conv and a group residual."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, compress_ratio: int,
@@ -191,14 +190,22 @@ class ResidualHybridAttentionGroup(nn.Module):
         self.overlap_attn = OverlappingCrossAttention(dim, num_heads, window_size, overlap_ratio, mlp_ratio, qkv_bias)
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for block in [*self.blocks, self.overlap_attn]:
-            if self.use_checkpoint and out.requires_grad:
-                out = torch.utils.checkpoint.checkpoint(block, out, use_reentrant=False)
-            else:
-                out = block(out)
-        return x + self.conv(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    def layers(self) -> Sequence[nn.Module]:
+        """The hybrid blocks, then the overlapping cross-attention."""
+        return [*self.blocks, self.overlap_attn]
+
+
+def hat_sizes(size: str, depths: Optional[Sequence[int]], num_heads: Optional[Sequence[int]], embed_dim: int,
+              window_size: int, overlap_ratio: float) -> Tuple[List[int], List[int]]:
+    """(depths, num_heads) of a HAT-style encoder: given, else from ``size`` ('HAT' or 'HAT-L'); checked."""
+    if size not in HAT_SIZES:
+        raise ValueError(f'size must be one of {sorted(HAT_SIZES)}, got {size!r}')
+    depths = list(HAT_SIZES[size][0] if depths is None else depths)
+    num_heads = list(num_heads) if num_heads is not None else [HAT_SIZES[size][1][0]] * len(depths)
+    check_transformer_sizes(depths, num_heads, embed_dim, window_size)
+    if not 0 <= overlap_ratio:
+        raise ValueError(f'overlap_ratio must be >= 0, got {overlap_ratio}')
+    return depths, num_heads
 
 
 @ENCODER_REGISTRY.register()
@@ -242,13 +249,7 @@ class HAT(WindowTransformerEncoder):
                  img_range: float = 1., rgb_mean: Optional[Sequence[float]] = DIV2K_RGB_MEAN,
                  use_checkpoint: bool = False, pad_mode: str = 'reflect'):
         super().__init__()
-        if size not in HAT_SIZES:
-            raise ValueError(f'size must be one of {sorted(HAT_SIZES)}, got {size!r}')
-        depths = list(HAT_SIZES[size][0] if depths is None else depths)
-        num_heads = list(num_heads) if num_heads is not None else [HAT_SIZES[size][1][0]] * len(depths)
-        check_transformer_sizes(depths, num_heads, embed_dim, window_size)
-        if not 0 <= overlap_ratio:
-            raise ValueError(f'overlap_ratio must be >= 0, got {overlap_ratio}')
+        depths, num_heads = hat_sizes(size, depths, num_heads, embed_dim, window_size, overlap_ratio)
         self._build_trunk(
             num_in_ch, num_feat, embed_dim, depths, num_heads, window_size, drop_rate, drop_path_rate, patch_norm,
             img_range, rgb_mean, pad_mode, lambda depth, heads, rates: ResidualHybridAttentionGroup(

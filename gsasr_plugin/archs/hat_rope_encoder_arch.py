@@ -25,31 +25,30 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
-from gsasr_plugin.archs.hat_encoder_arch import HAT_SIZES, ChannelAttentionBlock, overlapping_windows
+from gsasr_plugin.archs.hat_encoder_arch import (HAT_OFFICIAL_KEY_MAP, ChannelAttentionBlock, hat_sizes,
+                                                 overlapping_windows)
 from gsasr_plugin.archs.rope_attention import MixedRoPE, RoPEWindowAttention, grid_positions, register_positions
-from gsasr_plugin.archs.swinir_encoder_arch import WindowTransformerEncoder, check_transformer_sizes
+from gsasr_plugin.archs.swinir_encoder_arch import ResidualGroup, WindowTransformerEncoder
 from gsasr_plugin.archs.window_utils import DropPath, Mlp, from_window_tokens, to_window_tokens
 
 __all__ = ['HATRoPE', 'RoPEHybridAttentionBlock', 'RoPEOverlappingCrossAttention', 'RoPEHybridAttentionGroup',
            'HAT_ROPE_OFFICIAL_KEY_MAP', 'HAT_ROPE_OFFICIAL_SKIPPED_KEYS']
 
-# Official HATNOUP_ROPE_AMP key -> our key, as regex rules (first match wins).
+# Official HATNOUP_ROPE_AMP key -> our key, as regex rules (first match wins): HAT's, with the RoPE buffers of the
+# blocks and of the overlapping attention renamed before HAT's generic block / overlap rules.
+_HAT_RULES = dict(zip(('embed_norm', 'cab_in', 'cab_out', 'squeeze', 'excite', 'blocks', 'overlap'),
+                      HAT_OFFICIAL_KEY_MAP))
 HAT_ROPE_OFFICIAL_KEY_MAP: Tuple[Tuple[str, str], ...] = (
-    (r'^patch_embed\.norm\.', 'embed_norm.'),
-    (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.conv_block\.cab\.0\.', r'\1blocks.\2.cab.conv_in.'),
-    (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.conv_block\.cab\.2\.', r'\1blocks.\2.cab.conv_out.'),
-    (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.conv_block\.cab\.3\.attention\.1\.', r'\1blocks.\2.cab.squeeze.'),
-    (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.conv_block\.cab\.3\.attention\.3\.', r'\1blocks.\2.cab.excite.'),
+    *(_HAT_RULES[name] for name in ('embed_norm', 'cab_in', 'cab_out', 'squeeze', 'excite')),
     (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.attn\.rope_freqs$', r'\1blocks.\2.attn.rope.freqs'),
     (r'^(layers\.\d+\.)residual_group\.blocks\.(\d+)\.attn\.rope_t_([xy])$', r'\1blocks.\2.attn.pos_\3'),
-    (r'^(layers\.\d+\.)residual_group\.blocks\.', r'\1blocks.'),
+    _HAT_RULES['blocks'],
     (r'^(layers\.\d+\.)residual_group\.overlap_attn\.rope_freqs$', r'\1overlap_attn.rope.freqs'),
     (r'^(layers\.\d+\.)residual_group\.overlap_attn\.rope_t_([xy])$', r'\1overlap_attn.pos_\2'),
-    (r'^(layers\.\d+\.)residual_group\.overlap_attn\.', r'\1overlap_attn.'),
+    _HAT_RULES['overlap'],
 )
 # The official token positions (rope_t_x / rope_t_y, float) load into our integer pos_x / pos_y buffers.
 HAT_ROPE_OFFICIAL_SKIPPED_KEYS: Tuple[Tuple[str, str], ...] = (
@@ -141,7 +140,7 @@ class RoPEOverlappingCrossAttention(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class RoPEHybridAttentionGroup(nn.Module):
+class RoPEHybridAttentionGroup(ResidualGroup):
     """HAT's residual group with RoPE blocks: ``depth`` hybrid blocks (odd ones shifted), one OCAB, a 3x3
     conv and a group residual. Channels-last (B, H, W, C) input."""
 
@@ -161,14 +160,8 @@ class RoPEHybridAttentionGroup(nn.Module):
                                                           qkv_bias, rope_theta)
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for block in [*self.blocks, self.overlap_attn]:
-            if self.use_checkpoint and out.requires_grad:
-                out = torch.utils.checkpoint.checkpoint(block, out, use_reentrant=False)
-            else:
-                out = block(out)
-        return x + self.conv(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    def layers(self) -> Sequence[nn.Module]:
+        return [*self.blocks, self.overlap_attn]
 
 
 @ENCODER_REGISTRY.register()
@@ -216,16 +209,10 @@ class HATRoPE(WindowTransformerEncoder):
                  rgb_mean: Optional[Sequence[float]] = None, rope_theta: float = 10.0, use_checkpoint: bool = False,
                  pad_mode: str = 'reflect'):
         super().__init__()
-        if size not in HAT_SIZES:
-            raise ValueError(f'size must be one of {sorted(HAT_SIZES)}, got {size!r}')
-        depths = list(HAT_SIZES[size][0] if depths is None else depths)
-        num_heads = list(num_heads) if num_heads is not None else [HAT_SIZES[size][1][0]] * len(depths)
-        check_transformer_sizes(depths, num_heads, embed_dim, window_size)
+        depths, num_heads = hat_sizes(size, depths, num_heads, embed_dim, window_size, overlap_ratio)
         for heads in num_heads:
             if (embed_dim // int(heads)) % 4:
                 raise ValueError(f'embed_dim / num_heads must be a multiple of 4 for RoPE, got {embed_dim} / {heads}')
-        if not 0 <= overlap_ratio:
-            raise ValueError(f'overlap_ratio must be >= 0, got {overlap_ratio}')
         self._build_trunk(
             num_in_ch, num_feat, embed_dim, depths, num_heads, window_size, drop_rate, drop_path_rate, patch_norm,
             img_range, rgb_mean, pad_mode, lambda depth, heads, rates: RoPEHybridAttentionGroup(

@@ -24,7 +24,7 @@ from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 from gsasr_plugin.archs.window_utils import pad_to_multiple, trunc_normal_
 
-__all__ = ['SwinIR', 'ResidualSwinGroup', 'WindowTransformerEncoder', 'SWINIR_OFFICIAL_KEY_MAP',
+__all__ = ['SwinIR', 'ResidualGroup', 'ResidualSwinGroup', 'WindowTransformerEncoder', 'SWINIR_OFFICIAL_KEY_MAP',
            'SWINIR_OFFICIAL_SKIPPED_KEYS', 'init_transformer_weights', 'stochastic_depth_rates', 'check_transformer_sizes']
 
 # Official SwinIR (JingyunLiang/SwinIR, models/network_swinir.py) key -> our key, as regex rules.
@@ -125,7 +125,32 @@ def _channels_last_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class ResidualSwinGroup(nn.Module):
+class ResidualGroup(nn.Module):
+    """The residual group of SwinIR and HAT: its layers in order (each gradient-checkpointed while training with
+    ``use_checkpoint``), a 3x3 conv and a residual over the group. Channels-last (B, H, W, C) tokens.
+
+    Subclasses build ``blocks`` (and whatever else :meth:`layers` lists), ``conv`` and ``use_checkpoint``.
+    """
+
+    use_checkpoint: bool
+    blocks: nn.ModuleList
+    conv: nn.Conv2d
+
+    def layers(self) -> Sequence[nn.Module]:
+        """The layers in the order they run (the blocks)."""
+        return self.blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.layers():
+            if self.use_checkpoint and out.requires_grad:
+                out = torch.utils.checkpoint.checkpoint(layer, out, use_reentrant=False)
+            else:
+                out = layer(out)
+        return x + _channels_last_conv(self.conv, out)
+
+
+class ResidualSwinGroup(ResidualGroup):
     """SwinIR's RSTB: ``depth`` timm Swin blocks (alternating plain / shifted windows), a 3x3 conv, a residual.
 
     Works on channels-last (B, H, W, C) tokens whose H and W are multiples of ``window_size``.
@@ -153,15 +178,6 @@ class ResidualSwinGroup(nn.Module):
                 drop_path=drop_path[i]) for i in range(depth)
         ])
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for block in self.blocks:
-            if self.use_checkpoint and out.requires_grad:
-                out = torch.utils.checkpoint.checkpoint(block, out, use_reentrant=False)
-            else:
-                out = block(out)
-        return x + _channels_last_conv(self.conv, out)
 
 
 @ENCODER_REGISTRY.register()
