@@ -4,8 +4,8 @@
 (``gsasr_plugin.ops._C``, built from ``ops/csrc``: a CPU kernel, plus a CUDA kernel where built with CUDA) on
 CPU and CUDA tensors when present, else the pure-PyTorch path (``_torch_impl.py``, also the reference).
 """
-from .rasterize import (BACKENDS, DEFAULT_CUTOFF, MODES, cpu_op_available, cuda_op_available, rasterize_gaussians,
-                        use_backend)
+from .rasterize import (BACKENDS, DEFAULT_CUTOFF, MODES, RENDER_OPTIONS, cpu_op_available, cuda_op_available,
+                        rasterize_gaussians, use_backend)
 
 __all__ = ['rasterize_gaussians', 'cuda_op_available', 'cpu_op_available', 'use_backend', 'DEFAULT_CUTOFF', 'MODES',
-           'BACKENDS']
+           'BACKENDS', 'RENDER_OPTIONS']

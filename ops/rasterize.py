@@ -9,9 +9,12 @@ import torch
 from ._torch_impl import DEFAULT_CUTOFF, RasterMode, rasterize_gaussians_torch
 
 __all__ = ['rasterize_gaussians', 'cuda_op_available', 'cpu_op_available', 'use_backend', 'DEFAULT_CUTOFF',
-           'MODES', 'BACKENDS']
+           'MODES', 'BACKENDS', 'RENDER_OPTIONS']
 
 MODES = ('sum', 'gsplat_sum')
+# The keywords of rasterize_gaussians that are rendering options rather than the Gaussians' tensors (what a
+# network's rasterizer options may set).
+RENDER_OPTIONS = ('cutoff', 'box_half_size', 'mode')
 BACKENDS = ('auto', 'compiled', 'torch')
 
 _module = None

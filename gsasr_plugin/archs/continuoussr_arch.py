@@ -51,7 +51,6 @@ encoder                    SwinIR with mean shift      HAT (x4), ``rgb_mean: ~``
 =========================  ==========================  ==================================================
 """
 import dataclasses
-import inspect
 import itertools
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -119,10 +118,9 @@ def make_mlp(in_features: int, hidden: Sequence[int], out_features: int, activat
 
 def _rasterizer_keywords(options: Optional[Mapping[str, Any]], cutoff: Optional[float]) -> Dict[str, Any]:
     """Check ``rasterizer`` options against ``rasterize_gaussians``' keywords; merge ``cutoff``."""
-    from gsasr_plugin.ops import rasterize_gaussians
+    from gsasr_plugin.ops import RENDER_OPTIONS
     options = dict(options or {})
-    accepted = set(inspect.signature(rasterize_gaussians).parameters) - {
-        'means', 'sigmas', 'rhos', 'colors', 'lr_size', 'out_size', 'opacities'}  # tensors come from the field
+    accepted = set(RENDER_OPTIONS)  # the tensors (opacities included) come from the field
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f'rasterizer options {unknown} are not keywords of gsasr_plugin.ops.rasterize_gaussians '

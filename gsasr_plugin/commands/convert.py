@@ -18,10 +18,9 @@ from typing import List, Optional
 
 from gsasr_plugin_cli.parsers import convert_parser
 
-__all__ = ['run', 'build_parser', 'list_models']
+__all__ = ['run', 'list_models']
 
 PROG = 'basicsr convert'
-build_parser = convert_parser
 
 
 def list_models() -> str:
@@ -36,7 +35,7 @@ def list_models() -> str:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = convert_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

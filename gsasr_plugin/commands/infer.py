@@ -25,10 +25,9 @@ from typing import Dict, List, Optional, Set
 
 from gsasr_plugin_cli.parsers import UsageError, infer_parser
 
-__all__ = ['run', 'build_parser', 'default_suffix', 'plan_outputs', 'write_scales_and_zoom']
+__all__ = ['run', 'default_suffix', 'plan_outputs', 'write_scales_and_zoom']
 
 PROG = 'basicsr infer'
-build_parser = infer_parser
 _BITS = {'uint8': '8-bit', 'uint16': '16-bit', 'float32': '32-bit float'}
 
 
@@ -188,7 +187,7 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = infer_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
