@@ -12,10 +12,11 @@ import yaml
 import gsasr_plugin  # noqa: F401  (registers archs and encoders)
 from basicsr.archs import build_network
 from gsasr_plugin.archs.gaussiansr_arch import GaussianSR
-from gsasr_plugin.archs.official_gaussiansr import (OFFICIAL_NETWORK_G, OFFICIAL_TRAIN_ARGS, convert_official_files,
-                                                    convert_state_dict, is_official_checkpoint,
+from gsasr_plugin.archs.official_gaussiansr import (OFFICIAL_MODEL_NAME, OFFICIAL_NETWORK_G, OFFICIAL_TRAIN_ARGS,
+                                                    convert_official_files, convert_state_dict,
                                                     load_official_checkpoint, main, official_network_options,
                                                     official_state_dict_keys)
+from gsasr_plugin.archs.pretrained import is_liif_checkpoint
 from gsasr_plugin.archs.gaussiansr_patches import liif_offsets_and_cell, patch_kernel_images, place_kernels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +224,7 @@ def test_converter_rejects_wrong_layouts(tmp_path):
         load_official_checkpoint(tmp_path / 'missing.pth')
     with pytest.raises(ValueError, match='hidden_list|num_points'):
         official_network_options(dict(OFFICIAL_TRAIN_ARGS, num_points=64))
-    assert not is_official_checkpoint({'params': state})
+    assert not is_liif_checkpoint({'params': state}, OFFICIAL_MODEL_NAME)
 
 
 def test_converter_command_writes_a_checkpoint_basicsr_loads(tmp_path, capsys):

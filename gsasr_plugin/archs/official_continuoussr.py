@@ -28,15 +28,16 @@ import torch
 
 from gsasr_plugin import hub
 from gsasr_plugin.archs.hat_encoder_arch import HAT_OFFICIAL_KEY_MAP, HAT_OFFICIAL_SKIPPED_KEYS
-from gsasr_plugin.archs.pretrained import map_checkpoint_keys
+from gsasr_plugin.archs.pretrained import map_checkpoint_keys, read_liif_checkpoint
 from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
 
 __all__ = ['OFFICIAL_REPOSITORY', 'OFFICIAL_COMMIT', 'GSPLAT_FORK_COMMIT', 'OFFICIAL_HEAD_OPTIONS',
            'OFFICIAL_NETWORK_G', 'RELEASED_MODEL', 'official_encoder_options', 'network_options_from_spec',
            'official_key_rules', 'convert_official_state_dict', 'read_official_checkpoint',
-           'looks_like_official_checkpoint', 'network_options_from_files', 'convert']
+           'network_options_from_files', 'convert', 'OFFICIAL_MODEL_NAME']
 
 OFFICIAL_REPOSITORY = 'https://github.com/peylnog/ContinuousSR'
+OFFICIAL_MODEL_NAME = 'continuous-gaussian'  # the model name in their checkpoint (LIIF's layout)
 OFFICIAL_COMMIT = '3879d16086b96d4e776cf03ced7550c1aec4723a'
 # the gsplat fork the authors render with (github XingtongGe/gsplat, the commit named in their issue #18)
 GSPLAT_FORK_COMMIT = 'bcca3ecae966a052e3bf8dd1ff9910cf7b8f851d'
@@ -126,9 +127,9 @@ def official_encoder_options(encoder_spec: Mapping[str, Any]) -> Tuple[Dict[str,
 
 def network_options_from_spec(model_spec: Mapping[str, Any]) -> Dict[str, Any]:
     """Their ``model`` entry (``{'name': 'continuous-gaussian', 'args': {'encoder_spec': ...}}``) -> ``network_g``."""
-    if not isinstance(model_spec, Mapping) or model_spec.get('name') != 'continuous-gaussian':
+    if not isinstance(model_spec, Mapping) or model_spec.get('name') != OFFICIAL_MODEL_NAME:
         name = model_spec.get('name') if isinstance(model_spec, Mapping) else type(model_spec).__name__
-        raise ValueError(f"official ContinuousSR model spec: expected name 'continuous-gaussian', got {name!r}")
+        raise ValueError(f"official ContinuousSR model spec: expected name '{OFFICIAL_MODEL_NAME}', got {name!r}")
     args = model_spec.get('args') or {}
     if 'encoder_spec' not in args:
         raise ValueError("official ContinuousSR model spec: no 'encoder_spec' in its args")
@@ -139,7 +140,7 @@ def network_options_from_spec(model_spec: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 OFFICIAL_NETWORK_G: Dict[str, Any] = network_options_from_spec(
-    {'name': 'continuous-gaussian', 'args': {'encoder_spec': _ASSUMED_RELEASED_SPEC}})
+    {'name': OFFICIAL_MODEL_NAME, 'args': {'encoder_spec': _ASSUMED_RELEASED_SPEC}})
 
 
 def official_key_rules(encoder_type: str) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
@@ -199,25 +200,10 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], encoder_type:
 
 def read_official_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """(their model spec without weights, their state dict) from ``ContinuousSR.pth``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'official ContinuousSR checkpoint {path}: no such file')
-    from gsasr_plugin.utils.safe_load import load_torch_file
-    checkpoint = load_torch_file(str(path), 'official ContinuousSR checkpoint')  # weights only, one-line errors
-    if not looks_like_official_checkpoint(checkpoint):
-        top = list(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise ValueError(f"{path}: not an official ContinuousSR checkpoint (expected {{'model': {{'name': "
-                         f"'continuous-gaussian', 'args': ..., 'sd': ...}}}}; found {top})")
+    checkpoint, _ = read_liif_checkpoint(path, OFFICIAL_MODEL_NAME, 'ContinuousSR')
     model = checkpoint['model']
     spec = {'name': model['name'], 'args': copy.deepcopy(dict(model.get('args') or {}))}
     return spec, dict(model['sd'])
-
-
-def looks_like_official_checkpoint(checkpoint: Any) -> bool:
-    """Whether a loaded checkpoint dict has the authors' layout (``{'model': {'name', 'args', 'sd'}}``)."""
-    model = checkpoint.get('model') if isinstance(checkpoint, Mapping) else None
-    return (isinstance(model, Mapping) and model.get('name') == 'continuous-gaussian'
-            and isinstance(model.get('sd'), Mapping))
 
 
 def network_options_from_files(paths: Sequence[Union[str, Path]]) -> Dict[str, Any]:

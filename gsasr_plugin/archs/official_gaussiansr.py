@@ -40,7 +40,7 @@ import torch
 from gsasr_plugin import hub
 
 __all__ = ['OFFICIAL_MODEL_NAME', 'OFFICIAL_REPO', 'OFFICIAL_FILE', 'RELEASED_MODEL', 'EDSR_KEY_MAP',
-           'is_official_checkpoint', 'official_network_options',
+           'official_network_options',
            'official_state_dict_keys', 'convert_state_dict', 'load_official_checkpoint', 'convert_official_files',
            'convert_checkpoint_file', 'OFFICIAL_TRAIN_ARGS', 'OFFICIAL_NETWORK_G', 'main']
 
@@ -72,13 +72,6 @@ OFFICIAL_TRAIN_ARGS = {
     'dec_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256, 256, 256, 256]}},
     'kernel_size': 5,
 }
-
-
-def is_official_checkpoint(checkpoint: Any) -> bool:
-    """True for a loaded dict in their layout (``{'model': {'name': 'gaussian-splatter', 'args', 'sd'}}``)."""
-    model = checkpoint.get('model') if isinstance(checkpoint, Mapping) else None
-    return isinstance(model, Mapping) and model.get('name') == OFFICIAL_MODEL_NAME and isinstance(
-        model.get('sd'), Mapping)
 
 
 def _resolved_args(args: Mapping[str, Any]) -> Dict[str, Any]:
@@ -229,19 +222,9 @@ def load_official_checkpoint(checkpoint: Union[str, Path, Mapping[str, Any]], ke
         FileNotFoundError: if the path does not exist.
         ValueError: if the file is not their layout or its weights do not match its arguments.
     """
+    from gsasr_plugin.archs.pretrained import read_liif_checkpoint
     from gsasr_plugin.checkpoint import Checkpoint
-    source = '<checkpoint>'
-    if not isinstance(checkpoint, Mapping):
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f'official GaussianSR checkpoint {path}: no such file')
-        source = str(path)
-        from gsasr_plugin.utils.safe_load import load_torch_file
-        checkpoint = load_torch_file(str(path), 'official GaussianSR checkpoint')  # weights only, one line
-    if not is_official_checkpoint(checkpoint):
-        found = list(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise ValueError(f"{source}: not an official GaussianSR checkpoint (expected {{'model': {{'name': "
-                         f"'{OFFICIAL_MODEL_NAME}', 'args', 'sd'}}}}), found {found}")
+    checkpoint, source = read_liif_checkpoint(checkpoint, OFFICIAL_MODEL_NAME, 'GaussianSR')
     model = checkpoint['model']
     network_g = official_network_options(model.get('args') or {}, kernel_choice_eval)
     state = convert_state_dict(model['sd'], model.get('args') or {}, source)

@@ -21,7 +21,7 @@ when ``strict`` (the default) and warnings otherwise.
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from torch import nn
 from gsasr_plugin.checkpoint import WEIGHT_KEYS, load_checkpoint
 
 __all__ = ['PretrainedLoadReport', 'load_pretrained_encoder', 'read_foreign_weights', 'map_checkpoint_keys',
-           'FOREIGN_WEIGHT_KEYS']
+           'is_liif_checkpoint', 'read_liif_checkpoint', 'FOREIGN_WEIGHT_KEYS']
 
 # The entries other code bases keep their weights under, in order of preference.
 FOREIGN_WEIGHT_KEYS = WEIGHT_KEYS + ('state_dict', 'model')
@@ -74,6 +74,38 @@ def read_foreign_weights(path: Union[str, Path], param_key: Optional[str] = None
     caller (converted official weights are checked as a whole by ``checkpoint.load_weights``)."""
     checkpoint = load_checkpoint(str(path), param_key, what, keys=FOREIGN_WEIGHT_KEYS, finite=False)
     return checkpoint.state_dict, checkpoint.param_key
+
+
+def is_liif_checkpoint(checkpoint: Any, model_name: str) -> bool:
+    """Whether a loaded checkpoint has LIIF's layout (``{'model': {'name': model_name, 'args', 'sd'}}``), as the
+    official GaussianSR and ContinuousSR files do."""
+    model = checkpoint.get('model') if isinstance(checkpoint, Mapping) else None
+    return isinstance(model, Mapping) and model.get('name') == model_name and isinstance(model.get('sd'), Mapping)
+
+
+def read_liif_checkpoint(source: Union[str, Path, Mapping[str, Any]], model_name: str,
+                         method: str) -> Tuple[Mapping[str, Any], str]:
+    """(the checkpoint, how errors name it) of an official ``method`` file in LIIF's layout: a path (read weights-only)
+    or an already loaded dict.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: another layout (naming the keys found), or an unreadable file.
+    """
+    name = '<checkpoint>'
+    what = f'official {method} checkpoint'
+    if not isinstance(source, Mapping):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f'{what} {path}: no such file')
+        name = str(path)
+        from gsasr_plugin.utils.safe_load import load_torch_file
+        source = load_torch_file(name, what)  # weights only, one-line errors
+    if not is_liif_checkpoint(source, model_name):
+        found = list(source)[:8] if isinstance(source, Mapping) else type(source).__name__
+        raise ValueError(f"{name}: not an {what} (expected {{'model': {{'name': '{model_name}', 'args', 'sd'}}}}), "
+                         f'found {found}')
+    return source, name
 
 
 def map_checkpoint_keys(state: Mapping[str, torch.Tensor], key_map: Sequence[Tuple[str, str]] = (),
