@@ -426,6 +426,10 @@ class GaussianSR(SRNetwork):
             out = out + (skip if pixel_index is None else gather_pixels(skip, pixel_index))
         return self.denormalise(out)
 
+    def gaussians(self, field: GaussianSRField) -> Optional[GaussianField]:
+        """The splatted stream's Gaussians (one per LR pixel; None with ``splatting: patches``)."""
+        return field.gaussians
+
     def render_pixels(self, field: GaussianSRField, out_size: Size, pixel_index: torch.Tensor) -> torch.Tensor:
         """Only the pixels ``pixel_index`` (B, Q) are decoded (the splatting still covers the whole output)."""
         return self.render(field, out_size, pixel_index=pixel_index)

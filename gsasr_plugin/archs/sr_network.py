@@ -125,6 +125,10 @@ class SRNetwork(nn.Module):
         partitions a tile into is a window of the whole image."""
         return self.encoder_alignment
 
+    def gaussians(self, field: Any) -> Optional[GaussianField]:
+        """The Gaussians of ``field`` in LR pixel units (what ``--save-gaussians`` draws), None when it has none."""
+        return field if isinstance(field, GaussianField) else None
+
     def bytes_per_lr_pixel(self) -> float:
         """A rough activation footprint of encoding one LR pixel (for choosing tiles from free memory). Default:
         a 64-channel decoder with 4 x 4 tokens per LR pixel."""

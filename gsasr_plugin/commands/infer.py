@@ -175,12 +175,10 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
                                 tile_margin=args.tile_margin, bf16=args.bf16, progress=progress)
     notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
     if args.save_gaussians:
-        from gsasr_plugin.archs.gaussian_field import GaussianField
-        from gsasr_plugin.archs.gaussiansr_arch import GaussianSRField
         from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         rgb, _ = read_image(str(path))
-        field = result.field.gaussians if isinstance(result.field, GaussianSRField) else result.field
-        if not isinstance(field, GaussianField):
+        field = model.network.gaussians(result.field)
+        if field is None:
             raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
                              'splatting: patches)')
         draw_gaussians(field, rgb, str(outputs[-1]), crop=args.gaussians_crop or None)
