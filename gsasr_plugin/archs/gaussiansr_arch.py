@@ -33,8 +33,8 @@ The Gaussians and the LR features do not depend on the scale (``field_depends_on
 field is encoded once and each render runs the splatting, the bicubic upsampling and the decoder at the
 output size (the decoder's phase uses that render's cell size). ~1.84 M parameters with the defaults.
 """
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
