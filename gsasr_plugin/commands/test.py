@@ -1,8 +1,8 @@
 """``basicsr test``: BasicSR's test pipeline with the plugin's registries filled.
 
 Same flags and run pipeline as ``basicsr train`` (:mod:`gsasr_plugin.commands.pipeline`); results (logs with
-per-scale metrics, images) go to ``./results/<name>``. Before anything runs, :func:`check_testable` refuses option files that cannot be tested (a training
-file, no datasets, no weights) with one line.
+per-scale metrics, images) go to ``./results/<name>``. Before anything runs, :func:`check_testable` refuses
+option files that cannot be tested (a training file, no datasets, no weights) with one line.
 """
 from typing import Any, Dict, List
 
