@@ -16,7 +16,6 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Un
 
 import numpy as np
 import torch
-from torch import nn
 
 from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.checkpoint import MissingNetworkOptions  # noqa: F401  (part of the API)
@@ -139,11 +138,11 @@ class Upscaler:
         source: where its weights came from (informative).
     """
 
-    def __init__(self, network: nn.Module, device: Optional[Union[str, torch.device]] = None,
+    def __init__(self, network: SRNetwork, device: Optional[Union[str, torch.device]] = None,
                  network_options: Optional[Mapping[str, Any]] = None, source: Optional[str] = None):
         if not isinstance(network, SRNetwork):
             raise TypeError(f'network_g {type(network).__name__} has no encode(): not a Gaussian-splatting SR '
-                            'network')
+                            'network (gsasr_plugin.archs.sr_network.SRNetwork)')
         if device is None:
             parameter = next(network.parameters(), None)
             device = parameter.device if parameter is not None else torch.device('cpu')
