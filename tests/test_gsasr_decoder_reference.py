@@ -1,6 +1,6 @@
 """GSASR's forward and gradients equal those recorded from an earlier implementation (float32 rounding).
 
-The decoder's forward is optimised (window order, reassociated scale attention, fused heads); these
+The decoder's forward is optimised (window order, reassociated scale attention, chunked heads); these
 cases, recorded by ``tests/fixtures/make_gsasr_decoder_reference.py`` from the revision named in the
 file, cover every shift option combination on both kinds of networks, the padding / canvas / box
 options, ``feature_queries`` and ``lr_color_residual``, and the state dict layout.
