@@ -68,7 +68,7 @@ __all__ = ['GSASR', 'resolve_scale_and_size']
 # lr_color_residual: LR colours are clamped to [eps, 1 - eps] before the logit (logit(0) is -inf).
 _PRIOR_EPS = 1e-3
 # Tokens per chunk of the heads without autograd (a head's hidden activations: chunk x hidden floats).
-_HEAD_CHUNK = 8192
+_HEAD_CHUNK = 4096
 
 
 def _mlp_head(dim: int, hidden: int, out_features: int) -> nn.Sequential:
