@@ -56,17 +56,24 @@ def cuda_extensions():
     return [ext], {'build_ext': BuildExtension.with_options(use_ninja=True)}
 
 
+def read_version():
+    """``__version__`` of gsasr_plugin/__init__.py: the one place the version is written."""
+    import re
+    with open(os.path.join('gsasr_plugin', '__init__.py'), encoding='utf-8') as handle:
+        return re.search(r"^__version__ = '([^']+)'", handle.read(), re.MULTILINE).group(1)
+
+
 ext_modules, cmdclass = cuda_extensions()
 
 setup(
     name='gsasr-basicsr',
-    version='0.1.0',
+    version=read_version(),
     description='Arbitrary-scale super-resolution by 2D Gaussian splatting (GSASR, GaussianSR, ContinuousSR) '
     'as a BasicSR plugin',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
-    packages=find_packages(include=['gsasr_plugin', 'gsasr_plugin.*']) + ['gsasr_plugin.ops'],
+    packages=find_packages(include=['gsasr_plugin', 'gsasr_plugin.*', 'gsasr_plugin_cli']) + ['gsasr_plugin.ops'],
     package_dir={'gsasr_plugin.ops': 'ops'},
     package_data={'gsasr_plugin.ops': ['csrc/*.cu', 'csrc/*.cpp', 'csrc/*.h', 'csrc/*.cuh']},
     install_requires=[
@@ -81,11 +88,14 @@ setup(
         'lpips',
         'DISTS-pytorch==0.1',  # ships DISTS's alpha/beta weights (weights.pt)
         'scikit-image',
+        'matplotlib',  # the PSNR-vs-scale plot of basicsr test, the Gaussian drawings of basicsr infer
+        'Pillow',  # zoom GIFs, image headers
         'pyyaml',
         'tqdm',
     ],
     extras_require={'test': ['pytest>=7']},
-    entry_points={'console_scripts': ['basicsr = gsasr_plugin.cli:main']},
+    # the front end is outside gsasr_plugin so that --help / --version / -h do not import torch
+    entry_points={'console_scripts': ['basicsr = gsasr_plugin_cli:main']},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -2,10 +2,16 @@
 
 Importing this package registers the plugin's architectures, encoders, datasets, models and metrics
 with BasicSR's registries. ``compat`` is imported first because basicsr 1.4.2 does not import on
-current torchvision without it.
-"""
-from gsasr_plugin import compat  # noqa: F401  (must precede every basicsr import)
-from gsasr_plugin import archs, data, losses, metrics, models  # noqa: F401  (fill the registries)
+current torchvision without it. The Python API (:mod:`gsasr_plugin.api`)::
 
-__version__ = '0.1.0'
-__all__ = ['__version__']
+    from gsasr_plugin import load_model
+    model = load_model('net_g_latest.pth')      # a checkpoint of basicsr train, or 'official:<name>'
+    sr = model.upscale(image, scale=3.7)        # numpy HWC uint8/uint16/float or a tensor, any channels
+"""
+__version__ = '0.1.0'  # the one place the version is written (setup.py and `basicsr --version` read it)
+
+from gsasr_plugin import compat  # noqa: F401,E402  (must precede every basicsr import)
+from gsasr_plugin import archs, data, losses, metrics, models  # noqa: F401,E402  (fill the registries)
+from gsasr_plugin.api import Upscaler, load_model  # noqa: E402
+
+__all__ = ['__version__', 'load_model', 'Upscaler']

@@ -6,36 +6,58 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
      'network_g': {'type': 'GSASR', ...},    # the options that rebuild the network
      'gsasr_plugin': {'version': '0.1.0', 'source': '...'}}
 
-A BasicSR checkpoint without ``network_g`` still loads its weights; building the network then needs the
-option file (``-opt``).
+``basicsr train`` writes its ``net_g_*.pth`` this way (``ArbitraryScaleSRModel.save_network``, with
+``params_ema`` beside ``params`` when EMA is on), as does ``basicsr convert``; :func:`write_checkpoint` /
+:func:`save_checkpoint` are the one writer. A BasicSR checkpoint without ``network_g`` (or a bare state dict)
+still loads its weights with :func:`load_checkpoint`; building the network then needs the option file
+(``-opt``).
 
-:func:`load_weights` reads whatever ``basicsr infer --model``, ``basicsr convert --model`` and an option
-file's ``path: pretrain_network_g`` may name: a released model (``official:<name>``), the official files
-of a released model (a folder holding them, or their paths joined by commas), or one checkpoint file
-(ours, self-describing or BasicSR's, or a released model's single official file). It knows no method:
-released models come from :mod:`gsasr_plugin.hub`, each with its own converter.
+:func:`load_weights` is the one loader of weights: the Python API (``gsasr_plugin.api.load_model``),
+``basicsr infer --model``, ``basicsr convert --model`` and an option file's ``path: pretrain_network_g``
+(``ArbitraryScaleSRModel.load_network``, i.e. ``basicsr test`` / ``train``) all go through it. It reads a
+released model (``official:<name>``), the official files of a released model (a folder holding them, or
+their paths joined by commas), or one checkpoint file (ours, self-describing or BasicSR's, a bare state
+dict, or a released model's single official file). It knows no method: released models come from
+:mod:`gsasr_plugin.hub`, each with its own converter. :func:`build_with_weights` builds the network and
+loads the weights strictly, with one-line errors.
 """
 import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-__all__ = ['Checkpoint', 'save_checkpoint', 'network_options_of', 'load_weights', 'is_released_weights',
-           'build_with_weights', 'load_strict', 'META_KEY', 'NETWORK_KEY']
+__all__ = ['Checkpoint', 'MissingNetworkOptions', 'save_checkpoint', 'write_checkpoint', 'load_checkpoint',
+           'network_options_of', 'portable_network_options', 'load_weights', 'describe_weights',
+           'is_released_weights', 'build_with_weights', 'load_strict', 'META_KEY', 'NETWORK_KEY', 'LOAD_TIME_KEYS']
 
 META_KEY = 'gsasr_plugin'
 NETWORK_KEY = 'network_g'
 
 
+# Keys of nested options (``encoder: {type, pretrained, strict, param_key}``) that load other files when the
+# network is built; the checkpoint's weights already hold what they loaded.
+LOAD_TIME_KEYS = ('pretrained', 'strict', 'param_key')
+
+
 @dataclass
 class Checkpoint:
-    """Weights and, when the file carries them, the options that build the network."""
+    """Weights and, when the file carries them, the options that build the network.
+
+    Attributes:
+        state_dict: the weights (``module.`` prefixes dropped).
+        network_g: the ``network_g`` options, or None for a checkpoint that does not carry them.
+        meta: what the file says about itself (``version`` of the plugin that wrote it, ``source``).
+        param_key: the key the weights were read from (None for a bare state dict).
+        path: the file.
+    """
     state_dict: Dict[str, torch.Tensor]
     network_g: Optional[Dict[str, Any]] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    param_key: Optional[str] = None
+    path: Optional[str] = None
 
 
 def _plain(value: Any) -> Any:
@@ -56,6 +78,84 @@ def network_options_of(checkpoint: Mapping[str, Any]) -> Optional[Dict[str, Any]
     return copy.deepcopy(dict(options)) if isinstance(options, Mapping) else None
 
 
+def portable_network_options(network_g: Mapping[str, Any]) -> Dict[str, Any]:
+    """``network_g`` as plain data without the nested keys that load other files (:data:`LOAD_TIME_KEYS`).
+
+    An encoder's ``pretrained: PATH`` initialised training; the checkpoint's weights hold the result, and
+    the path rarely exists where the checkpoint is used.
+    """
+
+    def strip(value: Any, nested: bool) -> Any:
+        if isinstance(value, Mapping):
+            return {k: strip(v, True) for k, v in value.items() if not (nested and k in LOAD_TIME_KEYS)}
+        if isinstance(value, (list, tuple)):
+            return [strip(v, nested) for v in value]
+        return value
+
+    return strip(_plain(network_g), False)
+
+
+def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = None) -> Checkpoint:
+    """Read a checkpoint: ours (weights + ``network_g``), a BasicSR one (``params_ema`` preferred, then
+    ``params``) or a bare state dict.
+
+    Args:
+        path: the file.
+        param_key: the entry to read, or entries in order of preference (BasicSR's ``load_network`` reads
+            ``(param_key_g, 'params')``); a named entry must exist (no bare state dict then). Default:
+            ``params_ema``, then ``params``, then the file as a bare state dict.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it is not a PyTorch checkpoint or its layout is unknown (the message lists the keys).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path}: no such file')
+    try:
+        loaded = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:
+        raise ValueError(f'checkpoint {path}: not a PyTorch checkpoint ({type(error).__name__}: '
+                         f'{str(error).splitlines()[0] if str(error) else ""})') from None
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f'checkpoint {path}: unknown layout (a {type(loaded).__name__}, expected a dict)')
+    named = [param_key] if isinstance(param_key, str) else list(dict.fromkeys(k for k in param_key or () if k))
+    keys = named or ['params_ema', 'params']
+    used = next((key for key in keys if isinstance(loaded.get(key), Mapping)), None)
+    if used is not None:
+        state = loaded[used]
+    else:
+        if named or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            found = ', '.join(map(str, list(loaded)[:8])) + (' ...' if len(loaded) > 8 else '')
+            wanted = (' or '.join(f"'{k}'" for k in named) if named
+                      else "'params_ema', 'params' or a bare state dict")
+            raise ValueError(f'checkpoint {path}: unknown layout, expected {wanted}; keys found: [{found}]')
+        state = loaded
+    meta = loaded.get(META_KEY) if used is not None else None
+    return Checkpoint(state_dict={(k[7:] if k.startswith('module.') else k): v for k, v in state.items()},
+                      network_g=network_options_of(loaded) if used is not None else None,
+                      meta=dict(meta) if isinstance(meta, Mapping) else {}, param_key=used, path=str(path))
+
+
+def write_checkpoint(path: str, weights: Mapping[str, Mapping[str, torch.Tensor]], network_g: Mapping[str, Any],
+                     source: Optional[str] = None) -> None:
+    """Write several weight sets (``{'params': ..., 'params_ema': ...}``) and the options that build them
+    to ``path`` atomically (a temporary file renamed). See :func:`save_checkpoint` for the arguments."""
+    from gsasr_plugin import __version__
+    from gsasr_plugin.utils.resume import atomic_save
+    if not isinstance(network_g, Mapping) or 'type' not in network_g:
+        raise ValueError(f"network_g for {path} must be a dict with a 'type', got {network_g!r}")
+    content: Dict[str, Any] = {}
+    for param_key, state_dict in weights.items():
+        content[param_key] = {(k[7:] if k.startswith('module.') else k): v.detach().cpu()
+                              for k, v in state_dict.items()}
+    meta = {'version': __version__}
+    if source:
+        meta['source'] = source
+    content[NETWORK_KEY] = portable_network_options(network_g)
+    content[META_KEY] = meta
+    atomic_save(content, path)
+
+
 def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], network_g: Mapping[str, Any],
                     param_key: str = 'params', source: Optional[str] = None) -> None:
     """Write weights and the options that build them to ``path`` (atomically: a temporary file renamed).
@@ -67,15 +167,7 @@ def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], network_g
         param_key: key the weights are stored under, as BasicSR's ``param_key_g``.
         source: free text saying where the weights come from (e.g. the official files converted).
     """
-    from gsasr_plugin import __version__
-    from gsasr_plugin.utils.resume import atomic_save
-    if not isinstance(network_g, Mapping) or 'type' not in network_g:
-        raise ValueError(f"network_g for {path} must be a dict with a 'type', got {network_g!r}")
-    state = {(k[7:] if k.startswith('module.') else k): v.detach().cpu() for k, v in state_dict.items()}
-    meta = {'version': __version__}
-    if source:
-        meta['source'] = source
-    atomic_save({param_key: state, NETWORK_KEY: _plain(network_g), META_KEY: meta}, path)
+    write_checkpoint(path, {param_key: state_dict}, network_g, source)
 
 
 # ------------------------------------------------------------------------------------- reading weights
@@ -128,34 +220,48 @@ def _candidates_all(method: Optional[str]):
     return [m for m in hub.released_models().values() if method is None or m.method == method]
 
 
-def load_weights(spec: str, network_g: Optional[Mapping[str, Any]] = None, param_key: Optional[str] = None,
-                 offline: Optional[bool] = None) -> Checkpoint:
+def describe_weights(spec: Any) -> str:
+    """How errors name ``spec``: ``released model official:<name>``, ``checkpoint <file>`` or ``weights <...>``
+    (a folder of official files, files joined by commas)."""
+    from gsasr_plugin.hub import OFFICIAL_PREFIX
+    text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
+    if text.startswith(OFFICIAL_PREFIX):
+        return f'released model {text}'
+    return f'weights {text}' if is_released_weights(text) else f'checkpoint {text}'
+
+
+def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str, Any]] = None,
+                 param_key: Optional[Union[str, Sequence[str]]] = None, offline: Optional[bool] = None) -> Checkpoint:
     """Weights, and the options that build them when known, from what a user may name.
 
     Args:
         spec: ``official:<name>`` (downloaded into huggingface_hub's cache, see :mod:`gsasr_plugin.hub`);
             a folder holding a released model's official files (e.g. ``encoder.pth`` and ``decoder.pth``);
             those files' paths joined by commas, in the released model's order; or one file: our
-            checkpoint (self-describing or BasicSR's ``params_ema`` / ``params``, or a bare state dict) or a
-            released model's single official file.
-        network_g: the options the caller will build (e.g. from ``-opt``): they win over the released
-            model's, and their ``type`` restricts which released models' converters are tried.
-        param_key: the entry of a checkpoint file to read (default ``params_ema``, then ``params``).
+            checkpoint (self-describing, as ``basicsr train`` and ``basicsr convert`` write it, or
+            BasicSR's ``params_ema`` / ``params``, or a bare state dict) or a released model's single
+            official file.
+        network_g: the options the caller will build (e.g. from ``-opt``): they win over the ones the weights
+            come with, and their ``type`` restricts which released models' converters are tried.
+        param_key: the entry of a checkpoint file to read, or entries in order of preference
+            (:func:`load_checkpoint`; default ``params_ema``, then ``params``, then a bare state dict).
         offline: passed to :func:`gsasr_plugin.hub.fetch_files` for ``official:`` names.
 
     Returns:
         A :class:`Checkpoint` whose ``network_g`` is ``network_g`` or else the one the weights come with
         (None when neither exists); ``meta['source']`` says what was read, ``meta['released_model']``
-        the released model's name when there is one.
+        the released model's name when there is one, ``meta['origin']`` the ``source`` a checkpoint of ours
+        recorded about itself.
 
     Raises:
         FileNotFoundError: a named file or folder does not exist.
-        ValueError: unknown released name, or files that no converter takes (the message says why).
+        ValueError: unknown released name, an unreadable checkpoint, or files that no converter takes (the
+            message says why).
         gsasr_plugin.hub.WeightsUnavailableError: an ``official:`` model's files cannot be had offline.
     """
     from gsasr_plugin import hub
     method = network_g.get('type') if isinstance(network_g, Mapping) else None
-    text = str(spec)
+    text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     options = copy.deepcopy(dict(network_g)) if isinstance(network_g, Mapping) else None
     if text.startswith(hub.OFFICIAL_PREFIX):
         model = hub.released_model(text)
@@ -181,46 +287,73 @@ def load_weights(spec: str, network_g: Optional[Mapping[str, Any]] = None, param
 
 
 def _load_file(path: Path, options: Optional[Dict[str, Any]], method: Optional[str],
-               param_key: Optional[str]) -> Checkpoint:
-    from gsasr_plugin.inference import load_state_dict_from_checkpoint
+               param_key: Optional[Union[str, Sequence[str]]]) -> Checkpoint:
+    """One file: ours (:func:`load_checkpoint`), or, when it carries no ``network_g``, first tried as a
+    released model's single official file (whose own layout may look like a state dict)."""
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {path}: no such file')
     try:
-        checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
-    except Exception:
-        checkpoint = None  # reported below by load_state_dict_from_checkpoint
-    carried = network_options_of(checkpoint) if isinstance(checkpoint, Mapping) else None
-    if carried is None and _candidates(1, method):
+        checkpoint, unreadable = load_checkpoint(str(path), param_key), None
+    except ValueError as error:
+        checkpoint, unreadable = None, error
+    if (checkpoint is None or checkpoint.network_g is None) and _candidates(1, method):
         try:  # a released model's single official file?
             model, state = _convert_released([path], method, str(path))
             return Checkpoint(state, options or copy.deepcopy(dict(model.network_g)),
-                              {'source': f'{path} (official file of {model.name})', 'released_model': model.name})
-        except ValueError:
-            pass
-    state = load_state_dict_from_checkpoint(str(path), param_key)
-    return Checkpoint(state, options or carried, {'source': str(path)})
+                              {'source': f'{path} (official file of {model.name})', 'released_model': model.name},
+                              path=str(path))
+        except ValueError as error:
+            if unreadable is not None:  # neither ours nor a released model's: say both
+                reason = str(error).split(': ', 1)[-1]
+                raise ValueError(f'{unreadable}; {reason}'[:1500]) from None
+    if unreadable is not None:
+        raise unreadable
+    checkpoint.network_g = options or checkpoint.network_g
+    origin = checkpoint.meta.get('source')  # what the file says about itself (e.g. 'basicsr train NAME, iter N')
+    checkpoint.meta = dict(checkpoint.meta, source=str(path), **({'origin': origin} if origin else {}))
+    return checkpoint
 
 
-def build_with_weights(weights: Checkpoint, what: str = 'the weights'):
-    """Build ``weights.network_g`` and load the weights strictly (errors name ``what`` and the keys)."""
+class MissingNetworkOptions(ValueError):
+    """Weights that do not say which network they hold (a BasicSR checkpoint, a bare state dict), loaded
+    without an option file."""
+
+
+def build_with_weights(weights: Checkpoint, what: str = 'the weights', where: Optional[str] = None) -> torch.nn.Module:
+    """Build ``weights.network_g`` and load the weights strictly.
+
+    Args:
+        weights: what :func:`load_weights` returned.
+        what: how errors name the weights (:func:`describe_weights`).
+        where: how errors name the options (the option file), when they do not come with the weights.
+
+    Raises:
+        MissingNetworkOptions: no ``network_g`` (one line saying to pass the option file).
+        ValueError: weights that do not fit the network (one line naming ``what``, the first keys and shapes).
+    """
     from basicsr.archs import build_network
 
     import gsasr_plugin  # noqa: F401  (registers the architectures)
     if not weights.network_g:
-        raise ValueError(f'{what}: no network_g options come with them: give an option file (-opt) that builds '
-                         'the network')
-    network = build_network(copy.deepcopy(weights.network_g))
-    load_strict(network, weights.state_dict, what)
+        raise MissingNetworkOptions(
+            f'{what} does not say which network it holds (no network_g options come with it: written by BasicSR, '
+            "by another program or by an older version); pass the option file it was trained with (-opt OPTIONS.yml "
+            "on the command line, load_model(..., opt='OPTIONS.yml') in Python)")
+    network = build_network(copy.deepcopy(dict(weights.network_g)))
+    load_strict(network, weights.state_dict, what, where)
     return network
 
 
-def load_strict(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with one-line errors naming ``what``, the first keys and shapes."""
+def load_strict(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str,
+                where: Optional[str] = None) -> None:
+    """``load_state_dict(strict=True)`` with one-line errors naming ``what`` (and ``where`` the network's
+    options come from), the first keys and shapes."""
+    against = f'network_g of {where}' if where else 'network_g'
     try:
         missing, unexpected = network.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:  # shape mismatches: keep the first offending parameter only
         detail = next((line.strip() for line in str(error).splitlines() if 'size mismatch' in line), str(error))
-        raise ValueError(f'{what} does not match network_g: {detail}') from None
+        raise ValueError(f'{what} does not match {against}: {detail}') from None
     if missing or unexpected:
-        raise ValueError(f'{what} does not match network_g: {len(missing)} missing keys '
+        raise ValueError(f'{what} does not match {against}: {len(missing)} missing keys '
                          f'{list(missing)[:3]}, {len(unexpected)} unexpected {list(unexpected)[:3]}')

@@ -54,11 +54,9 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     Also writes the MATLAB-bicubic upscaling beside it (``*_bicubic.png``) for comparison.
     """
     import cv2
-    import torch
     import yaml
 
-    import gsasr_plugin  # noqa: F401
-    from basicsr.archs import build_network
+    from gsasr_plugin import load_model
     from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
 
     if not scale > 0:
@@ -68,19 +66,15 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     weights = weights or osp.join('experiments', opt['name'], 'models', 'net_g_latest.pth')
     if not osp.isfile(weights):
         raise FileNotFoundError(f"weights '{weights}' do not exist: train first (basicsr train -opt {opt_path})")
-    net = build_network(opt['network_g'])
-    net.load_state_dict(torch.load(weights, map_location='cpu')['params'])
-    net.eval()
+    model = load_model(weights, opt=opt_path, device='cpu')
     image = cv2.imread(input_path, cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"cannot read image '{input_path}'")
-    lq = image[:, :, ::-1].astype(np.float32) / 255
-    out_size = (round(lq.shape[0] * scale), round(lq.shape[1] * scale))
-    with torch.no_grad():
-        sr = net(torch.from_numpy(lq.copy()).permute(2, 0, 1)[None], scale=(scale, scale), out_size=out_size)
-    sr = (sr[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    sr = model.upscale(image, scale=scale, bgr=True)
     os.makedirs(osp.dirname(osp.abspath(output_path)), exist_ok=True)
-    cv2.imwrite(output_path, sr[:, :, ::-1])
+    cv2.imwrite(output_path, sr)
+    lq = image[:, :, ::-1].astype(np.float32) / 255
+    out_size = sr.shape[:2]
     bicubic = (np.clip(matlab_bicubic_resize(lq, out_size), 0, 1) * 255).round().astype(np.uint8)
     cv2.imwrite(osp.splitext(output_path)[0] + '_bicubic.png', bicubic[:, :, ::-1])
     return output_path

@@ -29,12 +29,14 @@ class ReleasedModel:
     Args:
         name: short name used after ``official:`` (lower case, e.g. ``gsasr-edsr-paper``).
         method: the architecture it loads into (``GSASR``, ``GaussianSR``, ``ContinuousSR``).
-        hub_repo: Hugging Face repository id, e.g. ``mutou0308/GSASR``.
+        hub_repo: Hugging Face repository id, e.g. ``mutou0308/GSASR``; empty for a model published elsewhere
+            (``source``), whose files are given by path (the short name then says where to get them).
         files: paths of the files inside the repository, in the order the converter takes them.
         network_g: our ``network_g`` options that reproduce the official network.
         convert: ``convert(paths) -> state_dict`` turning the official files into our state dict.
         description: one line for listings and the README.
         extra: anything else the method needs at inference (padding multiple, rasterizer mode, ...).
+        source: where the files are published when they are not on the Hugging Face hub (a URL).
     """
     name: str
     method: str
@@ -44,10 +46,11 @@ class ReleasedModel:
     convert: Callable[[List[Path]], Dict[str, Any]]
     description: str = ''
     extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ''
 
     @property
     def url(self) -> str:
-        return f'https://huggingface.co/{self.hub_repo}'
+        return f'https://huggingface.co/{self.hub_repo}' if self.hub_repo else self.source
 
 
 _REGISTRY: Dict[str, ReleasedModel] = {}
@@ -86,6 +89,10 @@ def fetch_files(model: ReleasedModel, offline: Optional[bool] = None) -> List[Pa
         WeightsUnavailableError: one line naming the files, the repository and where to put them, when a
             file is neither cached nor downloadable (no network, no huggingface_hub, unknown file).
     """
+    if not model.hub_repo:
+        raise WeightsUnavailableError(f'{OFFICIAL_PREFIX}{model.name}: {" ".join(model.files)} is not on the Hugging '
+                                      f'Face hub; download it from {model.source} and pass its path to -m/--model '
+                                      '(or path: pretrain_network_g) instead of the short name.')
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as error:  # pragma: no cover - huggingface_hub comes with timm

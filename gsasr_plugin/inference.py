@@ -4,8 +4,9 @@
   or RGBA. The network sees RGB in [0, 1]; grayscale is replicated to RGB and averaged back; the alpha
   channel is super-resolved separately as a grayscale image. Outputs keep the input's bit depth and
   channel layout.
-* Networks: ``network_g`` of a BasicSR option file, weights from a BasicSR checkpoint (``params`` /
-  ``params_ema``) or a bare state dict.
+* Networks: see :mod:`gsasr_plugin.api` (``load_model``: a self-describing checkpoint, a BasicSR one
+  with an option file, or a released model, all read by :func:`gsasr_plugin.checkpoint.load_weights`);
+  :func:`load_network` is its older, option-file-first form.
 * Tiles: overlapping LR tiles are encoded to Gaussians; each tile keeps the Gaussians that belong to
   its core (non-overlapping) region, shifted to full-image coordinates; all tiles' Gaussians are
   rendered once into one canvas, so there are no seams to blend.
@@ -15,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,12 +24,13 @@ from torch import nn
 
 from gsasr_plugin.archs.gaussian_field import GaussianField
 # 'S' / 'SH,SW' and 'WxH' command-line values (kept under these names for library users)
+from gsasr_plugin.utils.scale import ScaleLike, resolve_scale_and_size
 from gsasr_plugin.utils.scale import parse_scale_text as parse_scale
 from gsasr_plugin.utils.scale import parse_size_text as parse_size
 
 __all__ = [
-    'IMAGE_EXTENSIONS', 'ImageMeta', 'read_image', 'write_image', 'parse_scale', 'parse_size', 'load_network',
-    'read_network_options',
+    'IMAGE_EXTENSIONS', 'OUTPUT_FORMATS', 'ImageMeta', 'read_image', 'write_image', 'decode_image_array',
+    'encode_image_array', 'output_layout', 'parse_scale', 'parse_size', 'load_network',
     'load_state_dict_from_checkpoint', 'tile_alignment', 'plan_tiles', 'auto_tile_size', 'encode_tiled',
     'super_resolve', 'Tile', 'TiledEncodingUnsupported'
 ]
@@ -37,12 +39,94 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
 
 
 # ---------------------------------------------------------------------------------------------- image IO
+# What each output format holds with OpenCV's encoders: the deepest pixel type and whether it keeps alpha.
+OUTPUT_FORMATS: Dict[str, Tuple[np.dtype, bool]] = {
+    '.png': (np.dtype(np.uint16), True),
+    '.tif': (np.dtype(np.float32), True),
+    '.tiff': (np.dtype(np.float32), True),
+    '.jpg': (np.dtype(np.uint8), False),
+    '.jpeg': (np.dtype(np.uint8), False),
+    '.webp': (np.dtype(np.uint8), True),
+    '.bmp': (np.dtype(np.uint8), True),
+}
+_DEPTH = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.float32): 32}
+
+
 @dataclass
 class ImageMeta:
     """What ``write_image`` needs to give the output the input's layout."""
     dtype: np.dtype  # uint8, uint16 or float32
     grayscale: bool
     alpha: Optional[np.ndarray]  # (H, W) float in [0, 1], or None
+
+
+def decode_image_array(image: np.ndarray, name: str = 'image', bgr: bool = False) -> Tuple[np.ndarray, ImageMeta]:
+    """An (H, W) or (H, W, C) array, C in 1..4 (gray, gray + alpha, colour, colour + alpha), uint8, uint16 or
+    float in [0, 1] -> (H, W, 3) float32 RGB in [0, 1] and its ``ImageMeta``.
+
+    ``bgr``: the colour channels are in OpenCV's B, G, R order. Float values are clipped to [0, 1].
+
+    Raises:
+        TypeError: for another pixel type.
+        ValueError: for another shape (the message names ``name`` and the shape).
+    """
+    dtype = np.dtype(image.dtype)
+    if dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    elif dtype == np.uint16:
+        image = image.astype(np.float32) / 65535.0
+    elif dtype.kind == 'f':
+        image = np.clip(image.astype(np.float32), 0, 1)
+        dtype = np.dtype(np.float32)
+    else:
+        raise TypeError(f'{name}: unsupported pixel type {dtype} (use uint8, uint16 or float in [0, 1])')
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        grayscale, rgb, alpha = True, np.repeat(image[..., None], 3, axis=2), None
+    elif image.ndim == 3 and image.shape[2] in (2, 3, 4):
+        grayscale = image.shape[2] == 2  # gray + alpha
+        alpha = image[..., -1].copy() if image.shape[2] in (2, 4) else None
+        if grayscale:
+            rgb = np.repeat(image[..., :1], 3, axis=2)
+        else:
+            rgb = image[..., 2::-1] if bgr else image[..., :3]
+    else:
+        raise ValueError(f'{name}: unsupported image layout {image.shape}: expected (H, W) or (H, W, C) with C '
+                         'channels last, C in 1..4' + (' (a (C, H, W) array? transpose it to (H, W, C))'
+                                                       if image.ndim == 3 and image.shape[0] in (1, 3, 4) else ''))
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f'{name}: empty image {image.shape}')
+    return np.ascontiguousarray(rgb), ImageMeta(dtype, grayscale, alpha)
+
+
+def encode_image_array(rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None,
+                       dtype: Optional[np.dtype] = None, bgr: bool = False) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) -> an array in the layout ``meta`` describes:
+    (H, W) gray, (H, W, 2) gray + alpha, (H, W, 3) colour or (H, W, 4) colour + alpha, of ``dtype``
+    (default ``meta.dtype``); colour in B, G, R order when ``bgr``."""
+    dtype = np.dtype(dtype if dtype is not None else meta.dtype)
+    if meta.grayscale:
+        image = rgb.mean(axis=2, keepdims=True)
+    else:
+        image = rgb[..., ::-1] if bgr else rgb
+    if alpha is not None:
+        image = np.concatenate([image, alpha[..., None]], axis=2)
+    image = np.clip(image, 0, 1)
+    if dtype == np.uint8:
+        image = (image * 255.0).round().astype(np.uint8)
+    elif dtype == np.uint16:
+        image = (image * 65535.0).round().astype(np.uint16)
+    else:
+        image = image.astype(dtype)
+    return image[..., 0] if image.shape[2] == 1 else image
+
+
+def output_layout(suffix: str, meta: ImageMeta) -> Tuple[np.dtype, bool]:
+    """(pixel type, keeps alpha) of an image with ``meta`` written as ``suffix`` ('.png', '.jpg', ...)."""
+    deepest, holds_alpha = OUTPUT_FORMATS.get(suffix.lower(), (np.dtype(np.uint8), False))
+    dtype = meta.dtype if _DEPTH.get(np.dtype(meta.dtype), 8) <= _DEPTH[deepest] else deepest
+    return np.dtype(dtype), holds_alpha and meta.alpha is not None
 
 
 def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
@@ -58,52 +142,24 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f'{path}: not a readable image (supported: {", ".join(IMAGE_EXTENSIONS)})')
-    dtype = image.dtype
-    if dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
-    elif dtype == np.uint16:
-        image = image.astype(np.float32) / 65535.0
-    elif dtype in (np.float32, np.float64):
-        image = np.clip(image.astype(np.float32), 0, 1)
-        dtype = np.dtype(np.float32)
-    else:
-        raise ValueError(f'{path}: unsupported pixel type {dtype} (use 8- or 16-bit images)')
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    alpha = None
-    if image.ndim == 2:
-        grayscale, rgb = True, np.repeat(image[..., None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] in (2, 3, 4):
-        grayscale = image.shape[2] == 2  # gray + alpha
-        if image.shape[2] in (2, 4):
-            alpha = image[..., -1].copy()
-        rgb = np.repeat(image[..., :1], 3, axis=2) if grayscale else image[..., 2::-1]  # BGR(A) -> RGB
-    else:
-        raise ValueError(f'{path}: unsupported image layout {image.shape}')
-    return np.ascontiguousarray(rgb), ImageMeta(np.dtype(dtype), grayscale, alpha)
+    if image.dtype == np.float64:
+        image = image.astype(np.float32)
+    try:
+        return decode_image_array(image, str(path), bgr=True)
+    except TypeError as error:
+        raise ValueError(f'{error} (use 8- or 16-bit images)') from None
 
 
 def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None) -> None:
-    """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels."""
+    """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels, as far
+    as the format holds them (:func:`output_layout`: JPEG, WebP and BMP hold 8 bits, JPEG no alpha)."""
     import cv2
-    suffix = Path(path).suffix.lower()
-    dtype = meta.dtype
-    if suffix in ('.jpg', '.jpeg', '.webp', '.bmp'):
-        dtype = np.dtype(np.uint8)  # these formats hold 8 bits per channel
-    elif dtype == np.float32 and suffix not in ('.tif', '.tiff'):
-        dtype = np.dtype(np.uint16)
-    image = rgb.mean(axis=2, keepdims=True) if meta.grayscale else rgb[..., ::-1]
-    if alpha is not None:
-        image = np.concatenate([image, alpha[..., None]], axis=2)
-    image = np.clip(image, 0, 1)
-    if dtype == np.uint8:
-        image = (image * 255.0).round().astype(np.uint8)
-    elif dtype == np.uint16:
-        image = (image * 65535.0).round().astype(np.uint16)
-    else:
-        image = image.astype(np.float32)
-    if image.shape[2] == 1:
-        image = image[..., 0]
+    dtype, keep_alpha = output_layout(Path(path).suffix, ImageMeta(meta.dtype, meta.grayscale, alpha))
+    alpha = alpha if keep_alpha else None
+    if meta.grayscale and alpha is not None:  # no encoder writes gray + alpha: write it as BGRA
+        rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
+        meta = ImageMeta(meta.dtype, False, meta.alpha)
+    image = encode_image_array(rgb, meta, alpha, dtype, bgr=True)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):
         raise ValueError(f'{path}: OpenCV could not write this format')
@@ -111,70 +167,29 @@ def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.
 
 # ------------------------------------------------------------------------------------- network loading
 def load_state_dict_from_checkpoint(path: str, param_key: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """A state dict from a BasicSR checkpoint (``params_ema`` preferred, then ``params``) or a bare one.
+    """A state dict from a checkpoint (``params_ema`` preferred, then ``params``) or a bare one
+    (:func:`gsasr_plugin.checkpoint.load_checkpoint`'s weights).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if it is not a checkpoint or its layout is unknown (the message lists the keys found).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path}: no such file')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise ValueError(f'checkpoint {path}: not a PyTorch checkpoint ({type(error).__name__}: '
-                         f'{str(error).splitlines()[0] if str(error) else ""})') from None
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f'checkpoint {path}: unknown layout (a {type(checkpoint).__name__}, expected a dict)')
-    keys = [param_key] if param_key else ['params_ema', 'params']
-    for key in keys:
-        if isinstance(checkpoint.get(key), Mapping):
-            state = checkpoint[key]
-            break
-    else:
-        if param_key or not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            found = ', '.join(map(str, list(checkpoint)[:8])) + (' ...' if len(checkpoint) > 8 else '')
-            wanted = f"'{param_key}'" if param_key else "'params_ema', 'params' or a bare state dict"
-            raise ValueError(f'checkpoint {path}: unknown layout, expected {wanted}; keys found: [{found}]')
-        state = checkpoint
-    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
-
-
-def read_network_options(opt_path: str) -> Dict:
-    """``network_g`` of a BasicSR option file (errors name the file)."""
-    import yaml
-    if not os.path.isfile(opt_path):
-        raise FileNotFoundError(f'options {opt_path}: no such file')
-    with open(opt_path, encoding='utf-8') as handle:
-        try:
-            opt = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ValueError(f'options {opt_path}: not valid YAML ({str(error).splitlines()[0]})') from None
-    if not isinstance(opt, Mapping) or not isinstance(opt.get('network_g'), Mapping):
-        raise ValueError(f'options {opt_path}: no network_g section')
-    return dict(opt['network_g'])
+    from gsasr_plugin.checkpoint import load_checkpoint
+    return load_checkpoint(path, param_key).state_dict
 
 
 def load_network(opt_path: Optional[str], checkpoint_path: Optional[str], device: torch.device,
                  param_key: Optional[str] = None) -> nn.Module:
-    """Build the network and load its weights, strictly.
-
-    ``checkpoint_path`` is anything :func:`gsasr_plugin.checkpoint.load_weights` reads (a checkpoint file,
-    ``official:<name>``, a folder of official files, files joined by commas). ``network_g`` comes from
-    ``opt_path`` when given, else from the weights (self-describing checkpoints, released models).
-    """
-    import gsasr_plugin  # noqa: F401  (registers the plugin's architectures)
-    from basicsr.archs import build_network
-
-    from gsasr_plugin.checkpoint import build_with_weights, load_weights
-    network_g = read_network_options(opt_path) if opt_path is not None else None
+    """Build ``network_g`` (from the option file ``opt_path``, else from the weights) and load the weights
+    strictly; without ``checkpoint_path`` the weights stay random. ``checkpoint_path`` is anything
+    :func:`gsasr_plugin.checkpoint.load_weights` reads (a checkpoint file, ``official:<name>``, a folder of
+    official files, files joined by commas). See :func:`gsasr_plugin.api.load_model`."""
+    from gsasr_plugin import api
     if checkpoint_path is None:
-        if network_g is None:
-            raise ValueError('give an option file (-opt) or weights that carry their network_g options')
-        return build_network(network_g).to(device).eval()
-    weights = load_weights(str(checkpoint_path), network_g, param_key)
-    what = f'weights {checkpoint_path}' + (f' of {opt_path}' if opt_path else '')
-    return build_with_weights(weights, what).to(device).eval()
+        if opt_path is None:
+            raise ValueError('load_network needs an option file or a checkpoint')
+        return api.build_network_from_options(api.network_options_from(opt_path)).to(device).eval()
+    return api.load_model(checkpoint_path, opt=opt_path, device=device, param_key=param_key).network
 
 
 # ---------------------------------------------------------------------------------------------- tiling
@@ -350,23 +365,24 @@ def auto_tile_size(network: nn.Module, lr_size: Tuple[int, int], device: torch.d
     return max(align, (side // align) * align, 16)
 
 
-def super_resolve(network: nn.Module, lq: torch.Tensor, scale: Optional[Tuple[float, float]] = None,
+def super_resolve(network: nn.Module, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                   out_size: Optional[Tuple[int, int]] = None, tile: Optional[int] = None,
                   margin: Optional[int] = None, bf16: bool = False,
                   progress: bool = False) -> Tuple[torch.Tensor, GaussianField]:
-    """Super-resolve ``lq`` (1, 3, h, w) in [0, 1] -> ((1, 3, Ho, Wo) in [0, 1], the Gaussian field).
+    """Super-resolve ``lq`` (1, 3, h, w) float in [0, 1] -> ((1, 3, Ho, Wo) in [0, 1], the Gaussian field).
 
-    ``out_size`` (Ho, Wo) wins over ``scale`` for the size; the conditioning scale is ``scale`` or
-    (Ho / h, Wo / w). ``tile=None`` picks tiles from free memory (none if the image fits), ``tile=0``
-    never tiles, ``tile=N`` uses N x N LR cores.
+    ``scale`` is a number or a pair (s_h, s_w); ``out_size`` (Ho, Wo) wins over it for the size, and the
+    conditioning scale is then ``scale`` or (Ho / h, Wo / w). ``tile=None`` picks tiles from free memory
+    (none if the image fits), ``tile=0`` never tiles, ``tile=N`` uses N x N LR cores. For numpy images,
+    other dtypes, gray or alpha, use :class:`gsasr_plugin.api.Upscaler`.
     """
+    if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3 or not lq.dtype.is_floating_point:
+        shown = (f'a {lq.dtype} tensor of shape {tuple(lq.shape)}' if isinstance(lq, torch.Tensor)
+                 else f'a {type(lq).__name__}')
+        raise TypeError(f'lq must be a (1, 3, h, w) float tensor in [0, 1], got {shown}; for numpy arrays, '
+                        'integer images, gray or alpha use gsasr_plugin.load_model(...).upscale(image, scale)')
     height, width = lq.shape[-2:]
-    if out_size is None:
-        if scale is None:
-            raise ValueError('give scale or out_size')
-        out_size = (max(1, round(height * scale[0])), max(1, round(width * scale[1])))
-    if scale is None:
-        scale = (out_size[0] / height, out_size[1] / width)
+    scale, out_size = resolve_scale_and_size((height, width), scale, out_size)
     automatic = tile is None
     if automatic:
         tile = auto_tile_size(network, (height, width), lq.device) or 0

@@ -228,20 +228,28 @@ def write_scales_and_zoom(network: nn.Module, lq: torch.Tensor, meta: Any, stem:
                           args: Any) -> List[Path]:
     """``basicsr infer --scales`` / ``--zoom``: renders of one encoding, written next to the other outputs.
 
-    ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format and depth; an alpha
-    channel is not carried). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N frames as PNGs in
-    ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the ``--scale`` /
-    ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
+    ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format, depth and alpha,
+    the alpha rendered from its own encoding). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N
+    frames as PNGs in ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the
+    ``--scale`` / ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
     """
     from gsasr_plugin.inference import write_image
     out_folder = Path(args.output)
     name = f'{stem}{args.suffix}'
     renderer = ZoomRenderer(network, lq)
+    alpha = getattr(meta, 'alpha', None)
+    alpha_renderer = None
+    if alpha is not None and getattr(args, 'scales', None):
+        alpha_lq = torch.as_tensor(alpha, device=lq.device)[None, None].expand(1, 3, -1, -1).contiguous()
+        alpha_renderer = ZoomRenderer(network, alpha_lq)
     written = []
     for scale in getattr(args, 'scales', None) or []:
         output = renderer.render_scales([scale])[0]
         path = out_folder / f'{name}_x{scale_tag(scale)}{ext}'
-        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta)
+        sr_alpha = None
+        if alpha_renderer is not None:
+            sr_alpha = alpha_renderer.render_scales([scale])[0][0].float().clamp(0, 1).mean(0).cpu().numpy()
+        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta, sr_alpha)
         written.append(path)
     if getattr(args, 'zoom', 0):
         lr_size = renderer.lr_size

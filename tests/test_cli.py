@@ -133,3 +133,64 @@ def test_cpu_resume_patch_is_what_basicsr_train_calls(tmp_path, monkeypatch):
     state = basicsr.train.load_resume_state(opt)  # looked up in basicsr.train at call time, as train_pipeline does
     assert state['iter'] == 10 and state['w'].device.type == 'cpu'
     assert opt['path']['resume_state'].endswith('10.state')
+
+
+# ------------------------------------------------------------------------- a fast front end
+_HEAVY = ('torch', 'torchvision', 'basicsr', 'cv2', 'numpy', 'gsasr_plugin')
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['--version'], ['infer', '-h'], ['train', '-h'], ['test', '--help'],
+                                  ['convert', '-h'], []])
+def test_help_and_version_import_nothing_heavy(argv):
+    """`basicsr --help`, `--version` and every `-h` answer without importing torch or the plugin (seconds)."""
+    import subprocess
+    import sys
+    code = ('import sys\nfrom gsasr_plugin_cli import main\nrc = main(%r)\n'
+            'print("HEAVY", sorted(m for m in %r if m in sys.modules))\nsys.exit(rc)') % (argv, _HEAVY)
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == (2 if not argv else 0), proc.stderr
+    assert 'HEAVY []' in proc.stdout, proc.stdout
+    assert 'usage: basicsr' in proc.stdout + proc.stderr or 'gsasr-basicsr' in proc.stdout
+
+
+def test_version_and_console_script(capsys):
+    assert cli.main(['--version']) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f'gsasr-basicsr {gsasr_plugin.__version__} (basicsr 1.4.2, torch ')
+    assert len(out.splitlines()) == 1
+    setup = (REPO / 'setup.py').read_text()
+    assert "'basicsr = gsasr_plugin_cli:main'" in setup  # the console script is the light front end
+    assert cli.main(['infer', '-h']) == 0
+    assert '-m MODEL' in capsys.readouterr().out
+
+
+def test_startup_benchmark_script_runs(tmp_path):
+    """benchmarks/bench_cli_startup.py times `basicsr --help` etc. for two trees side by side (a generous check:
+    the light front end must be faster than importing the plugin, whatever the machine's load)."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'bench_cli_startup.py'), '--repeat', '1',
+                           '--warmup', '0', '--old', 'none', '--commands', 'help', 'import', '--out', str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = (tmp_path / 'cli_startup.md').read_text()
+    assert '`basicsr --help`' in table and '`import gsasr_plugin`' in table
+    import csv
+    with open(tmp_path / 'cli_startup.csv', newline='') as handle:
+        medians = {row['command']: float(row['median_s']) for row in csv.DictReader(handle)}
+    assert medians['help'] < medians['import'], medians
+
+
+# ------------------------------------------------------------------------- what basicsr test refuses
+def test_a_training_file_cannot_be_tested_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['test', '-opt', str(OPTIONS / 'train_gsasr_demo.yml')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert 'datasets:train (ArbitraryScaleTrainDataset) is a training dataset' in err and 'basicsr train' in err
+    assert not (tmp_path / 'results').exists()
+    (tmp_path / 'hr').mkdir()
+    assert cli.main(['test', '-opt', str(OPTIONS / 'test_gsasr_edsr.yml'), '--force_yml',
+                     'path:pretrain_network_g=~']) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'path:pretrain_network_g is not set' in err

@@ -140,7 +140,12 @@ def test_pretrained_swinir_x4_loads_encoder_and_upsampler(tmp_path):
 @pytest.mark.parametrize('options, message', [
     ({'upscale': 3}, 'upscale'),
     ({'unshuffle': 3}, 'unshuffle'),
-    ({'min_sigma': 0}, 'min_sigma'),
+    ({'min_sigma': -0.1}, 'min_sigma'),
+    ({'reference_points': 'middle'}, 'reference_points'),
+    ({'head_activation': 'none'}, 'head_activation'),
+    ({'mlp_activation': 'tanh'}, 'mlp_activation'),
+    ({'covariance_scale': 'scale'}, 'covariance_scale'),
+    ({'rasterizer': {'bogus': 1}}, 'rasterizer'),
     ({'max_offset': -1.0}, 'max_offset'),
     ({'dictionary_values': [[0.1], [0.2]]}, 'dictionary_values'),
 ])

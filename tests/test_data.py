@@ -279,3 +279,39 @@ def test_shipped_continuoussr_options_crop_256_gt_patches(tmp_path, photo):
     lq_side = item['lq'].shape[-1]
     assert item['gt'].shape == (3, 256, 256) and 32 <= lq_side <= 64
     assert item['scale'].tolist() == pytest.approx([256 / lq_side] * 2)
+
+
+# ------------------------------------------------ sampled pixels and PIL bicubic (LIIF / official GaussianSR)
+def test_sample_q_draws_distinct_pixels_of_each_crop(hr_folder):
+    dataset = build_dataset(_train_opt(hr_folder, sample_q=200, scale_min=2.0, scale_max=3.0))
+    batch = dataset.__getitems__([0, 1, 2])
+    for item in batch:
+        index = item['sample_index']
+        assert index.dtype == torch.int64 and index.shape == (200, )
+        assert len(set(index.tolist())) == 200 and 0 <= int(index.min()) and int(index.max()) < item['gt'][0].numel()
+    assert not torch.equal(batch[0]['sample_index'], batch[1]['sample_index'])
+    assert 'sample_index' not in build_dataset(_train_opt(hr_folder)).__getitems__([0])[0]
+
+
+@pytest.mark.parametrize('value, message', [(0, 'positive'), (2.5, 'positive'), (257, 'more than the 16x16')])
+def test_sample_q_errors(hr_folder, value, message):
+    with pytest.raises(ValueError, match=f"sample_q.*{message}|{message}"):
+        build_dataset(_train_opt(hr_folder, sample_q=value))
+
+
+def test_pil_lq_resize_is_liifs_resize_fn(hr_folder, photo):
+    """lq_resize: pil equals LIIF's / the official GaussianSR's resize_fn (torchvision ToPILImage, Resize
+    with PIL bicubic, ToTensor) on the same GT patch."""
+    from torchvision import transforms
+    from PIL import Image
+    from gsasr_plugin.data.arbitrary_scale_dataset import pil_bicubic_resize
+    gt = photo('astronaut', (60, 60)).astype(np.float32) / 255
+    theirs = transforms.ToTensor()(transforms.Resize(20, Image.BICUBIC)(
+        transforms.ToPILImage()(torch.from_numpy(gt).permute(2, 0, 1))))
+    ours = pil_bicubic_resize(gt, (20, 20))
+    assert torch.equal(torch.from_numpy(ours).permute(2, 0, 1), theirs)
+    item = build_dataset(_train_opt(hr_folder, lq_resize='pil', scale_min=3.0, scale_max=3.0)).__getitems__([0])[0]
+    expected = pil_bicubic_resize(item['gt'].permute(1, 2, 0).numpy(), (16, 16))
+    assert torch.equal(item['lq'], torch.from_numpy(expected).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="lq_resize"):
+        build_dataset(_train_opt(hr_folder, lq_resize='lanczos'))

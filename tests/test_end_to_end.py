@@ -70,6 +70,13 @@ def test_train_resume_and_test_on_cpu(workdir):
     for key in ('psnr_x2', 'psnr_x3.5', 'ssim_x2', 'ssim_x3.5'):
         assert re.search(rf'# {re.escape(key)}: \d+\.\d+ \[\d+\.\d+\]', log), f'{key} (model [bicubic]) not logged'
     assert (exp / 'visualization' / 'chelsea' / 'chelsea_x3.5_2.png').is_file()
+    assert 'Network: GSASR, with parameters: ' in log and 'EDSRBaseline(' not in log  # no module tree in the log
+
+    # The checkpoint alone is enough for basicsr infer (it carries network_g).
+    from gsasr_plugin.commands import infer
+    assert infer.run(['-m', str(exp / 'models' / 'net_g_latest.pth'), '-i', str(workdir / 'val'), '-o',
+                      str(workdir / 'sr'), '-s', '2', '--device', 'cpu']) == 0
+    assert cv2.imread(str(workdir / 'sr' / 'chelsea_x2.png')).shape == (56, 72, 3)
 
     # --auto_resume continues from training_states/2.state on the CPU (basicsr alone would call CUDA).
     rc, out = _run(['train', '-opt', 'train.yml', '--auto_resume', '--force_yml', 'train:total_iter=4',

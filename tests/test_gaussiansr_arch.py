@@ -8,6 +8,7 @@ import torch
 import gsasr_plugin  # noqa: F401  (registers archs and encoders)
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.gaussiansr_arch import GaussianSR, GaussianSRField
+from gsasr_plugin.archs.official_gaussiansr import OFFICIAL_NETWORK_G
 from gsasr_plugin.ops import rasterize_gaussians
 
 TINY_EDSR = {'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1}
@@ -168,6 +169,9 @@ TINY_NETWORKS = {
     'train_gaussiansr_edsr.yml': dict(type='GaussianSR', encoder=TINY_EDSR, num_kernels=9, splat_channels=4,
                                       sigma_init_range=[0.2, 1.0],
                                       decoder_dim=16, mlp_hidden=[16, 16]),
+    # the official forward (splatting: patches, ...) with sampled-pixel training (sample_q)
+    'train_gaussiansr_edsr_official.yml': dict(OFFICIAL_NETWORK_G, encoder=dict(TINY_EDSR, rgb_mean=None),
+                                               decoder_dim=16, mlp_hidden=[16, 16], patch_mean_images=2),
     'train_continuoussr_swinir.yml': dict(type='ContinuousSR', encoder={
         'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16,
         'pretrained': None}, num_feat=16, color_hidden=[16], offset_hidden=[16], key_hidden=[16], attn_dim=16),
@@ -201,6 +205,8 @@ def test_basicsr_train_two_iterations_and_validate_per_scale(tmp_path, photo, op
         train['gt_size'] = 48  # LR patches of 6..12 pixels at x4..x8
     else:
         train['lq_size'] = 12
+    if 'sample_q' in train:
+        train['sample_q'] = 100  # of the 12x12 .. 42x42 GT pixels of a crop
     scales = [opt['datasets']['train']['scale_min'] + 1, opt['datasets']['train']['scale_max'] - 0.5]
     opt['datasets']['val'].update(dataroot_gt='val', scales=scales)
     opt['train'].update(total_iter=2)

@@ -254,7 +254,8 @@ def test_cli_folder_all_formats(model_files, images, tmp_path, capsys):
     expect = {'rgb8.png': (50, 60, 3), 'photo.jpg': (50, 60, 3), 'photo.webp': (50, 60, 3), 'rgb16.tif': (50, 60, 3),
               'gray16.png': (50, 60), 'gray8.png': (50, 60), 'rgba.png': (50, 60, 4)}
     for name, shape in expect.items():
-        result = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        stem, ext = name.split('.')
+        result = cv2.imread(str(out / f'{stem}_x2.5.{ext}'), cv2.IMREAD_UNCHANGED)  # the suffix names the scale
         original = cv2.imread(str(images / name), cv2.IMREAD_UNCHANGED)
         assert result is not None and result.shape == shape, name
         assert result.dtype == original.dtype, name
@@ -264,7 +265,7 @@ def test_cli_rgba_alpha_is_upscaled_separately(model_files, images, tmp_path, ca
     opt, ckpt, network = model_files
     out = tmp_path / 'out'
     assert _run(capsys, '-opt', opt, '--model', ckpt, '-i', images / 'rgba.png', '-o', out, '--scale', '2')[0] == 0
-    result = cv2.imread(str(out / 'rgba.png'), cv2.IMREAD_UNCHANGED)
+    result = cv2.imread(str(out / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED)
     _, meta = read_image(str(images / 'rgba.png'))
     alpha_in = torch.from_numpy(meta.alpha)[None, None].expand(1, 3, -1, -1).contiguous()
     expected = super_resolve(network, alpha_in, scale=(2.0, 2.0), tile=0)[0][0].mean(0).numpy()
@@ -278,7 +279,7 @@ def test_cli_anisotropic_scale_size_and_options(model_files, images, tmp_path, c
     src = images / 'rgb8.png'
     code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / 'a', '--scale', '1.5,3.6')
     assert code == 0, err
-    assert cv2.imread(str(tmp_path / 'a' / 'rgb8.png')).shape == (30, 86, 3)
+    assert cv2.imread(str(tmp_path / 'a' / 'rgb8_x1.5x3.6.png')).shape == (30, 86, 3)
     code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / 'b', '--size', '77x41',
                         '--tile', '8', '--tile-margin', '4', '--bf16', '--device', 'cpu', '--param-key', 'params',
                         '--suffix', '_sr', '--ext', 'tif')
@@ -298,8 +299,8 @@ def test_cli_tiled_equals_untiled(model_files, images, tmp_path, capsys):
     for name, tile in (('whole', '0'), ('tiled', '6')):
         assert _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / name, '--scale', '3',
                     '--tile', tile)[0] == 0
-    whole = cv2.imread(str(tmp_path / 'whole' / 'rgb16.tif'), cv2.IMREAD_UNCHANGED).astype(float)
-    tiled = cv2.imread(str(tmp_path / 'tiled' / 'rgb16.tif'), cv2.IMREAD_UNCHANGED).astype(float)
+    whole = cv2.imread(str(tmp_path / 'whole' / 'rgb16_x3.tif'), cv2.IMREAD_UNCHANGED).astype(float)
+    tiled = cv2.imread(str(tmp_path / 'tiled' / 'rgb16_x3.tif'), cv2.IMREAD_UNCHANGED).astype(float)
     assert np.abs(whole - tiled).max() <= 65535 / 255
 
 
@@ -308,7 +309,7 @@ def test_cli_save_gaussians(model_files, images, tmp_path, capsys):
     code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'o',
                         '--scale', '2', '--save-gaussians', '--gaussians-crop', '6')
     assert code == 0, err
-    figure = cv2.imread(str(tmp_path / 'o' / 'rgb8_gaussians.png'))
+    figure = cv2.imread(str(tmp_path / 'o' / 'rgb8_x2_gaussians.png'))
     assert figure is not None and figure.shape[0] > 200 and figure.std() > 10
 
 
@@ -331,7 +332,7 @@ def test_cli_bad_file_in_folder_others_still_processed(model_files, images, tmp_
     (['--size', '640'], '--size', 2),
     (['--size', 'axb'], '--size', 2),
     (['--scale', '2', '--size', '8x8'], 'not allowed with', 2),
-    ([], 'one of the arguments --scale --size --scales is required', 2),
+    ([], '--size --scales is required', 2),
     (['--scale', '2', '--tile', '-3'], '--tile', 2),
 ])
 def test_cli_bad_arguments_are_one_line(model_files, images, tmp_path, capsys, args, needle, code):
@@ -367,7 +368,7 @@ def test_cli_dispatch_from_console_script(model_files, images, tmp_path, capsys)
     code = main(['infer', '-opt', str(opt), '--model', str(ckpt), '-i', str(images / 'gray8.png'), '-o',
                  str(tmp_path / 'o'), '--scale', '2'])
     assert code == 0
-    assert cv2.imread(str(tmp_path / 'o' / 'gray8.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48)
+    assert cv2.imread(str(tmp_path / 'o' / 'gray8_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48)
 
 
 def test_networks_without_a_plain_gaussian_field_are_not_tiled():
@@ -396,3 +397,106 @@ def test_networks_without_a_plain_gaussian_field_are_not_tiled():
     finally:
         inference.auto_tile_size = original
     assert out.shape == (1, 3, 40, 40)
+
+
+# ------------------------------------------------------------------ no YAML, safe outputs, short flags
+@pytest.fixture
+def self_describing(tmp_path, model_files):
+    """The stand-in's weights saved as basicsr train saves them now: weights + network_g."""
+    from gsasr_plugin.checkpoint import save_checkpoint
+    _, _, network = model_files
+    path = tmp_path / 'net_g_latest.pth'
+    save_checkpoint(str(path), network.state_dict(), {'type': 'InferStandInNet', 'num_feat': 8})
+    return path
+
+
+def test_cli_checkpoint_alone_is_enough(self_describing, model_files, images, tmp_path, capsys):
+    opt, ckpt, _ = model_files
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images / 'rgb8.png', '-o', tmp_path / 'a', '-s', '3.7')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'a' / 'rgb8_x3.7.png')).shape == (74, 89, 3)
+    # a BasicSR checkpoint without network options: one line saying to pass -opt; with -opt it works
+    code, _, err = _run(capsys, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'b', '-s', '2')
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert 'net_g.pth does not say which network it holds' in err and '-opt OPTIONS.yml' in err
+    assert not (tmp_path / 'b').exists()
+    assert _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'b', '-s', '2')[0] == 0
+
+
+def test_cli_short_flags_like_real_esrgan(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-n', self_describing, '-i', images / 'rgb8.png', '-o', tmp_path / 'o', '--outscale',
+                        '2', '-t', '8')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'o' / 'rgb8_x2.png')).shape == (40, 48, 3)
+    code, _, err = _run(capsys, '--model', self_describing, '--input', images / 'rgb8.png', '--output',
+                        tmp_path / 'o', '--size', '77x41', '--tile', '0')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'o' / 'rgb8_77x41.png')).shape == (41, 77, 3)  # the suffix names the size
+
+
+def test_cli_never_overwrites_inputs_unless_asked(self_describing, tmp_path, photo, capsys):
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'cat.png'), photo('chelsea', (8, 8))[..., ::-1])
+    original = (folder / 'cat.png').read_bytes()
+    # writing into the input folder with no suffix would replace cat.png: refused, nothing written
+    code, _, err = _run(capsys, '-m', self_describing, '-i', folder, '-o', folder, '-s', '2', '--suffix', '')
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert 'would replace the input image' in err and '--overwrite' in err
+    assert (folder / 'cat.png').read_bytes() == original and sorted(p.name for p in folder.iterdir()) == ['cat.png']
+    # the default suffix names the scale, so the same folder is safe ...
+    assert _run(capsys, '-m', self_describing, '-i', folder, '-o', folder, '-s', '2')[0] == 0
+    assert cv2.imread(str(folder / 'cat_x2.png')).shape == (16, 16, 3)
+    # ... and a second run does not compound (cat.png would replace its own earlier output, an input now)
+    first = (folder / 'cat_x2.png').read_bytes()
+    code, _, err = _run(capsys, '-m', self_describing, '-i', folder, '-o', folder, '-s', '2')
+    assert code == 2 and 'cat_x2.png' in err
+    assert (folder / 'cat_x2.png').read_bytes() == first and not (folder / 'cat_x2_x2.png').exists()
+    # --overwrite is the explicit request
+    code, _, err = _run(capsys, '-m', self_describing, '-i', folder / 'cat.png', '-o', folder, '-s', '2', '--suffix',
+                        '', '--overwrite')
+    assert code == 0, err
+    assert cv2.imread(str(folder / 'cat.png')).shape == (16, 16, 3)
+
+
+def test_cli_two_inputs_one_output_is_refused(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'o', '-s', '2', '--ext', 'png')
+    assert code == 2 and 'would both be written to' in err and 'photo_x2.png' in err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_cli_lossy_ext_says_so_once(self_describing, images, tmp_path, capsys):
+    code, stdout, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'jpg', '-s', '2', '--ext',
+                             'jpg')
+    assert code == 2  # photo.jpg and photo.webp would both become photo_x2.jpg
+    for name in ('photo.jpg', 'photo.webp'):
+        (images / name).unlink()
+    code, stdout, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'jpg', '-s', '2', '--ext',
+                             'jpg')
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith('basicsr infer: note:')]
+    assert len(notes) == 2, err  # two 16-bit inputs and one RGBA input: one note for depth, one for alpha
+    assert any('holds 8-bit images' in n and '16-bit input' in n for n in notes)
+    assert any('no alpha channel' in n and 'rgba.png' in n for n in notes)
+    assert cv2.imread(str(tmp_path / 'jpg' / 'rgba_x2.jpg'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 3)
+    # --ext auto (the default) keeps every input's format, depth and alpha, and says nothing
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'auto', '-s', '2')
+    assert code == 0 and 'note' not in err
+    assert cv2.imread(str(tmp_path / 'auto' / 'rgb16_x2.tif'), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert cv2.imread(str(tmp_path / 'auto' / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 4)
+
+
+def test_cli_bf16_on_cpu_says_it_is_slower(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images, '-o', tmp_path / 'o', '-s', '2', '--bf16',
+                        '--device', 'cpu')
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('basicsr infer: note: --bf16') and 'slower' in lines[0]
+
+
+def test_cli_scales_carry_alpha(self_describing, images, tmp_path, capsys):
+    code, _, err = _run(capsys, '-m', self_describing, '-i', images / 'rgba.png', '-o', tmp_path / 'o', '--scales',
+                        '2,1.5')
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / 'o' / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 4)
+    assert cv2.imread(str(tmp_path / 'o' / 'rgba_x1.5.png'), cv2.IMREAD_UNCHANGED).shape == (30, 36, 4)

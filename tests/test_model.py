@@ -132,6 +132,203 @@ def test_validation_per_scale_metrics_images_and_best(folders):
         assert best['val'] == max(first[key], model.metric_results[key])
 
 
+# ------------------------------------------------------------------------ checkpoints, logs, testing
+TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSRBaseline', num_feat=8, num_block=1), embed_dim=12,
+                  num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=1,
+                  gaussian_density=4, num_upsample_stages=1)
+
+
+def test_saved_checkpoints_describe_their_network(folders):
+    """net_g_*.pth carry network_g (load-time keys such as encoder pretrained paths dropped) and the version,
+    with params and params_ema, so the Python API and basicsr infer need no option file."""
+    import gsasr_plugin as plugin
+    from gsasr_plugin.checkpoint import load_checkpoint
+    tmp_path, hr = folders
+    opt = _opt(tmp_path, hr, ema_decay=0.9)
+    opt['network_g'] = dict(TINY_GSASR, encoder=dict(TINY_GSASR['encoder'], pretrained=None, strict=True))
+    model = build_model(opt)
+    for folder in ('models', 'states'):  # basicsr train makes them
+        (tmp_path / folder).mkdir()
+    model.save(0, 3)
+    path = tmp_path / 'models' / 'net_g_3.pth'
+    loaded = torch.load(path, weights_only=True)
+    assert set(loaded) == {'params', 'params_ema', 'network_g', 'gsasr_plugin'}
+    assert loaded['network_g'] == TINY_GSASR and loaded['gsasr_plugin']['version'] == plugin.__version__
+    assert 'iter 3' in loaded['gsasr_plugin']['source']
+    assert load_checkpoint(str(path)).param_key == 'params_ema'
+    upscaler = plugin.load_model(path, device='cpu')
+    lq = torch.rand(1, 3, 9, 10)
+    with torch.no_grad():
+        expected = model.net_g_ema(lq, scale=2.5).clamp(0, 1)
+    assert torch.allclose(upscaler.upscale(lq[0], scale=2.5), expected[0], atol=1e-5)
+
+
+def test_pretrain_network_g_goes_through_the_one_loader(folders):
+    """path:pretrain_network_g is read by checkpoint.load_weights: BasicSR checkpoints with BasicSR's param_key
+    fallback (params_ema -> params), our self-describing ones, strict_load_g: false as BasicSR (keys that
+    differ reported, mismatched shapes skipped); a strict mismatch is one line naming the option."""
+    from gsasr_plugin.checkpoint import save_checkpoint
+    tmp_path, hr = folders
+    source = TinyArbitrarySRForTests(num_feat=4)
+    state = source.state_dict()
+
+    def loaded(path, **path_opt):
+        opt = _opt(tmp_path, hr)
+        opt['path'].update(pretrain_network_g=str(path), **path_opt)
+        return build_model(opt).net_g.state_dict()
+
+    torch.save({'params': state}, tmp_path / 'basicsr.pth')
+    ours = tmp_path / 'ours.pth'
+    save_checkpoint(str(ours), state, {'type': 'TinyArbitrarySRForTests', 'num_feat': 4})  # as basicsr convert
+    for path, key in ((tmp_path / 'basicsr.pth', 'params_ema'), (tmp_path / 'basicsr.pth', 'params'),
+                      (ours, 'params_ema')):
+        got = loaded(path, param_key_g=key)
+        assert all(torch.equal(got[k], v) for k, v in state.items()), (path, key)
+    odd = dict(state, extra=torch.zeros(1))
+    odd['body.0.bias'] = torch.zeros(7)
+    torch.save({'params': odd}, tmp_path / 'odd.pth')
+    got = loaded(tmp_path / 'odd.pth', strict_load_g=False)
+    assert torch.equal(got['body.0.weight'], state['body.0.weight'])
+    assert not torch.equal(got['body.0.bias'], odd['body.0.bias'][:4])  # skipped, not loaded
+    with pytest.raises(ValueError, match=r'path:pretrain_network_g .*odd\.pth does not match network_g: size'):
+        loaded(tmp_path / 'odd.pth')
+    torch.save(state, tmp_path / 'bare.pth')
+    with pytest.raises(ValueError, match=r"bare\.pth: unknown layout, expected 'params'; keys found"):
+        loaded(tmp_path / 'bare.pth')  # BasicSR's param_key_g names an entry
+
+
+def test_log_names_the_network_in_one_line(folders, monkeypatch):
+    import gsasr_plugin.models.arbitrary_scale_model as module
+    lines = []
+
+    class Logger:
+        def info(self, text):
+            lines.append(text)
+
+        warning = info
+
+    monkeypatch.setattr(module, 'get_root_logger', lambda *a, **k: Logger())
+    tmp_path, hr = folders
+    opt = _opt(tmp_path, hr)
+    opt['network_g'] = dict(TINY_GSASR)
+    build_model(opt)
+    network_lines = [line for line in lines if 'Network' in line or 'Sequential' in line or 'Conv2d' in line]
+    assert len(network_lines) == 1 and network_lines[0].startswith('Network: GSASR, with parameters: ')
+    assert '\n' not in network_lines[0]
+
+
+def _test_opt(tmp_path, hr, **extra):
+    opt = _opt(tmp_path, hr)
+    opt.update(is_train=False, **extra)
+    opt['path']['results_root'] = str(tmp_path / 'results')
+    opt['val'] = dict(opt['val'], save_img=False)
+    return opt
+
+
+def test_tiled_evaluation_matches_whole_images(folders, monkeypatch):
+    """A top-level tile: {tile_size, tile_pad} evaluates in LR tiles (Gaussians merged, one render)."""
+    import gsasr_plugin.inference as inference
+    tmp_path, hr = folders
+    results = {}
+    tiled_calls = []
+    original = inference.encode_tiled
+    monkeypatch.setattr(inference, 'encode_tiled', lambda *a, **k: tiled_calls.append(a[3]) or original(*a, **k))
+    for name, extra in (('whole', {}), ('tiled', {'tile': {'tile_size': 16, 'tile_pad': 8}})):
+        opt = _test_opt(tmp_path, hr, **extra)
+        opt['network_g'] = dict(TINY_GSASR)
+        opt['datasets']['val']['scales'] = [2, 3.5]
+        torch.manual_seed(0)
+        model = build_model(opt)
+        loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
+        model.validation(loader, 0, None, save_img=False)
+        results[name] = dict(model.metric_results)
+    assert tiled_calls and set(tiled_calls) == {16}  # x2: 60x65 LR, x3.5: 34x37 LR, both larger than a tile
+    for key, value in results['whole'].items():
+        assert abs(results['tiled'][key] - value) < (0.05 if 'psnr' in key else 1e-3), key
+
+
+def test_tile_option_errors_name_the_key(folders):
+    tmp_path, hr = folders
+    opt = _test_opt(tmp_path, hr, tile={'tile_size': 0})
+    model = build_model(opt)
+    model.feed_data({'lq': torch.rand(1, 3, 8, 8), 'scale': torch.tensor([[2.0, 2.0]])})
+    with pytest.raises(ValueError, match='tile:tile_size must be an integer >= 1'):
+        model.test()
+    model.opt['tile'] = {'tile_size': 8}
+    with pytest.raises(ValueError, match='TinyArbitrarySRForTests has no encode'):
+        model.test()
+
+
+def test_progress_bar_per_dataset_and_scale(folders, capsys):
+    tmp_path, hr = folders
+    for pbar in (True, False):
+        opt = _test_opt(tmp_path, hr)
+        opt['val']['pbar'] = pbar
+        model = build_model(opt)
+        loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
+        capsys.readouterr()
+        model.validation(loader, 0, None, save_img=False)
+        err = capsys.readouterr().err
+        for tag in ('2', '3.5', '2x3'):
+            assert (f'photos x{tag}: 100%' in err and '3/3' in err) == pbar, err
+
+
+def test_results_files_hold_every_images_metrics(folders):
+    import csv
+    tmp_path, hr = folders
+    opt = _test_opt(tmp_path, hr)
+    model = build_model(opt)
+    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'], num_gpu=0)
+    model.validation(loader, 0, None, save_img=False)
+    with open(tmp_path / 'results' / 'results_per_image.csv', newline='') as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 3 * 2  # images x scales x metrics
+    assert {r['image'] for r in rows} == {'astronaut', 'coffee', 'chelsea'}
+    psnr_x2 = [float(r['model']) for r in rows if r['scale'] == '2' and r['metric'] == 'psnr']
+    assert sum(psnr_x2) / 3 == pytest.approx(model.metric_results['psnr_x2'], rel=1e-5)
+    bic = [float(r['bicubic']) for r in rows if r['scale'] == '3.5' and r['metric'] == 'ssim']
+    assert sum(bic) / 3 == pytest.approx(model.bicubic_results['ssim_x3.5'], rel=1e-5)
+
+
+def test_batches_of_several_images_are_a_clear_error(folders):
+    tmp_path, hr = folders
+    opt = _test_opt(tmp_path, hr)
+    opt['datasets']['val']['scales'] = [2]
+    model = build_model(opt)
+    dataset = build_dataset(opt['datasets']['val'])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3)
+    with pytest.raises(ValueError, match="dataset 'photos' gives batches of 3 images.*one image at a time"):
+        model.validation(loader, 0, None, save_img=False)
+
+
+def test_sampled_pixel_loss_gathers_gt_and_output_pixels(folders):
+    """With a batch's sample_index the loss sees those pixels only: GT (B, 3, Q), output picked from the dense
+    forward (or decoded there by networks that take pixel_index)."""
+    tmp_path, hr = folders
+    model = build_model(_opt(tmp_path, hr))
+    gt = torch.rand(2, 3, 20, 20)
+    index = torch.stack([torch.randperm(400)[:30] for _ in range(2)])
+    model.feed_data({'lq': torch.rand(2, 3, 10, 10), 'gt': gt, 'scale': torch.tensor([[2.0, 2.0]] * 2),
+                     'sample_index': index})
+    assert model.out_size == (20, 20)
+    assert torch.equal(model.gt, gt.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    model.optimize_parameters(1)
+    assert model.output.shape == (2, 3, 30) and math.isfinite(model.get_current_log()['l_pix'])
+    dense = model.net_g(model.lq, scale=(2.0, 2.0), out_size=(20, 20))
+    assert torch.allclose(model._forward_train(), dense.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    model.feed_data({'lq': torch.rand(1, 3, 10, 10), 'gt': gt[:1], 'scale': torch.tensor([[2.0, 2.0]])})
+    assert model.pixel_index is None and model.gt.shape == (1, 3, 20, 20)
+
+
+def test_crop_border_scale_plus_n():
+    from gsasr_plugin.models.arbitrary_scale_model import _crop_border
+    assert _crop_border(None, (3.5, 3.5), 'psnr') == 4
+    assert _crop_border('scale+6', (2.0, 2.0), 'psnr') == 8
+    assert _crop_border(5, (2.0, 2.0), 'psnr') == 5
+    with pytest.raises(ValueError, match='psnr: crop_border'):
+        _crop_border('scale*2', (2.0, 2.0), 'psnr')
+
+
 def test_crop_border_max_caps_the_scale_border(folders, monkeypatch):
     """``crop_border: ~`` crops ceil(scale) pixels; ``crop_border_max: 8`` caps it (the GSASR paper's min(s, 8))."""
     import gsasr_plugin.models.arbitrary_scale_model as module

@@ -114,6 +114,20 @@ def test_offline_official_name_is_one_line(offline_hub):
     assert 'mutou0308/GSASR' in text and 'huggingface-cli download' in text
 
 
+def test_python_api_takes_every_form_of_weights(fake_hub):
+    """load_model goes through the same loader as infer, convert and test: a folder, files joined by commas and
+    the short name give the same network."""
+    from gsasr_plugin import load_model
+    lq = torch.rand(1, 3, 7, 5)
+    expected = _expected_output(lq, 2.0)[0].clamp(0, 1)
+    for spec in (str(FOLDER), f'{FILES[0]},{FILES[1]}', 'official:gsasr-edsr-paper'):
+        model = load_model(spec, opt={'network_g': _network_g()}, device='cpu')
+        assert torch.allclose(model.upscale(lq[0], scale=2, tile=0), expected, atol=1e-5), spec
+    assert model.source.startswith('official:gsasr-edsr-paper (mutou0308/GSASR')
+    with pytest.raises(ValueError, match=r'released model official:gsasr-edsr-paper does not match network_g: size'):
+        load_model('official:gsasr-edsr-paper', device='cpu')  # the released options are larger than the fixture
+
+
 # --------------------------------------------------------------------------------------- commands
 def test_infer_by_folder_by_short_name_and_by_converted_checkpoint(tmp_path, options_file, fake_hub, capsys):
     lq = _write_image(tmp_path / 'in.png', 7, 5)
@@ -125,7 +139,7 @@ def test_infer_by_folder_by_short_name_and_by_converted_checkpoint(tmp_path, opt
         out = tmp_path / f'out{index}'
         assert cli.main(['infer', *model_args, '-i', str(tmp_path / 'in.png'), '-o', str(out), '--scale', '2',
                          '--tile', '0']) == 0, capsys.readouterr().err
-        outputs.append(cv2.imread(str(out / 'in.png')))
+        outputs.append(cv2.imread(str(out / 'in_x2.png')))  # the default suffix names the scale
     converted = tmp_path / 'converted.pth'
     assert cli.main(['convert', '-m', str(FOLDER), '-opt', str(options_file), '-o', str(converted)]) == 0
     assert 'wrote' in capsys.readouterr().out
@@ -133,7 +147,7 @@ def test_infer_by_folder_by_short_name_and_by_converted_checkpoint(tmp_path, opt
     assert checkpoint[NETWORK_KEY] == _network_g() and 'edsr_paper' in checkpoint['gsasr_plugin']['source']
     assert cli.main(['infer', '-m', str(converted), '-i', str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out3'),
                      '--scale', '2', '--tile', '0']) == 0  # no -opt: the checkpoint carries network_g
-    outputs.append(cv2.imread(str(tmp_path / 'out3' / 'in.png')))
+    outputs.append(cv2.imread(str(tmp_path / 'out3' / 'in_x2.png')))
     reference = (expected[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
     for output in outputs:
         assert output.shape == (14, 10, 3)
@@ -150,7 +164,7 @@ def test_infer_and_convert_errors_are_one_line(tmp_path, options_file, offline_h
     torch.save({'params': build_network(_network_g()).state_dict()}, plain)
     assert cli.main(['infer', '-m', str(plain), '-i', str(tmp_path / 'in.png'), '-o', str(tmp_path / 'o'),
                      '--scale', '2']) == 1
-    assert 'no network_g options come with them' in capsys.readouterr().err
+    assert 'does not say which network it holds' in capsys.readouterr().err
     assert cli.main(['convert', '-m', str(FOLDER), '-o', str(tmp_path / 'x.pth')]) == 1  # released sizes
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and 'does not match network_g' in err

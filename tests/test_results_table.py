@@ -147,3 +147,9 @@ def test_basicsr_test_writes_the_results_table(tmp_path, photo):
     md = (results / 'results.md').read_text()
     assert '## SetA' in md and '## SetB' in md and 'PSNR-Y ↑ bicubic' in md and 'DISTS ↓' in md
     assert (results / 'psnr_vs_scale.png').stat().st_size > 1000
+    with open(results / 'results_per_image.csv', newline='') as handle:
+        per_image = list(csv.DictReader(handle))
+    assert len(per_image) == 3 * 3 * 4  # images (2 + 1) x scales x metrics, each with bicubic beside
+    assert {(r['dataset'], r['image']) for r in per_image} == {('SetA', 'chelsea'), ('SetA', 'coffee'),
+                                                               ('SetB', 'rocket')}
+    assert all(r['bicubic'] != '' for r in per_image)

@@ -159,7 +159,7 @@ def test_basicsr_infer_gaussiansr_single_output_matches_forward(tmp_path, photo)
     cv2.imwrite(str(tmp_path / 'cup.png'), rgb[:, :, ::-1])
     assert main(['infer', '-opt', str(tmp_path / 'net.yml'), '--model', str(tmp_path / 'net.pth'), '-i',
                  str(tmp_path / 'cup.png'), '-o', str(tmp_path / 'out'), '--size', '25x20', '--device', 'cpu']) == 0
-    written = cv2.imread(str(tmp_path / 'out' / 'cup.png'))[:, :, ::-1]
+    written = cv2.imread(str(tmp_path / 'out' / 'cup_25x20.png'))[:, :, ::-1]
     with torch.no_grad():
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
         expected = (net(lq, out_size=(20, 25))[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()

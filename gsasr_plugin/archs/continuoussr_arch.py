@@ -4,30 +4,55 @@
 The LR image is turned once into a scale-free field of 2D Gaussians; every output size is then one pass
 of the rasterizer (encode once, render many).
 
-Layout (as in the authors' reproduction, github peylnog/ContinuousSR):
+Layout (as in the authors' reproduction, github peylnog/ContinuousSR, ``models/gaussian.py``):
 
 1. A SwinIR or HAT encoder (any ``ENCODER_REGISTRY`` name) gives 64-channel LR features; a x4
    pixel-shuffle upsampler (SwinIR's / HAT's ``upsample``: conv 64 -> 256, PixelShuffle(2), twice) takes
    them to 4x the LR size; the final ``conv_last`` of those networks is not used.
 2. PixelUnshuffle(2) folds the 4x map into (B, 256, 2h, 2w): one 256-d token per Gaussian, 4 Gaussians
-   per LR pixel, their reference points at the centres of the 2 x 2 sub-cells of each LR pixel.
+   per LR pixel, their reference points in the 2 x 2 sub-cells of each LR pixel.
 3. Colour Gaussian mapping: an MLP (256 -> 512 -> 1024 -> 256 -> 128 -> 64 -> 3) per token; opacity 1.
 4. DGP-driven covariance weighting: a fixed dictionary of 730 Cholesky factors (l11, l21, l22), the
    Cartesian product of 9 values each plus the zero factor; keys are an MLP embedding of the entries
-   (3 -> 256 -> 512 -> 512 -> 512 -> 512), queries a 3x3 conv (256 -> 512) + LeakyReLU of the token map;
-   the softmax of query . key mixes the dictionary's factors into each Gaussian's factor.
+   (3 -> 256 -> 512 -> 512 -> 512 -> 512), queries a 3x3 conv (256 -> 512) of the token map with a
+   LeakyReLU(0.01); the softmax of query . key mixes the dictionary's factors into each Gaussian's factor.
 5. Adaptive position drifting: offset = ``max_offset * tanh(MLP)`` LR pixels from the reference point.
 
 Units of the covariance. The authors render with gsplat at the output size, in output pixels, after
 multiplying the mixed factor by ``scale / 4`` per axis (l11 by s_w, l21 and l22 by s_h). Going back to LR
-pixels (x / s_w, y / s_h) removes the scale exactly: ``L_lr = L_dict / 4``. So the dictionary is in
-quarter-LR-pixel units (output pixels at x4) and the field in LR pixels is the same at every scale,
-anisotropic ones included. Here ``Sigma = L_lr L_lr^T + min_sigma^2 I`` (the floor keeps the
-degenerate dictionary entries renderable) is converted to ``sigma_x = sqrt(Sigma_xx)``,
-``sigma_y = sqrt(Sigma_yy)``, ``rho = Sigma_xy / (sigma_x sigma_y)`` for ``rasterize_gaussians``.
+pixels (x / s_w, y / s_h) removes the scale exactly when the output size is ``scale`` times the LR size:
+``L_lr = L_dict / 4``. So the dictionary is in quarter-LR-pixel units (output pixels at x4) and the field
+in LR pixels is the same at every scale, anisotropic ones included. Here ``Sigma = L_lr L_lr^T +
+min_sigma^2 I`` is converted to ``sigma_x = sqrt(Sigma_xx)``, ``sigma_y = sqrt(Sigma_yy)``,
+``rho = Sigma_xy / (sigma_x sigma_y)`` for ``rasterize_gaussians``.
+
+Reproducing the authors' forward. Our defaults are our own choices; each difference from their
+``ContinuousGaussian`` is an option, and ``options/test_continuoussr_official.yml`` sets all of them (see
+the README, "Pretrained models"). With the same weights the Gaussians then agree to float rounding
+(``tests/test_continuoussr_official.py``):
+
+=========================  ==========================  ==================================================
+option                     ours (default)              theirs
+=========================  ==========================  ==================================================
+``mlp_activation``         ``relu``                    ``gelu`` (their ``models/mlp.py`` default)
+``head_activation``        ``after_query``             ``before_query_and_offset``: LeakyReLU(0.01) on the
+                                                       tokens feeds the query conv and the offset MLP; the
+                                                       colour MLP sees the raw tokens
+``reference_points``       ``centers``                 ``corners``: ``get_coord`` puts the undrifted
+                                                       Gaussian at the top-left corner of its sub-cell
+``min_sigma``              0.02                        0 (``Sigma = L L^T``)
+``crop_after_upsample``    false                       true: the window-padded features are upsampled,
+                                                       then cropped to 4h x 4w
+``covariance_scale``       ``output_size``             ``requested_scale``: the factor is stretched by the
+                                                       requested scale, not by (output size / LR size)
+``rasterizer``             ours, cutoff 3.5 sigma      gsplat fork's ``rasterize_gaussians_sum``
+``mlp_init``               ``pytorch``                 ``xavier_uniform`` (training only)
+encoder                    SwinIR with mean shift      HAT (x4), ``rgb_mean: ~`` (no mean shift)
+=========================  ==========================  ==================================================
 """
+import inspect
 import itertools
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +62,7 @@ from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchv
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.encoder_registry import build_encoder
 from gsasr_plugin.archs.gaussian_field import GaussianField
+from gsasr_plugin.archs.window_utils import pad_to_multiple
 from gsasr_plugin.utils.scale import ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size
 
 __all__ = ['ContinuousSR', 'DGP_CHOLESKY_VALUES', 'cholesky_dictionary', 'cholesky_to_sigma_rho', 'make_mlp']
@@ -47,6 +73,12 @@ DGP_CHOLESKY_VALUES: Tuple[Tuple[float, ...], Tuple[float, ...], Tuple[float, ..
     (-0.86, -0.36, -0.16, 0.19, 0.34, 0.49, 0.84, 1.04, 1.54),  # l21
     (0.0, 0.33, 0.53, 0.88, 1.03, 1.18, 1.53, 1.73, 2.23),  # l22
 )
+
+_ACTIVATIONS = {'relu': lambda: nn.ReLU(inplace=True), 'gelu': nn.GELU}
+_HEAD_ACTIVATIONS = ('after_query', 'before_query_and_offset')
+_REFERENCE_POINTS = ('centers', 'corners')
+_COVARIANCE_SCALES = ('output_size', 'requested_scale')
+_MLP_INITS = ('pytorch', 'xavier_uniform')
 
 
 def cholesky_dictionary(values: Sequence[Sequence[float]] = DGP_CHOLESKY_VALUES) -> torch.Tensor:
@@ -60,7 +92,8 @@ def cholesky_dictionary(values: Sequence[Sequence[float]] = DGP_CHOLESKY_VALUES)
 def cholesky_to_sigma_rho(factors: torch.Tensor, min_sigma: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Lower-triangular factors (..., 3) = (l11, l21, l22) -> sigmas (..., 2) and rhos (...).
 
-    ``Sigma = L L^T + min_sigma^2 I`` with ``L = [[l11, 0], [l21, l22]]`` (x first, as gsplat).
+    ``Sigma = L L^T + min_sigma^2 I`` with ``L = [[l11, 0], [l21, l22]]`` (x first, as gsplat). With
+    ``min_sigma`` 0 the factors must have l11 > 0 and l22 > 0 (softmax mixtures of the DGP dictionary do).
     """
     l11, l21, l22 = factors.unbind(-1)
     floor = min_sigma * min_sigma
@@ -69,18 +102,35 @@ def cholesky_to_sigma_rho(factors: torch.Tensor, min_sigma: float) -> Tuple[torc
     cov_xy = l11 * l21
     sigma_x, sigma_y = var_x.sqrt(), var_y.sqrt()
     rho = cov_xy / (sigma_x * sigma_y)
-    # |rho| < 1 holds exactly (det Sigma >= floor^2 > 0); the clamp only guards float rounding
+    # |rho| < 1 holds exactly (det Sigma > 0); the clamp only guards float rounding
     return torch.stack((sigma_x, sigma_y), dim=-1), rho.clamp(-1 + 1e-6, 1 - 1e-6)
 
 
-def make_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
-    """Linear-ReLU layers through ``hidden``, then a last Linear (the LIIF-style MLP)."""
+def make_mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str = 'relu') -> nn.Sequential:
+    """Linear-activation layers through ``hidden``, then a last Linear (the LIIF-style MLP)."""
     layers, width = [], in_features
     for size in hidden:
-        layers += [nn.Linear(width, int(size)), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(width, int(size)), _ACTIVATIONS[activation]()]
         width = int(size)
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
+
+
+def _rasterizer_keywords(options: Optional[Mapping[str, Any]], cutoff: Optional[float]) -> Dict[str, Any]:
+    """Check ``rasterizer`` options against ``rasterize_gaussians``' keywords; merge ``cutoff``."""
+    from gsasr_plugin.ops import rasterize_gaussians
+    options = dict(options or {})
+    accepted = set(inspect.signature(rasterize_gaussians).parameters) - {
+        'means', 'sigmas', 'rhos', 'colors', 'lr_size', 'out_size', 'opacities'}  # tensors come from the field
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f'rasterizer options {unknown} are not keywords of gsasr_plugin.ops.rasterize_gaussians '
+                         f'(it takes {sorted(accepted)})')
+    if cutoff is not None:
+        if 'cutoff' in options:
+            raise ValueError('give cutoff either as the option cutoff or inside rasterizer, not both')
+        options['cutoff'] = cutoff
+    return options
 
 
 @ARCH_REGISTRY.register()
@@ -102,12 +152,34 @@ class ContinuousSR(nn.Module):
         dictionary_values: Values of l11, l21, l22 whose Cartesian product (plus zero) is the dictionary,
             in units of ``dictionary_unit`` LR pixels. Default: the paper's DGP values.
         dictionary_unit: LR pixels per dictionary unit. Default: 0.25 (the official ``/ 4``).
-        min_sigma: Isotropic floor of the standard deviation in LR pixels (added in variance). Default: 0.02.
+        min_sigma: Isotropic floor of the standard deviation in LR pixels (added in variance); 0 for none
+            (the official). Default: 0.02.
         max_offset: Largest drift of a Gaussian from its reference point, LR pixels. Default: 1.
         load_upsampler: Initialise the upsampler from ``encoder: pretrained`` (keys ``upsample.0/2``).
             Default: True.
         cutoff: Rasterizer cutoff in standard deviations; None uses the rasterizer's default.
         num_colors: Output channels. Default: 3.
+        mlp_activation: Activation between the layers of the colour, offset and key MLPs: 'relu' or
+            'gelu' (the official). Default: 'relu'.
+        head_activation: Where the LeakyReLU(0.01) of the heads sits. 'after_query': after the query conv
+            only. 'before_query_and_offset' (the official): on the token map, feeding both the query conv
+            and the offset MLP (the colour MLP still takes the raw tokens). Default: 'after_query'.
+        reference_points: Where a Gaussian sits before drifting. 'centers': the centre of its sub-cell,
+            ((j + 0.5) / r, (i + 0.5) / r) LR pixels. 'corners' (the official ``get_coord`` grid): the
+            top-left corner of the sub-cell, (j / r, i / r). Default: 'centers'.
+        crop_after_upsample: Pad the input to the encoder's ``window_size`` multiple here, upsample the
+            padded features and crop the 4x map (the official SwinIR / HAT forward). False: the encoder
+            crops its LR features before our upsampler, whose border convs then see zero padding.
+            Default: False.
+        covariance_scale: How a field made for a requested scale is stretched. 'output_size': the field is
+            scale-free in LR pixels, rendered at any output size (covariance scaled by output size / LR
+            size). 'requested_scale' (the official): the covariance follows the requested scale ``s``
+            while the output has round(h * s) rows, so ``encode(lq, scale)`` multiplies sigma_x by
+            s_w * w / Wo and sigma_y by s_h * h / Ho (1 whenever h * s is an integer). Default: 'output_size'.
+        rasterizer: Extra keyword arguments of ``gsasr_plugin.ops.rasterize_gaussians`` used by ``render``
+            (e.g. the gsplat-compatible mode for the official checkpoint). Default: none.
+        mlp_init: Initialisation of the three MLPs: 'pytorch' (nn.Linear's default) or 'xavier_uniform'
+            with zero biases (the official). Default: 'pytorch'.
     """
 
     field_depends_on_scale = False
@@ -118,10 +190,22 @@ class ContinuousSR(nn.Module):
                  key_hidden: Sequence[int] = (256, 512, 512, 512), attn_dim: int = 512,
                  dictionary_values: Sequence[Sequence[float]] = DGP_CHOLESKY_VALUES, dictionary_unit: float = 0.25,
                  min_sigma: float = 0.02, max_offset: float = 1.0, load_upsampler: bool = True,
-                 cutoff: Optional[float] = None, num_colors: int = 3):
+                 cutoff: Optional[float] = None, num_colors: int = 3, mlp_activation: str = 'relu',
+                 head_activation: str = 'after_query', reference_points: str = 'centers',
+                 crop_after_upsample: bool = False, covariance_scale: str = 'output_size',
+                 rasterizer: Optional[Mapping[str, Any]] = None, mlp_init: str = 'pytorch'):
         super().__init__()
         stages = self._check_options(upscale, unshuffle, num_feat, attn_dim, dictionary_unit, min_sigma, max_offset,
                                      cutoff)
+        for name, value, allowed in (('mlp_activation', mlp_activation, tuple(_ACTIVATIONS)),
+                                     ('head_activation', head_activation, _HEAD_ACTIVATIONS),
+                                     ('reference_points', reference_points, _REFERENCE_POINTS),
+                                     ('covariance_scale', covariance_scale, _COVARIANCE_SCALES),
+                                     ('mlp_init', mlp_init, _MLP_INITS)):
+            if value not in allowed:
+                raise ValueError(f'{name} must be one of {list(allowed)}, got {value!r}')
+        if not isinstance(crop_after_upsample, bool):
+            raise ValueError(f'crop_after_upsample must be true or false, got {crop_after_upsample!r}')
         encoder_opt = dict(encoder) if encoder is not None else {'type': 'SwinIR'}
         self.encoder = build_encoder(encoder_opt)
         in_channels = getattr(self.encoder, 'out_channels', None)
@@ -133,6 +217,13 @@ class ContinuousSR(nn.Module):
         self.min_sigma = float(min_sigma)
         self.max_offset = float(max_offset)
         self.cutoff = cutoff
+        self.head_activation = head_activation
+        self.reference_points = reference_points
+        self.crop_after_upsample = crop_after_upsample
+        self.covariance_scale = covariance_scale
+        # the official covariance follows the requested scale, so its field is valid for that scale only
+        self.field_depends_on_scale = covariance_scale == 'requested_scale'
+        self.rasterizer_options = _rasterizer_keywords(rasterizer, cutoff)
 
         # SwinIR / HAT's pixel-shuffle upsampler (module indices match their ``upsample.0`` / ``upsample.2``)
         layers = []
@@ -145,10 +236,18 @@ class ContinuousSR(nn.Module):
         self.token_dim = token_dim
 
         self.register_buffer('dictionary', cholesky_dictionary(dictionary_values), persistent=False)
-        self.color_mlp = make_mlp(token_dim, color_hidden, num_colors)
-        self.offset_mlp = make_mlp(token_dim, offset_hidden, 2)
-        self.query = nn.Sequential(nn.Conv2d(token_dim, attn_dim, 3, 1, 1), nn.LeakyReLU(0.01, inplace=True))
-        self.key_mlp = make_mlp(3, key_hidden, attn_dim)
+        self.color_mlp = make_mlp(token_dim, color_hidden, num_colors, mlp_activation)
+        self.offset_mlp = make_mlp(token_dim, offset_hidden, 2, mlp_activation)
+        # a Sequential so that the conv's keys stay ``query.0.*`` whatever head_activation is
+        self.query = nn.Sequential(nn.Conv2d(token_dim, attn_dim, 3, 1, 1))
+        self.head_act = nn.LeakyReLU(0.01)
+        self.key_mlp = make_mlp(3, key_hidden, attn_dim, mlp_activation)
+        if mlp_init == 'xavier_uniform':
+            for mlp in (self.color_mlp, self.offset_mlp, self.key_mlp):
+                for layer in mlp:
+                    if isinstance(layer, nn.Linear):
+                        nn.init.xavier_uniform_(layer.weight)
+                        nn.init.zeros_(layer.bias)
 
         if encoder_opt.get('pretrained') and load_upsampler and stages:
             self._load_pretrained_upsampler(encoder_opt['pretrained'], encoder_opt.get('param_key'))
@@ -164,10 +263,11 @@ class ContinuousSR(nn.Module):
             raise ValueError(f'upscale must be a power of 2 (1, 2, 4, 8), got {upscale}')
         if upscale % unshuffle:
             raise ValueError(f'unshuffle ({unshuffle}) must divide upscale ({upscale})')
-        for name, value in (('dictionary_unit', dictionary_unit), ('min_sigma', min_sigma),
-                            ('max_offset', max_offset)):
+        for name, value in (('dictionary_unit', dictionary_unit), ('max_offset', max_offset)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f'{name} must be > 0, got {value!r}')
+        if not isinstance(min_sigma, (int, float)) or isinstance(min_sigma, bool) or not min_sigma >= 0:
+            raise ValueError(f'min_sigma must be >= 0, got {min_sigma!r}')
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f'cutoff must be > 0 or None, got {cutoff!r}')
         return stages
@@ -197,45 +297,77 @@ class ContinuousSR(nn.Module):
     # ------------------------------------------------------------------ encode / render / forward
     def tokens(self, lq: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) -> per-Gaussian token map (B, token_dim, r h, r w), r = Gaussians per LR side."""
-        feat = self.upsample(self.encoder(lq))
+        if self.crop_after_upsample:
+            height, width = lq.shape[-2:]
+            window = getattr(self.encoder, 'window_size', 1)
+            padded = pad_to_multiple(lq, window if isinstance(window, int) else 1,
+                                     mode=getattr(self.encoder, 'pad_mode', 'reflect'))
+            feat = self.upsample(self.encoder(padded))[..., :height * self.upscale, :width * self.upscale]
+        else:
+            feat = self.upsample(self.encoder(lq))
         return F.pixel_unshuffle(feat, self.unshuffle) if self.unshuffle > 1 else feat
 
     def covariance_factors(self, token_map: torch.Tensor) -> torch.Tensor:
-        """DGP-driven covariance weighting: (B, D, H, W) -> mixed Cholesky factors (B, H * W, 3), LR pixels."""
-        query = self.query(token_map).flatten(2).transpose(1, 2)  # (B, N, A)
+        """DGP-driven covariance weighting: (B, D, H, W) -> mixed Cholesky factors (B, H * W, 3), LR pixels.
+
+        ``token_map`` is what the query conv sees (the activated tokens when ``head_activation`` is
+        'before_query_and_offset').
+        """
+        query = self.query(token_map)
+        if self.head_activation == 'after_query':
+            query = self.head_act(query)
+        query = query.flatten(2).transpose(1, 2)  # (B, N, A)
         keys = self.key_mlp(self.dictionary.to(query.dtype))  # (K, A)
         weights = torch.softmax(query @ keys.t(), dim=-1)  # (B, N, K)
         return (weights @ self.dictionary.to(query.dtype)) * self.dictionary_unit
 
+    def reference_grid(self, rows: int, cols: int, device=None, dtype=None) -> torch.Tensor:
+        """(1, rows * cols, 2) undrifted positions (x, y) in LR pixels, row-major over the token map."""
+        shift = 0.5 if self.reference_points == 'centers' else 0.0
+        side = self.gaussians_per_side
+        ys = (torch.arange(rows, device=device, dtype=dtype) + shift) / side
+        xs = (torch.arange(cols, device=device, dtype=dtype) + shift) / side
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+        return torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
+
+    def covariance_stretch(self, lr_size: Tuple[int, int], scale: Optional[ScaleLike],
+                           out_size: Optional[Sequence[int]]) -> Optional[Tuple[float, float]]:
+        """(x, y) factors on sigma for ``covariance_scale: requested_scale`` and a requested scale, else None."""
+        if scale is None and out_size is None:
+            return None
+        (s_h, s_w), (out_h, out_w) = resolve_scale_and_size(lr_size, scale, out_size)  # validates both
+        if self.covariance_scale != 'requested_scale' or scale is None:
+            return None
+        return s_w * lr_size[1] / out_w, s_h * lr_size[0] / out_h
+
     def encode(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                out_size: Optional[Sequence[int]] = None) -> GaussianField:
-        """Predict the scale-free Gaussian field of ``lq`` (B, 3, h, w): r^2 * h * w Gaussians in LR pixels.
+        """Predict the Gaussian field of ``lq`` (B, 3, h, w): r^2 * h * w Gaussians in LR pixels.
 
-        ``scale`` and ``out_size`` are accepted for interface compatibility and ignored (checked only).
+        The field is scale-free: ``scale`` and ``out_size`` are only checked, except with
+        ``covariance_scale: requested_scale``, where a given ``scale`` stretches the covariances as the
+        official renderer does for that scale (and the output size it leads to).
         """
         lr_size = lr_size_of(lq)
-        if scale is not None or out_size is not None:
-            resolve_scale_and_size(lr_size, scale, out_size)  # validation only
+        stretch = self.covariance_stretch(lr_size, scale, out_size)
         token_map = self.tokens(lq)
         batch, _, rows, cols = token_map.shape
-        tokens = token_map.flatten(2).transpose(1, 2)  # (B, N, D), row-major
-        colors = self.color_mlp(tokens)
-        offsets = self.max_offset * torch.tanh(self.offset_mlp(tokens))
-        sigmas, rhos = cholesky_to_sigma_rho(self.covariance_factors(token_map), self.min_sigma)
-        side = self.gaussians_per_side
-        ys = (torch.arange(rows, device=lq.device, dtype=tokens.dtype) + 0.5) / side
-        xs = (torch.arange(cols, device=lq.device, dtype=tokens.dtype) + 0.5) / side
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
-        reference = torch.stack((grid_x, grid_y), dim=-1).view(1, rows * cols, 2)
+        activated = self.head_act(token_map) if self.head_activation == 'before_query_and_offset' else token_map
+        colors = self.color_mlp(token_map.flatten(2).transpose(1, 2))  # (B, N, C), row-major
+        offsets = self.max_offset * torch.tanh(self.offset_mlp(activated.flatten(2).transpose(1, 2)))
+        sigmas, rhos = cholesky_to_sigma_rho(self.covariance_factors(activated), self.min_sigma)
+        if stretch is not None:
+            sigmas = sigmas * sigmas.new_tensor(stretch)
+        reference = self.reference_grid(rows, cols, lq.device, token_map.dtype)
         return GaussianField(means=reference + offsets, sigmas=sigmas, rhos=rhos, colors=colors, lr_size=lr_size,
-                             opacities=torch.ones(batch, rows * cols, device=lq.device, dtype=tokens.dtype))
+                             opacities=torch.ones(batch, rows * cols, device=lq.device, dtype=token_map.dtype))
 
     def render(self, field: GaussianField, out_size: Sequence[int]) -> torch.Tensor:
         """Rasterize ``field`` to (B, C, Ho, Wo): the whole cost of one more output size."""
-        return field.render(check_out_size(out_size), cutoff=self.cutoff)
+        return field.render(check_out_size(out_size), **self.rasterizer_options)
 
     def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                 out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Super-resolve ``lq`` to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w))."""
         _, size = resolve_scale_and_size(lr_size_of(lq), scale, out_size)
-        return self.render(self.encode(lq), size)
+        return self.render(self.encode(lq, scale, out_size), size)

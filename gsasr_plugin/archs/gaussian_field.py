@@ -39,17 +39,21 @@ class GaussianField:
     canvas_size: Optional[Tuple[int, int]] = None
     box_cutoff: Optional[float] = None
 
-    def render(self, out_size: Sequence[int], cutoff: Optional[float] = None) -> torch.Tensor:
-        """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)`` (the top-left of ``canvas_size`` when set)."""
+    def render(self, out_size: Sequence[int], cutoff: Optional[float] = None, **rasterizer_options) -> torch.Tensor:
+        """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)`` (the top-left of ``canvas_size`` when set).
+
+        Other keywords (e.g. ``mode='gsplat_sum'``) go to ``rasterize_gaussians``.
+        """
         from gsasr_plugin.ops import rasterize_gaussians
         out_size = (int(out_size[0]), int(out_size[1]))
         size = out_size
         if self.canvas_size is not None:
             size = (max(int(self.canvas_size[0]), out_size[0]), max(int(self.canvas_size[1]), out_size[1]))
-        kwargs = {} if cutoff is None else {'cutoff': cutoff}
+        kwargs = dict(rasterizer_options)
+        if cutoff is not None:
+            kwargs['cutoff'] = cutoff
         if self.box_cutoff is not None:
             kwargs = {'box_half_size': box_half_size(self.box_cutoff, tuple(self.lr_size), size)}
-            _check_box_mode(rasterize_gaussians)
         image = rasterize_gaussians(self.means, self.sigmas, self.rhos, self.colors, tuple(self.lr_size), size,
                                     **kwargs)
         return image if size == out_size else image[..., :out_size[0], :out_size[1]]
@@ -68,9 +72,3 @@ def box_half_size(box_cutoff: float, lr_size: Tuple[int, int], canvas_size: Tupl
     """
     return tuple(box_cutoff * (n - 1) / 2 * lr / n for lr, n in zip(lr_size, canvas_size))
 
-
-def _check_box_mode(rasterize) -> None:
-    import inspect
-    if 'box_half_size' not in inspect.signature(rasterize).parameters:
-        raise NotImplementedError('box_cutoff needs the square cut-off mode of the rasterizer '
-                                  '(rasterize_gaussians(..., box_half_size=...)), which this installation lacks')

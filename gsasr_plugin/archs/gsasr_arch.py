@@ -294,7 +294,7 @@ class GSASR(nn.Module):
             whose distance to its centre is at most ``box_cutoff`` half-canvases along each axis, a square
             box of half-side ``box_cutoff * (canvas - 1) / 2`` output pixels, whatever its standard
             deviation (official: 0.1 at test, 0.5 in training). ``None`` (ours) cuts each Gaussian at its
-            ``cutoff`` ellipse. Needs the rasterizer's ``box_half_size`` mode. Default: None.
+            ``cutoff`` ellipse. Rendered with the rasterizer's ``box_half_size`` mode. Default: None.
     """
 
     field_depends_on_scale = True
@@ -350,13 +350,8 @@ class GSASR(nn.Module):
         self.scale_mlp = nn.Sequential(
             nn.Linear(2, 4 * embed_dim), nn.ReLU(inplace=True), nn.Linear(4 * embed_dim, num_scale_tokens * embed_dim))
 
-        self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
-                                        window_size, mlp_ratio,
-                                        shift_features_only=cross_attention_shift == 'features_only')
-        self.interaction = nn.ModuleList([
-            _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
-                           mlp_ratio) for _ in range(num_blocks)
-        ])
+        self._build_attention(num_heads, window_size, num_injection_layers, num_blocks, num_layers_per_block,
+                              mlp_ratio)
         stages = []
         for _ in range(num_upsample_stages):
             stages += [nn.Conv2d(embed_dim, embed_dim * self.shuffle_factor**2, 3, 1, 1),
@@ -373,6 +368,21 @@ class GSASR(nn.Module):
             self._init_interpolating_heads(gaussian_density)
         else:
             self._init_opacity(gaussian_density)
+
+    def _build_attention(self, num_heads: int, window_size: int, num_injection_layers: int, num_blocks: int,
+                         num_layers_per_block: int, mlp_ratio: float) -> None:
+        """Steps 3-4: the condition injection block and the Gaussian interaction blocks (used by :meth:`attend`).
+
+        A subclass with other attention blocks (``GSASRRoPE``) overrides this and :meth:`attend`.
+        """
+        embed_dim = self.embed_dim
+        self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
+                                        window_size, mlp_ratio,
+                                        shift_features_only=self.cross_attention_shift == 'features_only')
+        self.interaction = nn.ModuleList([
+            _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
+                           mlp_ratio) for _ in range(num_blocks)
+        ])
 
     def _init_opacity(self, gaussian_density: int) -> None:
         """Start near a mid-grey image instead of ~4x over-bright.
@@ -431,7 +441,8 @@ class GSASR(nn.Module):
     def _check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window, pad_input_to,
                                 canvas_rounding, box_cutoff) -> None:
         if cross_attention_shift not in ('masked', 'features_only'):
-            raise ValueError(f"cross_attention_shift must be 'masked' or 'features_only', got {cross_attention_shift!r}")
+            raise ValueError("cross_attention_shift must be 'masked' or 'features_only', "
+                             f'got {cross_attention_shift!r}')
         for name, value in (('shift_mask', shift_mask), ('shift_single_window', shift_single_window)):
             if not isinstance(value, bool):
                 raise TypeError(f'{name} must be true or false, got {value!r}')

@@ -29,7 +29,8 @@ from gsasr_plugin.archs.swinir_encoder_arch import WindowTransformerEncoder, che
 from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens, trunc_normal_
 
 __all__ = ['HAT', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',
-           'overlapping_relative_position_index', 'HAT_SIZES', 'HAT_OFFICIAL_KEY_MAP', 'HAT_OFFICIAL_SKIPPED_KEYS']
+           'ChannelAttentionBlock', 'overlapping_relative_position_index', 'overlapping_windows', 'HAT_SIZES',
+           'HAT_OFFICIAL_KEY_MAP', 'HAT_OFFICIAL_SKIPPED_KEYS']
 
 # Presets for ``size``: (depths, num_heads).
 HAT_SIZES = {
@@ -68,6 +69,21 @@ def overlapping_relative_position_index(window_size: int, overlap_window_size: i
         torch.meshgrid(torch.arange(overlap_window_size), torch.arange(overlap_window_size), indexing='ij'), -1)
     offset = key.view(1, -1, 2) - query.view(-1, 1, 2) + (window_size - overlap_window_size + 1)
     return (offset[..., 0] * span + offset[..., 1]) % (span * span)
+
+
+def overlapping_windows(x: torch.Tensor, window_size: int, overlap_window_size: int) -> torch.Tensor:
+    """(B, H, W, C) map -> (B * nW, ows * ows, C) tokens of the enlarged windows around each ``window_size`` window.
+
+    Window ``n`` (in :func:`to_window_tokens` order) gets the ``ows x ows`` square with the same centre,
+    zero-padded at the borders ((ows - ws) // 2 before, the rest after), tokens row-major: HAT's OCAB
+    keys/values.
+    """
+    batch, _, _, channels = x.shape
+    ws, ows = window_size, overlap_window_size
+    before = (ows - ws) // 2
+    x = F.pad(x.permute(0, 3, 1, 2), (before, ows - ws - before, before, ows - ws - before))
+    x = F.unfold(x, kernel_size=ows, stride=ws)  # B, C*ows*ows, nW
+    return x.view(batch, channels, ows * ows, -1).permute(0, 3, 2, 1).reshape(-1, ows * ows, channels)
 
 
 class ChannelAttentionBlock(nn.Module):
@@ -144,13 +160,7 @@ class OverlappingCrossAttention(nn.Module):
         ws, ows, heads = self.window_size, self.overlap_window_size, self.num_heads
         query, key, value = self.qkv(self.norm1(x)).chunk(3, dim=-1)
         query = to_window_tokens(query, ws)  # B*nW, ws*ws, C
-        # Enlarged windows: pad (ows - ws) around the map, split before/after, and unfold with stride ws.
-        before = (ows - ws) // 2
-        key_value = torch.cat([key, value], dim=-1).permute(0, 3, 1, 2)
-        key_value = F.pad(key_value, (before, ows - ws - before, before, ows - ws - before))
-        key_value = F.unfold(key_value, kernel_size=ows, stride=ws)  # B, 2C*ows*ows, nW
-        key_value = key_value.view(batch, 2, dim, ows * ows, -1).permute(1, 0, 4, 3, 2).reshape(2, -1, ows * ows, dim)
-        key, value = key_value[0], key_value[1]
+        key, value = overlapping_windows(torch.cat([key, value], dim=-1), ws, ows).chunk(2, dim=-1)
 
         def split_heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(t.shape[0], t.shape[1], heads, dim // heads).transpose(1, 2)

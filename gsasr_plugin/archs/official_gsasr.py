@@ -2,10 +2,11 @@
 
 The authors (``ChrisDud0257/GSASR``) publish each trained model on the Hugging Face hub ``mutou0308/GSASR``
 as two files, ``encoder.pth`` and ``decoder.pth``, with the weights under ``params_ema``. Their encoders
-are SR networks without upsampler (``EDSRNOUP``, ``RDNNOUP``, ``SwinIRNOUP``), their decoders ``Fea2GS``
-(the paper) or ``Fea2GS_ROPE_AMP`` (the enhanced models). Converting the two files gives one state dict
-of our ``GSASR`` whose ``network_g`` sets the options that reproduce the official forward (see the GSASR
-docstring): nothing is patched at run time, the official classes are not used.
+are SR networks without upsampler (``EDSRNOUP``, ``RDNNOUP``, ``SwinIRNOUP``; ``HATNOUP_ROPE_AMP`` for the
+ultra model), their decoders ``Fea2GS`` (the paper) or ``Fea2GS_ROPE_AMP`` (the enhanced and ultra models).
+Converting the two files gives one state dict of our ``GSASR`` (``GSASRRoPE`` for ``Fea2GS_ROPE_AMP``) whose
+``network_g`` sets the options that reproduce the official forward (see the GSASR docstring): nothing is
+patched at run time, the official classes are not used.
 
 One function per family:
 
@@ -16,7 +17,8 @@ One function per family:
   ValueError names the file and the keys.
 
 A family is added by writing its two functions (or one, when the other exists), adding them to the
-tables and registering the released models with :func:`register_gsasr_model`.
+tables (and the encoder's keys to :data:`ENCODER_SIGNATURES`) and registering the released models with
+:func:`register_gsasr_model`.
 """
 import copy
 import functools
@@ -28,14 +30,16 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 import torch
 
 from gsasr_plugin import hub
+from gsasr_plugin.archs.hat_rope_encoder_arch import HAT_ROPE_OFFICIAL_KEY_MAP, HAT_ROPE_OFFICIAL_SKIPPED_KEYS
 from gsasr_plugin.archs.pretrained import extract_state_dict, map_checkpoint_keys
 from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
 from gsasr_plugin.archs.window_utils import get_relative_position_index
 
 __all__ = ['OfficialState', 'read_official_file', 'convert_edsr_noup', 'convert_rdn_noup', 'convert_swinir_noup',
-           'convert_fea2gs', 'regather_relative_position_bias', 'identify_encoder', 'convert_official_gsasr',
-           'ENCODER_CONVERTERS', 'DECODER_CONVERTERS', 'paper_network_g', 'register_gsasr_model', 'HUB_REPO',
-           'PAPER_SIGMA_RANGE']
+           'convert_hat_rope_noup', 'convert_fea2gs', 'convert_fea2gs_rope', 'rope_positions',
+           'regather_relative_position_bias', 'identify_encoder', 'convert_official_gsasr', 'ENCODER_CONVERTERS',
+           'DECODER_CONVERTERS', 'ENCODER_SIGNATURES', 'paper_network_g', 'enhanced_network_g', 'register_gsasr_model',
+           'HUB_REPO', 'PAPER_SIGMA_RANGE', 'PAPER_MODELS', 'ENHANCED_MODELS']
 
 HUB_REPO = 'mutou0308/GSASR'
 
@@ -102,6 +106,15 @@ def _copy(out: Dict[str, torch.Tensor], ours: str, state: OfficialState, theirs:
         out[f'{ours}.{name}'] = state.take(f'{theirs}.{name}')
 
 
+def rope_positions(state: OfficialState, key: str) -> torch.Tensor:
+    """An official RoPE position buffer (``rope_t_x`` / ``rope_t_y``, float) as our integer positions."""
+    value = state.take(key)
+    positions = value.round().long()
+    if not torch.equal(positions.to(value.dtype), value):
+        raise ValueError(f'{state.source}: {key} holds non-integer token positions')
+    return positions
+
+
 # ------------------------------------------------------------------------------------------- encoders
 def convert_edsr_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
     """``EDSRNOUP`` (head conv, residual blocks, conv after the body) -> our ``EDSRBaseline``: same names."""
@@ -136,24 +149,46 @@ def convert_swinir_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
     return {ours: state.take(theirs) for ours, theirs in renamed.items()}
 
 
+def convert_hat_rope_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """``HATNOUP_ROPE_AMP`` (the ultra model's HAT-L with RoPE) -> our ``HATRoPE`` through its key map.
+
+    The token positions (``rope_t_x`` / ``rope_t_y``) become our integer ``pos_x`` / ``pos_y``; the unused
+    relative position indices of the official class are dropped.
+    """
+    renamed, skipped = map_checkpoint_keys(state.state, HAT_ROPE_OFFICIAL_KEY_MAP, HAT_ROPE_OFFICIAL_SKIPPED_KEYS)
+    for key, reason in skipped.items():
+        if key.startswith(('upsample.', 'conv_last.')):
+            raise ValueError(f'{state.source}: official key {key!r} ({reason}) is not part of HATNOUP_ROPE_AMP')
+        state.used.add(key)
+    return {ours: rope_positions(state, theirs) if ours.endswith(('.pos_x', '.pos_y')) else state.take(theirs)
+            for ours, theirs in renamed.items()}
+
+
 ENCODER_CONVERTERS: Dict[str, Callable[[OfficialState], Dict[str, torch.Tensor]]] = {
     'EDSRNOUP': convert_edsr_noup,
     'RDNNOUP': convert_rdn_noup,
     'SwinIRNOUP': convert_swinir_noup,
+    'HATNOUP_ROPE_AMP': convert_hat_rope_noup,
 }
 
-# A key that only the official class named has (to say which encoder a file holds).
-_ENCODER_SIGNATURES = {
-    'EDSRNOUP': 'body.0.conv1.weight',
-    'RDNNOUP': 'SFENet1.weight',
-    'SwinIRNOUP': 'patch_embed.norm.weight',
+# Keys an official encoder class always has (to say which encoder a file holds). A class whose keys
+# include another's signature adds keys of its own; the longest matching signature wins.
+ENCODER_SIGNATURES: Dict[str, Tuple[str, ...]] = {
+    'EDSRNOUP': ('body.0.conv1.weight', ),
+    'RDNNOUP': ('SFENet1.weight', ),
+    'SwinIRNOUP': ('patch_embed.norm.weight', ),
+    'HATNOUP_ROPE_AMP': ('patch_embed.norm.weight', 'layers.0.residual_group.overlap_attn.rope_freqs'),
 }
 
 
 def identify_encoder(state: Mapping[str, torch.Tensor]) -> Optional[str]:
-    """The official encoder class whose weights ``state`` holds, by a key only that class has, or None."""
-    found = [name for name, key in _ENCODER_SIGNATURES.items() if key in state]
-    return found[0] if len(found) == 1 else None
+    """The official encoder class whose weights ``state`` holds (the longest signature of
+    :data:`ENCODER_SIGNATURES` whose keys are all present), or None when none or several tie."""
+    found = [(len(keys), name) for name, keys in ENCODER_SIGNATURES.items() if all(k in state for k in keys)]
+    if not found:
+        return None
+    found.sort(reverse=True)
+    return found[0][1] if len(found) == 1 or found[0][0] > found[1][0] else None
 
 
 # ------------------------------------------------------------------------------------------- decoders
@@ -195,19 +230,10 @@ def _scale_sublayer(out: Dict[str, torch.Tensor], ours: str, state: OfficialStat
     _copy(out, f'{ours}.mlp.fc2', state, f'{theirs}.{mlp}.fc2')
 
 
-def convert_fea2gs(state: OfficialState) -> Dict[str, torch.Tensor]:
-    """The paper's decoder ``Fea2GS`` -> our GSASR decoder (everything but ``encoder.*``).
-
-    - q/k/v linears are concatenated into our ``kv`` (cross-attention) and ``qkv`` (self-attention);
-    - bias tables are re-gathered through the checkpoint's own ``relative_position_index``;
-    - the official scale MLP takes 1 / s, ours (1 / s_h, 1 / s_w): its first layer's weight is split in
-      halves over our two inputs, so an isotropic scale gives the same token (``num_scale_tokens: 1``);
-    - the sigma head's two outputs are swapped: the official first output is the height axis.
-    """
-    out: Dict[str, torch.Tensor] = {}
+def _convert_stem(out: Dict[str, torch.Tensor], state: OfficialState) -> int:
+    """Embeddings, feature projection and scale MLP (shared by both decoders); returns the window side."""
     out['gaussian_embedding'] = state.take('gs_embedding')
     out['position_embedding'] = state.take('pos_embedding')
-    window = math.isqrt(out['gaussian_embedding'].shape[0])
     _copy(out, 'feature_proj.0', state, 'img_feat_proj.0')
     _copy(out, 'feature_proj.2', state, 'img_feat_proj.2')
     first = state.take('scale_mlp.0.weight')
@@ -216,49 +242,47 @@ def convert_fea2gs(state: OfficialState) -> Dict[str, torch.Tensor]:
     out['scale_mlp.0.weight'] = torch.cat([first / 2, first / 2], dim=1)
     out['scale_mlp.0.bias'] = state.take('scale_mlp.0.bias')
     _copy(out, 'scale_mlp.2', state, 'scale_mlp.2')
+    return math.isqrt(out['gaussian_embedding'].shape[0])
 
-    if state.count(r'^window_crossattn_blocks\.(\d+)\.') != 1:
-        raise ValueError(f'{state.source}: our GSASR has one condition-injection block (num_crossattn_blocks: 1)')
-    theirs = 'window_crossattn_blocks.0'
-    _copy(out, 'injection.norm', state, f'{theirs}.norm')
-    _copy(out, 'injection.mlp.fc1', state, f'{theirs}.mlp.0')
-    _copy(out, 'injection.mlp.fc2', state, f'{theirs}.mlp.2')
-    for i in range(state.count(rf'^{theirs}\.blocks\.(\d+)\.')):
-        layer, ours = f'{theirs}.blocks.{i}', f'injection.layers.{i}'
-        _scale_sublayer(out, f'{ours}.scale_attn', state, layer, 'norm1', 'norm2', 'mlp_crossattn_scale')
-        _copy(out, f'{ours}.norm_attn', state, f'{layer}.norm3')
-        attn = f'{layer}.window_cross_attn'
-        _copy(out, f'{ours}.cross_attn.q', state, f'{attn}.qhead')
-        for name, value in _qkv(state, attn, ('khead', 'vhead')).items():
-            out[f'{ours}.cross_attn.kv.{name}'] = value
-        _copy(out, f'{ours}.cross_attn.proj', state, f'{attn}.proj')
-        out[f'{ours}.cross_attn.relative_position_bias_table'] = regather_relative_position_bias(
-            state.take(f'{attn}.relative_position_bias_table'), state.take(f'{attn}.relative_position_index'),
-            window, state.source)
-        _copy(out, f'{ours}.norm_mlp', state, f'{layer}.norm4')
-        _copy(out, f'{ours}.mlp.fc1', state, f'{layer}.mlp_crossattn_feature.fc1')
-        _copy(out, f'{ours}.mlp.fc2', state, f'{layer}.mlp_crossattn_feature.fc2')
 
-    for b in range(state.count(r'^gs_selfattn_blocks\.(\d+)\.')):
-        block, group = f'gs_selfattn_blocks.{b}', f'interaction.{b}'
-        _copy(out, f'{group}.norm', state, f'{block}.norm')
-        _copy(out, f'{group}.mlp.fc1', state, f'{block}.mlp.0')
-        _copy(out, f'{group}.mlp.fc2', state, f'{block}.mlp.2')
-        for i in range(state.count(rf'^{block}\.blocks\.(\d+)\.')):
-            layer, ours = f'{block}.blocks.{i}', f'{group}.layers.{i}'
-            _scale_sublayer(out, f'{ours}.scale_attn', state, layer, 'norm3', 'norm4', 'mlp_crossattn')
-            _copy(out, f'{ours}.norm_attn', state, f'{layer}.norm1')
-            attn = f'{layer}.gs_self_attn'
+# convert(out, our attention module, official attention module): the attention's position encoding.
+_PositionConverter = Callable[[Dict[str, torch.Tensor], str, str], None]
+
+
+def _convert_block(out: Dict[str, torch.Tensor], state: OfficialState, theirs: str, ours: str, cross: bool,
+                   position: _PositionConverter, conv: bool) -> None:
+    """One official injection (``cross``) or interaction block -> our residual group at ``ours``."""
+    _copy(out, f'{ours}.norm', state, f'{theirs}.norm')
+    _copy(out, f'{ours}.mlp.fc1', state, f'{theirs}.mlp.0')
+    _copy(out, f'{ours}.mlp.fc2', state, f'{theirs}.mlp.2')
+    if conv:
+        _copy(out, f'{ours}.conv', state, f'{theirs}.conv')
+    for i in range(state.count(rf'^{re.escape(theirs)}\.blocks\.(\d+)\.')):
+        layer, our_layer = f'{theirs}.blocks.{i}', f'{ours}.layers.{i}'
+        if cross:
+            _scale_sublayer(out, f'{our_layer}.scale_attn', state, layer, 'norm1', 'norm2', 'mlp_crossattn_scale')
+            _copy(out, f'{our_layer}.norm_attn', state, f'{layer}.norm3')
+            attn, our_attn = f'{layer}.window_cross_attn', f'{our_layer}.cross_attn'
+            _copy(out, f'{our_attn}.q', state, f'{attn}.qhead')
+            for name, value in _qkv(state, attn, ('khead', 'vhead')).items():
+                out[f'{our_attn}.kv.{name}'] = value
+            norm_mlp, mlp = 'norm4', 'mlp_crossattn_feature'
+        else:
+            _scale_sublayer(out, f'{our_layer}.scale_attn', state, layer, 'norm3', 'norm4', 'mlp_crossattn')
+            _copy(out, f'{our_layer}.norm_attn', state, f'{layer}.norm1')
+            attn, our_attn = f'{layer}.gs_self_attn', f'{our_layer}.self_attn'
             for name, value in _qkv(state, attn, ('qhead', 'khead', 'vhead')).items():
-                out[f'{ours}.self_attn.qkv.{name}'] = value
-            _copy(out, f'{ours}.self_attn.proj', state, f'{attn}.proj')
-            out[f'{ours}.self_attn.relative_position_bias_table'] = regather_relative_position_bias(
-                state.take(f'{attn}.relative_position_bias_table'), state.take(f'{attn}.relative_position_index'),
-                window, state.source)
-            _copy(out, f'{ours}.norm_mlp', state, f'{layer}.norm2')
-            _copy(out, f'{ours}.mlp.fc1', state, f'{layer}.mlp_selfattn.fc1')
-            _copy(out, f'{ours}.mlp.fc2', state, f'{layer}.mlp_selfattn.fc2')
+                out[f'{our_attn}.qkv.{name}'] = value
+            norm_mlp, mlp = 'norm2', 'mlp_selfattn'
+        _copy(out, f'{our_attn}.proj', state, f'{attn}.proj')
+        position(out, our_attn, attn)
+        _copy(out, f'{our_layer}.norm_mlp', state, f'{layer}.{norm_mlp}')
+        _copy(out, f'{our_layer}.mlp.fc1', state, f'{layer}.{mlp}.fc1')
+        _copy(out, f'{our_layer}.mlp.fc2', state, f'{layer}.{mlp}.fc2')
 
+
+def _convert_heads(out: Dict[str, torch.Tensor], state: OfficialState) -> None:
+    """Upsampler and the five Gaussian heads (shared by both decoders)."""
     for i in state.indices(r'^UPNet\.(\d+)\.'):  # convs at 0, 2, ... between the pixel shuffles
         _copy(out, f'upsample.{i}', state, f'UPNet.{i}')
     heads = {'sigma': 'sigma_head', 'rho': 'rho_head', 'alpha': 'opacity_head', 'rgb': 'color_head',
@@ -269,11 +293,67 @@ def convert_fea2gs(state: OfficialState) -> Dict[str, torch.Tensor]:
     # official sigma outputs are (height axis, width axis); ours are (x, y)
     out['sigma_head.4.weight'] = out['sigma_head.4.weight'].flip(0)
     out['sigma_head.4.bias'] = out['sigma_head.4.bias'].flip(0)
+
+
+def convert_fea2gs(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """The paper's decoder ``Fea2GS`` -> our GSASR decoder (everything but ``encoder.*``).
+
+    - q/k/v linears are concatenated into our ``kv`` (cross-attention) and ``qkv`` (self-attention);
+    - bias tables are re-gathered through the checkpoint's own ``relative_position_index``;
+    - the official scale MLP takes 1 / s, ours (1 / s_h, 1 / s_w): its first layer's weight is split in
+      halves over our two inputs, so an isotropic scale gives the same token (``num_scale_tokens: 1``);
+    - the sigma head's two outputs are swapped: the official first output is the height axis.
+    """
+    out: Dict[str, torch.Tensor] = {}
+    window = _convert_stem(out, state)
+
+    def bias_table(out: Dict[str, torch.Tensor], ours: str, theirs: str) -> None:
+        out[f'{ours}.relative_position_bias_table'] = regather_relative_position_bias(
+            state.take(f'{theirs}.relative_position_bias_table'), state.take(f'{theirs}.relative_position_index'),
+            window, state.source)
+
+    if state.count(r'^window_crossattn_blocks\.(\d+)\.') != 1:
+        raise ValueError(f'{state.source}: our GSASR has one condition-injection block (num_crossattn_blocks: 1)')
+    _convert_block(out, state, 'window_crossattn_blocks.0', 'injection', True, bias_table, conv=False)
+    for b in range(state.count(r'^gs_selfattn_blocks\.(\d+)\.')):
+        _convert_block(out, state, f'gs_selfattn_blocks.{b}', f'interaction.{b}', False, bias_table, conv=False)
+    _convert_heads(out, state)
+    return out
+
+
+def _rope(state: OfficialState) -> _PositionConverter:
+    """Position converter of RoPE attention: learnt frequencies and the token positions (the window size)."""
+
+    def convert(out: Dict[str, torch.Tensor], ours: str, theirs: str) -> None:
+        out[f'{ours}.rope.freqs'] = state.take(f'{theirs}.rope_freqs')
+        out[f'{ours}.pos_x'] = rope_positions(state, f'{theirs}.rope_t_x')
+        out[f'{ours}.pos_y'] = rope_positions(state, f'{theirs}.rope_t_y')
+
+    return convert
+
+
+def convert_fea2gs_rope(state: OfficialState) -> Dict[str, torch.Tensor]:
+    """The enhanced decoder ``Fea2GS_ROPE_AMP`` -> our ``GSASRRoPE`` decoder (everything but ``encoder.*``).
+
+    As :func:`convert_fea2gs`, with RoPE instead of bias tables (each attention's ``rope_freqs`` and its token
+    positions ``rope_t_x`` / ``rope_t_y``, which record the window size), a 3x3 conv per block, several
+    injection blocks (``injection.<b>``) and ``conv_final``.
+    """
+    out: Dict[str, torch.Tensor] = {}
+    _convert_stem(out, state)
+    position = _rope(state)
+    for b in range(state.count(r'^window_crossattn_blocks\.(\d+)\.')):
+        _convert_block(out, state, f'window_crossattn_blocks.{b}', f'injection.{b}', True, position, conv=True)
+    for b in range(state.count(r'^gs_selfattn_blocks\.(\d+)\.')):
+        _convert_block(out, state, f'gs_selfattn_blocks.{b}', f'interaction.{b}', False, position, conv=True)
+    _copy(out, 'conv_final', state, 'conv_final')
+    _convert_heads(out, state)
     return out
 
 
 DECODER_CONVERTERS: Dict[str, Callable[[OfficialState], Dict[str, torch.Tensor]]] = {
     'Fea2GS': convert_fea2gs,
+    'Fea2GS_ROPE_AMP': convert_fea2gs_rope,
 }
 
 
@@ -296,7 +376,7 @@ def convert_official_gsasr(paths: Sequence[Union[str, Path]], encoder: str, deco
                          f'{sorted(ENCODER_CONVERTERS)} / {sorted(DECODER_CONVERTERS)}')
     encoder_state = OfficialState(read_official_file(paths[0]), str(paths[0]))
     found = identify_encoder(encoder_state.state)
-    if found != encoder:
+    if found != encoder and (found is not None or encoder in ENCODER_SIGNATURES):
         raise ValueError(f'{paths[0]}: expected the weights of the official {encoder}, found '
                          f'{found or "no known official encoder"}')
     decoder_state = OfficialState(read_official_file(paths[1]), str(paths[1]))
@@ -339,9 +419,13 @@ def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str
 
 def register_gsasr_model(name: str, folder: str, encoder: str, decoder: str, network_g: Mapping[str, Any],
                          description: str) -> hub.ReleasedModel:
-    """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``."""
+    """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``.
+
+    ``encoder`` / ``decoder`` name the official classes (keys of the converter tables); the released model's
+    ``method`` is ``network_g['type']`` (the registered network it loads into, e.g. ``GSASR``).
+    """
     return hub.register(
-        hub.ReleasedModel(name=name, method='GSASR', hub_repo=HUB_REPO,
+        hub.ReleasedModel(name=name, method=network_g['type'], hub_repo=HUB_REPO,
                           files=(f'{folder}/encoder.pth', f'{folder}/decoder.pth'), network_g=network_g,
                           convert=functools.partial(convert_official_gsasr, encoder=encoder, decoder=decoder),
                           description=description))
@@ -357,4 +441,65 @@ PAPER_MODELS: List[hub.ReleasedModel] = [
     register_gsasr_model('gsasr-swinir-paper', 'GSASR_paper/SWIN', 'SwinIRNOUP', 'Fea2GS',
                          paper_network_g('SwinIRNOUP'),
                          'GSASR paper-version model, SwinIR encoder, DIV2K (released, not in the paper)'),
+]
+
+
+# The enhanced and ultra models (official README, "Pre-trained Models (Enhanced and Ultra Performance
+# Version)"; inference_enhenced.py downloads GSASR_enhenced_ultra/<model>/{encoder,decoder}.pth). Their decoder
+# is Fea2GS_ROPE_AMP, built by inference_enhenced.load_model with these arguments (channel 192, 6 heads, 6
+# layers per interaction block everywhere), which our GSASRRoPE options repeat.
+_ENHANCED_ENCODERS = {
+    **_PAPER_ENCODERS,
+    'HATNOUP_ROPE_AMP': {'type': 'HATRoPE', 'size': 'HAT-L', 'embed_dim': 192, 'window_size': 16, 'compress_ratio': 3,
+                         'squeeze_factor': 32, 'conv_scale': 0.01, 'overlap_ratio': 0.5, 'mlp_ratio': 2.0,
+                         'rgb_mean': None},
+}
+_ENHANCED_DECODERS = {  # window side (144 or 256 tokens), injection blocks and their layers, interaction blocks
+    'EDSRNOUP': dict(window_size=12, num_injection_blocks=1, num_injection_layers=2, num_blocks=6),
+    'RDNNOUP': dict(window_size=12, num_injection_blocks=2, num_injection_layers=2, num_blocks=6),
+    'SwinIRNOUP': dict(window_size=16, num_injection_blocks=2, num_injection_layers=4, num_blocks=6),
+    'HATNOUP_ROPE_AMP': dict(window_size=16, num_injection_blocks=4, num_injection_layers=4, num_blocks=8),
+}
+# inference_enhenced.py's denominator: 12 for EDSR and RDN, 16 for SwinIR (window 8) and HAT-L.
+_ENHANCED_PADDING = {'EDSRNOUP': 12, 'RDNNOUP': 12, 'SwinIRNOUP': 16, 'HATNOUP_ROPE_AMP': 16}
+
+
+def enhanced_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str, Any]:
+    """Our ``network_g`` reproducing an official enhanced / ultra model (``Fea2GS_ROPE_AMP`` decoder) with ``encoder``.
+
+    ``box_cutoff`` is the official ``dmax`` (0.1 in ``inference_enhenced.py`` and the test options). The shifts
+    need no option: ``GSASRRoPE``'s blocks always shift as the official decoder.
+    """
+    return {
+        'type': 'GSASRRoPE',
+        'encoder': copy.deepcopy(_ENHANCED_ENCODERS[encoder]),
+        'embed_dim': 192, 'num_heads': 6, **_ENHANCED_DECODERS[encoder], 'num_layers_per_block': 6, 'mlp_ratio': 1.0,
+        'rope_theta': 10.0, 'num_scale_tokens': 1, 'gaussian_density': 16, 'num_upsample_stages': 2,
+        'head_mlp_ratio': 4.0, 'sigma_range': list(PAPER_SIGMA_RANGE), 'rho_max': 0.999999, 'max_offset': None,
+        'pad_input_to': _ENHANCED_PADDING[encoder], 'canvas_rounding': 'floor', 'box_cutoff': box_cutoff,
+    }
+
+
+def _register_enhanced(name: str, folder: str, encoder: str, description: str) -> hub.ReleasedModel:
+    return register_gsasr_model(name, f'GSASR_enhenced_ultra/{folder}', encoder, 'Fea2GS_ROPE_AMP',
+                                enhanced_network_g(encoder), description)
+
+
+# Hub folders as inference_enhenced.py and demo_gr.py name them (the official README links HATL-SA1B for the
+# last one; the scripts, which the authors' online demo runs, use HATL_SA1B).
+ENHANCED_MODELS: List[hub.ReleasedModel] = [
+    _register_enhanced('gsasr-edsr-enhanced-div2k', 'EDSR_DIV2K', 'EDSRNOUP',
+                       'GSASR enhanced (RoPE decoder), EDSR-baseline encoder, DIV2K'),
+    _register_enhanced('gsasr-edsr-enhanced-df2k', 'EDSR_DF2K', 'EDSRNOUP',
+                       'GSASR enhanced (RoPE decoder), EDSR-baseline encoder, DF2K'),
+    _register_enhanced('gsasr-rdn-enhanced-div2k', 'RDN_DIV2K', 'RDNNOUP',
+                       'GSASR enhanced (RoPE decoder, 2 injection blocks), RDN encoder, DIV2K'),
+    _register_enhanced('gsasr-rdn-enhanced-df2k', 'RDN_DF2K', 'RDNNOUP',
+                       'GSASR enhanced (RoPE decoder, 2 injection blocks), RDN encoder, DF2K'),
+    _register_enhanced('gsasr-swinir-enhanced-div2k', 'SWIN_DIV2K', 'SwinIRNOUP',
+                       'GSASR enhanced (RoPE decoder, 16x16 windows), SwinIR encoder, DIV2K'),
+    _register_enhanced('gsasr-swinir-enhanced-df2k', 'SWIN_DF2K', 'SwinIRNOUP',
+                       'GSASR enhanced (RoPE decoder, 16x16 windows), SwinIR encoder, DF2K'),
+    _register_enhanced('gsasr-hatl-ultra-sa1b', 'HATL_SA1B', 'HATNOUP_ROPE_AMP',
+                       'GSASR ultra: HAT-L RoPE encoder, RoPE decoder (4 injection, 8 interaction blocks), SA-1B'),
 ]

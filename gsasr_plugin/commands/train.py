@@ -9,23 +9,15 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 __all__ = ['run', 'run_pipeline', 'check_option_paths', 'check_weights_available']
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
     """The flags of ``basicsr.utils.options.parse_options``, for ``-h`` and early checks."""
-    parser = argparse.ArgumentParser(prog=f'basicsr {command}',
-                                     description=f'BasicSR {command} pipeline with gsasr_plugin registered.')
-    parser.add_argument('-opt', type=str, required=True, help='path to the option YAML file')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
-    parser.add_argument('--auto_resume', action='store_true', help='resume from experiments/<name>/training_states')
-    parser.add_argument('--debug', action='store_true', help="BasicSR debug mode (name prefixed with 'debug_')")
-    parser.add_argument('--local_rank', type=int, default=0)
-    parser.add_argument('--force_yml', nargs='+', default=None,
-                        help='override existing options, e.g. train:total_iter=4 num_gpu=0')
-    return parser
+    from gsasr_plugin_cli.parsers import pipeline_parser
+    return pipeline_parser(command)
 
 
 def _load_options(path: str, force_yml: Optional[List[str]]) -> Dict[str, Any]:
@@ -106,8 +98,13 @@ def check_weights_available(spec: str, option: str) -> None:
             raise FileNotFoundError(f"{option}: '{part}' does not exist")
 
 
-def run_pipeline(command: str, argv: List[str]) -> int:
-    """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd."""
+def run_pipeline(command: str, argv: List[str],
+                 check: Optional[Callable[[Dict[str, Any], str], None]] = None) -> int:
+    """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd.
+
+    ``check(opt, option_path)``, when given, runs before the path checks; its FileNotFoundError or
+    ValueError stops the command with one line, before anything is created.
+    """
     prog = f'basicsr {command}'
     try:
         args = _parser(command).parse_args(argv)
@@ -120,6 +117,8 @@ def run_pipeline(command: str, argv: List[str]) -> int:
     from gsasr_plugin.hub import WeightsUnavailableError
     try:
         opt = _load_options(args.opt, args.force_yml)
+        if check is not None:
+            check(opt, args.opt)
         check_option_paths(opt, is_train=command == 'train')
     except (FileNotFoundError, ValueError, WeightsUnavailableError) as exc:
         print(f'{prog}: error: {exc}', file=sys.stderr)

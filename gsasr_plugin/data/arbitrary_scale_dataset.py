@@ -24,8 +24,8 @@ from gsasr_plugin.utils.scale import scale_from_option as parse_scale
 from gsasr_plugin.utils.scale import scale_tag
 
 __all__ = [
-    'ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'matlab_bicubic_resize', 'parse_scale',
-    'scale_tag', 'DatasetFolderError'
+    'ArbitraryScaleTrainDataset', 'ArbitraryScaleTestDataset', 'matlab_bicubic_resize', 'pil_bicubic_resize',
+    'parse_scale', 'scale_tag', 'DatasetFolderError'
 ]
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
@@ -72,6 +72,29 @@ def matlab_bicubic_resize(img: np.ndarray, out_size: Tuple[int, int]) -> np.ndar
     out = torch.einsum('pw,owc->opc', m_w, rows)  # W axis
     out = out.numpy().astype(img.dtype if img.dtype in (np.float32, np.float64) else np.float32)
     return out[:, :, 0] if squeeze else out
+
+
+def pil_bicubic_resize(img: np.ndarray, out_size: Tuple[int, int]) -> np.ndarray:
+    """LIIF's ``resize_fn`` (also the official GaussianSR's): an HxWx3 float image in [0, 1] to 8 bits as
+    torchvision's ``ToPILImage`` does (``* 255``, truncated), PIL's antialiased bicubic to exactly
+    ``out_size`` = (h, w), back to float32 / 255."""
+    from PIL import Image
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f'out_size must be positive, got {out_size}')
+    quantised = (np.clip(img, 0, 1).astype(np.float32) * np.float32(255)).astype(np.uint8)
+    resized = Image.fromarray(np.ascontiguousarray(quantised)).resize((out_w, out_h), Image.BICUBIC)
+    return np.asarray(resized, dtype=np.float32) / np.float32(255)
+
+
+_LQ_RESIZERS = {'matlab': matlab_bicubic_resize, 'pil': pil_bicubic_resize}
+
+
+def _lq_resizer(opt: Dict[str, Any]):
+    name = opt.get('lq_resize', 'matlab')
+    if name not in _LQ_RESIZERS:
+        raise ValueError(f"'lq_resize' must be 'matlab' or 'pil', got {name!r}")
+    return _LQ_RESIZERS[name]
 
 
 def _check_folder(path: str, key: str, hint: str = '') -> str:
@@ -164,6 +187,12 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         scale_min, scale_max (float): range of the per-batch scale. Default: 1 and 4.
         use_hflip (bool): random horizontal/vertical flips. Default: True.
         use_rot (bool): random 90-degree rotations (transposes). Default: True.
+        lq_resize (str): how the LR patch is made from the GT patch: ``'matlab'`` (MATLAB-style bicubic on
+            floats) or ``'pil'`` (LIIF's / the official GaussianSR's: 8-bit PIL bicubic). Default: 'matlab'.
+        sample_q (int): also return ``sample_index``, ``sample_q`` distinct GT pixels (flat indices
+            ``row * width + column``) drawn uniformly per sample: the model then computes the loss on those
+            pixels only (LIIF's / the official GaussianSR's sampled-pixel training, 2304 per 48x48 crop).
+            At most the GT pixels of the smallest crop (at ``scale_min``). Default: not set (whole crops).
         skip_bad_images (bool): skip corrupt/unreadable images and images smaller than the largest crop
             (``round(lq_size * scale_max)``, or ``gt_size``) with a warning and a count (``skipped_images``)
             instead of raising a ValueError naming the file. Sizes are checked from the headers at start-up.
@@ -194,6 +223,15 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         if self.gt_size is not None and self.crop_sizes(self.scale_max)[1] < 1:
             raise ValueError(f"'gt_size' {self.gt_size} at 'scale_max' {self.scale_max} leaves an empty LR patch "
                              '(round(gt_size / scale_max) = 0); raise gt_size or lower scale_max')
+        self.resize_lq = _lq_resizer(opt)
+        self.sample_q = opt.get('sample_q')
+        if self.sample_q is not None:
+            smallest = self.crop_sizes(self.scale_min)[0]
+            if isinstance(self.sample_q, bool) or not isinstance(self.sample_q, int) or not 0 < self.sample_q:
+                raise ValueError(f"'sample_q' must be a positive integer (GT pixels per crop), got {self.sample_q!r}")
+            if self.sample_q > smallest * smallest:
+                raise ValueError(f"'sample_q' {self.sample_q} is more than the {smallest}x{smallest} = "
+                                 f"{smallest * smallest} GT pixels of a crop at 'scale_min' {self.scale_min}")
         self.use_hflip = bool(opt.get('use_hflip', True))
         self.use_rot = bool(opt.get('use_rot', True))
         io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
@@ -272,15 +310,18 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         if self.use_rot and rng.random() < 0.5:
             gt = gt.transpose(1, 0, 2)
         gt = _to_float(gt)
-        lq = np.clip(matlab_bicubic_resize(gt, (lq_size, lq_size)), 0, 1)
+        lq = np.clip(self.resize_lq(gt, (lq_size, lq_size)), 0, 1)
         true_scale = gt_size / lq_size
-        return {
+        pair = {
             'lq': _to_tensor(lq),
             'gt': _to_tensor(gt),
             'scale': torch.tensor([true_scale, true_scale], dtype=torch.float32),
             'lq_path': gt_path,
             'gt_path': gt_path,
         }
+        if self.sample_q is not None:  # distinct pixels, uniformly (LIIF: np.random.choice(..., replace=False))
+            pair['sample_index'] = torch.from_numpy(rng.choice(gt_size * gt_size, self.sample_q, replace=False))
+        return pair
 
 
 @DATASET_REGISTRY.register()
@@ -299,6 +340,8 @@ class ArbitraryScaleTestDataset(data.Dataset):
         dataroot_lq (str, optional): LR folder; may contain ``{scale}`` (replaced by ``2``, ``3.5``, ...)
             to give one folder per scale, otherwise ``scales`` must have one entry.
         filename_tmpl (str): LR file stem from the GT stem, may use ``{scale}``. Default: ``'{}'``.
+        lq_resize (str): LR made on the fly by ``'matlab'`` (MATLAB-style bicubic) or ``'pil'`` (LIIF's 8-bit
+            PIL bicubic). Default: 'matlab'.
         lq_bits (int, optional): round the LR images made on the fly to this many bits per channel (8: as an
             LR PNG file would hold them, the benchmark protocol of the GSASR paper). Default: none (float).
         io_backend (dict): ``{type: disk}`` (default) or lmdb.
@@ -322,6 +365,7 @@ class ArbitraryScaleTestDataset(data.Dataset):
                                        f" (HR images of '{name}'; see the README's Testing section)")
         self.gt_paths = _image_paths(self.gt_folder, 'dataroot_gt', backend)
         self.filename_tmpl = opt.get('filename_tmpl', '{}')
+        self.resize_lq = _lq_resizer(opt)
         roots = {'gt': self.gt_folder}
         self.lq_paths = None
         lq_root = opt.get('dataroot_lq')
@@ -370,7 +414,7 @@ class ArbitraryScaleTestDataset(data.Dataset):
                              f'{gt_path} is {hr.shape[0]}x{hr.shape[1]}')
         gt = _to_float(hr[:gt_h, :gt_w])
         if lq is None:
-            lq = np.clip(matlab_bicubic_resize(gt, (lq_h, lq_w)), 0, 1)
+            lq = np.clip(self.resize_lq(gt, (lq_h, lq_w)), 0, 1)
             if self.lq_bits is not None:
                 levels = float(2**self.lq_bits - 1)
                 lq = (np.round(lq * levels) / levels).astype(lq.dtype)

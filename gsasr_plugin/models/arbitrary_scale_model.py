@@ -5,6 +5,8 @@ GaussianSR, ContinuousSR, ...), fed by ``ArbitraryScaleTrainDataset`` / ``Arbitr
 """
 import bisect
 import math
+import sys
+import time
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -19,6 +21,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.utils.sampled_pixels import accepts_pixel_index, gather_pixels
 from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
@@ -60,6 +63,22 @@ def _scale_pair(scale: torch.Tensor) -> Pair:
     return to_scale_pair(torch.as_tensor(scale, dtype=torch.float64), "'scale'")
 
 
+def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = None) -> Any:
+    """A metric's ``crop_border`` at ``scale``: ~ / 'scale' -> ceil(scale), 'scale+N' -> ceil(scale) + N, at
+    most ``largest`` (``crop_border_max``) when given; a number stays as it is."""
+    if value is None or value == 'scale':
+        border = int(math.ceil(max(scale)))
+    elif isinstance(value, str):
+        text = value.replace(' ', '')
+        if not (text.startswith('scale+') and text[len('scale+'):].isdigit()):
+            raise ValueError(f"val: metrics: {metric}: crop_border must be a number, ~, 'scale' or 'scale+N', "
+                             f'got {value!r}')
+        border = int(math.ceil(max(scale))) + int(text[len('scale+'):])
+    else:
+        return value
+    return border if largest is None else min(border, int(largest))
+
+
 @MODEL_REGISTRY.register()
 class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     """SRModel that passes each batch's scale and output size to the network.
@@ -71,34 +90,74 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     MATLAB-bicubic baseline; the best value is tracked per scale; images are saved as
     ``<name>_x<scale>.png``.
 
+    Testing: a top-level ``tile: {tile_size: N, tile_pad: M}`` (HAT's option names) encodes N x N LR
+    tiles with M LR pixels of context and renders all their Gaussians at once (``inference.encode_tiled``),
+    for images that do not fit in memory; ``val: pbar`` shows a progress bar per dataset and scale (default:
+    on for ``basicsr test`` on a terminal). ``basicsr test`` also writes each image's metrics into the
+    results files. Checkpoints (``net_g_*.pth``) carry the ``network_g`` options beside the weights
+    (:mod:`gsasr_plugin.checkpoint`), so ``basicsr infer -m net_g_latest.pth`` needs no option file.
+
     Hooks for extensions: :meth:`_test_at` (one forward at a scale/size, eval mode, EMA net when present),
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
     """
 
-    # -------------------------------------------------------------------------------------- weights
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        """BasicSR's loading, plus released weights: ``path: pretrain_network_g`` may also be
-        ``official:<name>``, a folder of a released model's official files, those files joined by commas
-        (:func:`gsasr_plugin.checkpoint.load_weights`), or a checkpoint file BasicSR cannot read (a released
-        model's single official file, a bare state dict). Released weights always load strictly."""
-        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
-        if not is_released_weights(load_path):
+    # ----------------------------------------------------------------------------------- networks
+    def print_network(self, net: torch.nn.Module) -> None:
+        """One line (class and parameter count); BasicSR's full module tree buries the log."""
+        bare = self.get_bare_model(net)
+        count = sum(p.numel() for p in bare.parameters())
+        wrapper = f'{type(net).__name__} - ' if bare is not net else ''
+        get_root_logger().info(f'Network: {wrapper}{type(bare).__name__}, with parameters: {count:,d}')
+
+    def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
+        """BasicSR's ``net_g_<iter>.pth`` (``params``, ``params_ema``), plus the ``network_g`` options and the
+        plugin version (:func:`gsasr_plugin.checkpoint.write_checkpoint`), written atomically."""
+        if net_label != 'net_g' or not isinstance(self.opt.get('network_g'), dict):
+            return super().save_network(net, net_label, current_iter, param_key)
+        from gsasr_plugin.checkpoint import write_checkpoint
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        weights = {key: self.get_bare_model(n).state_dict() for n, key in zip(nets, keys)}
+        label = 'latest' if current_iter == -1 else current_iter
+        path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        source = f"basicsr train {self.opt.get('name')}, iter {label}"
+        for attempt in range(3):  # BasicSR retries occasional write errors too
             try:
-                return super().load_network(net, load_path, strict, param_key)
-            except (KeyError, RuntimeError) as error:  # not BasicSR's layout, or keys that do not fit
-                try:
-                    weights = load_weights(load_path, self.opt['network_g'])
-                except (ValueError, KeyError):
-                    raise error from None
-                if weights.meta.get('released_model') is None:
-                    raise error
-        else:
+                write_checkpoint(path, weights, self.opt['network_g'], source=source)
+                return
+            except OSError as error:
+                get_root_logger().warning(f'Save model error: {error}, remaining retry times: {2 - attempt}')
+                time.sleep(1)
+        get_root_logger().warning(f'Still cannot save {path}. Just ignore it.')
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """``path: pretrain_network_g`` through the plugin's one loader of weights,
+        :func:`gsasr_plugin.checkpoint.load_weights`: a checkpoint (ours, self-describing, or BasicSR's:
+        ``param_key``, else ``params``, as BasicSR reads it), ``official:<name>``, a folder of a released model's
+        official files, those files joined by commas, or a released model's single official file. The option
+        file's ``network_g`` is what is built. Released weights always load strictly; checkpoints follow
+        ``strict_load_g`` (``false``: BasicSR's report of the keys that differ, mismatched shapes skipped)."""
+        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
+        bare = self.get_bare_model(net)
+        spec = str(load_path)
+        keys = (param_key, 'params') if param_key else None
+        if is_released_weights(spec):
             cache = self.__dict__.setdefault('_released_weights', {})
-            if load_path not in cache:  # net_g and its EMA copy load the same files
-                cache[load_path] = load_weights(load_path, self.opt['network_g'])
-            weights = cache[load_path]
-        load_strict(self.get_bare_model(net), weights.state_dict, f'path:pretrain_network_g {load_path}')
-        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {weights.meta["source"]}.')
+            if spec not in cache:  # net_g and its EMA copy load the same files
+                cache[spec] = load_weights(spec, self.opt['network_g'])
+            weights = cache[spec]
+        else:
+            weights = load_weights(spec, self.opt['network_g'], keys)
+        if strict or weights.meta.get('released_model') is not None:
+            load_strict(bare, weights.state_dict, f'path:pretrain_network_g {spec}')
+        else:
+            state = dict(weights.state_dict)
+            self._print_different_keys_loading(bare, state, strict)  # renames mismatched shapes to '<key>.ignore'
+            bare.load_state_dict(state, strict=False)
+        key = f', with param key [{weights.param_key}]' if weights.param_key else ''
+        get_root_logger().info(f'Loaded {type(bare).__name__} from {weights.meta.get("source", spec)}{key}.')
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
@@ -118,6 +177,13 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         else:
             self.out_size = (round(self.lq.shape[-2] * self.scale[0]), round(self.lq.shape[-1] * self.scale[1]))
         self.img_paths = data.get('lq_path')
+        # sampled-pixel training (dataset option sample_q): the GT becomes (B, 3, Q), the loss is on those pixels
+        self.pixel_index = data['sample_index'].to(self.device) if 'sample_index' in data else None
+        if self.pixel_index is not None and hasattr(self, 'gt'):
+            if getattr(self, 'cri_perceptual', None):
+                raise ValueError("dataset option 'sample_q' gives the loss single pixels: it cannot be used with "
+                                 "'perceptual_opt', which needs whole images")
+            self.gt = gather_pixels(self.gt, self.pixel_index)
 
     # ------------------------------------------------------------------------------------- training
     def setup_schedulers(self) -> None:
@@ -144,7 +210,11 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         super().update_learning_rate(current_iter, warmup_iter)
 
     def _forward_train(self) -> torch.Tensor:
-        return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if getattr(self, 'pixel_index', None) is None:
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
+        if accepts_pixel_index(self._plain_net(self.net_g)):  # decodes the sampled pixels only
+            return self.net_g(self.lq, scale=self.scale, out_size=self.out_size, pixel_index=self.pixel_index)
+        return gather_pixels(self.net_g(self.lq, scale=self.scale, out_size=self.out_size), self.pixel_index)
 
     def optimize_parameters(self, current_iter: int) -> None:
         # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
@@ -178,31 +248,69 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     @torch.no_grad()
     def _test_at(self, lq: torch.Tensor, scale: Optional[Pair] = None,
                  out_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """Super-resolve ``lq`` at ``scale`` / ``out_size`` with the EMA net if any, in eval mode."""
+        """Super-resolve ``lq`` at ``scale`` / ``out_size`` with the EMA net if any, in eval mode (tiled
+        with the ``tile:`` option)."""
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self._plain_net(self.net_g)
         was_training = net.training
         net.eval()
         try:
+            tile = self._tile_options()
+            if tile is not None:
+                return self._test_tiled(net, lq, scale, out_size, *tile)
             with self._val_autocast():
                 return net(lq, scale=scale, out_size=out_size).float()
         finally:
             net.train(was_training)
 
+    def _tile_options(self) -> Optional[Tuple[int, Optional[int]]]:
+        """``tile: {tile_size, tile_pad}`` as (tile_size, tile_pad or None), or None without the option."""
+        tile_opt = self.opt.get('tile')
+        if not tile_opt:
+            return None
+        if not isinstance(tile_opt, dict):
+            raise ValueError(f'tile: must be a mapping like {{tile_size: 256, tile_pad: 32}}, got {tile_opt!r}')
+        unknown = sorted(set(tile_opt) - {'tile_size', 'tile_pad'})
+        if unknown:
+            raise ValueError(f'tile: unknown key(s) {unknown}; the keys are tile_size and tile_pad')
+        size, pad = tile_opt.get('tile_size'), tile_opt.get('tile_pad')
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f'tile:tile_size must be an integer >= 1 (LR pixels), got {size!r}')
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
+            raise ValueError(f'tile:tile_pad must be an integer >= 0 (LR pixels of context), got {pad!r}')
+        return size, pad
+
+    def _test_tiled(self, net: torch.nn.Module, lq: torch.Tensor, scale: Optional[Pair],
+                    out_size: Optional[Tuple[int, int]], tile_size: int, tile_pad: Optional[int]) -> torch.Tensor:
+        """Encode ``tile_size`` LR tiles with ``tile_pad`` pixels of context, render all Gaussians at once."""
+        from gsasr_plugin.inference import TiledEncodingUnsupported, super_resolve
+        if not hasattr(net, 'encode'):
+            raise ValueError(f'tile: {type(net).__name__} has no encode(), so it cannot be evaluated in tiles; '
+                             'remove the tile: option')
+        bf16 = bool((self.opt.get('val') or {}).get('bf16', False))
+        outputs = []
+        for index in range(lq.shape[0]):
+            try:
+                outputs.append(super_resolve(net, lq[index:index + 1], scale, out_size, tile=tile_size,
+                                             margin=tile_pad, bf16=bf16)[0])
+            except TiledEncodingUnsupported:
+                raise ValueError(f'tile: {type(net).__name__} predicts more than Gaussians (its field is not a '
+                                 'GaussianField), so its tiles cannot be merged; remove the tile: option') from None
+        return torch.cat(outputs)
+
     def test(self) -> None:
         self.output = self._test_at(self.lq, self.scale, self.out_size)
 
     def _metric_values(self, metric_data: Dict[str, Any], scale: Pair) -> Dict[str, float]:
-        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale), at most
+        """All ``val: metrics`` of one image; ``crop_border: ~`` (or ``scale``) becomes ceil(scale),
+        ``'scale+N'`` ceil(scale) + N (LIIF's DIV2K protocol crops scale + 6); a border from the scale is at most
         ``crop_border_max`` when given (the GSASR paper crops min(scale, 8) pixels)."""
         values = {}
         for name, metric_opt in self.opt['val']['metrics'].items():
             metric_opt = deepcopy(metric_opt)
             metric_opt.pop('better', None)
             largest = metric_opt.pop('crop_border_max', None)
-            if 'crop_border' in metric_opt and metric_opt['crop_border'] in (None, 'scale'):
-                metric_opt['crop_border'] = int(math.ceil(max(scale)))
-                if largest is not None:
-                    metric_opt['crop_border'] = min(metric_opt['crop_border'], int(largest))
+            if 'crop_border' in metric_opt:
+                metric_opt['crop_border'] = _crop_border(metric_opt['crop_border'], scale, name, largest)
             values[name] = float(calculate_metric(metric_data, metric_opt))
         return values
 
@@ -219,6 +327,19 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         name = f'{img_name}_x{tag}' + (f'_{suffix}' if suffix else '')
         return osp.join(root, dataset_name, f'{name}.png')
 
+    def _progress_bar(self, dataloader, dataset_name: str, tag: str):
+        """A tqdm bar for one dataset at one scale, or None (``val: pbar``; default: ``basicsr test`` on a
+        terminal)."""
+        use_pbar = self.opt['val'].get('pbar')
+        if use_pbar is None:
+            use_pbar = not self.opt['is_train'] and sys.stderr.isatty()
+        if not use_pbar:
+            return None
+        from tqdm import tqdm
+        dataset = dataloader.dataset
+        per_scale = len(getattr(dataset, 'gt_paths', ()) or ()) or None
+        return tqdm(total=per_scale or len(dataloader), desc=f'{dataset_name} x{tag}', unit='img', file=sys.stderr)
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
         dataset_name = dataloader.dataset.opt['name']
         val_opt = self.opt['val']
@@ -227,40 +348,61 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         sums: Dict[str, Dict[str, float]] = OrderedDict()  # tag -> metric -> sum
         bic_sums: Dict[str, Dict[str, float]] = OrderedDict()
         counts: Dict[str, int] = OrderedDict()
+        per_image: Dict[str, Dict[str, Dict[str, Any]]] = OrderedDict()  # tag -> image -> {model, bicubic}
         if not hasattr(self, '_bicubic_cache'):
             self._bicubic_cache = {}
+        bar, bar_tag = None, None
 
-        for val_data in dataloader:
-            self.feed_data(val_data)
-            tag = scale_tag(self.scale)
-            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-            self.test()
-            sr_img = tensor2img([self.output.detach().cpu()])
-            if save_img:
-                imwrite(sr_img, self._save_path(dataset_name, img_name, tag, current_iter))
-            if metric_opts and hasattr(self, 'gt'):
-                gt_img = tensor2img([self.gt.detach().cpu()])
-                values = self._metric_values({'img': sr_img, 'img2': gt_img}, self.scale)
-                acc = sums.setdefault(tag, OrderedDict((k, 0.0) for k in values))
-                for k, v in values.items():
-                    acc[k] += v
-                counts[tag] = counts.get(tag, 0) + 1
-                if with_bicubic:
-                    key = (dataset_name, val_data['gt_path'][0], tag)
-                    if key not in self._bicubic_cache:
-                        bic_img = self._bicubic_baseline(self.lq, self.out_size)
-                        self._bicubic_cache[key] = self._metric_values({'img': bic_img, 'img2': gt_img}, self.scale)
-                    bic = bic_sums.setdefault(tag, OrderedDict((k, 0.0) for k in values))
-                    for k, v in self._bicubic_cache[key].items():
-                        bic[k] += v
-            del self.lq, self.output
-            if hasattr(self, 'gt'):
-                del self.gt
+        try:
+            for val_data in dataloader:
+                self.feed_data(val_data)
+                if self.lq.shape[0] != 1:
+                    raise ValueError(
+                        f"dataset '{dataset_name}' gives batches of {self.lq.shape[0]} images, but validation and "
+                        'testing take one image at a time: is it a training dataset? Evaluate a test dataset '
+                        '(e.g. ArbitraryScaleTestDataset, as in options/test_*.yml)')
+                tag = scale_tag(self.scale)
+                if tag != bar_tag:
+                    if bar is not None:
+                        bar.close()
+                    bar, bar_tag = self._progress_bar(dataloader, dataset_name, tag), tag
+                img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+                self.test()
+                sr_img = tensor2img([self.output.detach().cpu()])
+                if save_img:
+                    imwrite(sr_img, self._save_path(dataset_name, img_name, tag, current_iter))
+                if metric_opts and hasattr(self, 'gt'):
+                    gt_img = tensor2img([self.gt.detach().cpu()])
+                    values = self._metric_values({'img': sr_img, 'img2': gt_img}, self.scale)
+                    acc = sums.setdefault(tag, OrderedDict((k, 0.0) for k in values))
+                    for k, v in values.items():
+                        acc[k] += v
+                    counts[tag] = counts.get(tag, 0) + 1
+                    record = per_image.setdefault(tag, OrderedDict())[img_name] = {'model': values}
+                    if with_bicubic:
+                        key = (dataset_name, val_data['gt_path'][0], tag)
+                        if key not in self._bicubic_cache:
+                            bic_img = self._bicubic_baseline(self.lq, self.out_size)
+                            self._bicubic_cache[key] = self._metric_values({'img': bic_img, 'img2': gt_img},
+                                                                           self.scale)
+                        bic = bic_sums.setdefault(tag, OrderedDict((k, 0.0) for k in values))
+                        for k, v in self._bicubic_cache[key].items():
+                            bic[k] += v
+                        record['bicubic'] = dict(self._bicubic_cache[key])
+                del self.lq, self.output
+                if hasattr(self, 'gt'):
+                    del self.gt
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
 
         if not counts:
             return
         self.metric_results = OrderedDict()
         self.bicubic_results = OrderedDict()
+        self.per_image_results = per_image
         for tag, acc in sums.items():
             for metric, total in acc.items():
                 self.metric_results[f'{metric}_x{tag}'] = total / counts[tag]
@@ -269,10 +411,10 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self._update_best_per_scale(dataset_name, current_iter)
         self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
         if not self.opt['is_train'] and val_opt.get('results_table', True) and self.opt['path'].get('results_root'):
-            # results.md / results.csv / psnr_vs_scale.png in results/<name>/, all datasets of the run so far
+            # results.md / .csv / _per_image.csv / psnr_vs_scale.png in results/<name>/, all datasets so far
             from gsasr_plugin.utils.results_table import update_results_table
             update_results_table(self.opt['path']['results_root'], dataset_name, self.metric_results,
-                                 self.bicubic_results, metric_opts, title=self.opt.get('name'))
+                                 self.bicubic_results, metric_opts, title=self.opt.get('name'), per_image=per_image)
 
     def _update_best_per_scale(self, dataset_name: str, current_iter) -> None:
         """BasicSR's best-metric records, one per ``<metric>_x<scale>`` key."""

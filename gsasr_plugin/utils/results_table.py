@@ -7,7 +7,9 @@
 
 * ``results.md``: one table per dataset, a row per scale, for every metric the model and bicubic;
 * ``results.csv``: ``dataset,scale,metric,model,bicubic``, one line per value;
-* ``psnr_vs_scale.png``: PSNR against scale per dataset, model and bicubic (when a PSNR metric exists).
+* ``psnr_vs_scale.png``: PSNR against scale per dataset, model and bicubic (when a PSNR metric exists);
+* ``results_per_image.csv``: ``dataset,scale,image,metric,model,bicubic``, every image's own values (when
+  the caller passes them, as ``basicsr test`` does).
 """
 import csv
 import json
@@ -17,7 +19,10 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 __all__ = ['ResultRow', 'parse_metric_key', 'scale_sort_key', 'rows_from_results', 'metric_label', 'to_markdown',
-           'write_csv', 'plot_psnr_vs_scale', 'write_results_table', 'update_results_table']
+           'write_csv', 'write_per_image_csv', 'plot_psnr_vs_scale', 'write_results_table', 'update_results_table']
+
+# dataset -> scale tag -> image name -> {'model': {metric: value}, 'bicubic': {metric: value}}
+PerImage = Mapping[str, Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]]
 
 # (dataset, scale tag, metric) -> (model value, bicubic value or None)
 ResultRow = Tuple[str, str, str, float, Optional[float]]
@@ -107,6 +112,21 @@ def write_csv(rows: List[ResultRow], path: str) -> None:
             writer.writerow([dataset, tag, metric, f'{model:.6g}', '' if bic is None else f'{bic:.6g}'])
 
 
+def write_per_image_csv(per_image: PerImage, path: str) -> None:
+    """``dataset,scale,image,metric,model,bicubic``: one line per image, scale and metric."""
+    with open(path, 'w', newline='', encoding='utf-8') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['dataset', 'scale', 'image', 'metric', 'model', 'bicubic'])
+        for dataset, scales in per_image.items():
+            for tag in sorted(scales, key=scale_sort_key):
+                for image, values in scales[tag].items():
+                    bicubic = values.get('bicubic') or {}
+                    for metric, value in (values.get('model') or {}).items():
+                        bic = bicubic.get(metric)
+                        bic_text = '' if bic is None else f'{bic:.6g}'
+                        writer.writerow([dataset, tag, image, metric, f'{value:.6g}', bic_text])
+
+
 def _psnr_metric(rows: List[ResultRow]) -> Optional[str]:
     return next((m for m in _metrics_in_order(rows) if 'psnr' in m.lower()), None)
 
@@ -171,8 +191,13 @@ def write_results_table(rows: List[ResultRow], folder: str, metric_opts: Optiona
 
 def update_results_table(folder: str, dataset: str, metric_results: Mapping[str, float],
                          bicubic_results: Optional[Mapping[str, float]] = None,
-                         metric_opts: Optional[Mapping[str, Any]] = None, title: Optional[str] = None) -> Dict[str, str]:
-    """Add (or replace) one dataset's results in ``folder/results.json`` and rewrite the tables from it."""
+                         metric_opts: Optional[Mapping[str, Any]] = None, title: Optional[str] = None,
+                         per_image: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
+    """Add (or replace) one dataset's results in ``folder/results.json`` and rewrite the tables from it.
+
+    ``per_image`` (scale tag -> image -> ``{'model': {metric: value}, 'bicubic': {...}}``) is kept too and
+    written as ``results_per_image.csv``.
+    """
     os.makedirs(folder, exist_ok=True)
     store_path = os.path.join(folder, 'results.json')
     store: Dict[str, Any] = {'datasets': {}}
@@ -180,6 +205,8 @@ def update_results_table(folder: str, dataset: str, metric_results: Mapping[str,
         with open(store_path, encoding='utf-8') as handle:
             store = json.load(handle)
     store['datasets'][dataset] = {'model': dict(metric_results), 'bicubic': dict(bicubic_results or {})}
+    if per_image is not None:
+        store.setdefault('per_image', {})[dataset] = per_image
     if metric_opts:
         store['metric_opts'] = {k: {kk: vv for kk, vv in dict(v).items() if kk in ('test_y_channel', 'better')}
                                 for k, v in metric_opts.items()}
@@ -188,4 +215,8 @@ def update_results_table(folder: str, dataset: str, metric_results: Mapping[str,
     rows = []
     for name, results in store['datasets'].items():
         rows += rows_from_results(name, results['model'], results['bicubic'])
-    return write_results_table(rows, folder, store.get('metric_opts'), title)
+    paths = write_results_table(rows, folder, store.get('metric_opts'), title)
+    if store.get('per_image'):
+        paths['per_image'] = os.path.join(folder, 'results_per_image.csv')
+        write_per_image_csv(store['per_image'], paths['per_image'])
+    return paths

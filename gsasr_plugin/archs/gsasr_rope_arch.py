@@ -1,0 +1,207 @@
+"""GSASR with the RoPE decoder of the authors' "enhanced" and "ultra" models.
+
+The official ``Fea2GS_ROPE_AMP`` decoder (ChrisDud0257/GSASR, ``utils/fea2gsropeamp.py``; loaded by the
+official ``inference_enhenced.py``) keeps the paper decoder's outline -- Gaussian embeddings per window
+position, condition injection by window cross-attention to the image features, Gaussian interaction by
+window self-attention, a single-token scale cross-attention in every layer, pixel-shuffle upsampling to
+16 Gaussians per LR pixel and the five MLP heads -- and changes the attention blocks:
+
+- attention uses mixed 2D rotary position embeddings (:mod:`gsasr_plugin.archs.rope_attention`) instead
+  of relative position bias tables, as plain scaled dot-product attention with no mask;
+- every block (injection and interaction) ends with a 3x3 conv over the token map after its closing
+  MLP, before the block residual; a last 3x3 conv (``conv_final``) follows the interaction blocks, before
+  the residual around them;
+- there may be several injection blocks (``num_injection_blocks``);
+- the shifted (odd) injection layers roll the image features by half a window and not the queries, and
+  do not roll back; the shifted interaction layers roll the tokens, attend across the wrap-around and roll
+  back. Every odd layer shifts, also on an axis that a single window covers.
+
+The released models use 192 channels, 144 tokens on 12 x 12 windows (EDSR, RDN encoders) or 256 tokens on
+16 x 16 windows (SwinIR, HAT-L), 1-4 injection blocks of 2-4 layers and 6-8 interaction blocks of 6 layers.
+
+Everything else -- encoder, feature projection, embeddings, scale MLP, upsampling, Gaussian heads, the
+Gaussian field, rendering, ``encode`` / ``render`` / ``forward`` and all their options -- is
+:class:`GSASR`'s: this class only replaces the attention blocks (:meth:`GSASR.attend`).
+
+The official encoder.pth + decoder.pth of the released models convert to our weights with
+:mod:`gsasr_plugin.archs.official_gsasr` (``convert_fea2gs_rope``), which also holds their ``network_g``
+(``enhanced_network_g``) and registers them as ``official:gsasr-<encoder>-enhanced-<data>`` and
+``official:gsasr-hatl-ultra-sa1b``.
+"""
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import nn
+
+from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
+from basicsr.utils.registry import ARCH_REGISTRY
+from gsasr_plugin.archs.gsasr_arch import GSASR, ScaleCrossAttention
+from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, RoPEWindowCrossAttention
+from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens
+
+__all__ = ['GSASRRoPE', 'RoPEInjectionLayer', 'RoPEInteractionLayer', 'RoPEResidualGroup']
+
+# GSASR's shift options and the only values GSASRRoPE's blocks implement (the official decoder's).
+_OFFICIAL_SHIFTS = {'cross_attention_shift': 'features_only', 'shift_mask': False, 'shift_single_window': True}
+
+
+def _conv_channels_last(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) conv applied to a channels-last (B, H, W, C) map."""
+    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def _scale_step(scale_attn: ScaleCrossAttention, x: torch.Tensor, pos: torch.Tensor,
+                scale_tokens: torch.Tensor) -> torch.Tensor:
+    """GSASR's scale sublayer on (B, H, W, C) maps."""
+    batch, height, width, channels = x.shape
+    out = scale_attn(x.reshape(batch, -1, channels), pos.reshape(batch, -1, channels), scale_tokens)
+    return out.view(batch, height, width, channels)
+
+
+class RoPEInjectionLayer(nn.Module):
+    """Scale sublayer, then RoPE window cross-attention from the Gaussian tokens to the image features, then an MLP.
+
+    Shifted layers roll the features (not the queries) by ``-window_size // 2`` on both axes and do not roll
+    back, as the official decoder.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
+                 rope_theta: float = 10.0):
+        super().__init__()
+        self.window_size = window_size
+        self.shift = window_size // 2 if shifted else 0
+        self.scale_attn = ScaleCrossAttention(dim, num_heads, mlp_ratio)
+        self.norm_attn = nn.LayerNorm(dim)
+        self.cross_attn = RoPEWindowCrossAttention(dim, num_heads, window_size, theta=rope_theta)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
+                scale_tokens: torch.Tensor) -> torch.Tensor:
+        """x, pos, feat: (B, H, W, C) maps with H, W window multiples; returns the updated x."""
+        x = _scale_step(self.scale_attn, x, pos, scale_tokens)
+        if self.shift:
+            feat = torch.roll(feat, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        k = self.window_size
+        attended = self.cross_attn(to_window_tokens(self.norm_attn(x) + pos, k), to_window_tokens(feat, k))
+        x = x + from_window_tokens(attended, k, x.shape[1], x.shape[2])
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class RoPEInteractionLayer(nn.Module):
+    """Scale sublayer, then RoPE window self-attention among the Gaussian tokens, then an MLP.
+
+    Shifted layers roll the tokens by ``-window_size // 2``, attend without a mask and roll back.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
+                 rope_theta: float = 10.0):
+        super().__init__()
+        self.window_size = window_size
+        self.shift = window_size // 2 if shifted else 0
+        self.scale_attn = ScaleCrossAttention(dim, num_heads, mlp_ratio)
+        self.norm_attn = nn.LayerNorm(dim)
+        self.self_attn = RoPEWindowAttention(dim, num_heads, window_size, theta=rope_theta)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
+        x = _scale_step(self.scale_attn, x, pos, scale_tokens)
+        shift, k = self.shift, self.window_size
+        tokens = self.norm_attn(x)
+        if shift:
+            tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
+        attended = from_window_tokens(self.self_attn(to_window_tokens(tokens, k)), k, x.shape[1], x.shape[2])
+        if shift:
+            attended = torch.roll(attended, shifts=(shift, shift), dims=(1, 2))
+        x = x + attended
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class RoPEResidualGroup(nn.Module):
+    """LayerNorm -> layers (odd ones shifted) -> MLP -> 3x3 conv, with a residual around the whole group."""
+
+    def __init__(self, layer_cls: Callable[..., nn.Module], num_layers: int, dim: int, num_heads: int,
+                 window_size: int, mlp_ratio: float, rope_theta: float = 10.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList([
+            layer_cls(dim, num_heads, window_size, bool(i % 2), mlp_ratio, rope_theta) for i in range(num_layers)
+        ])
+        self.mlp = Mlp(dim, dim, act_layer=nn.ReLU)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        out = self.norm(x)
+        for layer in self.layers:
+            out = layer(out, *args)
+        return x + _conv_channels_last(self.conv, self.mlp(out))
+
+
+@ARCH_REGISTRY.register()
+class GSASRRoPE(GSASR):
+    """GSASR with the RoPE decoder blocks of the official enhanced / ultra models (see the module docstring).
+
+    Args:
+        encoder: Options of the LR feature encoder (any name in ``ENCODER_REGISTRY``). Default: EDSR-baseline.
+        embed_dim: Channels d of the Gaussian tokens; ``embed_dim / num_heads`` must be a multiple of 4
+            (RoPE rotates channel pairs on two axes). Default: 192.
+        num_heads: Attention heads. Default: 6.
+        window_size: Window side k in LR pixels (k^2 tokens per window). Default: 12.
+        num_injection_blocks: Condition injection blocks. Default: 1.
+        num_injection_layers: Cross-attention layers per injection block (odd ones shifted). Default: 2.
+        num_blocks: Gaussian interaction blocks. Default: 6.
+        num_layers_per_block: Self-attention layers per interaction block (odd ones shifted). Default: 6.
+        mlp_ratio: Hidden width of the transformer MLPs relative to d. Default: 1 (as official).
+        rope_theta: RoPE base of the initial frequencies (learned afterwards). Default: 10 (as official).
+        **gsasr_options: Every other option of :class:`GSASR` (scale tokens, Gaussian density and upsampling,
+            heads, padding and canvas, rasterizer, ...), with GSASR's defaults. The shift options take only the
+            official values, which are the defaults here: ``cross_attention_shift: features_only``,
+            ``shift_mask: false``, ``shift_single_window: true``.
+    """
+
+    def __init__(self, encoder: Optional[Mapping[str, Any]] = None, embed_dim: int = 192, num_heads: int = 6,
+                 window_size: int = 12, num_injection_blocks: int = 1, num_injection_layers: int = 2,
+                 num_blocks: int = 6, num_layers_per_block: int = 6, mlp_ratio: float = 1.0,
+                 rope_theta: float = 10.0, **gsasr_options: Any):
+        if isinstance(num_injection_blocks, bool) or not isinstance(num_injection_blocks, int) \
+                or num_injection_blocks < 1:
+            raise ValueError(f'num_injection_blocks must be an integer >= 1, got {num_injection_blocks!r}')
+        if isinstance(num_heads, int) and num_heads > 0 and isinstance(embed_dim, int) \
+                and embed_dim % num_heads == 0 and (embed_dim // num_heads) % 4:
+            raise ValueError(f'embed_dim / num_heads must be a multiple of 4 for RoPE, got {embed_dim} / {num_heads}')
+        if not rope_theta > 0:
+            raise ValueError(f'rope_theta must be > 0, got {rope_theta!r}')
+        for name, value in _OFFICIAL_SHIFTS.items():
+            if gsasr_options.setdefault(name, value) != value:
+                raise ValueError(f'GSASRRoPE shifts as the official enhanced decoder ({name}: {value!r}); '
+                                 f'got {name}: {gsasr_options[name]!r}')
+        super().__init__(encoder=encoder, embed_dim=embed_dim, num_heads=num_heads, window_size=window_size,
+                         num_injection_layers=num_injection_layers, num_blocks=num_blocks,
+                         num_layers_per_block=num_layers_per_block, mlp_ratio=mlp_ratio, **gsasr_options)
+        self.injection = nn.ModuleList([
+            RoPEResidualGroup(RoPEInjectionLayer, num_injection_layers, embed_dim, num_heads, window_size, mlp_ratio,
+                              rope_theta) for _ in range(num_injection_blocks)
+        ])
+        self.interaction = nn.ModuleList([
+            RoPEResidualGroup(RoPEInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
+                              mlp_ratio, rope_theta) for _ in range(num_blocks)
+        ])
+        self.conv_final = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
+
+    def _build_attention(self, *args: Any) -> None:
+        """GSASR's paper blocks are not built; ``__init__`` builds the RoPE blocks after GSASR's modules."""
+
+    def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
+               scale_tokens: torch.Tensor) -> torch.Tensor:
+        """Injection blocks, then interaction blocks and ``conv_final`` with a residual around them.
+
+        (B, H, W, d) maps in and out, as :meth:`GSASR.attend`.
+        """
+        x = queries
+        for block in self.injection:
+            x = block(x, pos, feat, scale_tokens)
+        residual = x
+        for block in self.interaction:
+            x = block(x, pos, scale_tokens)
+        return residual + _conv_channels_last(self.conv_final, x)

@@ -1,0 +1,144 @@
+"""Argument parsers of the ``basicsr`` subcommands, importable without torch (for fast ``-h``).
+
+Values that need the library (scales, sizes) are converted by ``type`` functions that import it only
+when such a value is parsed, i.e. when the command really runs.
+"""
+import argparse
+
+__all__ = ['UsageError', 'pipeline_parser', 'infer_parser', 'convert_parser', 'INFER_EXTENSIONS']
+
+INFER_EXTENSIONS = ('auto', 'png', 'jpg', 'tif', 'webp')
+
+
+class UsageError(Exception):
+    """A bad command-line argument (``basicsr infer`` prints it as one line and exits with status 2)."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (no usage dump) through ``UsageError``."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def pipeline_parser(command: str) -> argparse.ArgumentParser:
+    """The flags of ``basicsr.utils.options.parse_options`` (``basicsr train`` / ``basicsr test``)."""
+    parser = argparse.ArgumentParser(prog=f'basicsr {command}',
+                                     description=f'BasicSR {command} pipeline with gsasr_plugin registered.')
+    parser.add_argument('-opt', type=str, required=True, help='path to the option YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
+    parser.add_argument('--auto_resume', action='store_true', help='resume from experiments/<name>/training_states')
+    parser.add_argument('--debug', action='store_true', help="BasicSR debug mode (name prefixed with 'debug_')")
+    parser.add_argument('--local_rank', type=int, default=0)
+    parser.add_argument('--force_yml', nargs='+', default=None,
+                        help='override existing options, e.g. train:total_iter=4 num_gpu=0')
+    return parser
+
+
+def _text_arg(parser_name: str, flag: str):
+    """An argparse ``type`` running ``gsasr_plugin.utils.scale.<parser_name>(text, flag)``.
+
+    Its ValueError becomes an ArgumentTypeError without the leading flag (argparse prints
+    ``argument --flag: <message>``).
+    """
+
+    def parse(text):
+        from gsasr_plugin.utils import scale
+        try:
+            return getattr(scale, parser_name)(text, flag)
+        except ValueError as error:
+            message = str(error)
+            raise argparse.ArgumentTypeError(message[len(flag):].lstrip(': ') if message.startswith(flag)
+                                             else message) from None
+
+    parse.__name__ = flag.lstrip('-')  # argparse names the type in 'invalid <name> value' messages
+    return parse
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 0, got {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 0, got {text!r}')
+    return value
+
+
+def _zoom_max_arg(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not value >= 1 or value == float('inf'):
+        raise argparse.ArgumentTypeError(f'must be a number >= 1, got {text!r}')
+    return value
+
+
+def infer_parser() -> argparse.ArgumentParser:
+    """``basicsr infer``'s flags (short ones where Real-ESRGAN users reach for them: -m/-n, -s, -t)."""
+    parser = _OneLineParser(
+        prog='basicsr infer', description='Super-resolve images at any scale (or size) with a GSASR-family model.',
+        epilog='A checkpoint saved by basicsr train (or by the converter) carries its network options, so '
+        '-m model.pth is enough; older checkpoints and bare state dicts need -opt. Outputs are '
+        '<name><suffix>.<ext> in OUT_FOLDER and never replace an input unless --overwrite is given.')
+    parser.add_argument('-m', '-n', '--model', required=True, metavar='MODEL',
+                        help="CHECKPOINT.pth saved by basicsr train or basicsr convert, a BasicSR checkpoint "
+                        "('params_ema' or 'params') or bare state dict (with -opt), official:NAME for a released "
+                        "model (basicsr convert --list), a folder of a released model's official files, or those "
+                        'files joined by commas')
+    parser.add_argument('-opt', '--opt', default=None, metavar='OPTIONS.yml',
+                        help="BasicSR option file (train or test) whose network_g builds the network; wins over "
+                        "the weights' own network options (default: those)")
+    parser.add_argument('-i', '--input', required=True, metavar='FILE_OR_FOLDER', help='an image or a folder of images')
+    parser.add_argument('-o', '--output', required=True, metavar='OUT_FOLDER', help='folder for the results')
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument('-s', '--scale', '--outscale', dest='scale', type=_text_arg('parse_scale_text', '--scale'),
+                        metavar='S|SH,SW', help='scale factor, any positive number; SH,SW for a different factor '
+                        'per axis')
+    target.add_argument('--size', type=_text_arg('parse_size_text', '--size'), metavar='WxH',
+                        help='output size in pixels, e.g. 1920x1080')
+    target.add_argument('--scales', type=_text_arg('parse_scale_list_text', '--scales'), metavar='S1,S2,...',
+                        help='several scales from one encoding (SH:SW items for two axes), one file per scale')
+    parser.add_argument('-t', '--tile', type=_non_negative_int, default=None, metavar='N',
+                        help='LR tile side in pixels (0: never tile); default: chosen from free memory')
+    parser.add_argument('--tile-margin', type=_non_negative_int, default=None, metavar='M',
+                        help='LR context pixels around each tile (default: two attention windows, >= 8)')
+    parser.add_argument('--bf16', action='store_true',
+                        help='run the network in bfloat16 autocast (faster on CUDA GPUs; slower on most CPUs)')
+    parser.add_argument('--device', default=None, help="'cuda', 'cuda:1', 'cpu' (default: cuda when available)")
+    parser.add_argument('--param-key', default=None,
+                        help="checkpoint key to load (default: 'params_ema', then 'params')")
+    parser.add_argument('--suffix', default=None,
+                        help="added to each output file's stem (default: the scale, '_x4', '_x1.5x3', or the size, "
+                        "'_1920x1080'; '' for none)")
+    parser.add_argument('--ext', default='auto', choices=INFER_EXTENSIONS,
+                        help="output format; auto (default): the input's, PNG where that format cannot hold the "
+                        "image's bit depth or alpha")
+    parser.add_argument('--overwrite', action='store_true',
+                        help='allow outputs to replace input images (refused otherwise)')
+    parser.add_argument('--save-gaussians', action='store_true',
+                        help='also draw the predicted Gaussians (centres and ellipses coloured by opacity) '
+                        'over a crop of each image, as <name>_gaussians.png')
+    parser.add_argument('--gaussians-crop', type=_non_negative_int, default=12, metavar='N',
+                        help='LR side of the centre crop drawn by --save-gaussians (default 12)')
+    parser.add_argument('--zoom', type=_non_negative_int, default=0, metavar='FRAMES',
+                        help='also write a continuous zoom into the centre: FRAMES frames (PNG) and a GIF')
+    parser.add_argument('--zoom-max', type=_zoom_max_arg, default=4.0, metavar='Z',
+                        help='magnification of the last zoom frame over the first (default 4)')
+    return parser
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    """``basicsr convert``'s flags: released (official) weights -> one self-contained checkpoint of ours."""
+    parser = argparse.ArgumentParser(prog='basicsr convert', description='Convert released (official) weights into '
+                                     'one self-contained checkpoint (weights + network_g options).')
+    parser.add_argument('-m', '--model', metavar='WEIGHTS',
+                        help="official:<name>, a folder of a released model's official files, those files "
+                        'joined by commas, or a checkpoint')
+    parser.add_argument('-opt', '--opt', default=None, metavar='OPTIONS.yml',
+                        help="option file whose network_g builds the network (default: the weights' own, e.g. "
+                        "the released model's)")
+    parser.add_argument('-o', '--output', metavar='OUT.pth', help='the checkpoint to write')
+    parser.add_argument('--list', action='store_true', help='list the released models and exit')
+    return parser

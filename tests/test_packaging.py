@@ -1,0 +1,49 @@
+"""What the package declares: every third-party import is an install requirement; scratch output is ignored."""
+import ast
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = {'gsasr_plugin', 'gsasr_plugin_cli'}
+
+
+def _install_requires():
+    tree = ast.parse((REPO / 'setup.py').read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == 'install_requires':
+            return {re.split(r'[<>=!~\[ ]', ast.literal_eval(item))[0].lower().replace('_', '-')
+                    for item in node.value.elts}
+    raise AssertionError('setup.py has no install_requires')
+
+
+def _imported_top_level_modules():
+    found = {}
+    for root in ('gsasr_plugin', 'gsasr_plugin_cli', 'ops'):
+        for path in (REPO / root).rglob('*.py'):
+            for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    found.setdefault(name.split('.')[0], str(path.relative_to(REPO)))
+    return {m: where for m, where in found.items() if m not in sys.stdlib_module_names and m not in OURS}
+
+
+def test_every_imported_package_is_declared():
+    required = _install_requires()
+    distributions = metadata.packages_distributions()
+    missing = []
+    for module, where in sorted(_imported_top_level_modules().items()):
+        names = {d.lower().replace('_', '-') for d in distributions.get(module, [module])}
+        if not names & required:
+            missing.append(f'{module} ({where}; distribution {sorted(names)})')
+    assert not missing, f'imported but not in setup.py install_requires: {missing}'
+
+
+def test_benchmark_results_are_not_committed():
+    lines = (REPO / '.gitignore').read_text().splitlines()
+    assert '/benchmarks/results/' in lines
