@@ -1,9 +1,10 @@
 """GSASR's forward and gradients equal those recorded from an earlier implementation (float32 rounding).
 
 The decoder's forward is optimised (window order, reassociated scale attention, chunked heads); these
-cases, recorded by ``tests/fixtures/make_gsasr_decoder_reference.py`` from the revision named in the
-file, cover every shift option combination on both kinds of networks, the padding / canvas / box
-options, ``feature_queries`` and ``lr_color_residual``, and the state dict layout.
+cases, recorded by ``tests/fixtures/make_gsasr_decoder_reference.py`` from the revision named in each
+file, cover every shift option combination on both kinds of GSASR networks, the padding / canvas / box
+options, ``feature_queries`` and ``lr_color_residual``, GSASRRoPE (the enhanced decoder) with its options,
+and the state dict layouts.
 """
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import pytest
 import torch
 
 import gsasr_plugin  # noqa: F401
-from gsasr_plugin.archs.gsasr_arch import GSASR
+from basicsr.utils.registry import ARCH_REGISTRY
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'
-REFERENCE = torch.load(FIXTURES / 'gsasr_decoder_reference.pt')
-GRADS = torch.load(FIXTURES / 'gsasr_decoder_reference_grads.pt')['grads']
+REFERENCES = {family: (torch.load(FIXTURES / f'{family}_decoder_reference.pt'),
+                       torch.load(FIXTURES / f'{family}_decoder_reference_grads.pt')['grads'])
+              for family in ('gsasr', 'gsasr_rope')}
+CASES = [(family, name) for family, (reference, _) in REFERENCES.items() for name in sorted(reference['cases'])]
+GRAD_CASES = [(family, name) for family, (_, grads) in REFERENCES.items() for name in sorted(grads)]
 
 
 def unpack(packed):
@@ -24,9 +28,10 @@ def unpack(packed):
     return {name: part.view(shape) for name, part, shape in zip(packed['names'], parts, packed['shapes'])}
 
 
-def build(case) -> GSASR:
-    net = GSASR(**REFERENCE['nets'][case['net']]['options'], **case['options'])
-    state = unpack(REFERENCE['nets'][case['net']]['state_dict'])
+def build(reference, case) -> torch.nn.Module:
+    network_class = ARCH_REGISTRY.get(reference.get('type', 'GSASR'))
+    net = network_class(**reference['nets'][case['net']]['options'], **case['options'])
+    state = unpack(reference['nets'][case['net']]['state_dict'])
     ours = net.state_dict()
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in state.items()}
     net.load_state_dict(state, strict=True)
@@ -40,11 +45,12 @@ def _close(name, actual, expected, rtol, atol=0.0):
     assert err <= rtol * max(1.0, scale) + atol, f'{name}: max abs error {err:.3g} (max |value| {scale:.3g})'
 
 
-@pytest.mark.parametrize('name', sorted(REFERENCE['cases']))
-def test_forward_matches_reference(name):
-    case = REFERENCE['cases'][name]
-    net = build(case).eval()
-    inputs = REFERENCE['inputs'][case['input']]
+@pytest.mark.parametrize('family, name', CASES)
+def test_forward_matches_reference(family, name):
+    reference = REFERENCES[family][0]
+    case = reference['cases'][name]
+    net = build(reference, case).eval()
+    inputs = reference['inputs'][case['input']]
     expected = unpack(case['outputs'])
     with torch.no_grad():
         field = net.encode(inputs['lq'], inputs['scale'])
@@ -58,17 +64,18 @@ def test_forward_matches_reference(name):
         _close('image', image, expected['image'], 2e-5)
 
 
-@pytest.mark.parametrize('name', sorted(GRADS))
-def test_gradients_match_reference(name):
-    case = REFERENCE['cases'][name]
-    net = build(case).train()
-    inputs = REFERENCE['inputs'][case['input']]
+@pytest.mark.parametrize('family, name', GRAD_CASES)
+def test_gradients_match_reference(family, name):
+    reference, grads = REFERENCES[family]
+    case = reference['cases'][name]
+    net = build(reference, case).train()
+    inputs = reference['inputs'][case['input']]
     lq = inputs['lq'].clone().requires_grad_(True)
     image = net(lq, inputs['scale'], out_size=case['out_size'])
     _close('image', image.detach(), unpack(case['outputs'])['image'], 2e-5)
     target = torch.rand(image.shape, generator=torch.Generator().manual_seed(11))
     (image - target).abs().mean().backward()
-    expected = unpack(GRADS[name])
+    expected = unpack(grads[name])
     actual = {n: p.grad for n, p in net.named_parameters()}
     actual['<lq>'] = lq.grad
     assert set(actual) == set(expected)
