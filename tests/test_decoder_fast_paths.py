@@ -123,3 +123,23 @@ def test_head_chunks_equal_whole(monkeypatch):
         assert a.shape == b.shape == e.shape
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(b, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_rope_rotation_is_the_pairwise_rotation(dtype):
+    from gsasr_plugin.archs.rope_attention import apply_rotation
+    torch.manual_seed(0)
+    qkv = torch.randn(3, 10, 3 * 2 * 8, dtype=dtype)
+    x = qkv[..., 16:32].unflatten(-1, (2, 8)).transpose(1, 2).requires_grad_()  # strided, as a qkv slice
+    angles = torch.randn(2, 10, 4, requires_grad=True)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    expected = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(dtype)
+    actual = apply_rotation(x, angles)
+    assert actual.dtype == dtype and actual.shape == x.shape
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad(actual.float().square().sum(), [x, angles])
+    expected_grads = torch.autograd.grad(expected.float().square().sum(), [x, angles])
+    for a, e in zip(grads, expected_grads):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)

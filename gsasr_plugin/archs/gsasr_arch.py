@@ -57,9 +57,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.encoder_registry import build_encoder
 from gsasr_plugin.archs.fast_linear import mlp, mlp_sequence
 from gsasr_plugin.archs.gaussian_field import GaussianField
-from gsasr_plugin.archs.window_utils import (Mlp, ShiftedWindows, WindowAttention, WindowCrossAttention,
-                                             from_window_tokens, pad_to_multiple, shifted_window_mask,
-                                             to_window_tokens, trunc_normal_, window_self_attention)
+from gsasr_plugin.archs.window_utils import (Mlp, ShiftedWindows, WindowAttention, WindowCrossAttention, from_windows,
+                                             pad_to_multiple, shifted_window_mask, to_windows, trunc_normal_,
+                                             window_self_attention)
 from gsasr_plugin.utils.scale import ScaleLike, lr_size_of, resolve_scale_and_size
 from gsasr_plugin.utils.scale import check_out_size as _check_out_size
 
@@ -522,12 +522,12 @@ class GSASR(nn.Module):
         if mask is not None:  # added to the attention logits: keep a bf16/fp16 net in its dtype
             mask = mask.to(feat.dtype)
         windows = ShiftedWindows.plan(batch, height, width, k, shift, mask, device=feat.device)
-        pos = _to_windows(pos, k)
-        x = self.injection(_to_windows(queries, k), pos, _to_windows(feat, k), scale_tokens, windows)
+        pos = to_windows(pos, k)
+        x = self.injection(to_windows(queries, k), pos, to_windows(feat, k), scale_tokens, windows)
         residual = x
         for block in self.interaction:
             x = block(x, pos, scale_tokens, windows)
-        return from_window_tokens((x + residual).flatten(0, 1), k, height, width)
+        return from_windows(x + residual, k, height, width)
 
     def reference_colors(self, lq: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         """``lq`` (B, C, h, w) bicubic-sampled at the Gaussians' reference points: (B, rows * cols, C), float32.
@@ -631,11 +631,6 @@ class GSASR(nn.Module):
         lr_size_of(lq)
         pair, size = resolve_scale_and_size((int(lq.shape[-2]), int(lq.shape[-1])), scale, out_size)
         return self.render(self.encode(lq, pair), size)
-
-
-def _to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """(B, H, W, C) map -> (B, num_windows, k^2, C) window tokens."""
-    return to_window_tokens(x, window_size).view(x.shape[0], -1, window_size * window_size, x.shape[-1])
 
 
 def _round_canvas(value: float, mode: str) -> int:

@@ -25,7 +25,8 @@ from gsasr_plugin.archs.fast_linear import linear
 
 __all__ = [
     'DropPath', 'Mlp', 'WindowAttention', 'get_relative_position_index', 'trunc_normal_', 'window_partition',
-    'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'shifted_window_mask',
+    'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'to_windows', 'from_windows',
+    'shifted_window_mask',
     'WindowCrossAttention', 'ShiftedWindows', 'shifted_window_index', 'window_attention', 'window_self_attention'
 ]
 
@@ -63,6 +64,17 @@ def from_window_tokens(tokens: torch.Tensor, window_size: IntOrPair, height: int
     """Inverse of :func:`to_window_tokens`: (B * num_windows, wh * ww, C) -> (B, H, W, C)."""
     wh, ww = _pair(window_size)
     return window_reverse(tokens.view(-1, wh, ww, tokens.shape[-1]), (wh, ww), height, width)
+
+
+def to_windows(x: torch.Tensor, window_size: IntOrPair) -> torch.Tensor:
+    """(B, H, W, C) with H, W window multiples -> (B, num_windows, wh * ww, C): the window tokens per image."""
+    wh, ww = _pair(window_size)
+    return to_window_tokens(x, (wh, ww)).view(x.shape[0], -1, wh * ww, x.shape[-1])
+
+
+def from_windows(tokens: torch.Tensor, window_size: IntOrPair, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`to_windows`: (B, num_windows, N, C) -> (B, H, W, C)."""
+    return from_window_tokens(tokens.flatten(0, 1), window_size, height, width)
 
 
 def shifted_window_mask(height: int, width: int, window_size: IntOrPair, shift_size: IntOrPair,
