@@ -133,16 +133,25 @@ def git(*args: str) -> str:
     return subprocess.run(['git', '-C', str(REPO), *args], check=True, capture_output=True, text=True).stdout
 
 
+# Top-level packages of the product besides ops/ (gsasr_plugin_cli: the console script's front end, newer revisions)
+PACKAGES = ('gsasr_plugin', 'gsasr_plugin_cli')
+
+
 def extract_revision(revision: str, dest: Path, plugin_from_checkout: bool = False) -> Path:
-    """``dest/gsasr_plugin`` with ``ops`` inside, from ``revision`` (the plugin from this checkout if asked)."""
+    """``dest/gsasr_plugin`` (with ``ops`` inside) and its sibling packages from ``revision``; with
+    ``plugin_from_checkout`` the packages are this checkout's and only ``ops`` is the revision's."""
     dest.mkdir(parents=True)
-    archive = subprocess.run(['git', '-C', str(REPO), 'archive', revision, 'gsasr_plugin', 'ops'], check=True,
+    present = [path for path in PACKAGES + ('ops', ) if subprocess.run(
+        ['git', '-C', str(REPO), 'cat-file', '-e', f'{revision}:{path}'], capture_output=True).returncode == 0]
+    archive = subprocess.run(['git', '-C', str(REPO), 'archive', revision, *present], check=True,
                              capture_output=True).stdout
     subprocess.run(['tar', '-x', '-C', str(dest)], input=archive, check=True)
     if plugin_from_checkout:
-        shutil.rmtree(dest / 'gsasr_plugin')
-        shutil.copytree(REPO / 'gsasr_plugin', dest / 'gsasr_plugin',
-                        ignore=shutil.ignore_patterns('__pycache__', 'ops'))
+        for package in PACKAGES:
+            shutil.rmtree(dest / package, ignore_errors=True)
+            if (REPO / package).is_dir():
+                shutil.copytree(REPO / package, dest / package, ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.rmtree(dest / 'gsasr_plugin' / 'ops', ignore_errors=True)
     shutil.move(str(dest / 'ops'), str(dest / 'gsasr_plugin' / 'ops'))
     return dest
 
