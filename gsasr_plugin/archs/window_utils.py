@@ -26,8 +26,8 @@ from gsasr_plugin.archs.fast_linear import linear
 __all__ = [
     'DropPath', 'Mlp', 'WindowAttention', 'get_relative_position_index', 'trunc_normal_', 'window_partition',
     'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'to_windows', 'from_windows',
-    'shifted_window_mask',
-    'WindowCrossAttention', 'ShiftedWindows', 'shifted_window_index', 'window_attention', 'window_self_attention'
+    'shifted_window_mask', 'WindowCrossAttention', 'ShiftedWindows', 'shifted_window_index', 'window_attention',
+    'relative_position_bias', 'window_self_attention'
 ]
 
 IntOrPair = Union[int, Tuple[int, int]]
