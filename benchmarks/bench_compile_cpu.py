@@ -89,7 +89,7 @@ def check_training(args: argparse.Namespace) -> None:
             loss = (GaussianField(means, sigmas, rhos, colors, (24, 24)).render((72, 72)) - gt).abs().mean()
             loss.backward()
             optimizer.step()
-            return float(loss)
+            return float(loss.detach())
 
         results[mode] = timed(step, args.runs)
     print(f'training step of the demo network ({torch.get_num_threads()} threads):')

@@ -143,3 +143,23 @@ def test_rope_rotation_is_the_pairwise_rotation(dtype):
     expected_grads = torch.autograd.grad(expected.float().square().sum(), [x, angles])
     for a, e in zip(grads, expected_grads):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+def test_single_scale_token_shortcut_equals_the_attention():
+    torch.manual_seed(0)
+    layer = ScaleCrossAttention(24, 3, 1.0)
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    x, pos = torch.randn(2, 4, 9, 24), torch.randn(1, 4, 9, 24)
+    tokens = torch.randn(1, 1, 24).expand(2, -1, -1)
+    with torch.no_grad():
+        shortcut = layer(x, pos, tokens)
+        expected, _ = layer.attn((layer.norm_attn(x) + pos).flatten(1, 2), tokens, tokens, need_weights=False)
+        expected = x + expected.view(x.shape)
+        expected = expected + layer.mlp(layer.norm_mlp(expected))
+    torch.testing.assert_close(shortcut, expected, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # the full path with autograd: the query side gets its (zero) gradients
+        x.requires_grad_(True)
+        layer(x, pos, tokens).sum().backward()
+    assert layer.attn.in_proj_weight.grad is not None and layer.norm_attn.weight.grad is not None

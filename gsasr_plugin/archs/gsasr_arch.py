@@ -98,8 +98,21 @@ class ScaleCrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
         """x: (B, ..., C) tokens in any layout, pos broadcastable to x; scale_tokens: (B, T, C)."""
-        x = x + self.attend(self.norm_attn(x) + pos, scale_tokens)
+        if scale_tokens.shape[1] == 1 and not torch.is_grad_enabled():
+            # One scale token (the official models): the softmax is 1 whatever the query, so every token gets
+            # out_proj(v). With autograd the full path runs, so that the query side keeps its (zero) gradients.
+            x = x + self.attend_single_token(scale_tokens).view(x.shape[0], *([1] * (x.dim() - 2)), -1)
+        else:
+            x = x + self.attend(self.norm_attn(x) + pos, scale_tokens)
         return x + mlp(self.mlp, self.norm_mlp(x))
+
+    def attend_single_token(self, scale_tokens: torch.Tensor) -> torch.Tensor:
+        """What :meth:`attend` gives every query for (B, 1, C) scale tokens: (B, C), ``out_proj(v)``."""
+        attn = self.attn
+        _, _, w_v = attn.in_proj_weight.chunk(3)
+        _, _, b_v = attn.in_proj_bias.chunk(3)
+        values = nn.functional.linear(scale_tokens[:, 0], w_v, b_v)
+        return nn.functional.linear(values, attn.out_proj.weight, attn.out_proj.bias)
 
     def attend(self, query: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
         """``self.attn(query, scale_tokens, scale_tokens)[0]`` for (B, ..., C) queries, reassociated (see above)."""
