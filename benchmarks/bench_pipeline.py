@@ -185,12 +185,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     network = build_network(args.opt, args.model, device)
     encoder = getattr(getattr(network, 'encoder', None), '__class__', type(None)).__name__
     crops = load_crops(crop, min(runs, 5), args.images)
-    rasterizer = 'CUDA op'
+    from gsasr_plugin.ops import cpu_op_available, cuda_op_available
     if device.type == 'cuda':
-        from gsasr_plugin.ops.rasterize import cuda_op_available
         rasterizer = 'CUDA op' if cuda_op_available() else 'pure-PyTorch (CUDA op not built)'
     else:
-        rasterizer = 'pure-PyTorch'
+        rasterizer = 'CPU kernel' if cpu_op_available() else 'pure-PyTorch (compiled op not built)'
     note = (f"{len(crops)} image(s), {warmup} warm-up + {runs} timed forwards per scale, "
             f"{'bf16' if args.bf16 else 'fp32'}, rasterizer: {rasterizer}, torch {torch.__version__}")
     print(f'{device_name}: {note}', flush=True)

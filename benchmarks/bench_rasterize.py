@@ -1,18 +1,26 @@
 """Speed and peak memory of ``gsasr_plugin.ops.rasterize_gaussians`` on the paper's cases (not a test).
 
     .venv/bin/python benchmarks/bench_rasterize.py                      # every case, default device
-    .venv/bin/python benchmarks/bench_rasterize.py --cases crop48_b1 --repeat 5 --device cpu
+    .venv/bin/python benchmarks/bench_rasterize.py --device cpu --cases crop48_b1 crop48_b16 out720_x4 --threads 1
 
 Cases: the 48x48 LR x4 training crop with 16 Gaussians per LR pixel (batch 1 and 16) and 720x720 outputs
 from x2, x4 and x12 LR inputs (16 Gaussians per LR pixel, sigma in [0.1, 0.8] LR pixels, |rho| <= 0.5).
-Each case prints forward and forward+backward time and peak memory of the op, next to
+Each case prints forward and forward+backward time (best of ``--repeat``) and peak memory of, side by side:
 
-* ``naive``: a per-Gaussian full-image PyTorch loop (every Gaussian evaluated at every output pixel, like
-  the paper's op without its window), on sizes where that finishes (``--naive-limit`` evaluations);
+* ``compiled``: the compiled op ``gsasr_plugin.ops._C`` on the device (CPU kernel or CUDA kernel);
+* ``torch``: the pure-PyTorch path (``ops/_torch_impl.py``, the reference and the fallback);
+* ``chunked``: a plain chunked PyTorch loop, what one writes first: every Gaussian on the same square window
+  (the largest cutoff box of the batch) around its centre, Gaussians in chunks, ``index_add_`` into the image,
+  autograd for the backward;
+* ``naive``: every Gaussian evaluated at every output pixel, in chunks (forward only), on sizes where that
+  finishes (``--naive-limit`` evaluations);
 * on CUDA, ``paper-r0.1``: a JIT-compiled kernel like the official GSASR op, one thread per Gaussian over a
   fixed window of r = 0.1 of the output image (per axis, centred on the Gaussian) with atomicAdd, and
   ``floor``: a kernel doing only the exp + C FMAs per (Gaussian, pixel-in-its-cutoff-box) pair that the
   tiled op evaluates, with no memory traffic -- the arithmetic lower bound.
+
+and the forward+backward speed-ups of ``compiled`` over ``torch`` and ``chunked``. On the CPU, process CPU time
+(all threads) is printed beside wall time: it is robust to other load on a shared machine.
 """
 import argparse
 import math
@@ -21,8 +29,9 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
+import torch.utils.checkpoint
 
-from gsasr_plugin.ops import DEFAULT_CUTOFF, cuda_op_available, rasterize_gaussians
+from gsasr_plugin.ops import DEFAULT_CUTOFF, cpu_op_available, cuda_op_available, rasterize_gaussians, use_backend
 
 CASES: Dict[str, dict] = {
     'crop48_b1': dict(batch=1, lr=(48, 48), out=(192, 192)),
@@ -128,6 +137,50 @@ def naive_loop(means, sigmas, rhos, colors, lr, out, cutoff=DEFAULT_CUTOFF, chun
     return result
 
 
+def chunked_loop(means, sigmas, rhos, colors, lr, out, cutoff=DEFAULT_CUTOFF, chunk_elements=1 << 22):
+    """A plain chunked PyTorch loop: each Gaussian on one square window (the largest cutoff box of the batch,
+    output pixels) around its centre, Gaussians in chunks, ``index_add`` into the image; autograd differentiates
+    it, each chunk checkpointed (recomputed in the backward) so memory stays bounded. Same result as the op
+    (pixels outside a Gaussian's ellipse get weight 0)."""
+    height, width = lr
+    out_h, out_w = out
+    bsz, num, chans = colors.shape
+    scale = torch.tensor([out_w / width, out_h / height], device=means.device)
+    with torch.no_grad():
+        size = (2 * cutoff * sigmas.detach() * scale).amax((0, 1)).ceil().long() + 2  # (x, y) window
+    win_x, win_y = int(size[0]), int(size[1])
+    flat = [t.reshape(bsz * num, -1) for t in (means, sigmas, rhos[..., None], colors)]
+    image = torch.zeros(bsz * out_h * out_w, chans, device=means.device, dtype=colors.dtype)
+    step = max(1, chunk_elements // (win_x * win_y))
+    ar_x = torch.arange(win_x, device=means.device)
+    ar_y = torch.arange(win_y, device=means.device)
+
+    def chunk(mean, sigma, rho, color, batch):
+        with torch.no_grad():
+            first = torch.floor(mean.detach() * scale - 0.5).long() - size // 2 + 1  # (M, 2) window corners
+        cols = first[:, 0:1] + ar_x
+        rows = first[:, 1:2] + ar_y
+        dx = ((cols + 0.5) / scale[0] - mean[:, 0:1]) / sigma[:, 0:1]
+        dy = ((rows + 0.5) / scale[1] - mean[:, 1:2]) / sigma[:, 1:2]
+        q = (dx[:, None, :] ** 2 - 2 * rho[:, :, None] * dx[:, None, :] * dy[:, :, None] + dy[:, :, None] ** 2) \
+            / (1 - rho[:, :, None] ** 2)
+        inside = ((cols >= 0) & (cols < out_w))[:, None, :] & ((rows >= 0) & (rows < out_h))[:, :, None]
+        weight = torch.exp(-q / 2) * ((q <= cutoff ** 2) & inside)
+        pix = batch[:, None, None] * (out_h * out_w) + rows.clamp(0, out_h - 1)[:, :, None] * out_w \
+            + cols.clamp(0, out_w - 1)[:, None, :]
+        return torch.zeros_like(image).index_add_(0, pix.reshape(-1),
+                                                  (weight[..., None] * color[:, None, None, :]).reshape(-1, chans))
+
+    for s in range(0, bsz * num, step):
+        args = [t[s:s + step] for t in flat]
+        args.append(torch.div(torch.arange(s, s + args[0].shape[0], device=means.device), num, rounding_mode='floor'))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            image = image + torch.utils.checkpoint.checkpoint(chunk, *args, use_reentrant=False)
+        else:
+            image = image + chunk(*args)
+    return image.view(bsz, out_h, out_w, chans).permute(0, 3, 1, 2)
+
+
 def sync(device: str) -> None:
     if device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -170,19 +223,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--impls', nargs='*', default=['compiled', 'torch', 'chunked'],
+                        choices=['compiled', 'torch', 'chunked'])
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--cutoff', type=float, default=DEFAULT_CUTOFF)
     parser.add_argument('--naive-limit', type=float, default=None,
-                        help='largest B*N*Ho*Wo the naive loop runs (default 2e9 on CUDA, 3e8 on CPU)')
-    parser.add_argument('--no-baselines', action='store_true', help='only the op itself')
+                        help='largest B*N*Ho*Wo the naive loop runs (default 2e9 on CUDA, 3e8 on CPU; 0: never)')
+    parser.add_argument('--no-baselines', action='store_true', help='no naive loop and no CUDA baseline kernels')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     args = parser.parse_args(argv)
     device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
-    naive_limit = args.naive_limit or (2e9 if device.startswith('cuda') else 3e8)
+    naive_limit = args.naive_limit if args.naive_limit is not None else (2e9 if device.startswith('cuda') else 3e8)
+    compiled_ok = cuda_op_available() if device.startswith('cuda') else cpu_op_available()
+    impls = [i for i in args.impls if i != 'compiled' or compiled_ok]
     print(f'device: {torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"} '
-          f'({torch.get_num_threads()} threads); compiled CUDA op: {cuda_op_available()}; cutoff {args.cutoff}')
+          f'({torch.get_num_threads()} threads); compiled op for this device: {compiled_ok}; cutoff {args.cutoff}; '
+          f'best of {args.repeat}')
     if device == 'cpu':
         print('peak memory on the CPU is the process high-water mark (ru_maxrss), not per case')
     baseline = None
@@ -191,7 +249,8 @@ def main(argv=None) -> int:
         baseline = load_inline('gsasr_bench_baselines', cpp_sources=BASELINE_CPP, cuda_sources=BASELINE_SOURCE,
                                functions=['paper_window', 'exp_fma_floor'], extra_cuda_cflags=['-O3'])
 
-    header = f'{"case":12} {"gaussians":>10} {"out":>11} | {"forward":>20} | {"forward+backward":>20} | baselines (fwd)'
+    header = (f'{"case":12} {"impl":9} {"gaussians":>10} {"out":>11} | {"forward":>22} | {"forward+backward":>22}'
+              + (' | CPU s fwd / fwd+bwd' if device == 'cpu' else ''))
     print(header)
     print('-' * len(header))
     for name in args.cases:
@@ -199,37 +258,49 @@ def main(argv=None) -> int:
         lr, out = case['lr'], case['out']
         params = make_gaussians(case['batch'], lr, device=device)
         num = params[0].shape[0] * params[0].shape[1]
+        results = {}
+        for impl in impls:
+            def run(tensors, impl=impl):
+                if impl == 'chunked':
+                    return chunked_loop(*tensors, lr, out, args.cutoff)
+                with use_backend('compiled' if impl == 'compiled' else 'torch'):
+                    return rasterize_gaussians(*tensors, lr, out, cutoff=args.cutoff)
 
-        def forward():
-            with torch.no_grad():
-                rasterize_gaussians(*params, lr, out, cutoff=args.cutoff)
+            def forward(run=run):
+                with torch.no_grad():
+                    run(params)
 
-        grads = [p.clone().requires_grad_() for p in params]
+            grads = [p.clone().requires_grad_() for p in params]
 
-        def forward_backward():
-            for g in grads:
-                g.grad = None
-            rasterize_gaussians(*grads, lr, out, cutoff=args.cutoff).square().mean().backward()
+            def forward_backward(run=run, grads=grads):
+                for g in grads:
+                    g.grad = None
+                run(grads).square().mean().backward()
 
-        fwd = measure(forward, device, args.repeat)
-        fwd_cpu = measure.last_cpu_seconds
-        fwdbwd = measure(forward_backward, device, args.repeat)
+            fwd = measure(forward, device, args.repeat)
+            fwd_cpu = measure.last_cpu_seconds
+            fwdbwd = measure(forward_backward, device, args.repeat)
+            results[impl] = (fwd[0], fwdbwd[0])
+            cpu = f' | {fwd_cpu:6.3f} / {measure.last_cpu_seconds:6.3f}' if device == 'cpu' else ''
+            print(f'{name:12} {impl:9} {num:>10} {out[0]:>5}x{out[1]:<5} | {fmt(*fwd):>22} | {fmt(*fwdbwd):>22}{cpu}',
+                  flush=True)
         extras = []
-        if device == 'cpu':  # CPU seconds of all threads: robust to other load on a shared machine
-            extras.append(f'process CPU time fwd {fwd_cpu:.2f} s, fwd+bwd {measure.last_cpu_seconds:.2f} s')
+        if 'compiled' in results:
+            for other in ('torch', 'chunked'):
+                if other in results:
+                    extras.append(f'compiled is {results[other][0] / results["compiled"][0]:.1f}x (fwd) and '
+                                  f'{results[other][1] / results["compiled"][1]:.1f}x (fwd+bwd) faster than {other}')
         if not args.no_baselines:
             work = num * out[0] * out[1]
             if work <= naive_limit:
                 def naive():
                     with torch.no_grad():
                         naive_loop(*params, lr, out, args.cutoff)
-                extras.append(f'naive {fmt(*measure(naive, device, 1))}')
-            else:
-                extras.append('naive skipped')
+                extras.append(f'naive fwd {fmt(*measure(naive, device, 1))}')
             if baseline is not None:
                 def paper():
                     baseline.paper_window(*params, lr[0], lr[1], out[0], out[1], 0.1)
-                extras.append(f'paper-r0.1 {fmt(*measure(paper, device, args.repeat))}')
+                extras.append(f'paper-r0.1 fwd {fmt(*measure(paper, device, args.repeat))}')
                 scale_x, scale_y = out[1] / lr[1], out[0] / lr[0]
                 box = ((2 * args.cutoff * params[1][..., 0] * scale_x + 1)
                        * (2 * args.cutoff * params[1][..., 1] * scale_y + 1))
@@ -238,9 +309,9 @@ def main(argv=None) -> int:
 
                 def floor():
                     baseline.exp_fma_floor(evaluations, params[3].shape[-1], sink)
-                extras.append(f'floor {fmt(measure(floor, device, args.repeat)[0], None)}')
-        print(f'{name:12} {num:>10} {out[0]:>5}x{out[1]:<5} | {fmt(*fwd):>20} | {fmt(*fwdbwd):>20} | '
-              + ', '.join(extras), flush=True)
+                extras.append(f'floor fwd {fmt(measure(floor, device, args.repeat)[0], None)}')
+        for line in extras:
+            print(f'{"":12} {line}', flush=True)
     return 0
 
 

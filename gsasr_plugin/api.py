@@ -59,7 +59,8 @@ def network_options_from(opt: Union[PathLike, Mapping[str, Any]]) -> Dict[str, A
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if it is not YAML or has no ``network_g`` (the message names the file).
+        ValueError: if it is not YAML (or holds Python tags) or has no ``network_g`` (the message names the
+            file).
     """
     if isinstance(opt, Mapping):
         if isinstance(opt.get('network_g'), Mapping):
@@ -67,16 +68,12 @@ def network_options_from(opt: Union[PathLike, Mapping[str, Any]]) -> Dict[str, A
         if 'type' in opt:
             return dict(opt)
         raise ValueError("opt: a dict of options needs a 'network_g' section (or is network_g itself, with 'type')")
-    import yaml
+    from gsasr_plugin.utils.options import load_option_file  # safe YAML: builds no Python objects
     path = os.fspath(opt)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'options {path}: no such file')
-    with open(path, encoding='utf-8') as handle:
-        try:
-            loaded = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ValueError(f'options {path}: not valid YAML ({str(error).splitlines()[0]})') from None
-    if not isinstance(loaded, Mapping) or not isinstance(loaded.get('network_g'), Mapping):
+    loaded = load_option_file(path)  # OptionError (a ValueError) naming the file and line
+    if not isinstance(loaded.get('network_g'), Mapping):
         raise ValueError(f'options {path}: no network_g section')
     return dict(loaded['network_g'])
 

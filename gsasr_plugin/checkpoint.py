@@ -6,7 +6,7 @@ Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
      'network_g': {'type': 'GSASR', ...},    # the options that rebuild the network
      'gsasr_plugin': {'version': '0.1.0', 'source': '...'}}
 
-``basicsr train`` writes its ``net_g_*.pth`` this way (``ArbitraryScaleSRModel.save_network``, with
+``basicsr train`` writes its ``net_g_*.pth`` this way (``ResilientTrainingMixin.save_network``, with
 ``params_ema`` beside ``params`` when EMA is on), as does ``basicsr convert``; :func:`write_checkpoint` /
 :func:`save_checkpoint` are the one writer. A BasicSR checkpoint without ``network_g`` (or a bare state dict)
 still loads its weights with :func:`load_checkpoint`; building the network then needs the option file
@@ -14,7 +14,7 @@ still loads its weights with :func:`load_checkpoint`; building the network then 
 
 :func:`load_weights` is the one loader of weights: the Python API (``gsasr_plugin.api.load_model``),
 ``basicsr infer --model``, ``basicsr convert --model`` and an option file's ``path: pretrain_network_g``
-(``ArbitraryScaleSRModel.load_network``, i.e. ``basicsr test`` / ``train``) all go through it. It reads a
+(``ResilientTrainingMixin.load_network``, i.e. ``basicsr test`` / ``train``) all go through it. It reads a
 released model (``official:<name>``), the official files of a released model (a folder holding them, or
 their paths joined by commas), or one checkpoint file (ours, self-describing or BasicSR's, a bare state
 dict, or a released model's single official file). It knows no method: released models come from
@@ -31,7 +31,8 @@ import torch
 
 __all__ = ['Checkpoint', 'MissingNetworkOptions', 'save_checkpoint', 'write_checkpoint', 'load_checkpoint',
            'network_options_of', 'portable_network_options', 'load_weights', 'describe_weights',
-           'is_released_weights', 'build_with_weights', 'load_strict', 'META_KEY', 'NETWORK_KEY', 'LOAD_TIME_KEYS']
+           'is_released_weights', 'build_with_weights', 'load_strict', 'check_fit', 'check_weights_fit', 'META_KEY',
+           'NETWORK_KEY', 'LOAD_TIME_KEYS']
 
 META_KEY = 'gsasr_plugin'
 NETWORK_KEY = 'network_g'
@@ -95,29 +96,32 @@ def portable_network_options(network_g: Mapping[str, Any]) -> Dict[str, Any]:
     return strip(_plain(network_g), False)
 
 
-def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = None) -> Checkpoint:
+def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = None,
+                    what: str = 'checkpoint') -> Checkpoint:
     """Read a checkpoint: ours (weights + ``network_g``), a BasicSR one (``params_ema`` preferred, then
-    ``params``) or a bare state dict.
+    ``params``) or a bare state dict. The one reader of checkpoint files: weights-only
+    (:func:`gsasr_plugin.utils.safe_load.load_torch_file`: a file cannot run code), one-line errors, and
+    weights holding NaN/inf refused.
 
     Args:
         path: the file.
         param_key: the entry to read, or entries in order of preference (BasicSR's ``load_network`` reads
             ``(param_key_g, 'params')``); a named entry must exist (no bare state dict then). Default:
             ``params_ema``, then ``params``, then the file as a bare state dict.
+        what: how messages call the file ("checkpoint", "model file", ...).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it is not a PyTorch checkpoint or its layout is unknown (the message lists the keys).
+        gsasr_plugin.utils.safe_load.TorchFileError: (a ValueError) empty, truncated, not a PyTorch file,
+            holding Python objects (refused), an unknown layout (the message lists the keys), non-tensor
+            weights.
+        gsasr_plugin.utils.safe_load.NonFiniteWeightsError: (a TorchFileError) weights holding NaN/inf.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path}: no such file')
-    try:
-        loaded = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise ValueError(f'checkpoint {path}: not a PyTorch checkpoint ({type(error).__name__}: '
-                         f'{str(error).splitlines()[0] if str(error) else ""})') from None
+    from gsasr_plugin.utils.safe_load import TorchFileError, check_finite_weights, load_torch_file
+    path = os.fspath(path)
+    loaded = load_torch_file(path, what)
     if not isinstance(loaded, Mapping):
-        raise ValueError(f'checkpoint {path}: unknown layout (a {type(loaded).__name__}, expected a dict)')
+        raise TorchFileError(f'{what} {path}: unknown layout (a {type(loaded).__name__}, expected a dict)')
     named = [param_key] if isinstance(param_key, str) else list(dict.fromkeys(k for k in param_key or () if k))
     keys = named or ['params_ema', 'params']
     used = next((key for key in keys if isinstance(loaded.get(key), Mapping)), None)
@@ -128,20 +132,30 @@ def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = 
             found = ', '.join(map(str, list(loaded)[:8])) + (' ...' if len(loaded) > 8 else '')
             wanted = (' or '.join(f"'{k}'" for k in named) if named
                       else "'params_ema', 'params' or a bare state dict")
-            raise ValueError(f'checkpoint {path}: unknown layout, expected {wanted}; keys found: [{found}]')
+            raise TorchFileError(f'{what} {path}: unknown layout, no weights under {wanted}; keys found: [{found}]')
         state = loaded
+    odd = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        raise TorchFileError(f"{what} {path}: '{used or 'state dict'}' holds non-tensor entries ({odd!r}, ...)")
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    check_finite_weights(state, path, what)  # NaN weights: say so here, not "bad image" for every input later
     meta = loaded.get(META_KEY) if used is not None else None
-    return Checkpoint(state_dict={(k[7:] if k.startswith('module.') else k): v for k, v in state.items()},
-                      network_g=network_options_of(loaded) if used is not None else None,
+    return Checkpoint(state_dict=state, network_g=network_options_of(loaded) if used is not None else None,
                       meta=dict(meta) if isinstance(meta, Mapping) else {}, param_key=used, path=str(path))
 
 
 def write_checkpoint(path: str, weights: Mapping[str, Mapping[str, torch.Tensor]], network_g: Mapping[str, Any],
                      source: Optional[str] = None) -> None:
     """Write several weight sets (``{'params': ..., 'params_ema': ...}``) and the options that build them
-    to ``path`` atomically (a temporary file renamed). See :func:`save_checkpoint` for the arguments."""
+    to ``path`` atomically (:func:`gsasr_plugin.utils.atomic_io.atomic_save`: a temporary file, fsynced and
+    renamed). See :func:`save_checkpoint` for the arguments.
+
+    Raises:
+        gsasr_plugin.utils.atomic_io.WriteError: naming ``path`` and the reason (disk full, read-only, ...);
+            a previous file of that name is unchanged.
+    """
     from gsasr_plugin import __version__
-    from gsasr_plugin.utils.resume import atomic_save
+    from gsasr_plugin.utils.atomic_io import atomic_save
     if not isinstance(network_g, Mapping) or 'type' not in network_g:
         raise ValueError(f"network_g for {path} must be a dict with a 'type', got {network_g!r}")
     content: Dict[str, Any] = {}
@@ -268,9 +282,9 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
         if method is not None and method != model.method:
             raise ValueError(f'{text} is a {model.method} model but network_g builds a {method}')
         paths = hub.fetch_files(model, offline=offline)
-        return Checkpoint(model.convert(paths), options or copy.deepcopy(dict(model.network_g)),
-                          {'source': f'{text} ({model.hub_repo}: {", ".join(model.files)})',
-                           'released_model': model.name})
+        return _finite(Checkpoint(model.convert(paths), options or copy.deepcopy(dict(model.network_g)),
+                                  {'source': f'{text} ({model.hub_repo}: {", ".join(model.files)})',
+                                   'released_model': model.name}), text)
     if ',' in text:
         paths = [Path(p.strip()).expanduser() for p in text.split(',') if p.strip()]
         for path in paths:
@@ -281,9 +295,16 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
     else:
         return _load_file(Path(text).expanduser(), options, method, param_key)
     model, state = _convert_released(paths, method, text)
-    return Checkpoint(state, options or copy.deepcopy(dict(model.network_g)),
-                      {'source': ', '.join(str(p) for p in paths) + f' (official files of {model.name})',
-                       'released_model': model.name})
+    return _finite(Checkpoint(state, options or copy.deepcopy(dict(model.network_g)),
+                              {'source': ', '.join(str(p) for p in paths) + f' (official files of {model.name})',
+                               'released_model': model.name}), text)
+
+
+def _finite(weights: Checkpoint, what: str) -> Checkpoint:
+    """``weights``, after refusing NaN/inf in converted official weights (checkpoints are checked when read)."""
+    from gsasr_plugin.utils.safe_load import check_finite_weights
+    check_finite_weights(weights.state_dict, what, 'weights')
+    return weights
 
 
 def _load_file(path: Path, options: Optional[Dict[str, Any]], method: Optional[str],
@@ -292,16 +313,19 @@ def _load_file(path: Path, options: Optional[Dict[str, Any]], method: Optional[s
     released model's single official file (whose own layout may look like a state dict)."""
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {path}: no such file')
+    from gsasr_plugin.utils.safe_load import NonFiniteWeightsError
     try:
         checkpoint, unreadable = load_checkpoint(str(path), param_key), None
+    except NonFiniteWeightsError:
+        raise  # readable, but diverged: no converter would do better
     except ValueError as error:
         checkpoint, unreadable = None, error
     if (checkpoint is None or checkpoint.network_g is None) and _candidates(1, method):
         try:  # a released model's single official file?
             model, state = _convert_released([path], method, str(path))
-            return Checkpoint(state, options or copy.deepcopy(dict(model.network_g)),
-                              {'source': f'{path} (official file of {model.name})', 'released_model': model.name},
-                              path=str(path))
+            return _finite(Checkpoint(state, options or copy.deepcopy(dict(model.network_g)),
+                                      {'source': f'{path} (official file of {model.name})',
+                                       'released_model': model.name}, path=str(path)), str(path))
         except ValueError as error:
             if unreadable is not None:  # neither ours nor a released model's: say both
                 reason = str(error).split(': ', 1)[-1]
@@ -357,3 +381,40 @@ def load_strict(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
     if missing or unexpected:
         raise ValueError(f'{what} does not match {against}: {len(missing)} missing keys '
                          f'{list(missing)[:3]}, {len(unexpected)} unexpected {list(unexpected)[:3]}')
+
+
+def check_fit(network: torch.nn.Module, weights: Checkpoint, what: str, strict: bool = True,
+              network_label: str = 'network_g') -> Optional[str]:
+    """Compare the names and shapes of ``weights`` with ``network``'s (which may live on the meta device).
+
+    Released weights (``weights.meta['released_model']``) must always fit exactly; a checkpoint must with
+    ``strict`` (BasicSR's ``strict_load_g``).
+
+    Returns:
+        None for an exact fit; otherwise (non-strict) the loud warning saying how many tensors keep their
+        initial values.
+
+    Raises:
+        ValueError: one line naming ``what``, ``network_label`` and the first offending tensor, for weights
+            that must fit and do not.
+    """
+    from gsasr_plugin.utils.safe_load import compare_state_dicts, describe_fit
+    released = weights.meta.get('released_model') is not None
+    fit = compare_state_dicts(network.state_dict(), weights.state_dict)
+    return describe_fit(fit, what, type(network).__name__, network_label, strict or released,
+                        strict_hint=not released)
+
+
+def check_weights_fit(network: torch.nn.Module, spec: Union[str, os.PathLike],
+                      network_g: Optional[Mapping[str, Any]] = None,
+                      param_key: Optional[Union[str, Sequence[str]]] = None, strict: bool = True,
+                      network_label: str = 'network_g') -> Optional[str]:
+    """Read ``spec`` with :func:`load_weights` (safely, NaN/inf refused) and :func:`check_fit` it to
+    ``network``; what ``basicsr train/test`` run on ``path: pretrain_network_g`` before anything is created.
+
+    Raises:
+        FileNotFoundError, ValueError, gsasr_plugin.hub.WeightsUnavailableError: as :func:`load_weights`, and
+        ValueError when weights that must fit do not.
+    """
+    weights = load_weights(spec, network_g, param_key)
+    return check_fit(network, weights, describe_weights(spec), strict, network_label)

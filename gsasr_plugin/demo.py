@@ -7,7 +7,6 @@
 ``scripts/demo.sh`` runs both around ``basicsr train -opt options/train_gsasr_demo.yml``.
 """
 import argparse
-import math
 import os
 import os.path as osp
 import sys
@@ -33,6 +32,8 @@ def _skimage_photo(name: str) -> np.ndarray:
 def write_demo_data(root: str) -> Dict[str, List[str]]:
     """Write the training photos to ``root/train`` and the validation photos to ``root/val`` (PNG)."""
     import cv2
+
+    from gsasr_plugin.utils.atomic_io import write_image_file
     written = {'train': [], 'val': []}
     for split, names in (('train', {n: None for n in TRAIN_PHOTOS}), ('val', VAL_PHOTOS)):
         folder = osp.join(root, split)
@@ -42,7 +43,7 @@ def write_demo_data(root: str) -> Dict[str, List[str]]:
             if size is not None:
                 image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
             path = osp.join(folder, f'{name}.png')
-            cv2.imwrite(path, image[:, :, ::-1])
+            write_image_file(path, np.ascontiguousarray(image[:, :, ::-1]))
             written[split].append(path)
     return written
 
@@ -54,15 +55,15 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     Also writes the MATLAB-bicubic upscaling beside it (``*_bicubic.png``) for comparison.
     """
     import cv2
-    import yaml
 
     from gsasr_plugin import load_model
     from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+    from gsasr_plugin.utils.atomic_io import write_image_file
+    from gsasr_plugin.utils.options import load_option_file
 
     if not scale > 0:
         raise ValueError(f'scale must be > 0, got {scale}')
-    with open(opt_path, encoding='utf-8') as f:
-        opt = yaml.safe_load(f)
+    opt = load_option_file(opt_path)
     weights = weights or osp.join('experiments', opt['name'], 'models', 'net_g_latest.pth')
     if not osp.isfile(weights):
         raise FileNotFoundError(f"weights '{weights}' do not exist: train first (basicsr train -opt {opt_path})")
@@ -71,12 +72,11 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
     if image is None:
         raise FileNotFoundError(f"cannot read image '{input_path}'")
     sr = model.upscale(image, scale=scale, bgr=True)
-    os.makedirs(osp.dirname(osp.abspath(output_path)), exist_ok=True)
-    cv2.imwrite(output_path, sr)
+    write_image_file(output_path, sr)
     lq = image[:, :, ::-1].astype(np.float32) / 255
     out_size = sr.shape[:2]
     bicubic = (np.clip(matlab_bicubic_resize(lq, out_size), 0, 1) * 255).round().astype(np.uint8)
-    cv2.imwrite(osp.splitext(output_path)[0] + '_bicubic.png', bicubic[:, :, ::-1])
+    write_image_file(osp.splitext(output_path)[0] + '_bicubic.png', np.ascontiguousarray(bicubic[:, :, ::-1]))
     return output_path
 
 
@@ -101,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             h, w = _png_size(path)
             print(f'super-resolved x{args.scale:g} ({w}x{h}): {path}  (bicubic: '
                   f'{osp.splitext(path)[0]}_bicubic.png)')
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing/bad files, WriteError (disk full, read-only)
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0

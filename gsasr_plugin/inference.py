@@ -32,7 +32,7 @@ __all__ = [
     'IMAGE_EXTENSIONS', 'OUTPUT_FORMATS', 'ImageMeta', 'read_image', 'write_image', 'decode_image_array',
     'encode_image_array', 'output_layout', 'parse_scale', 'parse_size', 'load_network',
     'load_state_dict_from_checkpoint', 'tile_alignment', 'plan_tiles', 'auto_tile_size', 'encode_tiled',
-    'super_resolve', 'Tile', 'TiledEncodingUnsupported'
+    'super_resolve', 'Tile', 'TiledEncodingUnsupported', 'NonFiniteOutputError'
 ]
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
@@ -134,14 +134,21 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if OpenCV cannot decode it or its layout is unsupported.
+        ValueError: if OpenCV cannot decode it, it is cut off (JPEG/PNG without their end marker), it holds
+            NaN/inf pixels, or its layout is unsupported.
     """
     import cv2
+
+    from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no such file')
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with open(path, 'rb') as handle:
+        content = handle.read()
+    check_not_truncated(content, str(path))
+    image = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) if content else None
     if image is None:
         raise ValueError(f'{path}: not a readable image (supported: {", ".join(IMAGE_EXTENSIONS)})')
+    check_finite_pixels(image, str(path))
     if image.dtype == np.float64:
         image = image.astype(np.float32)
     try:
@@ -152,17 +159,22 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
 
 def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndarray] = None) -> None:
     """Write (H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) with the input's depth and channels, as far
-    as the format holds them (:func:`output_layout`: JPEG, WebP and BMP hold 8 bits, JPEG no alpha)."""
-    import cv2
+    as the format holds them (:func:`output_layout`: JPEG, WebP and BMP hold 8 bits, JPEG no alpha).
+
+    The file is written atomically (``gsasr_plugin.utils.atomic_io``): a complete image or none.
+
+    Raises:
+        ValueError: when the format cannot hold this image (named with the file).
+        WriteError: when the file cannot be written (read-only folder, disk full, ...), saying which.
+    """
+    from gsasr_plugin.utils.atomic_io import write_image_file
     dtype, keep_alpha = output_layout(Path(path).suffix, ImageMeta(meta.dtype, meta.grayscale, alpha))
     alpha = alpha if keep_alpha else None
     if meta.grayscale and alpha is not None:  # no encoder writes gray + alpha: write it as BGRA
         rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
         meta = ImageMeta(meta.dtype, False, meta.alpha)
     image = encode_image_array(rgb, meta, alpha, dtype, bgr=True)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise ValueError(f'{path}: OpenCV could not write this format')
+    write_image_file(str(path), np.ascontiguousarray(image))
 
 
 # ------------------------------------------------------------------------------------- network loading
@@ -397,4 +409,11 @@ def super_resolve(network: nn.Module, lq: torch.Tensor, scale: Optional[ScaleLik
         field = _encode(network, lq, scale, bf16)
     with torch.no_grad():
         output = network.render(field, out_size) if hasattr(network, 'render') else field.render(out_size)
+    if not bool(torch.isfinite(output).all()):
+        raise NonFiniteOutputError('the model produced non-finite values (NaN/inf) for this image: its weights '
+                                   'are broken (a diverged run?) or overflow on this input')
     return output.float().clamp_(0, 1), field
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's output holds NaN or inf (non-finite Gaussians raise ``NonFiniteGaussiansError`` earlier)."""

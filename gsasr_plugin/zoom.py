@@ -193,9 +193,10 @@ def save_gif(frames: Sequence[Union[torch.Tensor, np.ndarray]], path: Union[str,
         arrays = arrays + arrays[-2:0:-1]
     images = [Image.fromarray(a) for a in arrays]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(duration_ms), loop=0,
-                   optimize=False)
+    from gsasr_plugin.utils.atomic_io import atomic_write
+    with atomic_write(str(path)) as handle:
+        images[0].save(handle, format='GIF', save_all=True, append_images=images[1:], duration=int(duration_ms),
+                       loop=0, optimize=False)
     return path
 
 
@@ -204,12 +205,13 @@ def save_frames(frames: Sequence[Union[torch.Tensor, np.ndarray]], folder: Union
     """Write frames as ``folder/<stem>_0000.png`` ...; returns the paths."""
     from PIL import Image
     arrays = list(frames) if all(isinstance(f, np.ndarray) for f in frames) else to_uint8_frames(frames)
+    from gsasr_plugin.utils.atomic_io import atomic_write
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, array in enumerate(arrays):
         path = folder / f'{stem}_{k:04d}.png'
-        Image.fromarray(array).save(path)
+        with atomic_write(str(path)) as handle:
+            Image.fromarray(array).save(handle, format='PNG')
         paths.append(path)
     return paths
 

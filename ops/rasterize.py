@@ -1,38 +1,90 @@
-"""``rasterize_gaussians``: validates its input and dispatches to the CUDA op or the pure-PyTorch path."""
+"""``rasterize_gaussians``: validates its input and dispatches to the compiled op or the pure-PyTorch path."""
+import contextlib
 import math
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 
 from ._torch_impl import DEFAULT_CUTOFF, RasterMode, rasterize_gaussians_torch
 
-__all__ = ['rasterize_gaussians', 'cuda_op_available', 'DEFAULT_CUTOFF', 'MODES']
+__all__ = ['rasterize_gaussians', 'cuda_op_available', 'cpu_op_available', 'use_backend', 'DEFAULT_CUTOFF',
+           'MODES', 'BACKENDS']
 
 MODES = ('sum', 'gsplat_sum')
+BACKENDS = ('auto', 'compiled', 'torch')
 
-_cuda_module = None
-_cuda_import_error: Optional[BaseException] = None
-_cuda_imported = False
-_fallback_warned = False
+_module = None
+_import_error: Optional[BaseException] = None
+_imported = False
+_warned = set()
+_backend = 'auto'
 
 
-def _load_cuda_op():
+def _load_op():
     """The compiled ``gsasr_plugin.ops._C`` module, or None when it is absent or cannot be loaded."""
-    global _cuda_module, _cuda_import_error, _cuda_imported
-    if not _cuda_imported:
-        _cuda_imported = True
+    global _module, _import_error, _imported
+    if not _imported:
+        _imported = True
         try:
             from . import _C  # noqa: F401
-            _cuda_module = _C
-        except (ImportError, OSError) as err:  # not built, or built for a CUDA this machine lacks
-            _cuda_import_error = err
-    return _cuda_module
+            _module = _C
+        except (ImportError, OSError) as err:  # not built, or built for a CUDA/torch this machine lacks
+            _import_error = err
+    return _module
+
+
+def cpu_op_available() -> bool:
+    """Whether the compiled rasterizer (its CPU kernel) imports here."""
+    return _load_op() is not None
 
 
 def cuda_op_available() -> bool:
-    """Whether the compiled CUDA rasterizer imports here."""
-    return _load_cuda_op() is not None
+    """Whether the compiled rasterizer imports here and was built with its CUDA kernel."""
+    module = _load_op()
+    return module is not None and bool(module.has_cuda())
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Within the block, ``rasterize_gaussians`` uses ``'compiled'`` (the compiled op; an error where it is not
+    built for the tensors' device), ``'torch'`` (the pure-PyTorch path) or ``'auto'`` (the default: compiled
+    where available). For tests and benchmarks; not thread-safe."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {name!r}')
+    previous, _backend = _backend, name
+    try:
+        yield
+    finally:
+        _backend = previous
+
+
+def _warn_once(device_type: str) -> None:
+    if device_type in _warned:
+        return
+    _warned.add(device_type)
+    if device_type == 'cuda':
+        how = 'GSASR_BUILD_CUDA=1 pip install --no-build-isolation -e .'
+    else:
+        how = 'pip install --no-build-isolation -e . with a C++ compiler present'
+    reason = _import_error if _import_error is not None else 'built without CUDA'
+    warnings.warn(f'gsasr_plugin.ops: the compiled rasterizer is not available for {device_type} tensors ({reason}); '
+                  f'using the slower pure-PyTorch path. Rebuild with {how}', RuntimeWarning, stacklevel=4)
+
+
+def _compiled_for(device: torch.device) -> bool:
+    """Whether the compiled op serves tensors on ``device`` (warns once per device type when it should but
+    cannot; raises under ``use_backend('compiled')``)."""
+    if _backend == 'torch' or device.type not in ('cpu', 'cuda'):
+        return False
+    ok = cuda_op_available() if device.type == 'cuda' else cpu_op_available()
+    if not ok:
+        if _backend == 'compiled':
+            raise RuntimeError(f'gsasr_plugin.ops: the compiled rasterizer is not built for {device.type} tensors '
+                               f'({_import_error or "built without CUDA"})')
+        _warn_once(device.type)
+    return ok
 
 
 def _check_size(name: str, value) -> Tuple[int, int]:
@@ -171,9 +223,10 @@ def rasterize_gaussians(means: torch.Tensor, sigmas: torch.Tensor, rhos: torch.T
 
     Differentiable in means, sigmas, rhos, colors (and opacities).
 
-    Tensors on a device with the compiled op (``gsasr_plugin.ops._C``) use it (float32 compute and
-    accumulation on CUDA; half/bf16 inputs are cast), otherwise the pure-PyTorch path (float32, or float64
-    when any input is float64), with a one-time warning on CUDA.
+    CPU and CUDA tensors use the compiled op ``gsasr_plugin.ops._C`` when it is built (its CPU kernel, and its
+    CUDA kernel when built with CUDA; the same arithmetic from ``ops/csrc/rasterize_math.h``), otherwise the
+    pure-PyTorch path, with a one-time warning per device type. CUDA computes in float32; the CPU kernel and the
+    pure path in float64 when any input is float64, else float32; half/bf16 inputs are cast up.
 
     Args:
         means: (B, N, 2) centres (x, y) in LR pixel units; the LR image covers [0, W] x [0, H] and LR
@@ -193,21 +246,12 @@ def rasterize_gaussians(means: torch.Tensor, sigmas: torch.Tensor, rhos: torch.T
     Returns:
         (B, C, Ho, Wo) tensor of ``colors.dtype``.
     """
-    global _fallback_warned
     lr_size, out_size, cutoff, box_half_size = _validate(means, sigmas, rhos, colors, lr_size, out_size, cutoff,
                                                          box_half_size, mode, opacities)
-    raster_mode = RasterMode.of(cutoff, box_half_size, mode)
-    if means.is_cuda:
-        module = _load_cuda_op()
-        if module is not None:
-            from ._cuda_impl import rasterize_gaussians_cuda
-            return rasterize_gaussians_cuda(means, sigmas, rhos, colors, opacities, lr_size, out_size, raster_mode)
-        if not _fallback_warned:
-            _fallback_warned = True
-            warnings.warn('gsasr_plugin.ops: the compiled CUDA rasterizer is not available '
-                          f'({_cuda_import_error}); CUDA tensors use the slower pure-PyTorch path. Rebuild with '
-                          'GSASR_BUILD_CUDA=1 pip install --no-build-isolation -e .', RuntimeWarning,
-                          stacklevel=2)
+    if _compiled_for(means.device):
+        from ._ext_impl import rasterize_gaussians_ext
+        return rasterize_gaussians_ext(means, sigmas, rhos, colors, opacities, lr_size, out_size,
+                                       RasterMode.of(cutoff, box_half_size, mode))
     kwargs = dict(box_half_size=box_half_size, mode=mode, opacities=opacities)
     if any(t.dtype in (torch.float16, torch.bfloat16) for t in (means, colors)):
         # the pure path computes in float32 at least; autocast must not re-cast its internals

@@ -38,6 +38,17 @@ def photo():
 
 
 @pytest.fixture
+def basicsr_log(caplog):
+    """``caplog`` for BasicSR's logger, which does not propagate to the root logger once initialised."""
+    import logging
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger='basicsr')
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
 def shared_datasets() -> Path:
     """The benchmark/training images outside the repo; tests that need them skip when absent."""
     if not SHARED_DATASETS.is_dir():

@@ -125,9 +125,11 @@ def test_cpu_resume_patch_is_what_basicsr_train_calls(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     states = tmp_path / 'experiments' / 'cpu_resume' / 'training_states'
     states.mkdir(parents=True)
+    (tmp_path / 'models').mkdir()
     for it in (2, 10):
         torch.save({'iter': it, 'epoch': 0, 'optimizers': [], 'schedulers': [], 'w': torch.ones(1)},
                    states / f'{it}.state')
+        torch.save({'params': {'w': torch.ones(1)}}, tmp_path / 'models' / f'net_g_{it}.pth')
     opt = {'name': 'cpu_resume', 'auto_resume': True, 'num_gpu': 0, 'network_g': {},
            'path': {'resume_state': None, 'models': str(tmp_path / 'models')}}
     state = basicsr.train.load_resume_state(opt)  # looked up in basicsr.train at call time, as train_pipeline does

@@ -32,8 +32,28 @@ def test_init_dist_names_missing_launcher_environment(monkeypatch):
         dist_utils.init_dist('mpi')
 
 
-def test_slurm_environment_becomes_torch_distributed_environment(monkeypatch):
-    monkeypatch.setattr(dist_utils.subprocess, 'getoutput', lambda cmd: 'node017\n')
+def _fake_scontrol(tmp_path, monkeypatch):
+    """A ``scontrol`` on the PATH that expands node[017-018] and records its arguments, one per line."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    script = bin_dir / 'scontrol'
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args\nprintf "node017\\nnode018\\n"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv('PATH', f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / 'args'
+
+
+def test_slurm_node_list_is_never_run_by_a_shell(tmp_path, monkeypatch):
+    args = _fake_scontrol(tmp_path, monkeypatch)
+    marker = tmp_path / 'MARKER'
+    node_list = f'node[017-018]; touch {marker}; echo $(touch {marker})'
+    assert dist_utils._first_slurm_host(node_list) == 'node017'
+    assert not marker.exists(), 'the node list ran as a shell command'
+    assert args.read_text().splitlines() == ['show', 'hostname', node_list]
+
+
+def test_slurm_environment_becomes_torch_distributed_environment(tmp_path, monkeypatch):
+    _fake_scontrol(tmp_path, monkeypatch)
     slurm = dict(SLURM_PROCID='5', SLURM_NTASKS='8', SLURM_LOCALID='1', SLURM_NODELIST='node[017-018]')
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)

@@ -1,11 +1,21 @@
-"""The pure-PyTorch rasterizer against a dense brute-force sum, its gradients, and input validation."""
+"""The rasterizer on the CPU (pure-PyTorch path and compiled CPU kernel, every test on both) against a dense
+brute-force sum, its gradients, and input validation."""
 import math
 
 import pytest
 import torch
 
-from gsasr_plugin.ops import DEFAULT_CUTOFF, rasterize_gaussians
+from gsasr_plugin.ops import DEFAULT_CUTOFF, cpu_op_available, rasterize_gaussians, use_backend
 from gsasr_plugin.ops._torch_impl import rasterize_gaussians_torch
+
+BACKENDS = ['torch'] + (['compiled'] if cpu_op_available() else [])
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request):
+    """Every test runs on the pure path and, where it is built, on the compiled CPU kernel."""
+    with use_backend(request.param):
+        yield request.param
 
 
 def dense_reference(means, sigmas, rhos, colors, lr_size, out_size, cutoff=DEFAULT_CUTOFF):
@@ -119,7 +129,9 @@ def test_batch_equals_loop():
         torch.testing.assert_close(out[b:b + 1], single, rtol=1e-12, atol=1e-12)
 
 
-def test_chunking_does_not_change_result(monkeypatch):
+def test_chunking_does_not_change_result(monkeypatch, backend):
+    if backend != 'torch':
+        pytest.skip('chunking is the pure path\'s')
     from gsasr_plugin.ops import _torch_impl
     params = random_gaussians(2, 50, 3, (6, 6), sigma_range=(0.2, 2.0))
     ref = rasterize_gaussians(*params, (6, 6), (21, 21))

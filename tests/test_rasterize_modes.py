@@ -1,4 +1,5 @@
-"""The two compatibility modes of ``rasterize_gaussians`` against float64 transcriptions of the official renderers.
+"""The two compatibility modes of ``rasterize_gaussians`` (pure path and compiled CPU kernel) against float64
+transcriptions of the official renderers.
 
 * ``box_half_size``: GSASR's ``utils/gs_cuda_dmax/gs.cu`` (forward and backward kernels) with the coordinate remap
   of ``utils/gaussian_splatting.py::rendering_cuda_dmax``, transcribed below as dense loops over the canvas.
@@ -14,9 +15,17 @@ import math
 import pytest
 import torch
 
-from gsasr_plugin.ops import rasterize_gaussians
+from gsasr_plugin.ops import cpu_op_available, rasterize_gaussians, use_backend
 
 TILE = 16
+BACKENDS = ['torch'] + (['compiled'] if cpu_op_available() else [])
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request):
+    """Every test runs on the pure path and, where it is built, on the compiled CPU kernel."""
+    with use_backend(request.param):
+        yield request.param
 
 
 def random_gaussians(bsz, num, chans, lr_size, sigma_range=(0.05, 1.5), rho_max=0.95, margin=1.0, seed=0):

@@ -215,3 +215,30 @@ def test_basicsr_test_offline_or_unknown_weights_stop_before_running(tmp_path, m
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / 'results').exists()
+
+
+def test_option_check_reads_released_weights_with_the_one_loader(tmp_path, fake_hub):
+    """path:pretrain_network_g naming official:<name>, a folder or a comma list of official files passes the same
+    pre-check as a checkpoint (check_options -> checkpoint.check_weights_fit -> load_weights): weights that fit
+    pass, weights of other shapes are one line naming the key before anything is created, whatever
+    strict_load_g says (released weights always load strictly); NaN/inf in official files is refused."""
+    from gsasr_plugin.utils.options import OptionError, check_options
+    for spec in (str(FOLDER), f'{FILES[0]},{FILES[1]}', 'official:gsasr-edsr-paper'):
+        opt = _test_options(tmp_path, spec)
+        assert check_options(opt, 'test', 'opt.yml').warnings == [], spec
+        opt['network_g'] = _network_g(embed_dim=16, num_heads=2)
+        opt['path']['strict_load_g'] = False
+        with pytest.raises(OptionError, match=r"path:pretrain_network_g: .* does not fit network_g \(GSASR\): "
+                                              r'.*of another shape') as info:
+            check_options(opt, 'test', 'opt.yml')
+        assert '\n' not in str(info.value) and 'strict_load_g: false' not in str(info.value), spec
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    for path in FILES:
+        state = torch.load(path, weights_only=True)
+        for entry in state.values():  # params_ema / params: the first float tensor becomes NaN
+            if isinstance(entry, dict):
+                next(v for v in entry.values() if v.is_floating_point()).fill_(float('nan'))
+        torch.save(state, broken / path.name)
+    with pytest.raises(OptionError, match=r'pretrain_network_g: weights .*broken: 2 tensor\(s\) hold NaN/inf'):
+        check_options(_test_options(tmp_path, str(broken)), 'test', 'opt.yml')

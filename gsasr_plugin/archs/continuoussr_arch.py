@@ -277,7 +277,8 @@ class ContinuousSR(nn.Module):
         from basicsr.utils import get_root_logger
 
         from gsasr_plugin.archs.pretrained import extract_state_dict
-        checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
+        from gsasr_plugin.utils.safe_load import load_torch_file
+        checkpoint = load_torch_file(str(path), "encoder 'pretrained' checkpoint")
         state, _ = extract_state_dict(checkpoint, param_key, str(path))
         ours = self.upsample.state_dict()
         found = {key: state[f'upsample.{key}'] for key in ours if f'upsample.{key}' in state}

@@ -9,7 +9,14 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['GaussianField', 'box_half_size']
+__all__ = ['GaussianField', 'box_half_size', 'NonFiniteGaussiansError']
+
+
+class NonFiniteGaussiansError(ValueError):
+    """The network predicted NaN or infinite Gaussian parameters (diverged weights, or a non-finite input).
+
+    Raised before the rasterizer sees them; training counts it as a non-finite step (``max_nonfinite_steps``).
+    """
 
 
 @dataclass
@@ -39,12 +46,25 @@ class GaussianField:
     canvas_size: Optional[Tuple[int, int]] = None
     box_cutoff: Optional[float] = None
 
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteGaussiansError` naming the parameters that hold NaN or inf (one device sync)."""
+        named = (('means', self.means), ('sigmas', self.sigmas), ('rhos', self.rhos), ('colors', self.colors))
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+        bad = [name for (name, _), ok in zip(named, finite) if not ok]
+        if bad:
+            raise NonFiniteGaussiansError(f"the network produced non-finite (NaN/inf) Gaussian {', '.join(bad)} "
+                                          '(diverged weights, or a non-finite input)')
+
     def render(self, out_size: Sequence[int], cutoff: Optional[float] = None, **rasterizer_options) -> torch.Tensor:
         """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)`` (the top-left of ``canvas_size`` when set).
 
         Other keywords (e.g. ``mode='gsplat_sum'``) go to ``rasterize_gaussians``.
+
+        Raises:
+            NonFiniteGaussiansError: when a parameter holds NaN or inf (checked before the rasterizer).
         """
         from gsasr_plugin.ops import rasterize_gaussians
+        self.check_finite()
         out_size = (int(out_size[0]), int(out_size[1]))
         size = out_size
         if self.canvas_size is not None:

@@ -1,7 +1,7 @@
 """The authors' released ContinuousSR checkpoint (``ContinuousSR.pth``, hub repo ``pey12/ContinuousSR``).
 
-Their file (github peylnog/ContinuousSR, written by their LIIF-style training code, read by their
-``test.py`` / ``demo.py`` as ``torch.load(path)['model']``) holds the model spec and the weights::
+Their file (github peylnog/ContinuousSR, written by their LIIF-style training code; their ``test.py`` /
+``demo.py`` load it and take its ``['model']`` entry) holds the model spec and the weights::
 
     {'model': {'name': 'continuous-gaussian',
                'args': {'encoder_spec': {'name': 'hat', 'args': {...}}, 'cnn_spec': ..., 'fc_spec': ...},
@@ -202,11 +202,8 @@ def read_official_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, Any], Di
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'official ContinuousSR checkpoint {path}: no such file')
-    try:
-        checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ''
-        raise ValueError(f'{path}: not a loadable PyTorch checkpoint ({type(error).__name__}: {first[:200]})') from None
+    from gsasr_plugin.utils.safe_load import load_torch_file
+    checkpoint = load_torch_file(str(path), 'official ContinuousSR checkpoint')  # weights only, one-line errors
     if not looks_like_official_checkpoint(checkpoint):
         top = list(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise ValueError(f"{path}: not an official ContinuousSR checkpoint (expected {{'model': {{'name': "

@@ -236,13 +236,8 @@ def load_official_checkpoint(checkpoint: Union[str, Path, Mapping[str, Any]], ke
         if not path.is_file():
             raise FileNotFoundError(f'official GaussianSR checkpoint {path}: no such file')
         source = str(path)
-        try:
-            checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
-        except Exception as error:  # the line that says why (weights_only names the object it refused)
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            why = next((line for line in lines if 'Unsupported global' in line), lines[0] if lines else '')
-            raise ValueError(f'{path}: cannot be read as a PyTorch checkpoint with weights_only=True '
-                             f'({type(error).__name__}: {why[:300]})') from None
+        from gsasr_plugin.utils.safe_load import load_torch_file
+        checkpoint = load_torch_file(str(path), 'official GaussianSR checkpoint')  # weights only, one line
     if not is_official_checkpoint(checkpoint):
         found = list(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise ValueError(f"{source}: not an official GaussianSR checkpoint (expected {{'model': {{'name': "

@@ -93,10 +93,8 @@ def read_official_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f'official weights {path}: no such file')
-    try:
-        checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise ValueError(f'{path}: not a PyTorch checkpoint ({type(error).__name__})') from None
+    from gsasr_plugin.utils.safe_load import load_torch_file
+    checkpoint = load_torch_file(str(path), 'official weights')  # weights only; one-line TorchFileError
     return extract_state_dict(checkpoint, None, str(path))[0]
 
 

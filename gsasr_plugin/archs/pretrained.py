@@ -130,7 +130,8 @@ def load_pretrained_encoder(encoder: nn.Module, path: Union[str, Path], strict: 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"encoder 'pretrained' checkpoint not found: {path}")
-    checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
+    from gsasr_plugin.utils.safe_load import load_torch_file
+    checkpoint = load_torch_file(str(path), "encoder 'pretrained' checkpoint")
     state, chosen = extract_state_dict(checkpoint, param_key, str(path))
     renamed, skipped = map_checkpoint_keys(state, getattr(encoder, 'official_key_map', ()),
                                            getattr(encoder, 'official_skipped_keys', ()))

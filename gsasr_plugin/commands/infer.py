@@ -164,6 +164,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         return 1
     if args.suffix is None:
         args.suffix = default_suffix(args)
+    from gsasr_plugin.utils.atomic_io import remove_partial_files
+    remove_partial_files(args.output)  # temporary files of an earlier run that was killed while writing
     try:
         plan = plan_outputs(args, files)
     except UsageError as error:

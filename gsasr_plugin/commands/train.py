@@ -2,14 +2,17 @@
 
 Takes BasicSR's own flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank``,
 ``--force_yml``) and runs ``basicsr.train.train_pipeline`` with the current directory as root, so
-``experiments/`` and ``tb_logger/`` land there. Before anything is created, the option file, the
-dataset folders and the pretrained/resume files it names are checked, with one-line errors.
+``experiments/`` and ``tb_logger/`` land there. Before anything is created, the option file (read
+safely: no Python objects), the ``--force_yml`` keys, every option value BasicSR would trip over later
+(``gsasr_plugin.utils.options.check_options``), the dataset folders and the pretrained/resume files are
+checked, with one-line errors naming the file, line and key. Errors during the run (a file that cannot be
+written, a bad checkpoint, a bad image) are one line too; ``GSASR_TRACEBACK=1`` shows the traceback.
 """
 import argparse
 import os
 import os.path as osp
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __all__ = ['run', 'run_pipeline', 'check_option_paths', 'check_weights_available']
 
@@ -20,27 +23,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return pipeline_parser(command)
 
 
-def _load_options(path: str, force_yml: Optional[List[str]]) -> Dict[str, Any]:
-    import yaml
-
-    from gsasr_plugin import compat  # noqa: F401
-    from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
-
-    with open(path, encoding='utf-8') as f:
-        opt = yaml.load(f, Loader=ordered_yaml()[0])
-    if not isinstance(opt, dict):
-        raise ValueError(f"option file '{path}' is not a YAML mapping")
-    for entry in force_yml or []:
-        if '=' not in entry:
-            raise ValueError(f"--force_yml entry '{entry}' must look like key:subkey=value")
-        keys, value = (part.strip() for part in entry.split('=', 1))
-        node = opt
-        *parents, last = keys.split(':')
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node:
-            node[last] = _postprocess_yml_value(value)
-    return opt
+def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[Dict[str, Any], List[str]]:
+    """The option file read safely with the ``--force_yml`` entries applied; (options, notes for the user)."""
+    from gsasr_plugin.utils.options import apply_overrides, load_option_file
+    opt = load_option_file(path)
+    return opt, apply_overrides(opt, force_yml)
 
 
 def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
@@ -53,8 +40,12 @@ def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
 
 
 def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
-    """Raise FileNotFoundError naming the option and path of a missing dataset folder or weight file."""
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+    """Raise FileNotFoundError naming the option and path of a missing dataset folder or weight file.
+
+    Sections that are not mappings are left to ``gsasr_plugin.utils.options.check_options``.
+    """
+    datasets = opt.get('datasets')
+    for phase, dataset_opt in (datasets.items() if isinstance(datasets, dict) else ()):
         if not isinstance(dataset_opt, dict):
             continue
         for key in ('dataroot_gt', 'dataroot_lq'):
@@ -71,7 +62,7 @@ def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
                         f"datasets:{phase}:{key}: '{folder}' does not exist (relative to {os.getcwd()}); put the "
                         f"{dataset_opt.get('name', phase)} images there or point '{key}' at them "
                         "(see the README: Training on DIV2K / Testing)")
-    path_opt = opt.get('path') or {}
+    path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
     for key, value in path_opt.items():
         if value is None or not (key.startswith('pretrain_network') or (key == 'resume_state' and is_train)):
             continue
@@ -116,13 +107,19 @@ def run_pipeline(command: str, argv: List[str],
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
     from gsasr_plugin.hub import WeightsUnavailableError
     try:
-        opt = _load_options(args.opt, args.force_yml)
+        opt, notes = _load_options(args.opt, args.force_yml)
+        from gsasr_plugin.utils.options import check_options
         if check is not None:
             check(opt, args.opt)
         check_option_paths(opt, is_train=command == 'train')
+        notes += check_options(opt, command, args.opt).warnings
     except (FileNotFoundError, ValueError, WeightsUnavailableError) as exc:
+        if show_traceback:
+            raise
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 1
+    for line in notes:
+        print(f'{prog}: warning: {line}', file=sys.stderr)
 
     import gsasr_plugin  # noqa: F401  (compat + registries, before basicsr's pipeline)
     if command == 'train':
@@ -138,10 +135,11 @@ def run_pipeline(command: str, argv: List[str],
     except preemption.TrainingStopped as exc:  # a resumable state was saved
         print(f'{prog}: {exc}', file=sys.stderr)
         return exc.exit_code
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError) as exc:  # WriteError (disk full, ...), bad checkpoints, bad images
         if show_traceback:
             raise
-        print(f'{prog}: error: {exc} (set GSASR_TRACEBACK=1 for the traceback)', file=sys.stderr)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f'{prog}: error: {text} (set GSASR_TRACEBACK=1 for the traceback)', file=sys.stderr)
         return 1
     finally:
         sys.argv = saved_argv

@@ -19,6 +19,7 @@ from basicsr.utils import FileClient, img2tensor, scandir
 from basicsr.utils.matlab_functions import calculate_weights_indices
 from basicsr.utils.registry import DATASET_REGISTRY
 from gsasr_plugin.utils.bad_data import check_training_images, decode_image, to_float, warn_skipped
+from gsasr_plugin.utils.options import option_number
 from gsasr_plugin.utils.resume import batch_entropy
 from gsasr_plugin.utils.scale import scale_from_option as parse_scale
 from gsasr_plugin.utils.scale import scale_tag
@@ -199,39 +200,53 @@ class ArbitraryScaleTrainDataset(data.Dataset):
             Default: False.
     """
 
-    def __init__(self, opt: Dict[str, Any]):
-        super().__init__()
-        self.opt = opt
+    option_keys = ('dataroot_gt', 'io_backend', 'lq_size', 'gt_size', 'scale_min', 'scale_max', 'use_hflip', 'use_rot',
+                   'skip_bad_images', 'lq_resize', 'sample_q')
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any]) -> Dict[str, Any]:
+        """The patch-size and scale options, validated without touching any file (``basicsr train`` calls this
+        before it creates anything); a ValueError names the key."""
         if opt.get('lq_size') is not None and opt.get('gt_size') is not None:
             raise ValueError(f"dataset options 'lq_size' ({opt['lq_size']!r}) and 'gt_size' ({opt['gt_size']!r}) "
                              "are mutually exclusive: 'lq_size' fixes the LR patch, 'gt_size' the GT patch; give one")
         # exactly one of the two is set: the patch side that stays fixed while the scale varies
-        self.gt_size = self.lq_size = None
+        values = {'gt_size': None, 'lq_size': None}
         if opt.get('gt_size') is not None:
-            self.gt_size = int(opt['gt_size'])
-            if self.gt_size <= 0:
-                raise ValueError(f"'gt_size' must be > 0, got {opt.get('gt_size')!r}")
+            values['gt_size'] = option_number(opt, 'gt_size', integer=True, above=0)
         else:
-            self.lq_size = int(opt.get('lq_size', 48))
-            if self.lq_size <= 0:
-                raise ValueError(f"'lq_size' must be > 0, got {opt.get('lq_size')!r}")
-        self.scale_min = float(opt.get('scale_min', 1.0))
-        self.scale_max = float(opt.get('scale_max', 4.0))
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"need 0 < 'scale_min' <= 'scale_max', got scale_min={self.scale_min}, "
-                             f'scale_max={self.scale_max}')
-        if self.gt_size is not None and self.crop_sizes(self.scale_max)[1] < 1:
-            raise ValueError(f"'gt_size' {self.gt_size} at 'scale_max' {self.scale_max} leaves an empty LR patch "
-                             '(round(gt_size / scale_max) = 0); raise gt_size or lower scale_max')
-        self.resize_lq = _lq_resizer(opt)
+            values['lq_size'] = option_number(opt, 'lq_size', 48, integer=True, above=0)
+        values['scale_min'] = float(option_number(opt, 'scale_min', 1.0, above=0))
+        values['scale_max'] = float(option_number(opt, 'scale_max', 4.0, above=0))
+        if values['scale_min'] > values['scale_max']:
+            raise ValueError(f"need 'scale_min' <= 'scale_max', got scale_min={values['scale_min']}, "
+                             f"scale_max={values['scale_max']}")
+        if values['gt_size'] is not None and round(values['gt_size'] / values['scale_max']) < 1:
+            raise ValueError(f"'gt_size' {values['gt_size']} at 'scale_max' {values['scale_max']} leaves an empty LR "
+                             'patch (round(gt_size / scale_max) = 0); raise gt_size or lower scale_max')
+        values['resize_lq'] = _lq_resizer(opt)
+        sample_q = opt.get('sample_q')
+        if sample_q is not None:
+            smallest = (values['gt_size'] if values['gt_size'] is not None else
+                        int(round(values['lq_size'] * values['scale_min'])))
+            if isinstance(sample_q, bool) or not isinstance(sample_q, int) or not 0 < sample_q:
+                raise ValueError(f"'sample_q' must be a positive integer (GT pixels per crop), got {sample_q!r}")
+            if sample_q > smallest * smallest:
+                raise ValueError(f"'sample_q' {sample_q} is more than the {smallest}x{smallest} = "
+                                 f"{smallest * smallest} GT pixels of a crop at 'scale_min' {values['scale_min']}")
+        for key in ('use_hflip', 'use_rot', 'skip_bad_images'):
+            if not isinstance(opt.get(key, False), bool):
+                raise ValueError(f"'{key}' must be true or false, got {opt.get(key)!r}")
+        return values
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__()
+        self.opt = opt
+        values = self.check_options(opt)
+        self.gt_size, self.lq_size = values['gt_size'], values['lq_size']
+        self.scale_min, self.scale_max = values['scale_min'], values['scale_max']
+        self.resize_lq = values['resize_lq']
         self.sample_q = opt.get('sample_q')
-        if self.sample_q is not None:
-            smallest = self.crop_sizes(self.scale_min)[0]
-            if isinstance(self.sample_q, bool) or not isinstance(self.sample_q, int) or not 0 < self.sample_q:
-                raise ValueError(f"'sample_q' must be a positive integer (GT pixels per crop), got {self.sample_q!r}")
-            if self.sample_q > smallest * smallest:
-                raise ValueError(f"'sample_q' {self.sample_q} is more than the {smallest}x{smallest} = "
-                                 f"{smallest * smallest} GT pixels of a crop at 'scale_min' {self.scale_min}")
         self.use_hflip = bool(opt.get('use_hflip', True))
         self.use_rot = bool(opt.get('use_rot', True))
         io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
@@ -347,17 +362,27 @@ class ArbitraryScaleTestDataset(data.Dataset):
         io_backend (dict): ``{type: disk}`` (default) or lmdb.
     """
 
-    def __init__(self, opt: Dict[str, Any]):
-        super().__init__()
-        self.opt = opt
-        self.lq_bits = opt.get('lq_bits')
-        if self.lq_bits is not None and (isinstance(self.lq_bits, bool) or not isinstance(self.lq_bits, int)
-                                         or not 1 <= self.lq_bits <= 16):
-            raise ValueError(f"'lq_bits' must be an integer in [1, 16] or ~, got {self.lq_bits!r}")
+    option_keys = ('dataroot_gt', 'dataroot_lq', 'scales', 'filename_tmpl', 'io_backend', 'lq_resize', 'lq_bits')
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any]) -> List[Tuple[float, float]]:
+        """``scales``, ``lq_bits`` and ``lq_resize`` validated without touching any file; a ValueError names the
+        key."""
+        lq_bits = opt.get('lq_bits')
+        if lq_bits is not None and (isinstance(lq_bits, bool) or not isinstance(lq_bits, int)
+                                    or not 1 <= lq_bits <= 16):
+            raise ValueError(f"'lq_bits' must be an integer in [1, 16] or ~, got {lq_bits!r}")
+        _lq_resizer(opt)
         scales = opt.get('scales', [4])
         if not isinstance(scales, (list, tuple)) or not scales:
             raise ValueError(f"'scales' must be a non-empty list of scales, got {scales!r}")
-        self.scales = [parse_scale(s, f'scales[{i}]') for i, s in enumerate(scales)]
+        return [parse_scale(s, f'scales[{i}]') for i, s in enumerate(scales)]
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__()
+        self.opt = opt
+        self.scales = self.check_options(opt)
+        self.lq_bits = opt.get('lq_bits')
         io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         backend = io_backend.get('type', 'disk')
         name = opt.get('name', 'dataset')

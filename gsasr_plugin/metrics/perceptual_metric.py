@@ -69,7 +69,8 @@ def _backbone_state_dict(kind: str) -> Dict[str, torch.Tensor]:
                 f'{RANDOM_BACKBONE_ENV}=1 for a random backbone (plumbing tests only).') from None
         finally:
             socket.setdefaulttimeout(old_timeout)
-    return torch.load(str(path), map_location='cpu', weights_only=True)
+    from gsasr_plugin.utils.safe_load import load_torch_file
+    return load_torch_file(str(path), 'backbone weights')
 
 
 def _load_features(module: nn.Module, state_dict: Dict[str, torch.Tensor], prefix_parts: int = 0) -> None:
@@ -167,7 +168,8 @@ def _dists_alpha_beta() -> Dict[str, torch.Tensor]:
     if path is None or not path.is_file():
         raise BackboneWeightsMissing('DISTS needs its alpha/beta weights (weights.pt of the DISTS-pytorch package): '
                                      'run "pip install DISTS-pytorch==0.1"')
-    return torch.load(str(path), map_location='cpu', weights_only=True)
+    from gsasr_plugin.utils.safe_load import load_torch_file
+    return load_torch_file(str(path), 'DISTS weights')
 
 
 class _LPIPSNet(nn.Module):

@@ -6,7 +6,6 @@ GaussianSR, ContinuousSR, ...), fed by ``ArbitraryScaleTrainDataset`` / ``Arbitr
 import bisect
 import math
 import sys
-import time
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
@@ -18,14 +17,16 @@ from torch.optim.lr_scheduler import LRScheduler
 from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
+from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
 from gsasr_plugin.data.arbitrary_scale_dataset import matlab_bicubic_resize
+from gsasr_plugin.utils.atomic_io import write_image_file
 from gsasr_plugin.utils.sampled_pixels import accepts_pixel_index, gather_pixels
 from gsasr_plugin.utils.scale import scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
 
-__all__ = ['ArbitraryScaleSRModel', 'WarmupMultiStepLR']
+__all__ = ['ArbitraryScaleSRModel', 'WarmupMultiStepLR', 'tile_options']
 
 Pair = Tuple[float, float]
 
@@ -79,6 +80,28 @@ def _crop_border(value: Any, scale: Pair, metric: str, largest: Optional[int] = 
     return border if largest is None else min(border, int(largest))
 
 
+def tile_options(opt: Dict[str, Any]) -> Optional[Tuple[int, Optional[int]]]:
+    """The top-level ``tile: {tile_size, tile_pad}`` option as (tile_size, tile_pad or None), or None without it.
+
+    Raises:
+        ValueError: naming the key, for a value that is not such a mapping.
+    """
+    tile_opt = opt.get('tile')
+    if not tile_opt:
+        return None
+    if not isinstance(tile_opt, dict):
+        raise ValueError(f'tile: must be a mapping like {{tile_size: 256, tile_pad: 32}}, got {tile_opt!r}')
+    unknown = sorted(set(tile_opt) - {'tile_size', 'tile_pad'})
+    if unknown:
+        raise ValueError(f'tile: unknown key(s) {unknown}; the keys are tile_size and tile_pad')
+    size, pad = tile_opt.get('tile_size'), tile_opt.get('tile_pad')
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f'tile:tile_size must be an integer >= 1 (LR pixels), got {size!r}')
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
+        raise ValueError(f'tile:tile_pad must be an integer >= 0 (LR pixels of context), got {pad!r}')
+    return size, pad
+
+
 @MODEL_REGISTRY.register()
 class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     """SRModel that passes each batch's scale and output size to the network.
@@ -99,65 +122,42 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
 
     Hooks for extensions: :meth:`_test_at` (one forward at a scale/size, eval mode, EMA net when present),
     :meth:`_metric_values` (metrics of one image), :meth:`_bicubic_baseline`.
+
+    ``option_keys`` lists the ``train:`` and ``val:`` keys something reads for this model (BasicSR's
+    SRModel, :class:`ResilientTrainingMixin` and this class), the top-level keys it adds (``''``) and the
+    keys of a ``val: metrics`` entry it consumes (``metric``); ``basicsr train/test`` reject other keys there
+    (``gsasr_plugin.utils.options``). Add a key here when the model starts reading it.
     """
+    option_keys = {
+        '': {'tile'},  # top-level keys this model reads besides BasicSR's
+        'train': {'ema_decay', 'optim_g', 'scheduler', 'warmup_iter', 'total_iter', 'pixel_opt', 'perceptual_opt',
+                  'bf16', 'grad_clip_norm', 'max_nonfinite_steps'},
+        'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'bicubic_baseline', 'results_table', 'bf16'},
+        'metric': {'better', 'crop_border_max'},  # taken from each val: metrics: entry before the metric is called
+    }
+
+    @classmethod
+    def check_options(cls, opt: Dict[str, Any]) -> None:
+        """The model's own top-level options, validated before anything is created (``basicsr train/test``
+        call this through ``gsasr_plugin.utils.options.check_options``); a ValueError names the key."""
+        tile_options(opt)
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__(opt)
+        if not self.is_train and self.opt['path'].get('pretrain_network_g') is None:
+            get_root_logger().warning(
+                'TESTING AN UNTRAINED NETWORK: path: pretrain_network_g is not set, so network_g keeps its random '
+                'initial weights; the metrics below say nothing about a trained model')
 
     # ----------------------------------------------------------------------------------- networks
+    # save_network (self-describing, atomic) and load_network (the one loader of weights, safe, loud when
+    # non-strict) come from ResilientTrainingMixin.
     def print_network(self, net: torch.nn.Module) -> None:
         """One line (class and parameter count); BasicSR's full module tree buries the log."""
         bare = self.get_bare_model(net)
         count = sum(p.numel() for p in bare.parameters())
         wrapper = f'{type(net).__name__} - ' if bare is not net else ''
         get_root_logger().info(f'Network: {wrapper}{type(bare).__name__}, with parameters: {count:,d}')
-
-    def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
-        """BasicSR's ``net_g_<iter>.pth`` (``params``, ``params_ema``), plus the ``network_g`` options and the
-        plugin version (:func:`gsasr_plugin.checkpoint.write_checkpoint`), written atomically."""
-        if net_label != 'net_g' or not isinstance(self.opt.get('network_g'), dict):
-            return super().save_network(net, net_label, current_iter, param_key)
-        from gsasr_plugin.checkpoint import write_checkpoint
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        if len(nets) != len(keys):
-            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
-        weights = {key: self.get_bare_model(n).state_dict() for n, key in zip(nets, keys)}
-        label = 'latest' if current_iter == -1 else current_iter
-        path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
-        source = f"basicsr train {self.opt.get('name')}, iter {label}"
-        for attempt in range(3):  # BasicSR retries occasional write errors too
-            try:
-                write_checkpoint(path, weights, self.opt['network_g'], source=source)
-                return
-            except OSError as error:
-                get_root_logger().warning(f'Save model error: {error}, remaining retry times: {2 - attempt}')
-                time.sleep(1)
-        get_root_logger().warning(f'Still cannot save {path}. Just ignore it.')
-
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        """``path: pretrain_network_g`` through the plugin's one loader of weights,
-        :func:`gsasr_plugin.checkpoint.load_weights`: a checkpoint (ours, self-describing, or BasicSR's:
-        ``param_key``, else ``params``, as BasicSR reads it), ``official:<name>``, a folder of a released model's
-        official files, those files joined by commas, or a released model's single official file. The option
-        file's ``network_g`` is what is built. Released weights always load strictly; checkpoints follow
-        ``strict_load_g`` (``false``: BasicSR's report of the keys that differ, mismatched shapes skipped)."""
-        from gsasr_plugin.checkpoint import is_released_weights, load_strict, load_weights
-        bare = self.get_bare_model(net)
-        spec = str(load_path)
-        keys = (param_key, 'params') if param_key else None
-        if is_released_weights(spec):
-            cache = self.__dict__.setdefault('_released_weights', {})
-            if spec not in cache:  # net_g and its EMA copy load the same files
-                cache[spec] = load_weights(spec, self.opt['network_g'])
-            weights = cache[spec]
-        else:
-            weights = load_weights(spec, self.opt['network_g'], keys)
-        if strict or weights.meta.get('released_model') is not None:
-            load_strict(bare, weights.state_dict, f'path:pretrain_network_g {spec}')
-        else:
-            state = dict(weights.state_dict)
-            self._print_different_keys_loading(bare, state, strict)  # renames mismatched shapes to '<key>.ignore'
-            bare.load_state_dict(state, strict=False)
-        key = f', with param key [{weights.param_key}]' if weights.param_key else ''
-        get_root_logger().info(f'Loaded {type(bare).__name__} from {weights.meta.get("source", spec)}{key}.')
 
     # ----------------------------------------------------------------------------------------- data
     def feed_data(self, data: Dict[str, Any]) -> None:
@@ -219,8 +219,8 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
         self.optimizer_g.zero_grad()
-        with self._train_autocast():
-            self.output = self._forward_train()
+        with self._train_autocast():  # non-finite inputs or Gaussians: a NaN output, a skipped step
+            self.output = self._guarded_forward(self._forward_train, self.gt)
         self.output = self.output.float()
         l_total = 0
         loss_dict = OrderedDict()
@@ -264,20 +264,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
 
     def _tile_options(self) -> Optional[Tuple[int, Optional[int]]]:
         """``tile: {tile_size, tile_pad}`` as (tile_size, tile_pad or None), or None without the option."""
-        tile_opt = self.opt.get('tile')
-        if not tile_opt:
-            return None
-        if not isinstance(tile_opt, dict):
-            raise ValueError(f'tile: must be a mapping like {{tile_size: 256, tile_pad: 32}}, got {tile_opt!r}')
-        unknown = sorted(set(tile_opt) - {'tile_size', 'tile_pad'})
-        if unknown:
-            raise ValueError(f'tile: unknown key(s) {unknown}; the keys are tile_size and tile_pad')
-        size, pad = tile_opt.get('tile_size'), tile_opt.get('tile_pad')
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f'tile:tile_size must be an integer >= 1 (LR pixels), got {size!r}')
-        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
-            raise ValueError(f'tile:tile_pad must be an integer >= 0 (LR pixels of context), got {pad!r}')
-        return size, pad
+        return tile_options(self.opt)
 
     def _test_tiled(self, net: torch.nn.Module, lq: torch.Tensor, scale: Optional[Pair],
                     out_size: Optional[Tuple[int, int]], tile_size: int, tile_pad: Optional[int]) -> torch.Tensor:
@@ -367,10 +354,19 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
                         bar.close()
                     bar, bar_tag = self._progress_bar(dataloader, dataset_name, tag), tag
                 img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-                self.test()
+                try:
+                    self.test()
+                except NonFiniteGaussiansError as error:  # name the image; during training skip it (and say so)
+                    if not self.opt['is_train']:
+                        raise NonFiniteGaussiansError(f"{val_data['lq_path'][0]}: {error}") from None
+                    get_root_logger().warning(f"validation at iter {current_iter}: {val_data['lq_path'][0]}: "
+                                              f'{error}; image left out of the metrics')
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 sr_img = tensor2img([self.output.detach().cpu()])
                 if save_img:
-                    imwrite(sr_img, self._save_path(dataset_name, img_name, tag, current_iter))
+                    write_image_file(self._save_path(dataset_name, img_name, tag, current_iter), sr_img)
                 if metric_opts and hasattr(self, 'gt'):
                     gt_img = tensor2img([self.gt.detach().cpu()])
                     values = self._metric_values({'img': sr_img, 'img2': gt_img}, self.scale)

@@ -1,14 +1,17 @@
 """Training-step machinery shared by the plugin's models: DDP on the CPU, bf16 autocast, gradient
-clipping, non-finite-loss skipping, stop-and-save on signals, exactly resumable training states.
+clipping, non-finite-step skipping, stop-and-save on signals, exactly resumable training states, and
+safe, whole model files: ``save_network`` writes self-describing ``net_g_*.pth`` atomically, ``load_network``
+reads ``path: pretrain_network_g`` through the one loader of weights (``gsasr_plugin.checkpoint.load_weights``:
+weights-only, one-line errors, NaN/inf refused; loud non-strict loading).
 
 Options (``train:`` unless noted):
 
 * ``bf16`` (bool): bf16 autocast for the forward pass and loss (the rasterizer computes in float32).
   ``val: bf16`` does the same for validation. Default: false.
 * ``grad_clip_norm`` (float): clip the gradients' global L2 norm to this value; null/0 disables.
-* ``max_nonfinite_steps`` (int): a step whose loss (or gradient norm) is NaN/inf is skipped with a
-  warning and counted; this many in a row save a resumable state and stop the run. Default: 10;
-  0 never stops.
+* ``max_nonfinite_steps`` (int): a step whose input batch, predicted Gaussians, loss (or gradient norm)
+  is NaN/inf is skipped with a warning naming the batch's files, and counted; this many in a row save a
+  resumable state and stop the run. Default: 10; 0 never stops.
 
 Under ``--launcher pytorch|slurm`` the ranks agree on skipping and stopping with one all-reduce of two
 flags per iteration, so they never disagree on whether a step (and its gradient all-reduce) happens.
@@ -16,7 +19,7 @@ flags per iteration, so they never disagree on whether a step (and its gradient 
 import contextlib
 import math
 import os
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
@@ -24,9 +27,11 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
+from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
 from gsasr_plugin.utils import dist as dist_utils
 from gsasr_plugin.utils import preemption
-from gsasr_plugin.utils.resume import PROGRESS, atomic_save
+from gsasr_plugin.utils.atomic_io import atomic_save
+from gsasr_plugin.utils.resume import PROGRESS
 
 __all__ = ['ResilientTrainingMixin']
 
@@ -36,9 +41,9 @@ DEFAULT_MAX_NONFINITE_STEPS = 10
 class ResilientTrainingMixin:
     """Mix into a BasicSR ``SRModel`` subclass (before ``SRModel`` in the bases).
 
-    The subclass's ``optimize_parameters`` uses :meth:`_train_autocast` around the forward and loss,
-    :meth:`_agree_on_step` before ``backward``, :meth:`_step_optimizer` instead of ``optimizer.step()``
-    and :meth:`_end_iteration` last.
+    The subclass's ``optimize_parameters`` runs the forward through :meth:`_guarded_forward` (inside
+    :meth:`_train_autocast`), uses :meth:`_agree_on_step` before ``backward``, :meth:`_step_optimizer`
+    instead of ``optimizer.step()`` and :meth:`_end_iteration` last.
     """
 
     # ------------------------------------------------------------------------------- placement
@@ -66,6 +71,35 @@ class ResilientTrainingMixin:
 
     def _val_autocast(self):
         return self._autocast('val')
+
+    # --------------------------------------------------------------------- non-finite values
+    def _batch_files(self, limit: int = 3) -> str:
+        paths = getattr(self, 'img_paths', None) or []
+        if isinstance(paths, str):
+            paths = [paths]
+        names = [str(p) for p in paths]
+        return ', '.join(names[:limit]) + (f' (+{len(names) - limit} more)' if len(names) > limit else '')
+
+    def _guarded_forward(self, forward, target: torch.Tensor) -> torch.Tensor:
+        """``forward()``, or a NaN image shaped like ``target`` when the network predicts non-finite Gaussians
+        (caught before the rasterizer) or the input batch is not finite. The NaN output makes the loss NaN, so
+        the step is skipped and counted like any non-finite step, with the same loss keys on every rank.
+
+        The forward always runs, even on a bad batch: under DDP it holds collectives (buffer broadcasts) that
+        every rank must join.
+        """
+        self._nonfinite_reason = None
+        output = None
+        try:
+            output = forward()
+        except NonFiniteGaussiansError as error:
+            self._nonfinite_reason = str(error)
+        inputs = [('lq', self.lq)] + ([('gt', self.gt)] if hasattr(self, 'gt') else [])
+        finite = torch.stack([torch.isfinite(t).all() for _, t in inputs]).tolist()
+        bad = [name for (name, _), ok in zip(inputs, finite) if not ok]
+        if bad:
+            self._nonfinite_reason = f"non-finite values in the input batch ({', '.join(bad)})"
+        return torch.full_like(target, float('nan')) if output is None or bad else output
 
     # ------------------------------------------------------------------------- step agreement
     def _agree_on_step(self, loss: torch.Tensor) -> bool:
@@ -101,8 +135,11 @@ class ResilientTrainingMixin:
         self.nonfinite_steps += 1
         self._nonfinite_streak += 1
         values = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in loss_dict.items())
+        reason = getattr(self, '_nonfinite_reason', None)
+        self._last_nonfinite = f"{reason or 'non-finite loss or gradient'}; batch: {self._batch_files() or '?'}"
         get_root_logger().warning(f'iter {current_iter}: non-finite loss or gradient ({values}); step skipped '
-                                  f'({self._nonfinite_streak} in a row, {self.nonfinite_steps} in this run)')
+                                  f'({self._nonfinite_streak} in a row, {self.nonfinite_steps} in this run): '
+                                  f'{self._last_nonfinite}')
 
     # -------------------------------------------------------------------------- end of an iteration
     def _end_iteration(self, current_iter: int, batch_size: int) -> None:
@@ -117,9 +154,9 @@ class ResilientTrainingMixin:
             self.save(epoch, current_iter)
             raise preemption.NonFiniteLossError(
                 f'the loss (or gradient norm) was NaN/inf for {streak} iterations in a row (up to iter {current_iter}; '
-                f"train: max_nonfinite_steps = {limit}); state saved to {self._state_path(current_iter)}. Lower "
-                'train: optim_g: lr, set train: grad_clip_norm, or check the training images, then continue '
-                'with --auto_resume')
+                f"train: max_nonfinite_steps = {limit}); last: {getattr(self, '_last_nonfinite', '?')}; state saved "
+                f'to {self._state_path(current_iter)}. Lower train: optim_g: lr, set train: grad_clip_norm, or check '
+                'the training images, then continue with --auto_resume')
         if getattr(self, '_stop_requested', False):
             signum = preemption.requested_signal() or 15
             self.save(epoch, current_iter)
@@ -131,6 +168,69 @@ class ResilientTrainingMixin:
         return os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
 
     # ------------------------------------------------------------------------------- checkpoints
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        """BasicSR's ``save_network`` (same file name, ``params`` / ``params_ema`` as BasicSR lays them out),
+        written atomically; ``net_g`` files also carry the ``network_g`` options and the plugin version
+        (self-describing, :func:`gsasr_plugin.checkpoint.write_checkpoint`), so ``basicsr infer -m
+        net_g_latest.pth`` and ``load_model`` need no option file.
+
+        BasicSR retries three times, then logs "Still cannot save ... Just ignore it" and goes on with a
+        truncated file; here a failed write raises :class:`~gsasr_plugin.utils.atomic_io.WriteError` naming
+        the file and the reason (e.g. the disk is full) at once (waiting does not free a full disk), the
+        previous file stays, and the run stops.
+        """
+        from gsasr_plugin.checkpoint import write_checkpoint
+        label = 'latest' if current_iter == -1 else current_iter
+        path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        weights = {key: self.get_bare_model(one_net).state_dict() for one_net, key in zip(nets, keys)}
+        network_opt = self.opt.get('network_g')
+        if net_label == 'net_g' and isinstance(network_opt, Mapping) and 'type' in network_opt:
+            write_checkpoint(path, weights, network_opt, source=f"basicsr train {self.opt.get('name')}, iter {label}")
+            return
+        atomic_save({key: {(k[7:] if k.startswith('module.') else k): v.detach().cpu() for k, v in state.items()}
+                     for key, state in weights.items()}, path)
+
+    def load_network(self, net, load_path: str, strict: bool = True, param_key: Optional[str] = 'params') -> None:
+        """``path: pretrain_network_g`` through the plugin's one loader of weights,
+        :func:`gsasr_plugin.checkpoint.load_weights`: a checkpoint (ours, self-describing, or BasicSR's:
+        ``param_key``, else ``params``, as BasicSR reads it), ``official:<name>``, a folder of a released model's
+        official files, those files joined by commas, or a released model's single official file. The option
+        file's ``network_g`` is what is built. Beyond BasicSR's ``load_network``:
+
+        * weights-only loading (a file cannot run code), and one-line errors naming the file: missing, empty,
+          truncated, not a checkpoint, no weights under the key, NaN/inf weights;
+        * released weights always load strictly; checkpoints follow ``strict_load_g``: weights that do not fit
+          the network (another architecture, other shapes) are a one-line error, and with ``strict_load_g:
+          false`` a loud warning says how many tensors keep their initial values (mismatched shapes skipped).
+        """
+        from gsasr_plugin.checkpoint import check_fit, describe_weights, is_released_weights, load_weights
+        logger = get_root_logger()
+        bare = self.get_bare_model(net)
+        spec = os.fspath(load_path) if isinstance(load_path, os.PathLike) else str(load_path)
+        network_g = self.opt.get('network_g')
+        if is_released_weights(spec):
+            cache = self.__dict__.setdefault('_released_weights', {})
+            if spec not in cache:  # net_g and its EMA copy load the same files
+                cache[spec] = load_weights(spec, network_g)
+            weights = cache[spec]
+        else:
+            weights = load_weights(spec, network_g, (param_key, 'params') if param_key else None)
+            if param_key and weights.param_key != param_key:
+                logger.info(f'Loading: {param_key} does not exist, use {weights.param_key}.')
+        warning = check_fit(bare, weights, f'{describe_weights(spec)} (path:pretrain_network_g)', strict)
+        if warning:
+            logger.warning(warning)
+        own = bare.state_dict()
+        fitting = {k: v for k, v in weights.state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        bare.load_state_dict(fitting, strict=strict)
+        key = f', with param key [{weights.param_key}]' if weights.param_key else ''
+        logger.info(f'Loaded {type(bare).__name__} from {weights.meta.get("source", spec)}{key}.')
+
     def save(self, epoch: int, current_iter: int) -> None:
         """Networks and training state (rank 0), after checking that all replicas hold the same weights."""
         if self.opt.get('dist'):

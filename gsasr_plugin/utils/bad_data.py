@@ -1,4 +1,5 @@
-"""Training images that cannot be used: corrupt or unreadable files, images smaller than the largest crop.
+"""Training images that cannot be used: corrupt, truncated or unreadable files, non-finite pixels, images
+smaller than the largest crop.
 
 By default each is an error naming the file (at start-up when the header already shows it, otherwise
 when the image is first read). With the dataset option ``skip_bad_images: true`` such images are left
@@ -7,6 +8,8 @@ training: the sample is replaced by the next readable image).
 
 :func:`decode_image` also reads what ``basicsr.utils.imfrombytes`` gets wrong or refuses: 16-bit images
 keep their precision (:func:`to_float` scales them by 1/65535), grayscale becomes 3 channels, alpha is dropped.
+It refuses what OpenCV would decode silently but wrongly: a JPEG or PNG cut off before its end marker
+(OpenCV returns the part it has, grey below) and float images holding NaN or inf.
 """
 import warnings
 from typing import List, Sequence, Tuple
@@ -14,11 +17,38 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-__all__ = ['decode_image', 'to_float', 'image_size', 'check_training_images', 'BadImageWarning', 'warn_skipped']
+__all__ = ['decode_image', 'to_float', 'image_size', 'check_training_images', 'BadImageWarning', 'warn_skipped',
+           'check_not_truncated', 'check_finite_pixels']
 
 
 class BadImageWarning(UserWarning):
     """A training image was skipped (``skip_bad_images: true``)."""
+
+
+def check_not_truncated(content: bytes, path: str) -> None:
+    """Raise ValueError naming ``path`` when a JPEG or PNG file ends before its end marker.
+
+    OpenCV decodes such a file without an error and fills the missing rows; JPEG's end-of-image marker
+    (FF D9) can only appear after the last scan (entropy-coded data stuffs every FF byte), PNG's IEND
+    chunk after the last IDAT.
+    """
+    if content[:3] == b'\xff\xd8\xff':
+        last_scan = content.rfind(b'\xff\xda')
+        if last_scan < 0 or content.find(b'\xff\xd9', last_scan) < 0:
+            raise ValueError(f"cannot decode image '{path}': the file is truncated (the JPEG data ends before "
+                             'its end marker)')
+    elif content[:8] == b'\x89PNG\r\n\x1a\n':
+        if content.rfind(b'IEND') < max(content.rfind(b'IDAT'), 8):
+            raise ValueError(f"cannot decode image '{path}': the file is truncated (the PNG data ends before "
+                             'its IEND chunk)')
+
+
+def check_finite_pixels(img: np.ndarray, path: str) -> None:
+    """Raise ValueError naming ``path`` when a float image holds NaN or infinite values."""
+    if img.dtype.kind == 'f' and not np.isfinite(img).all():
+        count = int(img.size - np.isfinite(img).sum())
+        raise ValueError(f"image '{path}' holds {count} NaN/inf value(s); a network cannot learn from or "
+                         'super-resolve them')
 
 
 def decode_image(content: bytes, path: str) -> np.ndarray:
@@ -27,15 +57,17 @@ def decode_image(content: bytes, path: str) -> np.ndarray:
     Gray and gray+alpha become 3 channels, BGRA loses its alpha; :func:`to_float` scales to [0, 1].
 
     Raises:
-        ValueError: naming ``path`` when the bytes are not a decodable image.
+        ValueError: naming ``path`` when the bytes are not a decodable image, are cut off, or hold NaN/inf.
     """
     img = None
     if content:
+        check_not_truncated(content, path)
         img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ValueError(f"cannot decode image '{path}': the file is corrupt, truncated or not an image")
     if img.dtype == np.float64:
         img = img.astype(np.float32)
+    check_finite_pixels(img, path)
     if img.dtype not in (np.uint8, np.uint16, np.float32):
         raise ValueError(f"image '{path}' has unsupported pixel type {img.dtype} (use 8/16-bit or float images)")
     if img.ndim == 2:
@@ -70,7 +102,11 @@ def image_size(path: str) -> Tuple[int, int]:
         with Image.open(path) as img:
             width, height = img.size
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-        raise ValueError(f"cannot read image '{path}': {exc}") from exc
+        # PIL cannot open some files OpenCV reads (e.g. 3-channel float32 TIFFs that OpenCV wrote): decode
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None or img.size == 0:
+            raise ValueError(f"cannot read image '{path}': {exc}") from exc
+        height, width = img.shape[:2]
     return int(height), int(width)
 
 

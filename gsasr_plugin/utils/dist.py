@@ -31,11 +31,24 @@ def choose_backend(num_gpu: Any = None) -> str:
     return 'nccl'
 
 
+def _first_slurm_host(node_list: str) -> str:
+    """The first host of a Slurm node list (``node[01-04]`` -> ``node01``) from ``scontrol show hostname``.
+
+    The node list is passed as one argument, never through a shell, so its text cannot run commands.
+    """
+    try:
+        result = subprocess.run(['scontrol', 'show', 'hostname', node_list], capture_output=True, text=True,
+                                timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ''
+    lines = result.stdout.split()
+    return lines[0].strip() if result.returncode == 0 and lines else ''
+
+
 def _slurm_env(port: Optional[int]) -> None:
     """Turn SLURM's variables into torch.distributed's (env:// rendezvous)."""
     proc_id = int(os.environ['SLURM_PROCID'])
-    node_list = os.environ['SLURM_NODELIST']
-    first_host = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1').strip()
+    first_host = _first_slurm_host(os.environ['SLURM_NODELIST'])
     if port is not None:
         os.environ['MASTER_PORT'] = str(port)
     os.environ.setdefault('MASTER_PORT', _DEFAULT_PORT)

@@ -10,13 +10,18 @@
 * ``psnr_vs_scale.png``: PSNR against scale per dataset, model and bicubic (when a PSNR metric exists);
 * ``results_per_image.csv``: ``dataset,scale,image,metric,model,bicubic``, every image's own values (when
   the caller passes them, as ``basicsr test`` does).
+
+Every file is written atomically (``gsasr_plugin.utils.atomic_io``): complete, or the previous version.
 """
 import csv
+import io
 import json
 import math
 import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from gsasr_plugin.utils.atomic_io import atomic_write, write_text
 
 __all__ = ['ResultRow', 'parse_metric_key', 'scale_sort_key', 'rows_from_results', 'metric_label', 'to_markdown',
            'write_csv', 'write_per_image_csv', 'plot_psnr_vs_scale', 'write_results_table', 'update_results_table']
@@ -105,26 +110,28 @@ def to_markdown(rows: List[ResultRow], metric_opts: Optional[Mapping[str, Mappin
 
 
 def write_csv(rows: List[ResultRow], path: str) -> None:
-    with open(path, 'w', newline='', encoding='utf-8') as handle:
-        writer = csv.writer(handle)
-        writer.writerow(['dataset', 'scale', 'metric', 'model', 'bicubic'])
-        for dataset, tag, metric, model, bic in rows:
-            writer.writerow([dataset, tag, metric, f'{model:.6g}', '' if bic is None else f'{bic:.6g}'])
+    text = io.StringIO(newline='')
+    writer = csv.writer(text)
+    writer.writerow(['dataset', 'scale', 'metric', 'model', 'bicubic'])
+    for dataset, tag, metric, model, bic in rows:
+        writer.writerow([dataset, tag, metric, f'{model:.6g}', '' if bic is None else f'{bic:.6g}'])
+    write_text(path, text.getvalue())
 
 
 def write_per_image_csv(per_image: PerImage, path: str) -> None:
     """``dataset,scale,image,metric,model,bicubic``: one line per image, scale and metric."""
-    with open(path, 'w', newline='', encoding='utf-8') as handle:
-        writer = csv.writer(handle)
-        writer.writerow(['dataset', 'scale', 'image', 'metric', 'model', 'bicubic'])
-        for dataset, scales in per_image.items():
-            for tag in sorted(scales, key=scale_sort_key):
-                for image, values in scales[tag].items():
-                    bicubic = values.get('bicubic') or {}
-                    for metric, value in (values.get('model') or {}).items():
-                        bic = bicubic.get(metric)
-                        bic_text = '' if bic is None else f'{bic:.6g}'
-                        writer.writerow([dataset, tag, image, metric, f'{value:.6g}', bic_text])
+    text = io.StringIO(newline='')
+    writer = csv.writer(text)
+    writer.writerow(['dataset', 'scale', 'image', 'metric', 'model', 'bicubic'])
+    for dataset, scales in per_image.items():
+        for tag in sorted(scales, key=scale_sort_key):
+            for image, values in scales[tag].items():
+                bicubic = values.get('bicubic') or {}
+                for metric, value in (values.get('model') or {}).items():
+                    bic = bicubic.get(metric)
+                    bic_text = '' if bic is None else f'{bic:.6g}'
+                    writer.writerow([dataset, tag, image, metric, f'{value:.6g}', bic_text])
+    write_text(path, text.getvalue())
 
 
 def _psnr_metric(rows: List[ResultRow]) -> Optional[str]:
@@ -170,8 +177,11 @@ def plot_psnr_vs_scale(rows: List[ResultRow], path: str, metric: Optional[str] =
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis('off')
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as handle:
+            fig.savefig(handle, format='png')
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -180,8 +190,7 @@ def write_results_table(rows: List[ResultRow], folder: str, metric_opts: Optiona
     """Write results.md, results.csv and (with a PSNR metric) psnr_vs_scale.png; returns their paths."""
     os.makedirs(folder, exist_ok=True)
     paths = {'markdown': os.path.join(folder, 'results.md'), 'csv': os.path.join(folder, 'results.csv')}
-    with open(paths['markdown'], 'w', encoding='utf-8') as handle:
-        handle.write(to_markdown(rows, metric_opts, title))
+    write_text(paths['markdown'], to_markdown(rows, metric_opts, title))
     write_csv(rows, paths['csv'])
     plot = plot_psnr_vs_scale(rows, os.path.join(folder, 'psnr_vs_scale.png'))
     if plot:
@@ -210,8 +219,7 @@ def update_results_table(folder: str, dataset: str, metric_results: Mapping[str,
     if metric_opts:
         store['metric_opts'] = {k: {kk: vv for kk, vv in dict(v).items() if kk in ('test_y_channel', 'better')}
                                 for k, v in metric_opts.items()}
-    with open(store_path, 'w', encoding='utf-8') as handle:
-        json.dump(store, handle, indent=1)
+    write_text(store_path, json.dumps(store, indent=1))
     rows = []
     for name, results in store['datasets'].items():
         rows += rows_from_results(name, results['model'], results['bicubic'])

@@ -3,6 +3,7 @@
 As in Figures 6 and 9 of the GSASR paper: a crop of a few LR pixels, where each Gaussian's footprint
 can be seen, beside the same crop rendered from the Gaussians.
 """
+import os
 from typing import Optional, Tuple
 
 import numpy as np
@@ -102,6 +103,10 @@ def draw_gaussians(field: GaussianField, lr_image: np.ndarray, out_path: str, cr
         axis.set_xlabel('x (LR pixels)')
         axis.set_ylabel('y (LR pixels)')
     fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
+    from gsasr_plugin.utils.atomic_io import atomic_write
+    try:
+        with atomic_write(out_path) as handle:
+            fig.savefig(handle, format=os.path.splitext(str(out_path))[1].lstrip('.').lower() or 'png')
+    finally:
+        plt.close(fig)
     return out_path

@@ -20,8 +20,14 @@
 
 #if defined(__CUDACC__)
 #define GS_HD __host__ __device__ __forceinline__
+#define GS_HOST __host__ inline
+#elif defined(__GNUC__) || defined(__clang__)
+// always inlined, so the CPU kernel's AVX2 clones compile these for AVX2 too
+#define GS_HD inline __attribute__((always_inline))
+#define GS_HOST GS_HD
 #else
 #define GS_HD inline
+#define GS_HOST inline
 #endif
 
 namespace gsasr {
@@ -90,6 +96,13 @@ GS_HD float gs_sqrt(float v) { return sqrtf(v); }
 GS_HD double gs_sqrt(double v) { return sqrt(v); }
 GS_HD float gs_ceil(float v) { return ceilf(v); }
 GS_HD double gs_ceil(double v) { return ceil(v); }
+GS_HD float gs_log(float v) { return logf(v); }
+GS_HD double gs_log(double v) { return log(v); }
+
+template <typename T>
+GS_HD T machine_eps() {
+  return static_cast<T>(sizeof(T) == 4 ? 1.1920929e-7 : 2.220446049250313e-16);
+}
 
 // kEllipse, one axis: pixels whose sample point lies within centre +- reach (double arithmetic, widened by
 // kBoxEps output pixels; the q test decides inside), clipped to [0, out_len).
@@ -215,7 +228,7 @@ GS_HD int64_t tile_key(int64_t batch_index, const Params& p, int tx, int ty) {
 
 // exp: the device's fast exponential (what the GPU kernel has always used); on the host std::exp for double and a
 // vectorisable float exp accurate to a few ulp (glibc's expf does not vectorise).
-inline float host_expf(float x) {
+GS_HOST float host_expf(float x) {
   // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2, exp(r) by Cephes' expf polynomial; branch-free
   // so loops over pixels vectorise. Results below exp(-86) (< 4.5e-38) flush to 0; x > 88 is not needed here.
   const float xc = x < -86.0f ? -86.0f : (x > 88.0f ? 88.0f : x);
@@ -285,6 +298,45 @@ GS_HD T whitened_q(const Shape<T>& s, T px, T py, T& dx, T& dy) {
   return dx * dx + b * b;
 }
 
+// The largest q at which a pixel can still count: cutoff^2 (kEllipse), q where opacity * exp(-q / 2) = 1/255
+// (kGsplat; negative when no pixel can count), or a negative/"unbounded" marker via `bounded` (kBox: no limit).
+template <int FP, typename T>
+GS_HD T reach_q(T cutoff_sq, T opacity, bool& bounded) {
+  bounded = FP != kBox;
+  if (FP == kEllipse) return cutoff_sq;
+  if (FP == kGsplat) {
+    const T scaled = opacity / static_cast<T>(kGsplatAlphaMin);
+    return scaled > static_cast<T>(0) ? static_cast<T>(2) * gs_log(scaled) : static_cast<T>(-1);
+  }
+  return static_cast<T>(0);
+}
+
+// The columns [lo, hi] of the output row sampled at py where q <= q_max can hold, within [x0, x1] (lo > hi when
+// none). A superset: margins cover T's rounding, the per-pixel weight decides. For fixed dy, q is smallest (= dy^2)
+// at dx = rho dy and q <= q_max for |dx - rho dy| <= sqrt((1 - rho^2)(q_max - dy^2)). CPU kernel only.
+template <typename T>
+GS_HD void row_span(const Shape<T>& s, T sx, T py, T q_max, double scale, int x0, int x1, int& lo, int& hi) {
+  const T eps = machine_eps<T>();
+  const T dy = (py - s.my) * s.isy;
+  const T tol = static_cast<T>(64) * eps * (q_max > static_cast<T>(1) ? q_max : static_cast<T>(1));
+  const T rem = q_max - dy * dy;
+  if (rem < -tol) {
+    lo = 1;
+    hi = 0;
+    return;
+  }
+  const T half = gs_sqrt((rem > static_cast<T>(0) ? rem : static_cast<T>(0)) / s.k + tol);
+  const T t_scale = static_cast<T>(scale);
+  const T lo_x = (s.mx + sx * (s.rho * dy - half)) * t_scale;
+  const T hi_x = (s.mx + sx * (s.rho * dy + half)) * t_scale;
+  const T abs_lo = lo_x < 0 ? -lo_x : lo_x, abs_hi = hi_x < 0 ? -hi_x : hi_x;
+  const T margin = static_cast<T>(1e-3) + static_cast<T>(16) * eps * (abs_lo + abs_hi);
+  const T a = gs_ceil(lo_x - static_cast<T>(0.5) - margin);
+  const T b = -gs_ceil(-(hi_x - static_cast<T>(0.5) + margin));  // floor
+  lo = a < static_cast<T>(x0) ? x0 : (a > static_cast<T>(x1) ? x1 + 1 : static_cast<int>(a));
+  hi = b > static_cast<T>(x1) ? x1 : (b < static_cast<T>(x0) ? x0 - 1 : static_cast<int>(b));
+}
+
 // The weights of one (Gaussian, pixel) pair inside the Gaussian's box (a tile's cap is decided by the caller):
 //   color_w  multiplies the colour in the forward (0 where the pixel does not count),
 //   grad_w   is what the geometry's gradients follow: G = grad_w * <dL/dout, colour>, dL/dq = -G / 2 (gsplat's
@@ -324,12 +376,17 @@ struct Moments {
 };
 
 template <typename T>
+GS_HD void add_pair(T& x, T& y, T& xx, T& yy, T& xy, T big_g, T dx, T dy) {
+  x += big_g * dx;
+  y += big_g * dy;
+  xx += big_g * dx * dx;
+  yy += big_g * dy * dy;
+  xy += big_g * dx * dy;
+}
+
+template <typename T>
 GS_HD void add_pair(Moments<T>& m, T big_g, T dx, T dy) {
-  m.x += big_g * dx;
-  m.y += big_g * dy;
-  m.xx += big_g * dx * dx;
-  m.yy += big_g * dy * dy;
-  m.xy += big_g * dx * dy;
+  add_pair(m.x, m.y, m.xx, m.yy, m.xy, big_g, dx, dy);
 }
 
 // Gradients of one Gaussian from its moments: with q = k (dx^2 - 2 rho dx dy + dy^2), k = 1 / (1 - rho^2) and
