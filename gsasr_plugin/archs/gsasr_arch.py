@@ -557,16 +557,19 @@ class GSASR(nn.Module):
     def head_outputs(self, tokens: torch.Tensor) -> List[torch.Tensor]:
         """The raw outputs of the opacity, colour, sigma, rho and offset heads for (B, L, d) tokens, each (B, L, n).
 
-        Without autograd the tokens go through the heads in chunks of ``_HEAD_CHUNK``, so each head's
-        (chunk, hidden) activations stay in cache instead of making round trips to memory (m * h * w
-        tokens of 4 d floats each at the defaults); the result is the same, row by row.
+        The heads see the tokens as one (B * L, d) matrix: a linear layer's output is then a tensor of its own,
+        not a view of one (as for 3-D inputs), so the heads' in-place ReLUs cost autograd no copies. Without
+        autograd the tokens go through in chunks of ``_HEAD_CHUNK``, so each head's (chunk, hidden)
+        activations stay in cache instead of making round trips to memory; the result is the same, row by row.
         """
         heads = (self.opacity_head, self.color_head, self.sigma_head, self.rho_head, self.offset_head)
-        if torch.is_grad_enabled() or tokens.shape[0] * tokens.shape[1] <= _HEAD_CHUNK:
-            return [mlp_sequence(head, tokens) for head in heads]
         flat = tokens.reshape(-1, tokens.shape[-1])
-        chunks = [[mlp_sequence(head, chunk) for head in heads] for chunk in flat.split(_HEAD_CHUNK)]
-        return [torch.cat(outs).view(*tokens.shape[:2], -1) for outs in zip(*chunks)]
+        if torch.is_grad_enabled() or flat.shape[0] <= _HEAD_CHUNK:
+            outs = [mlp_sequence(head, flat) for head in heads]
+        else:
+            chunks = [[mlp_sequence(head, chunk) for head in heads] for chunk in flat.split(_HEAD_CHUNK)]
+            outs = [torch.cat(parts) for parts in zip(*chunks)]
+        return [out.view(*tokens.shape[:2], -1) for out in outs]
 
     def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int],
                               lq: Optional[torch.Tensor] = None) -> GaussianField:
