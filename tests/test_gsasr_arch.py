@@ -10,7 +10,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs import build_encoder
 from gsasr_plugin.archs.gaussian_field import GaussianField
 from gsasr_plugin.archs.gsasr_arch import GSASR, ScaleCrossAttention
-from gsasr_plugin.archs.window_utils import WindowAttention, WindowCrossAttention
+from gsasr_plugin.archs.window_utils import (ShiftedWindows, WindowAttention, WindowCrossAttention,
+                                             from_window_tokens, to_window_tokens)
 
 TINY_EDSR = {'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}
 
@@ -104,14 +105,23 @@ def test_decoder_uses_timm_window_attention():
 
 
 def _changed_positions(layer, inputs, perturbed_index, shift, mask):
-    """Positions (row, col) of layer's output that change when input ``perturbed_index`` changes at (3, 3)."""
+    """Positions (row, col) of layer's output that change when input ``perturbed_index`` changes at (3, 3).
+
+    ``inputs`` are (1, 8, 8, C) maps (and the scale tokens); the layers take window tokens and the plan.
+    """
+    windows = ShiftedWindows.plan(1, 8, 8, 4, shift, mask)
+
+    def run(maps):
+        tokens = [to_window_tokens(m, 4).view(1, 4, 16, -1) if m.dim() == 4 else m for m in maps]
+        return from_window_tokens(layer(*tokens, windows).flatten(0, 1), 4, 8, 8)
+
     with torch.no_grad():
-        before = layer(*inputs, shift, mask)
+        before = run(inputs)
         changed = list(inputs)
         changed[perturbed_index] = changed[perturbed_index].clone()
         # Not a constant across channels: the layer norms would remove that.
         changed[perturbed_index][0, 3, 3] += 3.0 * torch.randn(changed[perturbed_index].shape[-1])
-        after = layer(*changed, shift, mask)
+        after = run(changed)
     diff = (after - before).abs().amax(dim=-1)[0]
     return {tuple(p) for p in (diff > 1e-6).nonzero().tolist()}
 

@@ -32,6 +32,14 @@ queries, so a query meets the features of a window offset by half a window and n
 Here queries (with their positional embedding) and features are rolled together, attention uses Swin's
 shift mask, and the result is rolled back.
 
+Speed (same math, fewer passes over memory): steps 3-4 keep the token map as window tokens, so
+unshifted layers need no partition and shifted layers gather their windows in one pass
+(``window_utils.ShiftedWindows``) instead of a roll, a partition, a reverse and a roll back; the scale
+attention is evaluated reassociated (``ScaleCrossAttention``); in inference the window attention runs
+PyTorch's fused kernel, the linear layers run by oneDNN where PyTorch's BLAS is slower
+(``fast_linear``) and the heads go through in cache-sized chunks. Outputs and gradients equal the
+plain forward within float rounding (``tests/test_gsasr_decoder_reference.py``).
+
 The official forward is available through options (``cross_attention_shift``, ``shift_mask``,
 ``shift_single_window``, ``pad_input_to``, ``canvas_rounding``, ``box_cutoff``, with ``num_scale_tokens: 1``
 and the head ranges); ``gsasr_plugin.archs.official_gsasr`` converts the released checkpoints and
@@ -39,24 +47,27 @@ holds the options of the released models.
 """
 import dataclasses
 import math
-from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
+from gsasr_plugin.archs.fast_linear import mlp, mlp_sequence
 from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, reference_grid, window_field
 from gsasr_plugin.archs.sr_network import SRNetwork, activation_bytes
-from gsasr_plugin.archs.window_utils import (Mlp, WindowAttention, WindowCrossAttention, from_window_tokens,
-                                             pad_to_multiple, shifted_window_mask, to_window_tokens,
-                                             trunc_normal_)
+from gsasr_plugin.archs.window_utils import (Mlp, ShiftedWindows, WindowAttention, WindowCrossAttention, from_windows,
+                                             pad_to_multiple, shifted_window_mask, to_windows, trunc_normal_,
+                                             window_self_attention)
 from gsasr_plugin.utils.scale import MISSING_SCALE, Size, Target
 
 __all__ = ['GSASR', 'LRFeatures']
 
 # lr_color_residual: LR colours are clamped to [eps, 1 - eps] before the logit (logit(0) is -inf).
 _PRIOR_EPS = 1e-3
+# Tokens per chunk of the heads without autograd (a head's hidden activations: chunk x hidden floats).
+_HEAD_CHUNK = 4096
 
 
 def _mlp_head(dim: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -70,6 +81,11 @@ class ScaleCrossAttention(nn.Module):
 
     With several distinct scale tokens the softmax is not uniform: what a token takes from the scale
     depends on the token and on the scale (unlike a single key, which adds one vector to all tokens).
+
+    The attention is ``nn.MultiheadAttention``'s (its parameters and math), evaluated in the order that
+    suits T << d scale tokens: a token's logit for head h and scale token t is ``x . (W_q,h^T k_t,h) +
+    b_q,h . k_t,h`` and its output ``sum_{h,t} a_h,t (W_o,h v_t,h) + b_o``, so each token costs 2 d h T
+    multiply-adds instead of the 2 d^2 of the query and output projections (equal within float rounding).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
@@ -80,14 +96,55 @@ class ScaleCrossAttention(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
-        """x, pos: (B, L, C) tokens and positional embeddings; scale_tokens: (B, T, C)."""
-        attended, _ = self.attn(self.norm_attn(x) + pos, scale_tokens, scale_tokens, need_weights=False)
-        x = x + attended
-        return x + self.mlp(self.norm_mlp(x))
+        """x: (B, ..., C) tokens in any layout, pos broadcastable to x; scale_tokens: (B, T, C)."""
+        if scale_tokens.shape[1] == 1 and not torch.is_grad_enabled():
+            # One scale token (the official models): the softmax is 1 whatever the query, so every token gets
+            # out_proj(v). With autograd the full path runs, so that the query side keeps its (zero) gradients.
+            x = x + self.attend_single_token(scale_tokens).view(x.shape[0], *([1] * (x.dim() - 2)), -1)
+        else:
+            x = x + self.attend(self.norm_attn(x) + pos, scale_tokens)
+        return x + mlp(self.mlp, self.norm_mlp(x))
+
+    def attend_single_token(self, scale_tokens: torch.Tensor) -> torch.Tensor:
+        """What :meth:`attend` gives every query for (B, 1, C) scale tokens: (B, C), ``out_proj(v)``."""
+        attn = self.attn
+        _, _, w_v = attn.in_proj_weight.chunk(3)
+        _, _, b_v = attn.in_proj_bias.chunk(3)
+        values = nn.functional.linear(scale_tokens[:, 0], w_v, b_v)
+        return nn.functional.linear(values, attn.out_proj.weight, attn.out_proj.bias)
+
+    def attend(self, query: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
+        """``self.attn(query, scale_tokens, scale_tokens)[0]`` for (B, ..., C) queries, reassociated (see above)."""
+        attn = self.attn
+        batch, num_scale, dim = scale_tokens.shape
+        heads = attn.num_heads
+        head_dim = dim // heads
+        pairs = heads * num_scale
+        shared = batch > 1 and scale_tokens.stride(0) == 0  # one scale for the batch (expanded): project once
+        source = scale_tokens[:1] if shared else scale_tokens
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+        keys = nn.functional.linear(source, w_k, b_k).unflatten(-1, (heads, head_dim)) * head_dim**-0.5
+        values = nn.functional.linear(source, w_v, b_v).unflatten(-1, (heads, head_dim))
+        logit_weight = torch.einsum('bthe,hec->bhtc', keys, w_q.view(heads, head_dim, dim)).flatten(1, 2)
+        logit_bias = torch.einsum('bthe,he->bht', keys, b_q.view(heads, head_dim)).reshape(-1, 1, pairs)
+        value_out = torch.einsum('bthe,che->bhtc', values, attn.out_proj.weight.view(dim, heads, head_dim))
+        value_out = value_out.flatten(1, 2)
+        if shared:
+            logit_weight, logit_bias, value_out = (t.expand(batch, -1, -1)
+                                                   for t in (logit_weight, logit_bias, value_out))
+        logits = torch.baddbmm(logit_bias, query.reshape(batch, -1, dim), logit_weight.transpose(1, 2))
+        weights = logits.view(batch, -1, heads, num_scale).softmax(dim=-1).view(batch, -1, pairs)
+        return torch.baddbmm(attn.out_proj.bias, weights, value_out).view(query.shape)
 
 
 class _WindowLayerBase(nn.Module):
-    """Shared plumbing: scale sublayer, roll / window partition, and the closing MLP."""
+    """Shared plumbing: scale sublayer, pre-norms and the closing MLP.
+
+    The layers work on window tokens ``(B, num_windows, N, C)`` (``to_window_tokens`` order, N = k^2); a
+    shifted layer takes its shifted windows from the ``ShiftedWindows`` plan (one gather) instead of
+    rolling and re-partitioning the map.
+    """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):
         super().__init__()
@@ -98,29 +155,13 @@ class _WindowLayerBase(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
-    def _windows(self, maps: Sequence[torch.Tensor], shift: Tuple[int, int]) -> Sequence[torch.Tensor]:
-        if shift != (0, 0):
-            maps = [torch.roll(m, shifts=(-shift[0], -shift[1]), dims=(1, 2)) for m in maps]
-        return [to_window_tokens(m, self.window_size) for m in maps]
-
-    def _unwindow(self, tokens: torch.Tensor, shift: Tuple[int, int], height: int, width: int) -> torch.Tensor:
-        out = from_window_tokens(tokens, self.window_size, height, width)
-        if shift != (0, 0):
-            out = torch.roll(out, shifts=shift, dims=(1, 2))
-        return out
-
-    def _scale_step(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
-        batch, height, width, channels = x.shape
-        x = self.scale_attn(x.reshape(batch, -1, channels), pos.reshape(batch, -1, channels), scale_tokens)
-        return x.view(batch, height, width, channels)
-
 
 class ConditionInjectionLayer(_WindowLayerBase):
     """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features.
 
-    ``shift_features_only`` (shifted layers): roll the features alone, as the official code does, so a
-    query window meets the features of the window half a window further, with no mask and no roll back;
-    otherwise queries and features are rolled together, masked as in Swin and rolled back.
+    ``shift_features_only`` (shifted layers): shift the features alone, as the official code does, so a
+    query window meets the features of the window half a window further, with no mask and no shift back;
+    otherwise queries and features are shifted together, masked as in Swin and shifted back.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
@@ -130,20 +171,21 @@ class ConditionInjectionLayer(_WindowLayerBase):
         self.cross_attn = WindowCrossAttention(dim, num_heads, window_size)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, scale_tokens: torch.Tensor,
-                shift: Tuple[int, int], mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x, pos, feat: (B, H, W, C) maps with H, W window multiples; returns the updated x."""
-        x = self._scale_step(x, pos, scale_tokens)
-        shift = shift if self.shifted else (0, 0)
-        if self.shift_features_only:
-            (queries, ) = self._windows([self.norm_attn(x) + pos], (0, 0))
-            (context, ) = self._windows([feat], shift)
-            attended = self.cross_attn(queries, context, None)
-            x = x + self._unwindow(attended, (0, 0), x.shape[1], x.shape[2])
+                windows: ShiftedWindows) -> torch.Tensor:
+        """x, feat: (B, num_windows, N, C) window tokens, pos broadcastable to them; returns the updated x."""
+        x = self.scale_attn(x, pos, scale_tokens)
+        queries = self.norm_attn(x) + pos
+        if not self.shifted:
+            attended = self._attend(queries, feat, None)
+        elif self.shift_features_only:
+            attended = self._attend(queries, windows.shift(feat), None)
         else:
-            queries, context = self._windows([self.norm_attn(x) + pos, feat], shift)
-            attended = self.cross_attn(queries, context, mask if self.shifted else None)
-            x = x + self._unwindow(attended, shift, x.shape[1], x.shape[2])
-        return x + self.mlp(self.norm_mlp(x))
+            attended = windows.unshift(self._attend(windows.shift(queries), windows.shift(feat), windows.mask))
+        x = x + attended
+        return x + mlp(self.mlp, self.norm_mlp(x))
+
+    def _attend(self, queries: torch.Tensor, context: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.cross_attn(queries.flatten(0, 1), context.flatten(0, 1), mask).view(queries.shape)
 
 
 class GaussianInteractionLayer(_WindowLayerBase):
@@ -153,14 +195,20 @@ class GaussianInteractionLayer(_WindowLayerBase):
         super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
         self.self_attn = WindowAttention(dim, num_heads, window_size=window_size)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor, shift: Tuple[int, int],
-                mask: Optional[torch.Tensor]) -> torch.Tensor:
-        x = self._scale_step(x, pos, scale_tokens)
-        shift = shift if self.shifted else (0, 0)
-        (tokens, ) = self._windows([self.norm_attn(x)], shift)
-        attended = self.self_attn(tokens, mask if self.shifted else None)
-        x = x + self._unwindow(attended, shift, x.shape[1], x.shape[2])
-        return x + self.mlp(self.norm_mlp(x))
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor,
+                windows: ShiftedWindows) -> torch.Tensor:
+        """x: (B, num_windows, N, C) window tokens, pos broadcastable to them; returns the updated x."""
+        x = self.scale_attn(x, pos, scale_tokens)
+        tokens = self.norm_attn(x)
+        if self.shifted:
+            attended = windows.unshift(self._attend(windows.shift(tokens), windows.mask))
+        else:
+            attended = self._attend(tokens, None)
+        x = x + attended
+        return x + mlp(self.mlp, self.norm_mlp(x))
+
+    def _attend(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return window_self_attention(self.self_attn, tokens.flatten(0, 1), mask).view(tokens.shape)
 
 
 class _ResidualGroup(nn.Module):
@@ -179,7 +227,7 @@ class _ResidualGroup(nn.Module):
         out = self.norm(x)
         for layer in self.layers:
             out = layer(out, *args)
-        return x + self.mlp(out)
+        return x + mlp(self.mlp, out)
 
 
 class LRFeatures(NamedTuple):
@@ -478,15 +526,23 @@ class GSASR(SRNetwork):
     def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
                scale_tokens: torch.Tensor) -> torch.Tensor:
         """Steps 3-4 on (B, H, W, d) maps (H, W window multiples): Gaussian queries, their positional embedding
-        and the projected features -> the Gaussian tokens before upsampling, (B, H, W, d)."""
-        shift, mask = self._window_plan(feat.shape[1], feat.shape[2], feat.device)
-        if mask is not None:  # timm adds it to the attention logits: keep a bf16/fp16 net in its dtype
+        and the projected features -> the Gaussian tokens before upsampling, (B, H, W, d).
+
+        The blocks run on window tokens (B, num_windows, k^2, d): the maps are partitioned once here and
+        the result is reversed once; shifted layers gather their windows (:class:`ShiftedWindows`).
+        """
+        batch, height, width, _ = feat.shape
+        k = self.window_size
+        shift, mask = self._window_plan(height, width, feat.device)
+        if mask is not None:  # added to the attention logits: keep a bf16/fp16 net in its dtype
             mask = mask.to(feat.dtype)
-        x = self.injection(queries, pos, feat, scale_tokens, shift, mask)
+        windows = ShiftedWindows.plan(batch, height, width, k, shift, mask, device=feat.device)
+        pos = to_windows(pos, k)
+        x = self.injection(to_windows(queries, k), pos, to_windows(feat, k), scale_tokens, windows)
         residual = x
         for block in self.interaction:
-            x = block(x, pos, scale_tokens, shift, mask)
-        return x + residual
+            x = block(x, pos, scale_tokens, windows)
+        return from_windows(x + residual, k, height, width)
 
     def reference_colors(self, lq: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         """``lq`` (B, C, h, w) bicubic-sampled at the Gaussians' reference points: (B, rows * cols, C), float32.
@@ -500,6 +556,23 @@ class GSASR(SRNetwork):
         up = nn.functional.interpolate(lq.float(), size=tuple(grid_size), mode='bicubic', align_corners=False)
         return up.clamp(0, 1).flatten(2).transpose(1, 2)
 
+    def head_outputs(self, tokens: torch.Tensor) -> List[torch.Tensor]:
+        """The raw outputs of the opacity, colour, sigma, rho and offset heads for (B, L, d) tokens, each (B, L, n).
+
+        The heads see the tokens as one (B * L, d) matrix: a linear layer's output is then a tensor of its own,
+        not a view of one (as for 3-D inputs), so the heads' in-place ReLUs cost autograd no copies. Without
+        autograd the tokens go through in chunks of ``_HEAD_CHUNK``, so each head's (chunk, hidden)
+        activations stay in cache instead of making round trips to memory; the result is the same, row by row.
+        """
+        heads = (self.opacity_head, self.color_head, self.sigma_head, self.rho_head, self.offset_head)
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        if torch.is_grad_enabled() or flat.shape[0] <= _HEAD_CHUNK:
+            outs = [mlp_sequence(head, flat) for head in heads]
+        else:
+            chunks = [[mlp_sequence(head, chunk) for head in heads] for chunk in flat.split(_HEAD_CHUNK)]
+            outs = [torch.cat(parts) for parts in zip(*chunks)]
+        return [out.view(*tokens.shape[:2], -1) for out in outs]
+
     def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int],
                               lq: Optional[torch.Tensor] = None) -> GaussianField:
         """Heads and activations: (B, h * r, w * r, d) tokens -> a GaussianField in LR pixel units.
@@ -510,9 +583,10 @@ class GSASR(SRNetwork):
         """
         batch, rows, cols, _ = tokens.shape
         side = self.gaussians_per_side
-        tokens = tokens.reshape(batch, rows * cols, -1)
-        opacity = torch.sigmoid(self.opacity_head(tokens).float())
-        color_logit = self.color_head(tokens).float()
+        heads = self.head_outputs(tokens.reshape(batch, rows * cols, -1))
+        raw_opacity, raw_color, raw_sigma, raw_rho, raw_offset = heads
+        opacity = torch.sigmoid(raw_opacity.float())
+        color_logit = raw_color.float()
         if self.lr_color_residual:
             if lq is None:
                 raise ValueError('GSASR with lr_color_residual needs lq in gaussians_from_tokens')
@@ -520,9 +594,9 @@ class GSASR(SRNetwork):
             color_logit = color_logit + torch.log(prior / (1 - prior))
         color = torch.sigmoid(color_logit)
         low, high = self.sigma_range
-        sigmas = low + (high - low) * torch.sigmoid(self.sigma_head(tokens).float())
-        rhos = self.rho_max * torch.tanh(self.rho_head(tokens).float()).squeeze(-1)
-        raw_offset = self.offset_head(tokens).float()
+        sigmas = low + (high - low) * torch.sigmoid(raw_sigma.float())
+        rhos = self.rho_max * torch.tanh(raw_rho.float()).squeeze(-1)
+        raw_offset = raw_offset.float()
         offset = raw_offset / side if self.max_offset is None else self.max_offset * torch.tanh(raw_offset)
         # Reference points: centres of the r x r sub-cells of each LR pixel, (x, y), row-major.
         reference = reference_grid(rows, cols, side, device=tokens.device, dtype=torch.float32)

@@ -35,9 +35,10 @@ from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
+from gsasr_plugin.archs.fast_linear import mlp
 from gsasr_plugin.archs.gsasr_arch import GSASR, ScaleCrossAttention
 from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, RoPEWindowCrossAttention
-from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens
+from gsasr_plugin.archs.window_utils import Mlp, ShiftedWindows, from_windows, to_windows
 
 __all__ = ['GSASRRoPE', 'RoPEInjectionLayer', 'RoPEInteractionLayer', 'RoPEResidualGroup']
 
@@ -50,19 +51,11 @@ def _conv_channels_last(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-def _scale_step(scale_attn: ScaleCrossAttention, x: torch.Tensor, pos: torch.Tensor,
-                scale_tokens: torch.Tensor) -> torch.Tensor:
-    """GSASR's scale sublayer on (B, H, W, C) maps."""
-    batch, height, width, channels = x.shape
-    out = scale_attn(x.reshape(batch, -1, channels), pos.reshape(batch, -1, channels), scale_tokens)
-    return out.view(batch, height, width, channels)
-
-
 class RoPEInjectionLayer(nn.Module):
     """Scale sublayer, then RoPE window cross-attention from the Gaussian tokens to the image features, then an MLP.
 
-    Shifted layers roll the features (not the queries) by ``-window_size // 2`` on both axes and do not roll
-    back, as the official decoder.
+    Shifted layers shift the features (not the queries) by ``-window_size // 2`` on both axes and do not shift
+    back, as the official decoder (which rolls the feature map).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
@@ -76,22 +69,23 @@ class RoPEInjectionLayer(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
-                scale_tokens: torch.Tensor) -> torch.Tensor:
-        """x, pos, feat: (B, H, W, C) maps with H, W window multiples; returns the updated x."""
-        x = _scale_step(self.scale_attn, x, pos, scale_tokens)
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, scale_tokens: torch.Tensor,
+                windows: ShiftedWindows) -> torch.Tensor:
+        """x, feat: (B, num_windows, N, C) window tokens, pos broadcastable to them, ``windows`` the shifted
+        windows of the map (shift ``window_size // 2``); returns the updated x."""
+        x = self.scale_attn(x, pos, scale_tokens)
         if self.shift:
-            feat = torch.roll(feat, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        k = self.window_size
-        attended = self.cross_attn(to_window_tokens(self.norm_attn(x) + pos, k), to_window_tokens(feat, k))
-        x = x + from_window_tokens(attended, k, x.shape[1], x.shape[2])
-        return x + self.mlp(self.norm_mlp(x))
+            feat = windows.shift(feat)
+        attended = self.cross_attn((self.norm_attn(x) + pos).flatten(0, 1), feat.flatten(0, 1))
+        x = x + attended.view(x.shape)
+        return x + mlp(self.mlp, self.norm_mlp(x))
 
 
 class RoPEInteractionLayer(nn.Module):
     """Scale sublayer, then RoPE window self-attention among the Gaussian tokens, then an MLP.
 
-    Shifted layers roll the tokens by ``-window_size // 2``, attend without a mask and roll back.
+    Shifted layers shift the tokens by ``-window_size // 2`` (the official decoder rolls the map), attend
+    without a mask and shift back.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
@@ -105,25 +99,31 @@ class RoPEInteractionLayer(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
-        x = _scale_step(self.scale_attn, x, pos, scale_tokens)
-        shift, k = self.shift, self.window_size
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor,
+                windows: ShiftedWindows) -> torch.Tensor:
+        """x: (B, num_windows, N, C) window tokens, pos broadcastable to them; returns the updated x."""
+        x = self.scale_attn(x, pos, scale_tokens)
         tokens = self.norm_attn(x)
-        if shift:
-            tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
-        attended = from_window_tokens(self.self_attn(to_window_tokens(tokens, k)), k, x.shape[1], x.shape[2])
-        if shift:
-            attended = torch.roll(attended, shifts=(shift, shift), dims=(1, 2))
+        if self.shift:
+            tokens = windows.shift(tokens)
+        attended = self.self_attn(tokens.flatten(0, 1)).view(x.shape)
+        if self.shift:
+            attended = windows.unshift(attended)
         x = x + attended
-        return x + self.mlp(self.norm_mlp(x))
+        return x + mlp(self.mlp, self.norm_mlp(x))
 
 
 class RoPEResidualGroup(nn.Module):
-    """LayerNorm -> layers (odd ones shifted) -> MLP -> 3x3 conv, with a residual around the whole group."""
+    """LayerNorm -> layers (odd ones shifted) -> MLP -> 3x3 conv, with a residual around the whole group.
+
+    The group takes and returns a (B, H, W, C) map (its conv needs one); its layers run on window tokens, so
+    the map is partitioned once after the LayerNorm and reversed once before the conv.
+    """
 
     def __init__(self, layer_cls: Callable[..., nn.Module], num_layers: int, dim: int, num_heads: int,
                  window_size: int, mlp_ratio: float, rope_theta: float = 10.0):
         super().__init__()
+        self.window_size = window_size
         self.norm = nn.LayerNorm(dim)
         self.layers = nn.ModuleList([
             layer_cls(dim, num_heads, window_size, bool(i % 2), mlp_ratio, rope_theta) for i in range(num_layers)
@@ -132,10 +132,13 @@ class RoPEResidualGroup(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
     def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
-        out = self.norm(x)
+        """x: (B, H, W, C) map; ``args``: the layers' other inputs (window tokens, the ``ShiftedWindows``)."""
+        k = self.window_size
+        out = to_windows(self.norm(x), k)
         for layer in self.layers:
             out = layer(out, *args)
-        return x + _conv_channels_last(self.conv, self.mlp(out))
+        out = from_windows(mlp(self.mlp, out), k, x.shape[1], x.shape[2])
+        return x + _conv_channels_last(self.conv, out)
 
 
 @ARCH_REGISTRY.register()
@@ -198,10 +201,14 @@ class GSASRRoPE(GSASR):
 
         (B, H, W, d) maps in and out, as :meth:`GSASR.attend`.
         """
+        batch, height, width, _ = feat.shape
+        k = self.window_size
+        windows = ShiftedWindows.plan(batch, height, width, k, k // 2, device=feat.device)  # every odd layer
+        pos, feat = to_windows(pos, k), to_windows(feat, k)
         x = queries
         for block in self.injection:
-            x = block(x, pos, feat, scale_tokens)
+            x = block(x, pos, feat, scale_tokens, windows)
         residual = x
         for block in self.interaction:
-            x = block(x, pos, scale_tokens)
+            x = block(x, pos, scale_tokens, windows)
         return residual + _conv_channels_last(self.conv_final, x)

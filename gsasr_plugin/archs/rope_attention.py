@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsasr_plugin.archs.fast_linear import linear
+
 __all__ = ['init_mixed_frequencies', 'grid_positions', 'register_positions', 'rotation_angles', 'apply_rotation',
            'MixedRoPE', 'RoPEWindowAttention', 'RoPEWindowCrossAttention']
 
@@ -61,12 +63,14 @@ def rotation_angles(freqs: torch.Tensor, pos_x: torch.Tensor, pos_y: torch.Tenso
 def apply_rotation(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs ``(2i, 2i + 1)`` of ``x`` (B, heads, N, head_dim) by ``angles`` (heads, N, head_dim // 2).
 
-    Computed in float32 and returned in ``x``'s dtype.
+    Computed in float32 and returned in ``x``'s dtype, as one complex multiplication of the pairs
+    ``even + i odd`` by ``cos + i sin`` (``even cos - odd sin``, ``even sin + odd cos``) in one pass.
     """
     pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
+    if pairs.stride(-1) != 1 or any(stride % 2 for stride in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
+        pairs = pairs.contiguous()  # complex views need aligned pairs
+    rotation = torch.complex(torch.cos(angles), torch.sin(angles))
+    return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2).to(x.dtype)
 
 
 def register_positions(module: nn.Module, pos_x: torch.Tensor, pos_y: torch.Tensor) -> None:
@@ -148,9 +152,9 @@ class RoPEWindowAttention(_RoPEAttentionBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B_, window_size ** 2, C) window tokens -> attended tokens of the same shape."""
         self._check_tokens('x', x)
-        q, k, v = (_split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (_split_heads(t, self.num_heads) for t in linear(self.qkv, x).chunk(3, dim=-1))
         out = F.scaled_dot_product_attention(self._rotate(q), self._rotate(k), v)
-        return self.proj(_merge_heads(out))
+        return linear(self.proj, _merge_heads(out))
 
 
 class RoPEWindowCrossAttention(_RoPEAttentionBase):
@@ -177,7 +181,7 @@ class RoPEWindowCrossAttention(_RoPEAttentionBase):
         """``x``, ``context``: (B_, window_size ** 2, C) window tokens -> attended queries, shaped as ``x``."""
         self._check_tokens('x', x)
         self._check_tokens('context', context)
-        q = _split_heads(self.q(x), self.num_heads)
-        k, v = (_split_heads(t, self.num_heads) for t in self.kv(context).chunk(2, dim=-1))
+        q = _split_heads(linear(self.q, x), self.num_heads)
+        k, v = (_split_heads(t, self.num_heads) for t in linear(self.kv, context).chunk(2, dim=-1))
         out = F.scaled_dot_product_attention(self._rotate(q), self._rotate(k), v)
-        return self.proj(_merge_heads(out))
+        return linear(self.proj, _merge_heads(out))

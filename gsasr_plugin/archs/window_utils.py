@@ -4,7 +4,14 @@ There is one window-attention implementation in the project: timm's
 (``timm.models.swin_transformer.WindowAttention`` and friends, re-exported here). This module adds the
 small pure helpers around it that timm keeps inside its blocks: padding a feature map to a window
 multiple (so any LR size works), flattening windows to token sequences, and the shifted-window mask.
+
+For GSASR's decoder, which runs ~40 window layers on one token map, it also offers what keeps that map
+in window order throughout: :class:`ShiftedWindows` (a shifted layer's windows as one gather of the
+unshifted windows' tokens, instead of a roll, a partition, a reverse and a roll back) and
+:func:`window_self_attention` / :func:`window_attention` (timm's module and math, run by PyTorch's fused
+attention when no gradient flows into the position bias).
 """
+from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import torch
@@ -14,10 +21,13 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models.swin_transformer import (WindowAttention, get_relative_position_index, window_partition,
                                           window_reverse)
 
+from gsasr_plugin.archs.fast_linear import linear
+
 __all__ = [
     'DropPath', 'Mlp', 'WindowAttention', 'get_relative_position_index', 'trunc_normal_', 'window_partition',
-    'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'shifted_window_mask',
-    'WindowCrossAttention'
+    'window_reverse', 'pad_to_multiple', 'to_window_tokens', 'from_window_tokens', 'to_windows', 'from_windows',
+    'shifted_window_mask', 'WindowCrossAttention', 'ShiftedWindows', 'shifted_window_index', 'window_attention',
+    'relative_position_bias', 'window_self_attention'
 ]
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -56,6 +66,17 @@ def from_window_tokens(tokens: torch.Tensor, window_size: IntOrPair, height: int
     return window_reverse(tokens.view(-1, wh, ww, tokens.shape[-1]), (wh, ww), height, width)
 
 
+def to_windows(x: torch.Tensor, window_size: IntOrPair) -> torch.Tensor:
+    """(B, H, W, C) with H, W window multiples -> (B, num_windows, wh * ww, C): the window tokens per image."""
+    wh, ww = _pair(window_size)
+    return to_window_tokens(x, (wh, ww)).view(x.shape[0], -1, wh * ww, x.shape[-1])
+
+
+def from_windows(tokens: torch.Tensor, window_size: IntOrPair, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`to_windows`: (B, num_windows, N, C) -> (B, H, W, C)."""
+    return from_window_tokens(tokens.flatten(0, 1), window_size, height, width)
+
+
 def shifted_window_mask(height: int, width: int, window_size: IntOrPair, shift_size: IntOrPair,
                         device: Union[torch.device, str, None] = None) -> torch.Tensor:
     """Additive attention mask (num_windows, N, N) for a feature map cyclically shifted by ``-shift_size``.
@@ -74,6 +95,112 @@ def shifted_window_mask(height: int, width: int, window_size: IntOrPair, shift_s
     labels = to_window_tokens(region, (wh, ww)).squeeze(-1)  # num_windows, N
     mask = labels.unsqueeze(1) - labels.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+def shifted_window_index(height: int, width: int, window_size: IntOrPair, shift_size: IntOrPair) -> torch.Tensor:
+    """(H * W,) int64: for each token of ``to_window_tokens(roll(x, -shift_size))``, its index in
+    ``to_window_tokens(x)``.
+
+    ``x`` is a (B, H, W, C) map with H, W window multiples; tokens are numbered per image, windows of an
+    image consecutive. Gathering the unshifted window tokens with it gives the shifted windows.
+    """
+    wh, ww = _pair(window_size)
+    sh, sw = _pair(shift_size)
+    grid = torch.arange(height * width).view(1, height, width, 1)
+    plain = to_window_tokens(grid, (wh, ww)).reshape(-1)  # window order -> raster index
+    shifted = to_window_tokens(torch.roll(grid, shifts=(-sh, -sw), dims=(1, 2)), (wh, ww)).reshape(-1)
+    position = torch.empty_like(plain)
+    position[plain] = torch.arange(plain.numel())  # raster index -> window order
+    return position[shifted]
+
+
+@dataclass
+class ShiftedWindows:
+    """Swin's shifted windows of a token map held in window order, as one permutation of its tokens.
+
+    A (B, H, W, C) map kept as its window tokens ``(B, num_windows, N, C)`` (:func:`to_window_tokens`
+    order, windows of an image consecutive) needs no partition or reverse in unshifted layers; a shifted
+    layer gathers its windows with :meth:`shift` and puts its result back with :meth:`unshift` (one copy
+    each, where a roll, a partition, a reverse and a roll back take four to six). ``index`` is None when
+    ``shift_size`` is (0, 0) (both are identities then); ``mask`` is the layer's additive attention mask or
+    None.
+    """
+    shift_size: Tuple[int, int]
+    index: Optional[torch.Tensor] = None  # (B * H * W,) rows of the flattened batch, for shift()
+    inverse: Optional[torch.Tensor] = None  # for unshift()
+    mask: Optional[torch.Tensor] = None
+
+    @classmethod
+    def plan(cls, batch: int, height: int, width: int, window_size: IntOrPair, shift_size: IntOrPair,
+             mask: Optional[torch.Tensor] = None, device: Union[torch.device, str, None] = None) -> 'ShiftedWindows':
+        shift = _pair(shift_size)
+        if shift == (0, 0):
+            return cls(shift, mask=mask)
+        index = shifted_window_index(height, width, window_size, shift)
+        inverse = torch.empty_like(index)
+        inverse[index] = torch.arange(index.numel())
+        offsets = torch.arange(batch).view(batch, 1) * index.numel()
+        return cls(shift, (index + offsets).view(-1).to(device), (inverse + offsets).view(-1).to(device), mask)
+
+    def shift(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, num_windows, N, C) window tokens -> the tokens of the shifted windows, same layout."""
+        return tokens if self.index is None else _gather_rows(tokens, self.index)
+
+    def unshift(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`shift`."""
+        return tokens if self.inverse is None else _gather_rows(tokens, self.inverse)
+
+
+def _gather_rows(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return tokens.reshape(-1, tokens.shape[-1]).index_select(0, index).view(tokens.shape)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                     mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias + mask) v for (B_, heads, N, d) windows; bias (1, heads, N, N).
+
+    ``mask`` (num_windows, N, N) is added per window, the windows of one image consecutive in ``B_``
+    (timm's convention). When no gradient flows into ``bias`` (inference) this is PyTorch's fused
+    attention, which never forms the (B_, heads, N, N) weights; otherwise timm's explicit math (the fused
+    kernels cannot give the bias its gradient, and PyTorch's fallback for that case is slower).
+    """
+    batch_windows, heads, num_tokens, _ = q.shape
+    if torch.is_grad_enabled() and bias.requires_grad:
+        attn = (q * q.shape[-1]**-0.5) @ k.transpose(-2, -1) + bias
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.view(-1, num_windows, heads, num_tokens, num_tokens) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(batch_windows, heads, num_tokens, num_tokens)
+        return attn.softmax(dim=-1) @ v
+    if mask is not None:
+        num_windows = mask.shape[0]
+        bias = bias + mask.unsqueeze(1)  # num_windows, heads, N, N
+        repeats = batch_windows // num_windows  # images: a view for one, else one copy (fused kernels need 4D)
+        bias = bias if repeats == 1 else bias.repeat(repeats, 1, 1, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+
+
+def relative_position_bias(table: torch.Tensor, index: torch.Tensor, window_area: int) -> torch.Tensor:
+    """Swin's relative position bias (1, heads, N, N) from its table and index (timm's layout)."""
+    bias = table[index.view(-1)].view(window_area, window_area, -1)
+    return bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+
+
+def window_self_attention(attn: WindowAttention, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """timm's ``WindowAttention.forward(x, mask)`` (its parameters, its math) by :func:`window_attention`.
+
+    ``x`` (B_, N, C) window tokens, ``mask`` (num_windows, N, N) or None; equal to ``attn(x, mask)`` within
+    float rounding. timm keeps the module on its unfused path (``fused_attn`` is experimental there), which
+    forms the attention weights and a copy of every transposed operand; this runs the fused kernel in
+    inference. Attention dropout is not supported (GSASR has none).
+    """
+    batch_windows, num_tokens, _ = x.shape
+    qkv = linear(attn.qkv, x).view(batch_windows, num_tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    bias = relative_position_bias(attn.relative_position_bias_table, attn.relative_position_index,
+                                  attn.window_area)
+    out = window_attention(q, k, v, bias, mask)
+    return attn.proj_drop(linear(attn.proj, out.transpose(1, 2).reshape(batch_windows, num_tokens, -1)))
 
 
 class WindowCrossAttention(nn.Module):
@@ -107,8 +234,8 @@ class WindowCrossAttention(nn.Module):
         trunc_normal_(self.relative_position_bias_table, std=.02)
 
     def _rel_pos_bias(self) -> torch.Tensor:
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(self.window_area, self.window_area, -1).permute(2, 0, 1).unsqueeze(0)  # 1, nH, N, N
+        return relative_position_bias(self.relative_position_bias_table, self.relative_position_index,
+                                      self.window_area)  # 1, nH, N, N
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend from ``x`` (B_, N, C) to ``context`` (B_, N, C); ``mask`` is (num_windows, N, N) or None.
@@ -121,13 +248,7 @@ class WindowCrossAttention(nn.Module):
             raise ValueError(f'x and context must both be (B_, {self.window_area}, C); got {tuple(x.shape)} '
                              f'and {tuple(context.shape)}')
         heads = self.num_heads
-        q = self.q(x).view(batch_windows, num_tokens, heads, -1).transpose(1, 2)
-        k, v = self.kv(context).view(batch_windows, num_tokens, 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self._rel_pos_bias().to(q.dtype)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            bias = (bias.unsqueeze(1) + mask.to(q.dtype).view(1, num_windows, 1, num_tokens, num_tokens))
-            bias = bias.expand(batch_windows // num_windows, -1, -1, -1, -1).reshape(batch_windows, heads,
-                                                                                      num_tokens, num_tokens)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(batch_windows, num_tokens, channels))
+        q = linear(self.q, x).view(batch_windows, num_tokens, heads, -1).transpose(1, 2)
+        k, v = linear(self.kv, context).view(batch_windows, num_tokens, 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = window_attention(q, k, v, self._rel_pos_bias().to(q.dtype), None if mask is None else mask.to(q.dtype))
+        return linear(self.proj, out.transpose(1, 2).reshape(batch_windows, num_tokens, channels))
