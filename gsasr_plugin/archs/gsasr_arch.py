@@ -138,7 +138,7 @@ class ScaleCrossAttention(nn.Module):
         return torch.baddbmm(attn.out_proj.bias, weights, value_out).view(query.shape)
 
 
-class _WindowLayerBase(nn.Module):
+class WindowLayerBase(nn.Module):
     """Shared plumbing: scale sublayer, pre-norms and the closing MLP.
 
     The layers work on window tokens ``(B, num_windows, N, C)`` (``to_window_tokens`` order, N = k^2); a
@@ -156,7 +156,7 @@ class _WindowLayerBase(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
 
-class ConditionInjectionLayer(_WindowLayerBase):
+class ConditionInjectionLayer(WindowLayerBase):
     """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features.
 
     ``shift_features_only`` (shifted layers): shift the features alone, as the official code does, so a
@@ -188,7 +188,7 @@ class ConditionInjectionLayer(_WindowLayerBase):
         return self.cross_attn(queries.flatten(0, 1), context.flatten(0, 1), mask).view(queries.shape)
 
 
-class GaussianInteractionLayer(_WindowLayerBase):
+class GaussianInteractionLayer(WindowLayerBase):
     """Scale sublayer, then (shifted-)window self-attention among the Gaussian tokens (timm's)."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):

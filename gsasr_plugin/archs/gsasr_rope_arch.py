@@ -36,7 +36,7 @@ from torch import nn
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.fast_linear import mlp
-from gsasr_plugin.archs.gsasr_arch import GSASR, ScaleCrossAttention
+from gsasr_plugin.archs.gsasr_arch import GSASR, WindowLayerBase
 from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, RoPEWindowCrossAttention
 from gsasr_plugin.archs.window_utils import Mlp, ShiftedWindows, from_windows, to_windows
 
@@ -51,7 +51,7 @@ def _conv_channels_last(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class RoPEInjectionLayer(nn.Module):
+class RoPEInjectionLayer(WindowLayerBase):
     """Scale sublayer, then RoPE window cross-attention from the Gaussian tokens to the image features, then an MLP.
 
     Shifted layers shift the features (not the queries) by ``-window_size // 2`` on both axes and do not shift
@@ -60,28 +60,22 @@ class RoPEInjectionLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
                  rope_theta: float = 10.0):
-        super().__init__()
-        self.window_size = window_size
-        self.shift = window_size // 2 if shifted else 0
-        self.scale_attn = ScaleCrossAttention(dim, num_heads, mlp_ratio)
-        self.norm_attn = nn.LayerNorm(dim)
+        super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
         self.cross_attn = RoPEWindowCrossAttention(dim, num_heads, window_size, theta=rope_theta)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, scale_tokens: torch.Tensor,
                 windows: ShiftedWindows) -> torch.Tensor:
         """x, feat: (B, num_windows, N, C) window tokens, pos broadcastable to them, ``windows`` the shifted
         windows of the map (shift ``window_size // 2``); returns the updated x."""
         x = self.scale_attn(x, pos, scale_tokens)
-        if self.shift:
+        if self.shifted:
             feat = windows.shift(feat)
         attended = self.cross_attn((self.norm_attn(x) + pos).flatten(0, 1), feat.flatten(0, 1))
         x = x + attended.view(x.shape)
         return x + mlp(self.mlp, self.norm_mlp(x))
 
 
-class RoPEInteractionLayer(nn.Module):
+class RoPEInteractionLayer(WindowLayerBase):
     """Scale sublayer, then RoPE window self-attention among the Gaussian tokens, then an MLP.
 
     Shifted layers shift the tokens by ``-window_size // 2`` (the official decoder rolls the map), attend
@@ -90,24 +84,18 @@ class RoPEInteractionLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
                  rope_theta: float = 10.0):
-        super().__init__()
-        self.window_size = window_size
-        self.shift = window_size // 2 if shifted else 0
-        self.scale_attn = ScaleCrossAttention(dim, num_heads, mlp_ratio)
-        self.norm_attn = nn.LayerNorm(dim)
+        super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
         self.self_attn = RoPEWindowAttention(dim, num_heads, window_size, theta=rope_theta)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor,
                 windows: ShiftedWindows) -> torch.Tensor:
         """x: (B, num_windows, N, C) window tokens, pos broadcastable to them; returns the updated x."""
         x = self.scale_attn(x, pos, scale_tokens)
         tokens = self.norm_attn(x)
-        if self.shift:
+        if self.shifted:
             tokens = windows.shift(tokens)
         attended = self.self_attn(tokens.flatten(0, 1)).view(x.shape)
-        if self.shift:
+        if self.shifted:
             attended = windows.unshift(attended)
         x = x + attended
         return x + mlp(self.mlp, self.norm_mlp(x))
