@@ -91,11 +91,37 @@ def test_onednn_linears_equal_the_modules():
         torch.testing.assert_close(fast_linear.mlp_sequence(head, x), head(x), rtol=1e-5, atol=1e-5)
         for odd in (nn.Sequential(nn.ReLU(), nn.Linear(20, 2)), nn.Sequential(nn.Linear(20, 5), nn.Tanh())):
             torch.testing.assert_close(fast_linear.mlp_sequence(odd, x), odd(x))  # other layouts: the module
-    # With autograd the modules run (oneDNN's op has no backward) and gradients flow.
-    out = fast_linear.mlp_sequence(head, x.requires_grad_())
-    assert out.grad_fn is not None
-    out.sum().backward()
-    assert head[0].weight.grad is not None and x.grad is not None
+
+
+@pytest.mark.parametrize('case', ['contiguous', 'transposed input', 'frozen weights', 'input without grad'])
+def test_onednn_linears_train_as_the_modules(case):
+    """With autograd: the same outputs and the same gradients for the input, weights and biases."""
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(20, 20), nn.ReLU(inplace=True), nn.Linear(20, 9), nn.ReLU(inplace=True),
+                         nn.Linear(9, 3))
+    mlp = Mlp(20, 30, act_layer=nn.ReLU)
+    no_bias = nn.Linear(20, 6, bias=False)
+    if case == 'frozen weights':
+        head[2].requires_grad_(False)
+    base = torch.randn(3, 20, 17).transpose(1, 2) if case == 'transposed input' else torch.randn(3, 17, 20)
+    upstream = [torch.randn(3, 17, n) for n in (3, 20, 6)]
+    modules = (head, mlp, no_bias)
+    runs = []
+    for fast in (False, True):
+        x = base.clone().requires_grad_(case != 'input without grad')
+        if fast:
+            assert fast_linear.onednn_linear_available()
+            outs = [fast_linear.mlp_sequence(head, x), fast_linear.mlp(mlp, x), fast_linear.linear(no_bias, x)]
+            assert all(type(out.grad_fn).__name__ == '_OneDNNLinearFunctionBackward' for out in outs)
+        else:
+            outs = [module(x) for module in modules]
+        params = [p for module in modules for p in module.parameters() if p.requires_grad]
+        inputs = params + ([x] if x.requires_grad else [])
+        grads = torch.autograd.grad(sum((out * g).sum() for out, g in zip(outs, upstream)), inputs)
+        runs.append((outs, grads))
+    for expected, actual in zip(*runs):
+        for e, a in zip(expected, actual):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
 
 
 def test_onednn_switch_off(monkeypatch):

@@ -96,6 +96,33 @@ def test_test_at_anisotropic_without_gt(folders):
     assert model.net_g.training, '_test_at must restore train mode'
 
 
+def test_adam_runs_fused_unless_the_options_choose(folders):
+    tmp_path, hr = folders
+    assert build_model(_opt(tmp_path, hr)).optimizer_g.defaults['fused'] is True
+    for choice in ({'fused': False}, {'foreach': True}):
+        optim_g = dict(type='Adam', lr=2e-4, **choice)
+        optimizer = build_model(_opt(tmp_path, hr, optim_g=optim_g)).optimizer_g
+        assert not optimizer.defaults['fused']
+        assert all(optimizer.defaults[key] == value for key, value in choice.items())
+
+
+def test_fused_adam_trains_as_the_default_adam(folders):
+    tmp_path, hr = folders
+    batch = {'lq': torch.rand(2, 3, 12, 12), 'gt': torch.rand(2, 3, 30, 30), 'scale': torch.tensor([[2.5, 2.5]] * 2)}
+    weights = []
+    for optim_g in (dict(type='Adam', lr=1e-2), dict(type='Adam', lr=1e-2, fused=False)):
+        torch.manual_seed(0)
+        model = build_model(_opt(tmp_path, hr, optim_g=optim_g))
+        initial = {key: value.clone() for key, value in model.net_g.state_dict().items()}
+        for it in range(1, 4):
+            model.feed_data(batch)
+            model.optimize_parameters(it)
+        weights.append(model.net_g.state_dict())
+        assert any(not torch.equal(initial[key], value) for key, value in weights[-1].items())
+    for key, fused in weights[0].items():
+        torch.testing.assert_close(fused, weights[1][key], rtol=1e-5, atol=1e-6)
+
+
 def test_warmup_then_multistep_matches_closed_form(folders):
     tmp_path, hr = folders
     model = build_model(_opt(tmp_path, hr))

@@ -1,4 +1,4 @@
-"""Linear layers run by oneDNN in CPU inference (same modules and weights, equal within float rounding).
+"""Linear layers run by oneDNN on the CPU (same modules and weights, equal within float rounding).
 
 PyTorch computes a float32 ``nn.Linear`` on the CPU with its BLAS (MKL on x86), which on some CPUs uses
 narrower vector code than the CPU has (MKL runs its AVX2 kernels on AMD's AVX-512 CPUs); oneDNN, which
@@ -8,9 +8,12 @@ twice the speed of a linear layer on such CPUs.
 
 :func:`linear`, :func:`mlp` and :func:`mlp_sequence` take the usual modules and use oneDNN's linear
 (``torch.ops.mkldnn._linear_pointwise``, what TorchInductor uses for CPU linears) only where it gives
-the same result: float32 CPU tensors, no autograd (the op has no backward), no autocast, not while
-compiling; otherwise they call the modules. The op is checked once against ``F.linear`` on a small
-case; ``GSASR_ONEDNN_LINEAR=0`` in the environment turns the path off.
+the same result: float32 CPU tensors, no autocast, not while compiling; otherwise they call the modules.
+The op has no backward of its own: with autograd, :class:`_OneDNNLinearFunction` gives it one, in which the
+input's gradient (``grad @ W``) is a oneDNN linear too and the weight's (``grad^T @ x``) PyTorch's matrix
+product (oneDNN is slower there, as it needs both operands transposed); a following ReLU is applied in the
+forward pass and its mask in the backward. The op is checked once against ``F.linear`` on a small case;
+``GSASR_ONEDNN_LINEAR=0`` in the environment turns the path off.
 """
 import os
 from typing import Optional
@@ -55,17 +58,53 @@ def _compiling() -> bool:
 
 
 def _use_onednn(x: torch.Tensor, layer: nn.Linear) -> bool:
-    weight = layer.weight
+    weight, bias = layer.weight, layer.bias
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and weight.device.type == 'cpu' and x.dim() >= 2
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and weight.device.type == 'cpu' and x.dim() >= 2 and (bias is None or bias.dtype == torch.float32)
             and not _autocast_cpu() and not _compiling() and onednn_linear_available())
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'relu' if relu else 'none', [], '')
+
+
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """``relu?(x W^T + b)`` by oneDNN, with its backward (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+        out = _onednn_linear(x, weight, bias, relu)
+        ctx.relu = relu
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight, out if relu else None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, out = ctx.saved_tensors
+        if ctx.relu:
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_linear(grad, weight.t().contiguous(), None, False)
+        flat_grad = grad.view(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_weight = flat_grad.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = flat_grad.sum(0)
+        return grad_x, grad_weight, grad_bias, None
 
 
 def linear(layer: nn.Linear, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
     """``layer(x)``, followed by a ReLU when ``relu``; by oneDNN where it gives the same result (module docstring)."""
     if _use_onednn(x, layer):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, 'relu' if relu else 'none', [], '')
+        weight, bias = layer.weight, layer.bias
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad)):
+            return _OneDNNLinearFunction.apply(x, weight, bias, relu)
+        return _onednn_linear(x, weight, bias, relu)
     out = layer(x)
     return torch.relu(out) if relu else out
 

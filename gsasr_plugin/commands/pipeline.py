@@ -130,6 +130,8 @@ def run_pipeline(command: str, argv: List[str],
         from basicsr.test import test_pipeline as pipeline
     from gsasr_plugin.basicsr_patches import patched_basicsr
     from gsasr_plugin.utils import preemption
+    from gsasr_plugin.utils.cpu_memory import keep_freed_memory
+    keep_freed_memory()  # a training step reuses its freed buffers instead of faulting in fresh pages
     saved_argv = sys.argv
     sys.argv = [prog] + list(argv)  # BasicSR's parse_options reads sys.argv
     try:
