@@ -210,7 +210,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         return 2
 
     from gsasr_plugin.api import SlowPrecisionWarning, bf16_notice, load_model
-    from gsasr_plugin.utils.cpu_memory import keep_freed_memory
+    from gsasr_plugin.utils.cpu_tuning import keep_freed_memory
     keep_freed_memory()
     try:
         model = load_model(args.model, opt=args.opt, device=args.device, param_key=args.param_key)

@@ -130,8 +130,15 @@ def run_pipeline(command: str, argv: List[str],
         from basicsr.test import test_pipeline as pipeline
     from gsasr_plugin.basicsr_patches import patched_basicsr
     from gsasr_plugin.utils import preemption
-    from gsasr_plugin.utils.cpu_memory import keep_freed_memory
+    from gsasr_plugin.utils.cpu_tuning import keep_freed_memory, training_threads
     keep_freed_memory()  # a training step reuses its freed buffers instead of faulting in fresh pages
+    import torch
+    default_threads = torch.get_num_threads()
+    threads = training_threads(opt) if command == 'train' else None
+    if threads is not None:  # the data workers keep the other cores busy
+        print(f'{prog}: note: training on the CPU with {threads} thread(s) of {default_threads}, the rest left to '
+              'the data workers (num_worker_per_gpu); OMP_NUM_THREADS chooses', file=sys.stderr)
+        torch.set_num_threads(threads)
     saved_argv = sys.argv
     sys.argv = [prog] + list(argv)  # BasicSR's parse_options reads sys.argv
     try:
@@ -148,4 +155,5 @@ def run_pipeline(command: str, argv: List[str],
         return 1
     finally:
         sys.argv = saved_argv
+        torch.set_num_threads(default_threads)
     return 0

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from gsasr_plugin.utils import cpu_memory
+from gsasr_plugin.utils import cpu_tuning
 
 # A step that allocates activations of many sizes, keeps two thirds of them (as a forward keeps them for
 # the backward) and then frees them all: prints whether the tuning applied and the page faults per step.
 _STEP_SCRIPT = '''
 import resource, torch
-from gsasr_plugin.utils.cpu_memory import keep_freed_memory
+from gsasr_plugin.utils.cpu_tuning import keep_freed_memory
 applied = keep_freed_memory()
 sizes = [(37 * k) % 23 + 1 for k in range(60)]  # 1 .. 23 x 64 Ki floats: 256 KiB .. 5.9 MiB
 def step():
@@ -27,12 +27,12 @@ for _ in range(5):
 print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 5)
 '''
 
-glibc_only = pytest.mark.skipif(cpu_memory._glibc() is None, reason='glibc malloc only')
+glibc_only = pytest.mark.skipif(cpu_tuning._glibc() is None, reason='glibc malloc only')
 
 
 def _faults_per_step(**env):
     import os
-    environment = {k: v for k, v in os.environ.items() if k not in cpu_memory._USER_SETTINGS}
+    environment = {k: v for k, v in os.environ.items() if k not in cpu_tuning._USER_SETTINGS}
     environment.update(env)
     out = subprocess.run([sys.executable, '-c', _STEP_SCRIPT], capture_output=True, text=True, env=environment,
                          check=True).stdout.split()
@@ -53,3 +53,28 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
 def test_glibc_settings_of_the_user_win():
     applied, _ = _faults_per_step(MALLOC_TRIM_THRESHOLD_='131072')
     assert not applied
+
+
+def _train_opt(num_gpu=0, workers=1):
+    return {'num_gpu': num_gpu, 'datasets': {'train': {'num_worker_per_gpu': workers}, 'val': {'num_worker_per_gpu': 8}}}
+
+
+def test_training_threads_leave_the_data_workers_their_cores(monkeypatch):
+    for name in cpu_tuning._THREAD_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_tuning.training_threads(_train_opt(workers=1), available=2) == 1
+    assert cpu_tuning.training_threads(_train_opt(workers=4), available=16) == 12
+    assert cpu_tuning.training_threads(_train_opt(workers=6), available=4) == 1  # at least one
+    assert cpu_tuning.training_threads(_train_opt(workers=0), available=4) is None  # nothing to change
+    assert cpu_tuning.training_threads(_train_opt(workers=1), available=1) is None
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')
+    assert cpu_tuning.training_threads(_train_opt(workers=1), available=2) is None  # the user chose
+
+
+def test_training_threads_leave_gpu_runs_alone(monkeypatch):
+    for name in cpu_tuning._THREAD_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr('torch.cuda.is_available', lambda: True)
+    assert cpu_tuning.training_threads(_train_opt(num_gpu=1), available=8) is None
+    assert cpu_tuning.training_threads(_train_opt(num_gpu='auto'), available=8) is None
+    assert cpu_tuning.training_threads(_train_opt(num_gpu=0), available=8) == 7
