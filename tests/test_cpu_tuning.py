@@ -78,3 +78,34 @@ def test_training_threads_leave_gpu_runs_alone(monkeypatch):
     assert cpu_tuning.training_threads(_train_opt(num_gpu=1), available=8) is None
     assert cpu_tuning.training_threads(_train_opt(num_gpu='auto'), available=8) is None
     assert cpu_tuning.training_threads(_train_opt(num_gpu=0), available=8) == 7
+
+
+def test_basicsr_train_on_the_cpu_runs_with_the_threads_the_workers_leave(tmp_path, monkeypatch, capsys):
+    """The run pipeline applies training_threads around BasicSR's train pipeline and restores the count after."""
+    import shutil
+    from pathlib import Path
+
+    import basicsr.train
+    import torch
+
+    from gsasr_plugin.commands.pipeline import run_pipeline
+    from gsasr_plugin.demo import write_demo_data
+    for name in cpu_tuning._THREAD_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_demo_data('demo_data')
+    shutil.copy(Path(__file__).resolve().parents[1] / 'options' / 'train_gsasr_demo.yml', 'demo.yml')
+    seen = []
+    monkeypatch.setattr(basicsr.train, 'train_pipeline', lambda root: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run_pipeline('train', ['-opt', 'demo.yml']) == 0
+        assert seen == [1]  # two threads, one data worker in the demo options
+        assert torch.get_num_threads() == 2
+        assert 'training on the CPU with 1 thread(s) of 2' in capsys.readouterr().err
+        monkeypatch.setenv('OMP_NUM_THREADS', '2')
+        assert run_pipeline('train', ['-opt', 'demo.yml']) == 0
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
