@@ -42,11 +42,12 @@ def _faults_per_step(**env):
 @glibc_only
 def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     applied, tuned = _faults_per_step()
-    untouched, plain = _faults_per_step(GSASR_MALLOC_TUNING='0')
+    untouched, _ = _faults_per_step(GSASR_MALLOC_TUNING='0')
     assert applied and not untouched
-    # about 180 MiB of buffers a step: thousands of fresh pages a step without the tuning
-    assert plain > 2000
-    assert tuned < plain / 10
+    # A step allocates ~180 MiB (46,000 pages). Without the tuning glibc gives most of it back and faults it in
+    # again (1,100 to 31,700 faults a step here, depending on where the heap's top lands); with it, none to a
+    # few hundred.
+    assert tuned < 500
 
 
 @glibc_only
