@@ -7,9 +7,9 @@
 //           2. per image, a counting sort of the (tile, Gaussian) pairs by tile, in Gaussian order (the stable
 //              sort the GPU does), and for kGsplat the per-pair flag "among the first kGsplatTileCap of its tile";
 //           3. per tile, every Gaussian of its list (the first kGsplatTileCap for kGsplat) adds itself to the tile's
-//              pixels inside its box, in 8-lane row segments so that the weight arithmetic vectorises.
-// Backward: per Gaussian, its box in 8-lane row segments: the weights again, the moments of
-//           G = grad_w * <grad_out, colour>, sum color_w * grad_out and (kGsplat) sum opac_w * <grad_out, colour>,
+//              pixels inside its box, in 16-lane tile rows so that the weight arithmetic vectorises.
+// Backward: per Gaussian, its box in 16-lane row segments from each row's first column: the weights again, the
+//           moments of G = grad_w * <grad_out, colour>, sum color_w * grad_out and (kGsplat) sum opac_w * <grad_out, colour>,
 //           reduced over the lanes at the end.
 // The hot loops are compiled once per footprint and dtype (plus a 3-channel version), as AVX-512, AVX2 and
 // baseline clones on x86-64 with GCC >= 11 / Clang >= 14; the loader picks the clone for the CPU.
@@ -69,11 +69,13 @@ gsasr::Shape<T> shape_of(const Inputs<T>& in, int64_t g) {
 #ifndef GS_SPECIALIZE_NC
 #define GS_SPECIALIZE_NC 1
 #endif
-// Lanes per row segment; segments start at multiples of kSeg columns, so they never straddle a tile.
-constexpr int kSeg = 8;
+// Lanes per row segment: a row of a tile in the forward (one AVX-512 vector of floats), up to kSeg columns of a
+// Gaussian's row in the backward.
+constexpr int kSeg = 16;
 // Boxes at least this wide (pixels) use exact row spans of the ellipse: below it, the scalar span arithmetic per
 // row costs more than the lanes it saves.
-constexpr int kSpanMinWidth = GS_USE_SPANS ? 4 * kSeg : (1 << 30);
+constexpr int kSpanMinWidth = GS_USE_SPANS ? 32 : (1 << 30);
+static_assert(kTile % kSeg == 0, "forward segments tile the tile rows");
 
 // --- forward: one tile ---------------------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ GS_INLINE void render_tile(const Inputs<T>& in, const int32_t* boxes, const int6
         for (int64_t c = 0; c < channels; ++c) {
           const T cc = color[c];
           T* GS_RESTRICT a = row_acc + c * kTile * kTile;
-#pragma GCC unroll 1  // fully unrolled before vectorisation, GCC leaves these 8 lanes scalar
+#pragma GCC unroll 1  // fully unrolled before vectorisation, GCC leaves these lanes scalar
           for (int l = 0; l < kSeg; ++l) a[l] += w[l] * cc;
         }
       }
@@ -201,8 +203,9 @@ GS_INLINE void gaussian_backward(const Inputs<T>& in, const int32_t* boxes, cons
     if (lo > hi) continue;
     const int ty = r / kTile;
     const T* gp_row = grad_b + static_cast<int64_t>(r) * row_stride;
-    for (int base = lo / kSeg * kSeg; base <= hi; base += kSeg) {
-      // segments never straddle a tile (kTile is a multiple of kSeg): one cap flag per segment
+    // Segments start at the row's first column (a box up to kSeg wide is one segment); for kGsplat they start at
+    // multiples of kSeg so that they never straddle a tile (kTile is a multiple of kSeg): one cap flag per segment.
+    for (int base = FP == gsasr::kGsplat ? lo / kSeg * kSeg : lo; base <= hi; base += kSeg) {
       if (FP == gsasr::kGsplat && !allowed[slot0 + gsasr::box_tile_index(b, base / kTile, ty)]) continue;
       if (NC > 0) {
 #pragma GCC unroll 1
@@ -512,8 +515,9 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& means, const at::Tensor&
     TORCH_CHECK(slot_starts.scalar_type() == at::kLong && slot_starts.numel() == total, "slot_starts mismatch");
     TORCH_CHECK(allowed.scalar_type() == at::kByte && allowed.is_contiguous(), "allowed mismatch");
   }
-  // the gradient with rows padded to whole tiles (zeros), so 16-lane segments never read past a row
-  const int64_t row_stride = static_cast<int64_t>(p.tiles_x) * kTile;
+  // the gradient with rows padded with zeros to whole tiles plus one segment, so that a segment starting at any
+  // column of the image never reads past its row
+  const int64_t row_stride = static_cast<int64_t>(p.tiles_x) * kTile + kSeg;
   auto grad = at::zeros({batch, channels, p.out_h, row_stride}, grad_out.options().dtype(means.scalar_type()));
   grad.narrow(3, 0, p.out_w).copy_(grad_out);
   BackwardOut<T> o{g_means.data_ptr<T>(), g_sigmas.data_ptr<T>(), g_rhos.data_ptr<T>(), g_colors.data_ptr<T>(),
