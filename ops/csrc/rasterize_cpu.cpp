@@ -9,8 +9,8 @@
 //           3. per tile, every Gaussian of its list (the first kGsplatTileCap for kGsplat) adds itself to the tile's
 //              pixels inside its box, in 16-lane tile rows so that the weight arithmetic vectorises.
 // Backward: per Gaussian, its box in 16-lane row segments from each row's first column: the weights again, the
-//           moments of G = grad_w * <grad_out, colour>, sum color_w * grad_out and (kGsplat) sum opac_w * <grad_out, colour>,
-//           reduced over the lanes at the end.
+//           moments of G = grad_w * <grad_out, colour>, sum color_w * grad_out and (kGsplat)
+//           sum opac_w * <grad_out, colour>, reduced over the lanes at the end.
 // The hot loops are compiled once per footprint and dtype (plus a 3-channel version), as AVX-512, AVX2 and
 // baseline clones on x86-64 with GCC >= 11 / Clang >= 14; the loader picks the clone for the CPU.
 #include <ATen/ATen.h>
