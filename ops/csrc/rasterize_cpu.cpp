@@ -75,7 +75,7 @@ constexpr int kSeg = 16;
 // Boxes at least this wide (pixels) use exact row spans of the ellipse: below it, the scalar span arithmetic per
 // row costs more than the lanes it saves.
 constexpr int kSpanMinWidth = GS_USE_SPANS ? 32 : (1 << 30);
-static_assert(kTile % kSeg == 0, "forward segments tile the tile rows");
+static_assert(kSeg == kTile && kTile < kSpanMinWidth, "the forward works on whole tile rows, without spans");
 
 // --- forward: one tile ---------------------------------------------------------------------------------------
 
@@ -101,7 +101,6 @@ GS_INLINE void render_tile(const Inputs<T>& in, const int32_t* boxes, const int6
     const int r0 = std::max(b.y0, row0), r1 = std::min(b.y1, row0 + kTile - 1);
     const int c0 = std::max(b.x0, col0), c1 = std::min(b.x1, col0 + kTile - 1);
     const gsasr::Shape<T> s = in.shapes[g];
-    const T sx = in.sigmas[2 * g];
     const T opacity = FP == gsasr::kGsplat ? in.opacities[g] : static_cast<T>(1);
     bool bounded;
     const T q_max = gsasr::reach_q<FP, T>(in.cutoff_sq, opacity, bounded);
@@ -109,39 +108,34 @@ GS_INLINE void render_tile(const Inputs<T>& in, const int32_t* boxes, const int6
     const T* color = in.colors + g * channels;
     T cc[NC > 0 ? NC : 1];
     for (int c = 0; c < NC; ++c) cc[c] = color[c];
-    // exact row spans of the ellipse pay off on wide boxes only (a few scalar steps per row)
-    const bool spans = bounded && c1 - c0 >= kSpanMinWidth;
+    // One segment per row: the tile's row (kSeg == kTile). A tile row is narrower than kSpanMinWidth, so the
+    // ellipse's row spans are not used here; the lanes outside [c0, c1] get weight 0.
     for (int r = r0; r <= r1; ++r) {
       const T py = gsasr::sample_coord<T>(r, p.step_y);
-      int lo = c0, hi = c1;
-      if (spans) gsasr::row_span(s, sx, py, q_max, p.scale_x, c0, c1, lo, hi);
-      if (lo > hi) continue;
-      for (int seg = (lo - col0) / kSeg * kSeg; seg <= hi - col0; seg += kSeg) {
-        T* GS_RESTRICT row_acc = acc + (r - row0) * kTile + seg;
-        if (NC > 0) {
-          for (int l = 0; l < kSeg; ++l) {
-            T dx, dy;
-            const int col = col0 + seg + l;
-            const T q = gsasr::whitened_q(s, gsasr::sample_coord<T>(col, p.step_x), py, dx, dy);
-            const T wl = gsasr::pair_weights<FP, T>(q, in.cutoff_sq, opacity).color_w;
-            const T wm = (col >= lo && col <= hi) ? wl : static_cast<T>(0);
-            for (int c = 0; c < NC; ++c) row_acc[c * kTile * kTile + l] += wm * cc[c];
-          }
-          continue;
-        }
+      T* GS_RESTRICT row_acc = acc + (r - row0) * kTile;
+      if (NC > 0) {
         for (int l = 0; l < kSeg; ++l) {
           T dx, dy;
-          const int col = col0 + seg + l;
+          const int col = col0 + l;
           const T q = gsasr::whitened_q(s, gsasr::sample_coord<T>(col, p.step_x), py, dx, dy);
           const T wl = gsasr::pair_weights<FP, T>(q, in.cutoff_sq, opacity).color_w;
-          w[l] = (col >= lo && col <= hi) ? wl : static_cast<T>(0);
+          const T wm = (col >= c0 && col <= c1) ? wl : static_cast<T>(0);
+          for (int c = 0; c < NC; ++c) row_acc[c * kTile * kTile + l] += wm * cc[c];
         }
-        for (int64_t c = 0; c < channels; ++c) {
-          const T cc = color[c];
-          T* GS_RESTRICT a = row_acc + c * kTile * kTile;
+        continue;
+      }
+      for (int l = 0; l < kSeg; ++l) {
+        T dx, dy;
+        const int col = col0 + l;
+        const T q = gsasr::whitened_q(s, gsasr::sample_coord<T>(col, p.step_x), py, dx, dy);
+        const T wl = gsasr::pair_weights<FP, T>(q, in.cutoff_sq, opacity).color_w;
+        w[l] = (col >= c0 && col <= c1) ? wl : static_cast<T>(0);
+      }
+      for (int64_t c = 0; c < channels; ++c) {
+        const T cv = color[c];
+        T* GS_RESTRICT a = row_acc + c * kTile * kTile;
 #pragma GCC unroll 1  // fully unrolled before vectorisation, GCC leaves these lanes scalar
-          for (int l = 0; l < kSeg; ++l) a[l] += w[l] * cc;
-        }
+        for (int l = 0; l < kSeg; ++l) a[l] += w[l] * cv;
       }
     }
   }
@@ -165,6 +159,35 @@ struct BackwardOut {
   T* g_opacities;
 };
 
+// Moments of the backward, one per lane, summed over the lanes at the end.
+template <typename T>
+struct LaneMoments {
+  alignas(64) T x[kSeg], y[kSeg], xx[kSeg], yy[kSeg], xy[kSeg], opac[kSeg];
+};
+
+// One row segment of the backward for NC (compile-time) channels: lanes base + [0, kSeg), pixels [lo, hi] of it.
+template <int FP, int NC, typename T>
+GS_INLINE void backward_segment(const gsasr::Shape<T>& s, double step_x, T cutoff_sq, T opacity, const T* cc,
+                                int base, int lo, int hi, T py, const T* gp_row, int64_t channel_stride,
+                                T (*GS_RESTRICT acc_nc)[kSeg], LaneMoments<T>& m) {
+#pragma GCC unroll 1
+  for (int l = 0; l < kSeg; ++l) {
+    T dx, dy;
+    const T q = gsasr::whitened_q(s, gsasr::sample_coord<T>(base + l, step_x), py, dx, dy);
+    const gsasr::PairWeights<T> pw = gsasr::pair_weights<FP, T>(q, cutoff_sq, opacity);
+    const bool inside = base + l >= lo && base + l <= hi;
+    T gd = static_cast<T>(0);
+    for (int c = 0; c < NC; ++c) {
+      const T gv = gp_row[c * channel_stride + base + l];
+      gd += cc[c] * gv;
+      acc_nc[c][l] += (inside ? pw.color_w : static_cast<T>(0)) * gv;
+    }
+    const T big_g = (inside ? pw.grad_w : static_cast<T>(0)) * gd;
+    gsasr::add_pair(m.x[l], m.y[l], m.xx[l], m.yy[l], m.xy[l], big_g, dx, dy);
+    if (FP == gsasr::kGsplat) m.opac[l] += (inside ? pw.opac_w : static_cast<T>(0)) * gd;
+  }
+}
+
 // grad: (B, C, Ho, row_stride) with row_stride = tiles_x * kTile, zero beyond Wo (lanes past the image read 0).
 template <int FP, int NC, typename T>
 GS_INLINE void gaussian_backward(const Inputs<T>& in, const int32_t* boxes, const int64_t* slot_starts,
@@ -185,8 +208,8 @@ GS_INLINE void gaussian_backward(const Inputs<T>& in, const int32_t* boxes, cons
   const T* grad_b = grad + image * channels * p.out_h * row_stride;
   const int64_t channel_stride = static_cast<int64_t>(p.out_h) * row_stride;
   std::fill(lane_acc, lane_acc + channels * kSeg, static_cast<T>(0));
-  alignas(64) T mx[kSeg], my[kSeg], mxx[kSeg], myy[kSeg], mxy[kSeg], mo[kSeg];
-  for (int l = 0; l < kSeg; ++l) mx[l] = my[l] = mxx[l] = myy[l] = mxy[l] = mo[l] = static_cast<T>(0);
+  LaneMoments<T> lm;
+  for (int l = 0; l < kSeg; ++l) lm.x[l] = lm.y[l] = lm.xx[l] = lm.yy[l] = lm.xy[l] = lm.opac[l] = static_cast<T>(0);
   alignas(64) T cw[kSeg], gw[kSeg], ow[kSeg], dxl[kSeg], dyl[kSeg], gdot[kSeg];
   const int64_t slot0 = FP == gsasr::kGsplat ? slot_starts[g] : 0;
   T cc[NC > 0 ? NC : 1];
@@ -196,74 +219,69 @@ GS_INLINE void gaussian_backward(const Inputs<T>& in, const int32_t* boxes, cons
     for (int l = 0; l < kSeg; ++l) acc_nc[c][l] = static_cast<T>(0);
   }
   const bool spans = bounded && b.x1 - b.x0 >= kSpanMinWidth;
-  for (int r = b.y0; r <= b.y1; ++r) {
-    const T py = gsasr::sample_coord<T>(r, p.step_y);
-    int lo = b.x0, hi = b.x1;
-    if (spans) gsasr::row_span(s, sx, py, q_max, p.scale_x, b.x0, b.x1, lo, hi);
-    if (lo > hi) continue;
-    const int ty = r / kTile;
-    const T* gp_row = grad_b + static_cast<int64_t>(r) * row_stride;
-    // Segments start at the row's first column (a box up to kSeg wide is one segment); for kGsplat they start at
-    // multiples of kSeg so that they never straddle a tile (kTile is a multiple of kSeg): one cap flag per segment.
-    for (int base = FP == gsasr::kGsplat ? lo / kSeg * kSeg : lo; base <= hi; base += kSeg) {
-      if (FP == gsasr::kGsplat && !allowed[slot0 + gsasr::box_tile_index(b, base / kTile, ty)]) continue;
-      if (NC > 0) {
-#pragma GCC unroll 1
+  if (NC > 0 && FP != gsasr::kGsplat && b.x1 - b.x0 < kSeg) {
+    // a box up to kSeg wide: every row is one segment from the box's first column (no span, no segment loop)
+    for (int r = b.y0; r <= b.y1; ++r) {
+      backward_segment<FP, NC, T>(s, p.step_x, in.cutoff_sq, opacity, cc, b.x0, b.x0, b.x1,
+                                  gsasr::sample_coord<T>(r, p.step_y), grad_b + static_cast<int64_t>(r) * row_stride,
+                                  channel_stride, acc_nc, lm);
+    }
+  } else {
+    for (int r = b.y0; r <= b.y1; ++r) {
+      const T py = gsasr::sample_coord<T>(r, p.step_y);
+      int lo = b.x0, hi = b.x1;
+      if (spans) gsasr::row_span(s, sx, py, q_max, p.scale_x, b.x0, b.x1, lo, hi);
+      if (lo > hi) continue;
+      const int ty = r / kTile;
+      const T* gp_row = grad_b + static_cast<int64_t>(r) * row_stride;
+      // Segments start at the row's first column (a box up to kSeg wide is one segment); for kGsplat they start at
+      // multiples of kSeg so that they never straddle a tile (kTile is a multiple of kSeg): one cap flag per segment.
+      for (int base = FP == gsasr::kGsplat ? lo / kSeg * kSeg : lo; base <= hi; base += kSeg) {
+        if (FP == gsasr::kGsplat && !allowed[slot0 + gsasr::box_tile_index(b, base / kTile, ty)]) continue;
+        if (NC > 0) {
+          backward_segment<FP, NC, T>(s, p.step_x, in.cutoff_sq, opacity, cc, base, lo, hi, py, gp_row, channel_stride,
+                                      acc_nc, lm);
+          continue;
+        }
         for (int l = 0; l < kSeg; ++l) {
           T dx, dy;
           const T q = gsasr::whitened_q(s, gsasr::sample_coord<T>(base + l, p.step_x), py, dx, dy);
           const gsasr::PairWeights<T> pw = gsasr::pair_weights<FP, T>(q, in.cutoff_sq, opacity);
           const bool inside = base + l >= lo && base + l <= hi;
-          T gd = static_cast<T>(0);
-          for (int c = 0; c < NC; ++c) {
-            const T gv = gp_row[c * channel_stride + base + l];
-            gd += cc[c] * gv;
-            acc_nc[c][l] += (inside ? pw.color_w : static_cast<T>(0)) * gv;
-          }
-          const T big_g = (inside ? pw.grad_w : static_cast<T>(0)) * gd;
-          gsasr::add_pair(mx[l], my[l], mxx[l], myy[l], mxy[l], big_g, dx, dy);
-          if (FP == gsasr::kGsplat) mo[l] += (inside ? pw.opac_w : static_cast<T>(0)) * gd;
+          cw[l] = inside ? pw.color_w : static_cast<T>(0);
+          gw[l] = inside ? pw.grad_w : static_cast<T>(0);
+          ow[l] = inside ? pw.opac_w : static_cast<T>(0);
+          dxl[l] = dx;
+          dyl[l] = dy;
+          gdot[l] = static_cast<T>(0);
         }
-        continue;
-      }
-      for (int l = 0; l < kSeg; ++l) {
-        T dx, dy;
-        const T q = gsasr::whitened_q(s, gsasr::sample_coord<T>(base + l, p.step_x), py, dx, dy);
-        const gsasr::PairWeights<T> pw = gsasr::pair_weights<FP, T>(q, in.cutoff_sq, opacity);
-        const bool inside = base + l >= lo && base + l <= hi;
-        cw[l] = inside ? pw.color_w : static_cast<T>(0);
-        gw[l] = inside ? pw.grad_w : static_cast<T>(0);
-        ow[l] = inside ? pw.opac_w : static_cast<T>(0);
-        dxl[l] = dx;
-        dyl[l] = dy;
-        gdot[l] = static_cast<T>(0);
-      }
-      for (int64_t c = 0; c < channels; ++c) {
-        const T* GS_RESTRICT gp = gp_row + c * channel_stride + base;
-        const T cc = color[c];
-        T* GS_RESTRICT a = lane_acc + c * kSeg;
+        for (int64_t c = 0; c < channels; ++c) {
+          const T* GS_RESTRICT gp = gp_row + c * channel_stride + base;
+          const T cc = color[c];
+          T* GS_RESTRICT a = lane_acc + c * kSeg;
+#pragma GCC unroll 1
+          for (int l = 0; l < kSeg; ++l) {
+            gdot[l] += cc * gp[l];
+            a[l] += cw[l] * gp[l];
+          }
+        }
 #pragma GCC unroll 1
         for (int l = 0; l < kSeg; ++l) {
-          gdot[l] += cc * gp[l];
-          a[l] += cw[l] * gp[l];
+          gsasr::add_pair(lm.x[l], lm.y[l], lm.xx[l], lm.yy[l], lm.xy[l], gw[l] * gdot[l], dxl[l], dyl[l]);
+          if (FP == gsasr::kGsplat) lm.opac[l] += ow[l] * gdot[l];
         }
-      }
-#pragma GCC unroll 1
-      for (int l = 0; l < kSeg; ++l) {
-        gsasr::add_pair(mx[l], my[l], mxx[l], myy[l], mxy[l], gw[l] * gdot[l], dxl[l], dyl[l]);
-        if (FP == gsasr::kGsplat) mo[l] += ow[l] * gdot[l];
       }
     }
   }
   gsasr::Moments<T> m{0, 0, 0, 0, 0};
   T m_opac = 0;
   for (int l = 0; l < kSeg; ++l) {
-    m.x += mx[l];
-    m.y += my[l];
-    m.xx += mxx[l];
-    m.yy += myy[l];
-    m.xy += mxy[l];
-    m_opac += mo[l];
+    m.x += lm.x[l];
+    m.y += lm.y[l];
+    m.xx += lm.xx[l];
+    m.yy += lm.yy[l];
+    m.xy += lm.xy[l];
+    m_opac += lm.opac[l];
   }
   T gmx, gmy, gsx, gsy, grho;
   gsasr::gaussian_gradients(s, m, gmx, gmy, gsx, gsy, grho);
