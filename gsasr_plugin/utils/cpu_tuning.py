@@ -81,7 +81,7 @@ def _trains_on_cpu(opt: Mapping[str, Any]) -> bool:
 def training_threads(opt: Mapping[str, Any], available: Optional[int] = None) -> Optional[int]:
     """The intra-op threads a training run with options ``opt`` should use on the CPU: the ``available``
     threads (default: PyTorch's) less the training DataLoader's workers, at least 1. None when it does not
-    apply (a GPU run, a test run, ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set, nothing to take away)."""
+    apply (a GPU run, ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set, nothing to take away)."""
     if any(name in os.environ for name in _THREAD_SETTINGS) or not _trains_on_cpu(opt):
         return None
     datasets = opt.get('datasets') if isinstance(opt.get('datasets'), Mapping) else {}
