@@ -113,6 +113,38 @@ def test_kernel_batch_equals_loop_and_threads_do_not_change_bits():
 
 
 @needs_kernel
+@pytest.mark.parametrize('mode', ['ellipse', 'gsplat_sum'])
+def test_kernel_sorts_a_large_image_in_parallel_ranges_with_the_same_bits(mode):
+    """One image of 20,000 Gaussians: its tile sort runs in one range per thread (1, 2 or 4 here); the pairs keep
+    the Gaussian order within each tile, so outputs, gradients and gsplat's per-tile cap are the same bits, and
+    the cap matches the pure path."""
+    params = make(1, 20000, 3, (6, 6), sigma_range=(0.1, 0.8), margin=0.0)
+    opacities = torch.rand(1, 20000, generator=torch.Generator().manual_seed(1))
+    kwargs = dict(mode='gsplat_sum', opacities=opacities) if mode == 'gsplat_sum' else {}
+    leaves = [p.clone().requires_grad_() for p in params]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            with use_backend('compiled'):
+                out = rasterize_gaussians(*leaves, (6, 6), (40, 36), **kwargs)
+                out.square().sum().backward()
+            results.append([out.detach().clone()] + [t.grad.clone() for t in leaves])
+            for t in leaves:
+                t.grad = None
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+    if mode == 'gsplat_sum':  # thousands of Gaussians per tile: the cap of 256 decides the image
+        expected = rasterize_gaussians_torch(*[p.double() for p in params], (6, 6), (40, 36), mode='gsplat_sum',
+                                             opacities=opacities.double())
+        torch.testing.assert_close(results[0][0].double(), expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
 def test_kernel_empty_and_far_away():
     with use_backend('compiled'):
         empty = rasterize_gaussians(torch.zeros(2, 0, 2), torch.ones(2, 0, 2), torch.zeros(2, 0), torch.zeros(2, 0, 3),

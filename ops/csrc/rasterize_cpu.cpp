@@ -466,43 +466,67 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& means, const at::Tensor& 
   if (gsplat) allowed = at::empty({num_pairs}, at::TensorOptions().dtype(at::kByte));
   uint8_t* allow = gsplat ? allowed.data_ptr<uint8_t>() : nullptr;
   tile_starts[batch * tiles] = num_pairs;
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> cursor(tiles);
-    for (int64_t image = begin; image < end; ++image) {
-      const int64_t g0 = image * num, g1 = g0 + num;
-      std::fill(cursor.begin(), cursor.end(), 0);
-      for (int64_t g = g0; g < g1; ++g) {
-        const PixelBox b = load_box(bx, g);
-        if (gsasr::box_empty(b)) continue;
-        int tx0, ty0, tx1, ty1;
-        gsasr::box_tiles(b, tx0, ty0, tx1, ty1);
-        for (int ty = ty0; ty <= ty1; ++ty)
-          for (int tx = tx0; tx <= tx1; ++tx) ++cursor[static_cast<int64_t>(ty) * p.tiles_x + tx];
+  // Pairs of Gaussian g in tile order (its boxes' tiles, row-major), calling visit(tile index in the image, slot).
+  auto for_each_tile = [&](int64_t g, auto&& visit) {
+    const PixelBox b = load_box(bx, g);
+    if (gsasr::box_empty(b)) return;
+    int tx0, ty0, tx1, ty1;
+    gsasr::box_tiles(b, tx0, ty0, tx1, ty1);
+    int64_t slot = slots[g];
+    for (int ty = ty0; ty <= ty1; ++ty)
+      for (int tx = tx0; tx <= tx1; ++tx, ++slot) visit(static_cast<int64_t>(ty) * p.tiles_x + tx, slot);
+  };
+  // Each image's Gaussians in `chunks` consecutive ranges: every range counts its pairs per tile, the counts give
+  // each (tile, range) its first position (ranges in order within a tile: the stable order), then every range
+  // places its pairs. Images run in parallel when there are enough of them, else the ranges of one image do.
+  const int64_t chunks = batch >= at::get_num_threads() ? 1 : std::max<int64_t>(1, std::min<int64_t>(
+                                                                    at::get_num_threads(), num / 4096));
+  auto sort_image = [&](int64_t image, std::vector<int64_t>& cursor, bool parallel) {
+    const int64_t g0 = image * num, len = (num + chunks - 1) / chunks;
+    std::fill(cursor.begin(), cursor.end(), 0);
+    auto each_chunk = [&](auto&& body) {
+      if (parallel) {
+        at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t c = begin; c < end; ++c) body(c);
+        });
+      } else {
+        for (int64_t c = 0; c < chunks; ++c) body(c);
       }
-      int64_t pos = slots[g0];  // the image's first slot
-      for (int64_t t = 0; t < tiles; ++t) {
-        tile_starts[image * tiles + t] = pos;
-        const int64_t n = cursor[t];
-        cursor[t] = pos;
+    };
+    each_chunk([&](int64_t c) {
+      int64_t* count = cursor.data() + c * tiles;
+      for (int64_t g = g0 + c * len; g < std::min(g0 + num, g0 + (c + 1) * len); ++g)
+        for_each_tile(g, [&](int64_t t, int64_t) { ++count[t]; });
+    });
+    int64_t pos = slots[g0];  // the image's first slot
+    for (int64_t t = 0; t < tiles; ++t) {
+      tile_starts[image * tiles + t] = pos;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t n = cursor[c * tiles + t];
+        cursor[c * tiles + t] = pos;
         pos += n;
       }
-      for (int64_t g = g0; g < g1; ++g) {
-        const PixelBox b = load_box(bx, g);
-        if (gsasr::box_empty(b)) continue;
-        int tx0, ty0, tx1, ty1;
-        gsasr::box_tiles(b, tx0, ty0, tx1, ty1);
-        int64_t slot = slots[g];
-        for (int ty = ty0; ty <= ty1; ++ty) {
-          for (int tx = tx0; tx <= tx1; ++tx, ++slot) {
-            const int64_t t = static_cast<int64_t>(ty) * p.tiles_x + tx;
-            const int64_t at_pos = cursor[t]++;
-            order[at_pos] = static_cast<int32_t>(g);
-            if (gsplat) allow[slot] = (at_pos - tile_starts[image * tiles + t]) < gsasr::kGsplatTileCap ? 1 : 0;
-          }
-        }
-      }
     }
-  });
+    each_chunk([&](int64_t c) {
+      int64_t* next = cursor.data() + c * tiles;
+      for (int64_t g = g0 + c * len; g < std::min(g0 + num, g0 + (c + 1) * len); ++g) {
+        for_each_tile(g, [&](int64_t t, int64_t slot) {
+          const int64_t at_pos = next[t]++;
+          order[at_pos] = static_cast<int32_t>(g);
+          if (gsplat) allow[slot] = (at_pos - tile_starts[image * tiles + t]) < gsasr::kGsplatTileCap ? 1 : 0;
+        });
+      }
+    });
+  };
+  if (chunks > 1) {
+    std::vector<int64_t> cursor(chunks * tiles);
+    for (int64_t image = 0; image < batch; ++image) sort_image(image, cursor, true);
+  } else {
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> cursor(tiles);
+      for (int64_t image = begin; image < end; ++image) sort_image(image, cursor, false);
+    });
+  }
 
   T* out_ptr = out.data_ptr<T>();
   at::parallel_for(0, batch * tiles, 4, [&](int64_t begin, int64_t end) {
