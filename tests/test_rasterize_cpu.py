@@ -87,23 +87,29 @@ def test_kernel_gsplat_tile_cap_float64_exact():
     torch.testing.assert_close(out, loop, rtol=1e-10, atol=1e-10)
 
 
-@needs_kernel
-def test_kernel_batch_equals_loop_and_threads_do_not_change_bits():
-    params = make(4, 500, 3, (16, 16))
+def _kernel_runs_per_thread_count(params, lr_size, out_size, thread_counts, **kwargs):
+    """[output, gradients of params] of the compiled op (loss: sum of squares) for each torch thread count."""
     leaves = [p.clone().requires_grad_() for p in params]
     threads = torch.get_num_threads()
     results = []
     try:
-        for n in (1, 2):
+        for n in thread_counts:
             torch.set_num_threads(n)
             with use_backend('compiled'):
-                out = rasterize_gaussians(*leaves, (16, 16), (50, 61))
+                out = rasterize_gaussians(*leaves, lr_size, out_size, **kwargs)
                 out.square().sum().backward()
             results.append([out.detach().clone()] + [t.grad.clone() for t in leaves])
             for t in leaves:
                 t.grad = None
     finally:
         torch.set_num_threads(threads)
+    return results
+
+
+@needs_kernel
+def test_kernel_batch_equals_loop_and_threads_do_not_change_bits():
+    params = make(4, 500, 3, (16, 16))
+    results = _kernel_runs_per_thread_count(params, (16, 16), (50, 61), (1, 2))
     for a, b in zip(*results):
         assert torch.equal(a, b)
     with use_backend('compiled'):
@@ -121,20 +127,7 @@ def test_kernel_sorts_a_large_image_in_parallel_ranges_with_the_same_bits(mode):
     params = make(1, 20000, 3, (6, 6), sigma_range=(0.1, 0.8), margin=0.0)
     opacities = torch.rand(1, 20000, generator=torch.Generator().manual_seed(1))
     kwargs = dict(mode='gsplat_sum', opacities=opacities) if mode == 'gsplat_sum' else {}
-    leaves = [p.clone().requires_grad_() for p in params]
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2, 4):
-            torch.set_num_threads(n)
-            with use_backend('compiled'):
-                out = rasterize_gaussians(*leaves, (6, 6), (40, 36), **kwargs)
-                out.square().sum().backward()
-            results.append([out.detach().clone()] + [t.grad.clone() for t in leaves])
-            for t in leaves:
-                t.grad = None
-    finally:
-        torch.set_num_threads(threads)
+    results = _kernel_runs_per_thread_count(params, (6, 6), (40, 36), (1, 2, 4), **kwargs)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
