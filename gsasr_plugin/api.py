@@ -100,7 +100,7 @@ def load_model(model: Union[PathLike, str], opt: Optional[Union[PathLike, Mappin
         model: anything :func:`gsasr_plugin.checkpoint.load_weights` reads: a checkpoint file (one written
             by ``basicsr train`` or ``basicsr convert`` carries its network options and needs nothing else; a
             BasicSR checkpoint (``params_ema`` / ``params``) or a bare state dict needs ``opt``);
-            ``'official:<name>'``, a released model of :mod:`gsasr_plugin.hub` (downloaded once into the
+            ``'official:<name>'``, a released model of :mod:`gsasr_plugin.official.hub` (downloaded once into the
             Hugging Face cache, then converted); a folder holding a released model's official files, or
             those files joined by commas.
         opt: the option file (or options dict) whose ``network_g`` builds the network; wins over the
@@ -112,7 +112,7 @@ def load_model(model: Union[PathLike, str], opt: Optional[Union[PathLike, Mappin
         FileNotFoundError: a missing checkpoint, folder or option file.
         MissingNetworkOptions: a checkpoint without network options and no ``opt`` (a ValueError).
         ValueError: an unreadable checkpoint, or weights that do not fit the network (one line naming both).
-        gsasr_plugin.hub.WeightsUnavailableError: a released model that is neither cached nor downloadable.
+        gsasr_plugin.official.hub.WeightsUnavailableError: a released model that is neither cached nor downloadable.
     """
     from gsasr_plugin.checkpoint import build_with_weights, describe_weights, load_weights
     device = _device(device)

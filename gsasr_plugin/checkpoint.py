@@ -18,7 +18,7 @@ still loads its weights with :func:`load_checkpoint`; building the network then 
 released model (``official:<name>``), the official files of a released model (a folder holding them, or
 their paths joined by commas), or one checkpoint file (ours, self-describing or BasicSR's, a bare state
 dict, or a released model's single official file). It knows no method: released models come from
-:mod:`gsasr_plugin.hub`, each with its own converter. :func:`build_with_weights` builds the network and
+:mod:`gsasr_plugin.official.hub`, each with its own converter. :func:`build_with_weights` builds the network and
 loads the weights strictly; :func:`load_into` is the one way weights go into a built network (checked by
 :func:`check_fit`: names and shapes, one-line errors, the loud non-strict warning).
 """
@@ -196,7 +196,7 @@ def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], network_g
 def is_released_weights(spec: Any) -> bool:
     """Whether ``spec`` names released weights rather than one checkpoint file: ``official:<name>``, a folder,
     or several files joined by commas."""
-    from gsasr_plugin.hub import OFFICIAL_PREFIX
+    from gsasr_plugin.official.hub import OFFICIAL_PREFIX
     if not isinstance(spec, (str, os.PathLike)):
         return False
     text = str(spec)
@@ -204,7 +204,7 @@ def is_released_weights(spec: Any) -> bool:
 
 
 def _candidates(count: int, method: Optional[str]):
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     return [m for m in hub.released_models().values()
             if len(m.files) == count and (method is None or m.method == method)]
 
@@ -238,14 +238,14 @@ def _folder_files(folder: Path, method: Optional[str]) -> List[Path]:
 
 
 def _candidates_all(method: Optional[str]):
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     return [m for m in hub.released_models().values() if method is None or m.method == method]
 
 
 def describe_weights(spec: Any) -> str:
     """How errors name ``spec``: ``released model official:<name>``, ``checkpoint <file>`` or ``weights <...>``
     (a folder of official files, files joined by commas)."""
-    from gsasr_plugin.hub import OFFICIAL_PREFIX
+    from gsasr_plugin.official.hub import OFFICIAL_PREFIX
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     if text.startswith(OFFICIAL_PREFIX):
         return f'released model {text}'
@@ -257,7 +257,7 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
     """Weights, and the options that build them when known, from what a user may name.
 
     Args:
-        spec: ``official:<name>`` (downloaded into huggingface_hub's cache, see :mod:`gsasr_plugin.hub`);
+        spec: ``official:<name>`` (downloaded into huggingface_hub's cache, see :mod:`gsasr_plugin.official.hub`);
             a folder holding a released model's official files (e.g. ``encoder.pth`` and ``decoder.pth``);
             those files' paths joined by commas, in the released model's order; or one file: our
             checkpoint (self-describing, as ``basicsr train`` and ``basicsr convert`` write it, or
@@ -267,7 +267,7 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
             come with, and their ``type`` restricts which released models' converters are tried.
         param_key: the entry of a checkpoint file to read, or entries in order of preference
             (:func:`load_checkpoint`; default ``params_ema``, then ``params``, then a bare state dict).
-        offline: passed to :func:`gsasr_plugin.hub.fetch_files` for ``official:`` names.
+        offline: passed to :func:`gsasr_plugin.official.hub.fetch_files` for ``official:`` names.
 
     Returns:
         A :class:`Checkpoint` whose ``network_g`` is ``network_g`` or else the one the weights come with
@@ -279,9 +279,9 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
         FileNotFoundError: a named file or folder does not exist.
         ValueError: unknown released name, an unreadable checkpoint, or files that no converter takes (the
             message says why).
-        gsasr_plugin.hub.WeightsUnavailableError: an ``official:`` model's files cannot be had offline.
+        gsasr_plugin.official.hub.WeightsUnavailableError: an ``official:`` model's files cannot be had offline.
     """
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     method = network_g.get('type') if isinstance(network_g, Mapping) else None
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     options = copy.deepcopy(dict(network_g)) if isinstance(network_g, Mapping) else None
@@ -430,7 +430,7 @@ def check_weights_fit(network: torch.nn.Module, spec: Union[str, os.PathLike],
     ``network``; what ``basicsr train/test`` run on ``path: pretrain_network_g`` before anything is created.
 
     Raises:
-        FileNotFoundError, ValueError, gsasr_plugin.hub.WeightsUnavailableError: as :func:`load_weights`, and
+        FileNotFoundError, ValueError, gsasr_plugin.official.hub.WeightsUnavailableError: as :func:`load_weights`, and
         ValueError when weights that must fit do not.
     """
     weights = load_weights(spec, network_g, param_key)

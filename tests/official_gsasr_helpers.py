@@ -7,8 +7,9 @@ from typing import Mapping
 import torch
 
 from basicsr.archs import build_network
-from gsasr_plugin.archs.official_gsasr import convert_official_gsasr
+from gsasr_plugin.official.gsasr import convert_official_gsasr
 from gsasr_plugin.checkpoint import load_into
+from recorded_options import current_network_g
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr'
 # fixture family -> official encoder class, for the paper decoder (Fea2GS) and the enhanced one (Fea2GS_ROPE_AMP)
@@ -25,10 +26,10 @@ def official_files(family: str):
 
 
 def official_net(family: str, **overrides):
-    """(our network built from the fixture's network_g (with ``overrides``) holding its converted weights, the
-    reference)."""
+    """(our network built from the fixture's network_g (in today's names, with ``overrides``) holding its converted
+    weights, the reference)."""
     ref = reference(family)
-    net = build_network(dict(ref['network_g'], **overrides)).eval()
+    net = build_network(dict(current_network_g(ref['network_g']), **overrides)).eval()
     if family in PAPER_FAMILIES:
         encoder, decoder = PAPER_FAMILIES[family], 'Fea2GS'
     else:

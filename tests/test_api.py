@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import gsasr_plugin
-from gsasr_plugin import hub
+from gsasr_plugin.official import hub
 from gsasr_plugin.api import MissingNetworkOptions, SlowPrecisionWarning, Upscaler
 from gsasr_plugin.checkpoint import load_checkpoint, portable_network_options, save_checkpoint
 from gsasr_plugin.inference import super_resolve

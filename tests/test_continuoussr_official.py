@@ -12,8 +12,8 @@ import torch
 import gsasr_plugin  # noqa: F401  (registers archs, encoders)
 from basicsr.archs import build_network
 from fixtures.make_continuoussr_official import FULL_SPECS, deterministic_state
-from gsasr_plugin import hub
-from gsasr_plugin.archs import official_continuoussr as official
+from gsasr_plugin.official import hub
+from gsasr_plugin.official import continuoussr as official
 from gsasr_plugin.archs.pretrained import map_checkpoint_keys
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'continuoussr_official'

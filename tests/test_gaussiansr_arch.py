@@ -8,7 +8,7 @@ import torch
 import gsasr_plugin  # noqa: F401  (registers archs and encoders)
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.gaussiansr_arch import GaussianSR, GaussianSRField
-from gsasr_plugin.archs.official_gaussiansr import OFFICIAL_NETWORK_G
+from gsasr_plugin.official.gaussiansr import OFFICIAL_NETWORK_G
 from gsasr_plugin.ops import rasterize_gaussians
 
 TINY_EDSR = {'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1}

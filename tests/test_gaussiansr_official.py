@@ -12,7 +12,7 @@ import yaml
 import gsasr_plugin  # noqa: F401  (registers archs and encoders)
 from basicsr.archs import build_network
 from gsasr_plugin.archs.gaussiansr_arch import GaussianSR
-from gsasr_plugin.archs.official_gaussiansr import (OFFICIAL_MODEL_NAME, OFFICIAL_NETWORK_G, OFFICIAL_TRAIN_ARGS,
+from gsasr_plugin.official.gaussiansr import (OFFICIAL_MODEL_NAME, OFFICIAL_NETWORK_G, OFFICIAL_TRAIN_ARGS,
                                                     convert_official_files, convert_state_dict,
                                                     load_official_checkpoint, main, official_network_options,
                                                     official_state_dict_keys)
@@ -328,7 +328,7 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
 
 
 def test_released_model_short_name_says_where_to_get_the_file():
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     model = hub.released_model('official:gaussiansr-edsr-official')
     assert model.method == 'GaussianSR' and model.network_g == OFFICIAL_NETWORK_G
     with pytest.raises(hub.WeightsUnavailableError, match='not on the Hugging Face hub; download it from '

@@ -2,9 +2,10 @@
 
 The decoder's forward is optimised (window order, reassociated scale attention, chunked heads); these
 cases, recorded by ``tests/fixtures/make_gsasr_decoder_reference.py`` from the revision named in each
-file, cover every shift option combination on both kinds of GSASR networks, the padding / canvas / box
-options, ``feature_queries`` and ``lr_color_residual``, GSASRRoPE (the enhanced decoder) with its options,
-and the state dict layouts.
+file (its options in that revision's names, mapped by ``recorded_options``), cover every shift option
+combination on both kinds of GSASR networks (``GSASR``, ``GSASROfficial``), the padding / canvas / box
+options, ``feature_queries`` and ``lr_color_residual``, GSASRRoPE (the enhanced decoder, and
+``GSASRRoPEOfficial``) with its options, and the state dict layouts.
 """
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 import gsasr_plugin  # noqa: F401
 from basicsr.utils.registry import ARCH_REGISTRY
+from recorded_options import current_options
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'
 REFERENCES = {family: (torch.load(FIXTURES / f'{family}_decoder_reference.pt'),
@@ -29,8 +31,9 @@ def unpack(packed):
 
 
 def build(reference, case) -> torch.nn.Module:
-    network_class = ARCH_REGISTRY.get(reference.get('type', 'GSASR'))
-    net = network_class(**reference['nets'][case['net']]['options'], **case['options'])
+    network_type, options = current_options(reference.get('type', 'GSASR'),
+                                            {**reference['nets'][case['net']]['options'], **case['options']})
+    net = ARCH_REGISTRY.get(network_type)(**options)
     state = unpack(reference['nets'][case['net']]['state_dict'])
     ours = net.state_dict()
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in state.items()}

@@ -20,10 +20,10 @@ import yaml
 
 import gsasr_plugin  # noqa: F401  (registers archs, encoders, released models)
 from basicsr.archs import build_network
-from gsasr_plugin import hub
+from gsasr_plugin.official import hub
 from gsasr_plugin.archs import build_encoder
-from gsasr_plugin.archs.gsasr_rope_arch import GSASRRoPE
-from gsasr_plugin.archs.official_gsasr import (OfficialState, convert_fea2gs_rope, convert_hat_rope_noup,
+from gsasr_plugin.official.gsasr_official_arch import GSASRRoPEOfficial
+from gsasr_plugin.official.gsasr import (OfficialState, convert_fea2gs_rope, convert_hat_rope_noup,
                                                convert_official_gsasr, enhanced_network_g, identify_encoder)
 from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, apply_rotation, grid_positions, rotation_angles
 from gsasr_plugin.checkpoint import build_with_weights, load_into, load_weights
@@ -32,6 +32,7 @@ from official_gsasr_helpers import gaussian_error as _gaussian_error
 from official_gsasr_helpers import official_net as _official_net
 from official_gsasr_helpers import official_files as _files
 from official_gsasr_helpers import reference as _reference
+from recorded_options import current_network_g
 
 FAMILIES = ENHANCED_FAMILIES
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
@@ -45,7 +46,7 @@ def test_hat_rope_encoder_matches_the_official_one(index):
     """The encoder alone, built from its options and loaded through ``encoder: pretrained`` (its key map)."""
     ref = _reference('hatl_ultra')
     case = ref['cases'][index]
-    options = dict(ref['network_g']['encoder'], pretrained=str(FIXTURES / 'hatl_ultra' / 'encoder.pth'))
+    options = dict(current_network_g(ref['network_g'])['encoder'], pretrained=str(FIXTURES / 'hatl_ultra' / 'encoder.pth'))
     encoder = build_encoder(options).eval()
     lq = torch.nn.functional.pad(case['lq'], (0, case['padded_size'][1] - case['lq'].shape[-1], 0,
                                               case['padded_size'][0] - case['lq'].shape[-2]), mode='reflect')
@@ -56,16 +57,16 @@ def test_hat_rope_encoder_matches_the_official_one(index):
 
 def test_the_official_forward_is_needed():
     """A GSASRRoPE with our padding / head defaults leaves the official Gaussians by far (the blocks are right,
-    the options matter); and the official shift behaviour is the only one the RoPE blocks offer."""
+    the options matter); and the official shift behaviour is the only one the RoPE blocks offer (no option)."""
     net, ref = _official_net('hatl_ultra', pad_input_to=None, max_offset=1.0)
     case = ref['cases'][1]  # 4 x 12: no padding, so the fields are comparable Gaussian by Gaussian
     with torch.no_grad():
         field = net.encode(case['lq'], case['scale'])
     assert _gaussian_error(field, case) > 1e-2
-    with pytest.raises(ValueError, match='shift_mask'):
-        build_network(dict(ref['network_g'], shift_mask=True))
-    with pytest.raises(ValueError, match='cross_attention_shift'):
-        build_network(dict(ref['network_g'], cross_attention_shift='masked'))
+    with pytest.raises(TypeError, match='shift_mask'):
+        build_network(dict(current_network_g(ref['network_g']), shift_mask=True))
+    with pytest.raises(TypeError, match='cross_attention_shift'):
+        build_network(dict(current_network_g(ref['network_g']), cross_attention_shift='masked'))
 
 
 # ------------------------------------------------------------------------------------ conversion
@@ -93,11 +94,11 @@ def test_the_window_size_is_checked_through_the_token_positions():
     """Nothing but the RoPE positions records the HAT encoder's window: another window_size fails strictly."""
     ref = _reference('hatl_ultra')
     state = convert_official_gsasr(_files('hatl_ultra'), 'HATNOUP_ROPE_AMP', 'Fea2GS_ROPE_AMP')
-    options = copy.deepcopy(ref['network_g'])
+    options = copy.deepcopy(current_network_g(ref['network_g']))
     options['encoder']['window_size'] = 2
     with pytest.raises(ValueError, match='pos_x'):
         load_into(build_network(options), state, 'hatl_ultra')
-    net = GSASRRoPE(**{k: v for k, v in ref['network_g'].items() if k != 'type'})
+    net = GSASRRoPEOfficial(**{k: v for k, v in current_network_g(ref['network_g']).items() if k != 'type'})
     load_into(net, state, 'hatl_ultra')
     assert net.encoder.layers[0].overlap_attn.pos_x.dtype == torch.int64
     assert net.to(torch.bfloat16).encoder.layers[0].overlap_attn.pos_x.max() == 5  # ows 6, kept exact
@@ -113,12 +114,12 @@ def test_identify_the_ultra_encoder():
 def test_weights_by_folder_and_by_files_pick_the_rope_converter():
     """checkpoint.load_weights tries the registered converters: the enhanced files find an enhanced model."""
     for family in FAMILIES:
-        weights = load_weights(str(FIXTURES / family), _reference(family)['network_g'])
+        weights = load_weights(str(FIXTURES / family), current_network_g(_reference(family)['network_g']))
         assert weights.meta['released_model'].startswith('gsasr-') and 'paper' not in weights.meta['released_model']
         build_with_weights(weights)
     weights = load_weights(','.join(str(p) for p in _files('hatl_ultra')))  # no options: the released model's
     assert weights.meta['released_model'] == 'gsasr-hatl-ultra-sa1b'
-    assert weights.network_g['type'] == 'GSASRRoPE'
+    assert weights.network_g['type'] == 'GSASRRoPEOfficial'
 
 
 def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, capsys):
@@ -139,7 +140,7 @@ def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, c
     case = ref['cases'][2]  # 7 x 9 at x3: the output is the official floor(3 * size) image
     image = (case['lq'][0].permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
     cv2.imwrite(str(tmp_path / 'in.png'), image)
-    (tmp_path / 'tiny.yml').write_text(yaml.safe_dump({'network_g': ref['network_g']}))
+    (tmp_path / 'tiny.yml').write_text(yaml.safe_dump({'network_g': current_network_g(ref['network_g'])}))
     assert cli.main(['infer', '-m', 'official:gsasr-hatl-ultra-sa1b', '-opt', str(tmp_path / 'tiny.yml'), '-i',
                      str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out'), '--scale', '3', '--tile', '0']) == 0, \
         capsys.readouterr().err
@@ -155,7 +156,7 @@ def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, c
     assert np.abs(out.astype(int) - (expected * 255).round().astype(int)).max() <= 1
     assert cli.main(['convert', '-m', 'official:gsasr-hatl-ultra-sa1b', '-opt', str(tmp_path / 'tiny.yml'),
                      '-o', str(tmp_path / 'ultra.pth')]) == 0
-    assert torch.load(tmp_path / 'ultra.pth', weights_only=True)['network_g']['type'] == 'GSASRRoPE'
+    assert torch.load(tmp_path / 'ultra.pth', weights_only=True)['network_g']['type'] == 'GSASRRoPEOfficial'
 
 
 # ------------------------------------------------------------------------------ released models
@@ -190,14 +191,14 @@ def test_released_files_convert_into_the_network_their_options_build(name, tmp_p
     """Every official tensor of the released layout is used, every tensor of ours given, with our shapes."""
     folder, encoder, layout = RELEASED[name]
     model = hub.released_model(name)
-    assert model.method == 'GSASRRoPE' and model.hub_repo == 'mutou0308/GSASR'
+    assert model.method == 'GSASRRoPEOfficial' and model.hub_repo == 'mutou0308/GSASR'
     assert model.files == (f'GSASR_enhenced_ultra/{folder}/encoder.pth', f'GSASR_enhenced_ultra/{folder}/decoder.pth')
     assert model.network_g == enhanced_network_g(encoder)
     official = LAYOUTS[layout]
     assert identify_encoder(official['encoder']['shapes']) == encoder
     enc, dec = OfficialState(_official_state(official['encoder']), 'encoder'), \
         OfficialState(_official_state(official['decoder']), 'decoder')
-    from gsasr_plugin.archs.official_gsasr import DECODER_CONVERTERS, ENCODER_CONVERTERS
+    from gsasr_plugin.official.gsasr import DECODER_CONVERTERS, ENCODER_CONVERTERS
     converted = {f'encoder.{k}': v for k, v in ENCODER_CONVERTERS[encoder](enc).items()}
     converted.update(DECODER_CONVERTERS['Fea2GS_ROPE_AMP'](dec))
     enc.check_all_used()
@@ -259,7 +260,7 @@ def test_option_files_datasets_build_by_name(name, tmp_path, photo):
     import cv2
     from basicsr.data import build_dataset
     opt = _options(name)
-    assert opt['model_type'] == 'ArbitraryScaleSRModel' and opt['network_g']['type'] == 'GSASRRoPE'
+    assert opt['model_type'] == 'ArbitraryScaleSRModel' and opt['network_g']['type'] == 'GSASRRoPEOfficial'
     (tmp_path / 'hr').mkdir()
     side = 1024 if name == 'train_gsasr_hatl_ultra.yml' else 200  # crops up to 64 x 16 = 1024 HR pixels
     cv2.imwrite(str(tmp_path / 'hr' / 'a.png'), photo('astronaut', (side, side))[:, :, ::-1])
@@ -304,14 +305,14 @@ def test_rope_window_attention_shapes_dtype_and_errors():
 
 
 def test_options_are_checked_and_training_runs():
-    options = {k: v for k, v in _reference('hatl_ultra')['network_g'].items() if k != 'type'}
+    options = {k: v for k, v in current_network_g(_reference('hatl_ultra')['network_g']).items() if k != 'type'}
     with pytest.raises(ValueError, match='multiple of 4'):
-        GSASRRoPE(**dict(options, embed_dim=12, num_heads=2))
+        GSASRRoPEOfficial(**dict(options, embed_dim=12, num_heads=2))
     with pytest.raises(ValueError, match='num_injection_blocks'):
-        GSASRRoPE(**dict(options, num_injection_blocks=0))
+        GSASRRoPEOfficial(**dict(options, num_injection_blocks=0))
     with pytest.raises(ValueError, match='multiple of 4'):
         build_encoder(dict(options['encoder'], embed_dim=12))
-    net = GSASRRoPE(**dict(options, box_cutoff=None)).train()
+    net = GSASRRoPEOfficial(**dict(options, box_cutoff=None)).train()
     out = net(torch.rand(1, 3, 8, 8), scale=2.0)
     out.mean().backward()
     grads = [p.grad for n, p in net.named_parameters() if 'rope.freqs' in n]

@@ -4,7 +4,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from gsasr_plugin import hub
+from gsasr_plugin.official import hub
 from gsasr_plugin.checkpoint import META_KEY, NETWORK_KEY, network_options_of, save_checkpoint
 
 

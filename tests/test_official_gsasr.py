@@ -13,13 +13,13 @@ import torch
 
 import gsasr_plugin  # noqa: F401
 from basicsr.archs import build_network
-from gsasr_plugin import hub
+from gsasr_plugin.official import hub
 from gsasr_plugin.archs.edsr_encoder_arch import EDSRBaseline
-from gsasr_plugin.archs.gaussian_field import box_half_size
-from gsasr_plugin.archs.gsasr_arch import GSASR, _round_canvas
-from gsasr_plugin.archs.official_gsasr import (OfficialState, convert_official_gsasr, identify_encoder,
+from gsasr_plugin.archs.gsasr_arch import GSASR
+from gsasr_plugin.official.gsasr import (OfficialState, convert_official_gsasr, identify_encoder,
                                                paper_network_g, regather_relative_position_bias)
 from gsasr_plugin.archs.window_utils import get_relative_position_index
+from gsasr_plugin.official.gsasr_official_arch import GSASROfficial, box_half_size, round_canvas
 from official_gsasr_helpers import (ENHANCED_FAMILIES, FIXTURES, PAPER_FAMILIES, cases, gaussian_error, image_error,
                                     official_net)
 from official_gsasr_helpers import kernel_gaussians_in_lr_units as _kernel_gaussians_in_lr_units
@@ -104,7 +104,7 @@ def test_conversion_is_strict_about_leftover_and_missing_keys(tmp_path):
 
 
 def test_identify_encoder_by_its_keys(monkeypatch):
-    from gsasr_plugin.archs import official_gsasr
+    from gsasr_plugin.official import gsasr as official_gsasr
     for family, name in FAMILIES.items():
         state = torch.load(FIXTURES / family / 'encoder.pth', weights_only=True)['params_ema']
         assert identify_encoder(state) == name
@@ -140,15 +140,15 @@ def test_official_state_reports_what_it_did_not_use():
 
 # ------------------------------------------------------------------------ official-forward options
 def test_canvas_rounding():
-    assert _round_canvas(2.7 * 8, 'floor') == 21 and _round_canvas(2.7 * 8, 'ceil') == 22
-    assert _round_canvas(157 / 48 * 48, 'ceil') == 157  # a ratio Ho / h gives back Ho
-    assert _round_canvas(4.0 * 12, 'floor') == 48
+    assert round_canvas(2.7 * 8, 'floor') == 21 and round_canvas(2.7 * 8, 'ceil') == 22
+    assert round_canvas(157 / 48 * 48, 'ceil') == 157  # a ratio Ho / h gives back Ho
+    assert round_canvas(4.0 * 12, 'floor') == 48
 
 
 def test_padded_canvas_crop_and_ceil_rounding():
-    net = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
-                window_size=4, num_blocks=1, num_layers_per_block=2, num_scale_tokens=1, pad_input_to=4,
-                canvas_rounding='ceil').eval()
+    net = GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                        window_size=4, num_blocks=1, num_layers_per_block=2, num_scale_tokens=1, pad_input_to=4,
+                        canvas_rounding='ceil').eval()
     lq = torch.rand(1, 3, 5, 7)
     with torch.no_grad():
         field = net.encode(lq, 2.6)
@@ -167,8 +167,9 @@ def test_padded_canvas_crop_and_ceil_rounding():
 
 
 def test_floor_canvas_grows_to_a_larger_requested_output():
-    net = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
-                window_size=4, num_blocks=1, num_layers_per_block=2, pad_input_to=4, canvas_rounding='floor').eval()
+    net = GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                        window_size=4, num_blocks=1, num_layers_per_block=2, pad_input_to=4,
+                        canvas_rounding='floor').eval()
     with torch.no_grad():
         out = net(torch.rand(1, 3, 4, 4), scale=2.6)  # canvas floor(10.4) = 10, output round(10.4) = 10
         bigger = net(torch.rand(1, 3, 4, 4), scale=2.6, out_size=(11, 12))
@@ -182,8 +183,43 @@ def test_floor_canvas_grows_to_a_larger_requested_output():
     ('box_cutoff', 0, 'box_cutoff'), ('box_cutoff', 3, 'box_cutoff')])
 def test_bad_official_options_are_named(option, value, match):
     with pytest.raises((ValueError, TypeError), match=match):
+        GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                      window_size=4, num_blocks=1, **{option: value})
+
+
+@pytest.mark.parametrize('option', ['cross_attention_shift', 'shift_mask', 'shift_single_window', 'pad_input_to',
+                                    'canvas_rounding', 'box_cutoff'])
+def test_the_core_gsasr_has_no_official_options(option):
+    with pytest.raises(TypeError, match=option):
         GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
-              window_size=4, num_blocks=1, **{option: value})
+              window_size=4, num_blocks=1, **{option: None})
+
+
+def test_box_cutoff_and_cutoff_exclude_each_other():
+    """The square cut-off replaces the ellipse: both set is an error, not a silently dropped cutoff."""
+    with pytest.raises(ValueError, match=r'box_cutoff \(0.1\) and cutoff \(3.0\) exclude each other'):
+        GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                      window_size=4, num_blocks=1, box_cutoff=0.1, cutoff=3.0)
+
+
+def test_the_box_cutoff_renders_a_whole_canvas_and_a_zoom_with_the_ellipse():
+    torch.manual_seed(0)
+    common = dict(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+                  window_size=4, num_blocks=1, num_layers_per_block=2, pad_input_to=4)
+    boxed = GSASROfficial(**common, box_cutoff=0.1).eval()
+    plain = GSASROfficial(**common)
+    plain.load_state_dict(boxed.state_dict())
+    plain.eval()
+    with torch.no_grad():
+        field = boxed.encode(torch.rand(1, 3, 6, 5), 3.0)
+        size = field.render_size((18, 15))
+        box = box_half_size(0.1, field.lr_size, size)
+        assert torch.equal(boxed.render(field, (18, 15)), field.render((18, 15), box_half_size=box))
+        assert not torch.equal(boxed.render(field, (18, 15)), plain.render(field, (18, 15)))
+        zoom = (1.0, 1.0, 4.0, 3.0)
+        assert torch.equal(boxed.render(field, (9, 6), zoom), plain.render(field, (9, 6), zoom))
+        whole = (0.0, 0.0) + tuple(float(n) for n in field.lr_size)
+        assert torch.equal(boxed.render(field, (18, 15), whole), boxed.render(field, (18, 15)))
 
 
 def test_window_plan_shifts_single_window_axes_only_when_asked():
@@ -191,8 +227,11 @@ def test_window_plan_shifts_single_window_axes_only_when_asked():
                   window_size=4, num_blocks=1)
     shift, mask = GSASR(**common)._window_plan(8, 4, torch.device('cpu'))
     assert shift == (2, 0) and mask is not None
-    shift, mask = GSASR(**common, shift_single_window=True, shift_mask=False)._window_plan(8, 4, torch.device('cpu'))
+    shift, mask = GSASROfficial(**common)._window_plan(8, 4, torch.device('cpu'))
     assert shift == (2, 2) and mask is None
+    shift, mask = GSASROfficial(**common, shift_single_window=False, shift_mask=True)._window_plan(
+        8, 4, torch.device('cpu'))
+    assert shift == (2, 0) and mask is not None
 
 
 def test_box_half_size_is_the_official_canvas_box():
@@ -209,7 +248,7 @@ def test_paper_network_g_builds_the_released_sizes():
     assert encoder == 1_220_416  # EDSR-baseline without upsampler
     assert net.pad_input_to == 12 and net.box_cutoff == 0.1 and net.num_scale_tokens == 1
     assert decoder > 0
-    assert {m.name for m in hub.released_models().values() if m.method == 'GSASR'} >= {
+    assert {m.name for m in hub.released_models().values() if m.method == 'GSASROfficial'} >= {
         'gsasr-edsr-paper', 'gsasr-rdn-paper', 'gsasr-swinir-paper'}
 
 

@@ -14,16 +14,18 @@ import yaml
 
 import gsasr_plugin  # noqa: F401
 from basicsr.archs import build_network
-from gsasr_plugin import cli, hub
+from gsasr_plugin import cli
+from gsasr_plugin.official import hub
 from gsasr_plugin.checkpoint import NETWORK_KEY, build_with_weights, is_released_weights, load_weights
 from gsasr_plugin.commands.pipeline import check_option_paths
+from recorded_options import current_network_g
 
 FOLDER = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr' / 'edsr_paper'
 FILES = [FOLDER / 'encoder.pth', FOLDER / 'decoder.pth']
 
 
 def _network_g(**overrides):
-    options = dict(torch.load(FOLDER / 'reference.pth', weights_only=True)['network_g'])
+    options = current_network_g(torch.load(FOLDER / 'reference.pth', weights_only=True)['network_g'])
     options.update(box_cutoff=None)  # the plumbing under test does not depend on the rasterizer's box mode
     options.update(overrides)
     return options
@@ -95,14 +97,14 @@ def test_every_way_of_naming_the_official_files_gives_the_same_weights(fake_hub)
 def test_released_weights_that_do_not_fit(tmp_path):
     with pytest.raises(FileNotFoundError, match='holds none of the released models'):
         load_weights(str(tmp_path))
-    with pytest.raises(ValueError, match=r'not the files of any released GSASR model \(gsasr-edsr-paper: '):
-        load_weights(f'{FILES[1]},{FILES[0]}', {'type': 'GSASR'})  # decoder first
+    with pytest.raises(ValueError, match=r'not the files of any released GSASROfficial model \(gsasr-edsr-paper: '):
+        load_weights(f'{FILES[1]},{FILES[0]}', {'type': 'GSASROfficial'})  # decoder first
     with pytest.raises(ValueError, match="unknown released model 'official:nope'"):
         load_weights('official:nope')
-    with pytest.raises(ValueError, match='is a GSASR model but network_g builds a ContinuousSR'):
+    with pytest.raises(ValueError, match='is a GSASROfficial model but network_g builds a ContinuousSR'):
         load_weights('official:gsasr-edsr-paper', {'type': 'ContinuousSR'})
     weights = load_weights(str(FOLDER), _network_g(embed_dim=16, num_heads=2))
-    with pytest.raises(ValueError, match=r'does not fit network_g \(GSASR\): .*of another shape'):
+    with pytest.raises(ValueError, match=r'does not fit network_g \(GSASROfficial\): .*of another shape'):
         build_with_weights(weights, 'the fixture')
 
 
@@ -124,7 +126,7 @@ def test_python_api_takes_every_form_of_weights(fake_hub):
         model = load_model(spec, opt={'network_g': _network_g()}, device='cpu')
         assert torch.allclose(model.upscale(lq[0], scale=2, tile=0), expected, atol=1e-5), spec
     assert model.source.startswith('official:gsasr-edsr-paper (mutou0308/GSASR')
-    with pytest.raises(ValueError, match=r'released model official:gsasr-edsr-paper does not fit network_g \(GSASR\)'):
+    with pytest.raises(ValueError, match=r'released model official:gsasr-edsr-paper does not fit network_g \(GSASROfficial\)'):
         load_model('official:gsasr-edsr-paper', device='cpu')  # the released options are larger than the fixture
 
 
@@ -228,7 +230,7 @@ def test_option_check_reads_released_weights_with_the_one_loader(tmp_path, fake_
         assert check_options(opt, 'test', 'opt.yml').warnings == [], spec
         opt['network_g'] = _network_g(embed_dim=16, num_heads=2)
         opt['path']['strict_load_g'] = False
-        with pytest.raises(OptionError, match=r"path:pretrain_network_g: .* does not fit network_g \(GSASR\): "
+        with pytest.raises(OptionError, match=r"path:pretrain_network_g: .* does not fit network_g \(GSASROfficial\): "
                                               r'.*of another shape') as info:
             check_options(opt, 'test', 'opt.yml')
         assert '\n' not in str(info.value) and 'strict_load_g: false' not in str(info.value), spec

@@ -103,7 +103,7 @@ def test_benchmark_option_files_cover_the_protocol():
         assert {m['type'] for m in metrics.values()} == {'calculate_psnr', 'calculate_ssim', 'calculate_lpips',
                                                         'calculate_dists'}, path
         assert metrics['lpips']['better'] == 'lower' and metrics['dists']['better'] == 'lower'
-        assert opt['model_type'] == 'ArbitraryScaleSRModel' and opt['network_g']['type'] == 'GSASR'
+        assert opt['model_type'] == 'ArbitraryScaleSRModel' and opt['network_g']['type'] in ('GSASR', 'GSASROfficial')
 
 
 def test_basicsr_test_writes_the_results_table(tmp_path, photo):

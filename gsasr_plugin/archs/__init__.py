@@ -12,7 +12,3 @@ __all__ = ['ENCODER_REGISTRY', 'build_encoder']
 
 _module_names = sorted(p.stem for p in Path(__file__).parent.glob('*_arch.py'))
 _modules = [importlib.import_module(f'{__name__}.{name}') for name in _module_names]
-# Official checkpoints of the methods, registered with gsasr_plugin.hub (after the archs they load into).
-from gsasr_plugin.archs import official_gsasr  # noqa: E402,F401
-from gsasr_plugin.archs import official_gaussiansr  # noqa: E402,F401
-from gsasr_plugin.archs import official_continuoussr  # noqa: E402,F401

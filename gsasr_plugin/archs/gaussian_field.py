@@ -7,7 +7,7 @@ as a small pure function, so that networks, tiling (``gsasr_plugin.inference``),
 (``gsasr_plugin.zoom``) and drawing (``gsasr_plugin.utils.visualize_gaussians``) share one of each:
 :func:`reference_grid`, :func:`select_gaussians`, :func:`shift_field`, :func:`concat_fields`,
 :func:`float_field`, :func:`check_window`, :func:`window_field`, :func:`cull_to_window`, :func:`crop_field`.
-This module imports nothing of the plugin but the rasterizer (when rendering).
+This module imports nothing of the plugin but the rasterizer.
 """
 import dataclasses
 import math
@@ -16,7 +16,9 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['GaussianField', 'NonFiniteGaussiansError', 'Window', 'box_half_size', 'reference_grid',
+from gsasr_plugin.ops import rasterize_gaussians
+
+__all__ = ['GaussianField', 'NonFiniteGaussiansError', 'Window', 'reference_grid',
            'select_gaussians', 'shift_field', 'concat_fields', 'float_field', 'check_window', 'whole_window',
            'window_field', 'cull_to_window', 'crop_field']
 
@@ -43,11 +45,8 @@ class GaussianField:
         lr_size: (H, W) of the LR image the coordinates refer to.
         opacities: optional (B, N) opacities, kept for visualisation only.
         canvas_size: optional (Hc, Wc): the field is rendered on this canvas over the whole ``lr_size``
-            and the top-left ``out_size`` of it is returned (GSASR's official inference renders the padded
-            image and crops; a larger ``out_size`` enlarges the canvas). None: ``out_size`` is the canvas.
-        box_cutoff: optional official cut-off ``dmax``: each Gaussian touches the canvas pixels within
-            ``box_cutoff * (canvas - 1) / 2`` output pixels of its centre along each axis (a square box,
-            no ellipse test). None: the ellipse ``cutoff`` of :meth:`render`.
+            and the top-left ``out_size`` of it is returned (for a network that renders a padded image and
+            crops it; a larger ``out_size`` enlarges the canvas). None: ``out_size`` is the canvas.
     """
     means: torch.Tensor
     sigmas: torch.Tensor
@@ -56,7 +55,6 @@ class GaussianField:
     lr_size: Tuple[int, int]
     opacities: Optional[torch.Tensor] = None
     canvas_size: Optional[Tuple[int, int]] = None
-    box_cutoff: Optional[float] = None
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteGaussiansError` naming the parameters that hold NaN or inf (one device sync)."""
@@ -68,42 +66,34 @@ class GaussianField:
                                           '(diverged weights, or a non-finite input)')
 
     def render(self, out_size: Sequence[int], cutoff: Optional[float] = None, **rasterizer_options) -> torch.Tensor:
-        """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)`` (the top-left of ``canvas_size`` when set).
+        """Rasterize to (B, C, Ho, Wo) at ``out_size = (Ho, Wo)`` (the top-left of :meth:`render_size` when the
+        field has a canvas).
 
-        Other keywords (e.g. ``mode='gsplat_sum'``) go to ``rasterize_gaussians``.
+        ``cutoff`` and every other keyword (e.g. ``mode='gsplat_sum'``, ``box_half_size``) go to
+        ``rasterize_gaussians`` as they are; it refuses combinations it does not implement.
 
         Raises:
             NonFiniteGaussiansError: when a parameter holds NaN or inf (checked before the rasterizer).
         """
-        from gsasr_plugin.ops import rasterize_gaussians
         self.check_finite()
         out_size = (int(out_size[0]), int(out_size[1]))
-        size = out_size
-        if self.canvas_size is not None:
-            size = (max(int(self.canvas_size[0]), out_size[0]), max(int(self.canvas_size[1]), out_size[1]))
-        kwargs = dict(rasterizer_options)
+        size = self.render_size(out_size)
         if cutoff is not None:
-            kwargs['cutoff'] = cutoff
-        if self.box_cutoff is not None:
-            kwargs = {'box_half_size': box_half_size(self.box_cutoff, tuple(self.lr_size), size)}
+            rasterizer_options['cutoff'] = cutoff
         image = rasterize_gaussians(self.means, self.sigmas, self.rhos, self.colors, tuple(self.lr_size), size,
-                                    **kwargs)
+                                    **rasterizer_options)
         return image if size == out_size else image[..., :out_size[0], :out_size[1]]
+
+    def render_size(self, out_size: Sequence[int]) -> Tuple[int, int]:
+        """The size a render at ``out_size`` rasterizes: ``canvas_size``, grown to ``out_size`` where smaller
+        (``out_size`` when the field has no canvas)."""
+        if self.canvas_size is None:
+            return int(out_size[0]), int(out_size[1])
+        return max(int(self.canvas_size[0]), int(out_size[0])), max(int(self.canvas_size[1]), int(out_size[1]))
 
     @property
     def num_gaussians(self) -> int:
         return self.means.shape[1]
-
-
-def box_half_size(box_cutoff: float, lr_size: Tuple[int, int], canvas_size: Tuple[int, int]) -> Tuple[float, float]:
-    """(half_h, half_w) in LR pixels of the official square cut-off ``dmax`` on a canvas.
-
-    The official rasterizer places canvas pixel ``i`` at ``2 i / (n - 1) - 1`` and skips the pixels farther
-    than ``dmax`` from the Gaussian's centre along an axis: ``dmax * (n - 1) / 2`` output pixels, that is
-    ``dmax * (n - 1) / 2 * lr / n`` LR pixels of an axis of ``lr`` LR and ``n`` canvas pixels.
-    """
-    return tuple(box_cutoff * (n - 1) / 2 * lr / n for lr, n in zip(lr_size, canvas_size))
-
 
 
 # ----------------------------------------------------------------------------------------- the grid
@@ -129,15 +119,15 @@ def select_gaussians(field: GaussianField, index: torch.Tensor) -> GaussianField
 
 def shift_field(field: GaussianField, offset: Sequence[float], lr_size: Tuple[int, int]) -> GaussianField:
     """``field`` moved by ``offset`` = (x, y) LR pixels onto an LR plane of ``lr_size`` (a tile's Gaussians in
-    the whole image); a canvas of the old plane does not carry over, the box cut-off does."""
+    the whole image); a canvas of the old plane does not carry over."""
     shift = field.means.new_tensor([float(offset[0]), float(offset[1])])
     return dataclasses.replace(field, means=field.means + shift, lr_size=(int(lr_size[0]), int(lr_size[1])),
                                canvas_size=None)
 
 
 def concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> GaussianField:
-    """One field over an LR plane of ``lr_size`` holding all Gaussians of ``fields`` (in order); the box cut-off
-    of the first (the same for all tiles of one network) carries over, canvases do not."""
+    """One field over an LR plane of ``lr_size`` holding all Gaussians of ``fields`` (in order); canvases do not
+    carry over."""
     if not fields:
         raise ValueError('concat_fields needs at least one field')
     opacities = None
@@ -147,12 +137,11 @@ def concat_fields(fields: Sequence[GaussianField], lr_size: Tuple[int, int]) -> 
                          sigmas=torch.cat([f.sigmas for f in fields], dim=1),
                          rhos=torch.cat([f.rhos for f in fields], dim=1),
                          colors=torch.cat([f.colors for f in fields], dim=1),
-                         lr_size=(int(lr_size[0]), int(lr_size[1])), opacities=opacities,
-                         box_cutoff=fields[0].box_cutoff)
+                         lr_size=(int(lr_size[0]), int(lr_size[1])), opacities=opacities)
 
 
 def float_field(field: GaussianField) -> GaussianField:
-    """``field`` in float32 (rendering precision, whatever the network ran in); canvas and cut-off kept."""
+    """``field`` in float32 (rendering precision, whatever the network ran in); its canvas kept."""
     return dataclasses.replace(field, means=field.means.float(), sigmas=field.sigmas.float(),
                                rhos=field.rhos.float(), colors=field.colors.float(),
                                opacities=None if field.opacities is None else field.opacities.float())
@@ -214,12 +203,12 @@ def cull_to_window(field: GaussianField, window: Window, cutoff: float) -> Gauss
 
 def crop_field(field: GaussianField, top: int, left: int, size: Tuple[int, int], reach: float = 3.0) -> GaussianField:
     """The Gaussians of image 0 whose means lie within ``reach`` LR pixels of the window of ``size`` at
-    (``top``, ``left``), in the window's coordinates (an LR plane of ``size``; no canvas, no box cut-off)."""
+    (``top``, ``left``), in the window's coordinates (an LR plane of ``size``; no canvas)."""
     means = field.means[0]
     x, y = means[:, 0] - left, means[:, 1] - top
     keep = (x > -reach) & (x < size[1] + reach) & (y > -reach) & (y < size[0] + reach)
     image = dataclasses.replace(field, means=field.means[:1], sigmas=field.sigmas[:1], rhos=field.rhos[:1],
                                 colors=field.colors[:1],
                                 opacities=None if field.opacities is None else field.opacities[:1],
-                                canvas_size=None, box_cutoff=None)
+                                canvas_size=None)
     return shift_field(select_gaussians(image, keep.nonzero().squeeze(1)), (-left, -top), size)

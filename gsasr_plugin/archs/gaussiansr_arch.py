@@ -27,7 +27,7 @@ The official code (tljxyys/GaussianSR) differs in several places; each differenc
 ``kernel_param: raw``, ``kernel_sharing: patch_mean``, ``gumbel_hard: false``, ``kernel_choice_eval``,
 ``splat_clamp``, ``mlp_act: gelu``, ``decoder_coords: liif``, ``image_skip: false``, ``norm_mean`` /
 ``norm_std`` and ``encoder: {rgb_mean: ~}``. Their checkpoints convert with
-:mod:`gsasr_plugin.archs.official_gaussiansr`.
+:mod:`gsasr_plugin.official.gaussiansr`.
 
 The Gaussians and the LR features do not depend on the scale (``field_depends_on_scale = False``): the
 field is encoded once and each render runs the splatting, the bicubic upsampling and the decoder at the

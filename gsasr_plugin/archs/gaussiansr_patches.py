@@ -23,7 +23,7 @@ patches of a group, so the sum over a patch's Gaussians is one matrix product in
 
 Sign and axis conventions: their ``sigma_x`` is the spread along image *rows* (the first axis of their
 kernel grid) and ``sigma_y`` along columns; here ``sigma_x`` is horizontal (columns) as everywhere else in
-this package, so the converter (:mod:`gsasr_plugin.archs.official_gaussiansr`) swaps the two.
+this package, so the converter (:mod:`gsasr_plugin.official.gaussiansr`) swaps the two.
 """
 import math
 from typing import Optional, Sequence, Tuple

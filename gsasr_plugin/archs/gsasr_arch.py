@@ -3,10 +3,10 @@
 One registered network holds the LR feature encoder (built from a nested ``encoder: {type: ...}``
 option) and the Gaussian decoder, so BasicSR's EMA, save/load, ``param_key`` and resume work unchanged.
 
-Decoder layout (Sec. 3.2 of the paper, laid out as in the official code):
+Decoder layout (Sec. 3.2 of the paper, laid out as in the authors' code):
 
 1. Encoder features (B, 64, h, w) are reflect-padded to a multiple of the window size k (12) and
-   projected to ``embed_dim`` (180) by conv-ReLU-conv.
+   projected to ``embed_dim`` (180) by conv-ReLU-conv; the Gaussians of the padding are dropped at the end.
 2. Learnable Gaussian embeddings, one per position of a k x k window (k^2 = 144 tokens), are duplicated
    into every window; a learnable positional embedding marks each token's place in its window (the
    tokens' reference positions form a regular grid over the LR image).
@@ -16,21 +16,21 @@ Decoder layout (Sec. 3.2 of the paper, laid out as in the official code):
    ``WindowAttention`` with Swin's shift masks).
 5. The token map is upsampled by ``num_upsample_stages`` conv + pixel-shuffle stages to
    ``gaussian_density`` (m = 16) tokens per LR pixel. The paper's text reads as m * k^2 tokens per
-   window; attending with k^2 tokens and upsampling afterwards (the official layout) is 256x cheaper.
+   window; attending with k^2 tokens and upsampling afterwards (the authors' code) is 256x cheaper.
 6. Five 3-layer MLP heads give each Gaussian its opacity and colour (sigmoid), standard deviations
    (sigmoid into ``sigma_range`` LR pixels), correlation (``rho_max * tanh``) and position (its
    reference point plus an offset); the Gaussians are rendered with ``rasterize_gaussians``.
 
-Scale conditioning. Every layer of steps 3-4 starts with a scale cross-attention sublayer. In the
-official code its keys/values are a single scale-embedding token, so the softmax is uniform and the
-sublayer reduces to adding one per-image vector to every token (an additive bias that ignores the
-query). Here an MLP maps ``(1 / s_h, 1 / s_w)`` to ``num_scale_tokens`` (default 4) distinct tokens, so
-the attention weights depend on both the query and the scale and anisotropic scales are told apart.
+Scale conditioning. Every layer of steps 3-4 starts with a scale cross-attention sublayer. With a
+single scale token as keys/values (the authors' choice) the softmax is uniform and the sublayer reduces
+to adding one per-image vector to every token (an additive bias that ignores the query). Here an MLP maps
+``(1 / s_h, 1 / s_w)`` to ``num_scale_tokens`` (default 4) distinct tokens, so the attention weights
+depend on both the query and the scale and anisotropic scales are told apart.
 
-Shifted cross-attention. The official shifted injection layers roll the image features but not the
-queries, so a query meets the features of a window offset by half a window and no mask is applied.
-Here queries (with their positional embedding) and features are rolled together, attention uses Swin's
-shift mask, and the result is rolled back.
+Shifted windows. Shifted layers roll queries (with their positional embedding) and features together,
+attention uses Swin's shift mask, and the result is rolled back; an axis that a single window covers is
+not shifted (Swin). A subclass changes how the shifted layers shift through :meth:`GSASR._window_plan` and
+:meth:`ConditionInjectionLayer.attend_shifted`.
 
 Speed (same math, fewer passes over memory): steps 3-4 keep the token map as window tokens, so
 unshifted layers need no partition and shifted layers gather their windows in one pass
@@ -40,12 +40,10 @@ PyTorch's fused kernel, the linear layers run by oneDNN where PyTorch's BLAS is 
 (``fast_linear``) and the heads go through in cache-sized chunks. Outputs and gradients equal the
 plain forward within float rounding (``tests/test_gsasr_decoder_reference.py``).
 
-The official forward is available through options (``cross_attention_shift``, ``shift_mask``,
-``shift_single_window``, ``pad_input_to``, ``canvas_rounding``, ``box_cutoff``, with ``num_scale_tokens: 1``
-and the head ranges); ``gsasr_plugin.archs.official_gsasr`` converts the released checkpoints and
-holds the options of the released models.
+The authors' released checkpoints run a forward of their own (other shifts, a padded canvas, a square
+cut-off); it is a layer apart that subclasses this class (``docs/`` on compatibility), so that this file
+holds the method and our choices only.
 """
-import dataclasses
 import math
 from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -98,7 +96,7 @@ class ScaleCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
         """x: (B, ..., C) tokens in any layout, pos broadcastable to x; scale_tokens: (B, T, C)."""
         if scale_tokens.shape[1] == 1 and not torch.is_grad_enabled():
-            # One scale token (the official models): the softmax is 1 whatever the query, so every token gets
+            # One scale token (num_scale_tokens: 1): the softmax is 1 whatever the query, so every token gets
             # out_proj(v). With autograd the full path runs, so that the query side keeps its (zero) gradients.
             x = x + self.attend_single_token(scale_tokens).view(x.shape[0], *([1] * (x.dim() - 2)), -1)
         else:
@@ -159,15 +157,12 @@ class WindowLayerBase(nn.Module):
 class ConditionInjectionLayer(WindowLayerBase):
     """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features.
 
-    ``shift_features_only`` (shifted layers): shift the features alone, as the official code does, so a
-    query window meets the features of the window half a window further, with no mask and no shift back;
-    otherwise queries and features are shifted together, masked as in Swin and shifted back.
+    Shifted layers shift queries and features together, mask as in Swin and shift back
+    (:meth:`attend_shifted`, which a subclass may replace).
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
-                 shift_features_only: bool = False):
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float):
         super().__init__(dim, num_heads, window_size, shifted, mlp_ratio)
-        self.shift_features_only = shift_features_only
         self.cross_attn = WindowCrossAttention(dim, num_heads, window_size)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, scale_tokens: torch.Tensor,
@@ -175,14 +170,13 @@ class ConditionInjectionLayer(WindowLayerBase):
         """x, feat: (B, num_windows, N, C) window tokens, pos broadcastable to them; returns the updated x."""
         x = self.scale_attn(x, pos, scale_tokens)
         queries = self.norm_attn(x) + pos
-        if not self.shifted:
-            attended = self._attend(queries, feat, None)
-        elif self.shift_features_only:
-            attended = self._attend(queries, windows.shift(feat), None)
-        else:
-            attended = windows.unshift(self._attend(windows.shift(queries), windows.shift(feat), windows.mask))
+        attended = self.attend_shifted(queries, feat, windows) if self.shifted else self._attend(queries, feat, None)
         x = x + attended
         return x + mlp(self.mlp, self.norm_mlp(x))
+
+    def attend_shifted(self, queries: torch.Tensor, feat: torch.Tensor, windows: ShiftedWindows) -> torch.Tensor:
+        """The cross-attention of a shifted layer: queries and features shifted together, masked, shifted back."""
+        return windows.unshift(self._attend(windows.shift(queries), windows.shift(feat), windows.mask))
 
     def _attend(self, queries: torch.Tensor, context: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         return self.cross_attn(queries.flatten(0, 1), context.flatten(0, 1), mask).view(queries.shape)
@@ -231,8 +225,7 @@ class _ResidualGroup(nn.Module):
 
 
 class LRFeatures(NamedTuple):
-    """GSASR's scale-free stage: the LR image as the decoder sees it (padded with ``pad_input_to``) and the
-    encoder's features of it."""
+    """GSASR's scale-free stage: the LR image as the encoder saw it and the encoder's features of it."""
     lq: torch.Tensor
     features: torch.Tensor
 
@@ -250,21 +243,21 @@ class GSASR(SRNetwork):
         num_injection_layers: Layers of the condition injection block (odd ones shifted). Default: 2.
         num_blocks: Gaussian interaction blocks L. Default: 6.
         num_layers_per_block: Window self-attention layers per interaction block. Default: 6.
-        mlp_ratio: Hidden width of the transformer MLPs relative to d. Default: 1 (as official).
+        mlp_ratio: Hidden width of the transformer MLPs relative to d. Default: 1 (as the authors).
         num_scale_tokens: Scale tokens the scale cross-attention attends to. Default: 4.
         gaussian_density: Gaussians per LR pixel m; must be a square. Default: 16.
         num_upsample_stages: Conv + pixel-shuffle stages reaching sqrt(m) Gaussians per LR pixel side;
             each stage upsamples by sqrt(m) ** (1 / stages), which must be an integer. Default: 2.
         head_mlp_ratio: Width of the heads' last hidden layer relative to d. Default: 4.
         sigma_range: (min, max) standard deviation in LR pixels. Default: (0.01, 0.8333); the
-            official renderer's sigmoid range corresponds to (0, 1 / 1.2) LR pixels.
+            authors' renderer's sigmoid range corresponds to (0, 1 / 1.2) LR pixels.
         rho_max: Correlations are ``rho_max * tanh``; < 1 keeps the covariance invertible. Default: 0.99.
         max_offset: Largest offset of a Gaussian from its reference point, in LR pixels (``tanh``
-            bounded). ``None`` leaves offsets unbounded, in units of the Gaussian grid, as official.
+            bounded). ``None`` leaves offsets unbounded, in units of the Gaussian grid (the authors').
             Default: 1.0.
         cutoff: Rasterizer cutoff in standard deviations; ``None`` uses the rasterizer's default.
         num_colors: Colour channels. Default: 3.
-        lr_color_residual: Our addition, not in the paper or the official code. Each Gaussian's colour
+        lr_color_residual: Our addition, not in the paper or the authors' code. Each Gaussian's colour
             becomes ``sigmoid(logit(c) + head)``, ``c`` being the LR image bicubic-sampled at the
             Gaussian's reference point, instead of ``sigmoid(head)``; the last layers of the colour,
             standard-deviation, correlation, offset and opacity heads start at zero (opacity at the
@@ -273,50 +266,17 @@ class GSASR(SRNetwork):
             bicubic) instead of a flat grey one, and training refines it: a small net learns within a
             few hundred CPU iterations (see the README's Demo section). No parameters are added.
             Default: False (the paper's heads).
-        feature_queries: Our addition, not in the paper or the official code. Each Gaussian token's
+        feature_queries: Our addition, not in the paper or the authors' code. Each Gaussian token's
             query starts as its embedding plus the projected feature of its own LR pixel, instead of the
             embedding alone. In the paper a Gaussian learns what lies under it only through window
             cross-attention, which starts nearly uniform over the k x k window, so an untrained net
             sees window averages and localising the attention takes many iterations. No parameters are
             added. Default: False.
-
-    The official forward (``ChrisDud0257/GSASR``: ``utils/fea2gs.py``, ``inference_paper.py``) differs from
-    ours in the options below; each defaults to our behaviour, and the option files of the released
-    models (``options/test_gsasr_*_paper.yml``) set the official one. See the README, "Pretrained models".
-
-    Args:
-        cross_attention_shift: How the shifted condition-injection layers shift. ``'masked'`` (ours): the
-            queries (with their positional embedding) and the features are rolled together, attention
-            uses Swin's shift mask (with ``shift_mask``) and the result is rolled back, so every Gaussian
-            stays with the features around it. ``'features_only'`` (official): only the features are
-            rolled; a query window attends to the features of the window half a window down and right,
-            with no mask and no roll back. Default: 'masked'.
-        shift_mask: Swin's mask in shifted windows, so tokens wrapped around the image border by the
-            roll do not attend to each other (ours). The official code applies none. Default: True.
-        shift_single_window: Shift the odd layers also along an axis that holds a single window (the
-            official code always shifts). Swin (ours) does not shift such an axis, where a roll only
-            wraps the window onto itself. Default: False.
-        pad_input_to: The official inference. ``None`` (ours): the encoder sees the LR image as it is,
-            its features are reflect-padded to a window multiple inside the decoder and the Gaussians of
-            the padding are dropped. An int (official: 12, 24 for the paper's SwinIR): the LR *image* is
-            reflect-padded at the bottom/right to a multiple of it (itself a multiple of
-            ``window_size``); every Gaussian is kept and the whole padded canvas of
-            ``canvas_rounding(s * padded size)`` output pixels is rendered, then cropped to the output
-            size (top-left). As the official renderer, a Gaussian's standard deviation is then the head's
-            ``sigma * s`` output pixels of that canvas (``sigma`` LR pixels when ``s * padded size`` is a
-            whole number). Default: None.
-        canvas_rounding: With ``pad_input_to``: ``'floor'`` (official ``inference_paper.py``) or ``'ceil'``
-            (official test code, ``GSASRModel.test``) of ``s * padded size`` gives the canvas; values within
-            1e-6 of an integer are that integer. A canvas smaller than the requested output (floor of a
-            scale with no padding on that axis) grows to it. Default: 'ceil'.
-        box_cutoff: The official rasterizer's cut-off ``dmax``: each Gaussian touches the output pixels
-            whose distance to its centre is at most ``box_cutoff`` half-canvases along each axis, a square
-            box of half-side ``box_cutoff * (canvas - 1) / 2`` output pixels, whatever its standard
-            deviation (official: 0.1 at test, 0.5 in training). ``None`` (ours) cuts each Gaussian at its
-            ``cutoff`` ellipse. Rendered with the rasterizer's ``box_half_size`` mode. Default: None.
     """
 
     field_depends_on_scale = True
+    # The class of the condition-injection layers (a subclass may shift them otherwise).
+    injection_layer: type = ConditionInjectionLayer
 
     def __init__(self, encoder: Optional[Mapping[str, Any]] = None, embed_dim: int = 180, num_heads: int = 6,
                  window_size: int = 12, num_injection_layers: int = 2, num_blocks: int = 6,
@@ -324,21 +284,10 @@ class GSASR(SRNetwork):
                  gaussian_density: int = 16, num_upsample_stages: int = 2, head_mlp_ratio: float = 4.0,
                  sigma_range: Sequence[float] = (0.01, 0.8333), rho_max: float = 0.99,
                  max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3,
-                 lr_color_residual: bool = False, feature_queries: bool = False,
-                 cross_attention_shift: str = 'masked', shift_mask: bool = True, shift_single_window: bool = False,
-                 pad_input_to: Optional[int] = None, canvas_rounding: str = 'ceil',
-                 box_cutoff: Optional[float] = None):
+                 lr_color_residual: bool = False, feature_queries: bool = False):
         super().__init__()
         self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
                             num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
-        self._check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window,
-                                     pad_input_to, canvas_rounding, box_cutoff)
-        self.cross_attention_shift = cross_attention_shift
-        self.shift_mask = shift_mask
-        self.shift_single_window = shift_single_window
-        self.pad_input_to = pad_input_to
-        self.canvas_rounding = canvas_rounding
-        self.box_cutoff = None if box_cutoff is None else float(box_cutoff)
         self.shuffle_factor, self.gaussians_per_side = self._upsample_plan(gaussian_density, num_upsample_stages)
         in_channels = self.build_encoder(encoder, 'EDSRBaseline')
 
@@ -389,12 +338,12 @@ class GSASR(SRNetwork):
                          num_layers_per_block: int, mlp_ratio: float) -> None:
         """Steps 3-4: the condition injection block and the Gaussian interaction blocks (used by :meth:`attend`).
 
-        A subclass with other attention blocks (``GSASRRoPE``) overrides this and :meth:`attend`.
+        A subclass with other attention blocks (``GSASRRoPE``) overrides this and :meth:`attend`; one with other
+        injection layers sets :attr:`injection_layer`.
         """
         embed_dim = self.embed_dim
-        self.injection = _ResidualGroup(ConditionInjectionLayer, num_injection_layers, embed_dim, num_heads,
-                                        window_size, mlp_ratio,
-                                        shift_features_only=self.cross_attention_shift == 'features_only')
+        self.injection = _ResidualGroup(self.injection_layer, num_injection_layers, embed_dim, num_heads,
+                                        window_size, mlp_ratio)
         self.interaction = nn.ModuleList([
             _ResidualGroup(GaussianInteractionLayer, num_layers_per_block, embed_dim, num_heads, window_size,
                            mlp_ratio) for _ in range(num_blocks)
@@ -406,7 +355,7 @@ class GSASR(SRNetwork):
         The rasterizer sums unnormalised Gaussians: m Gaussians per LR pixel of standard deviation sigma
         cover each point with total weight ~ m * 2 * pi * sigma^2 (about 18 at the defaults). The opacity
         head's last bias is set so that opacity ~ 1 / that coverage at the initial sigma (mid-range), so
-        the first rendered images are about colour (0.5) rather than 0.5 * 18. The official code keeps
+        the first rendered images are about colour (0.5) rather than 0.5 * 18. The authors' code keeps
         PyTorch's default bias (opacity ~ 0.5).
         """
         self._set_opacity_bias(gaussian_density, sum(self.sigma_range) / 2)
@@ -453,26 +402,6 @@ class GSASR(SRNetwork):
         SRNetwork.check_cutoff(cutoff)
 
     @staticmethod
-    def _check_official_options(window_size, cross_attention_shift, shift_mask, shift_single_window, pad_input_to,
-                                canvas_rounding, box_cutoff) -> None:
-        if cross_attention_shift not in ('masked', 'features_only'):
-            raise ValueError("cross_attention_shift must be 'masked' or 'features_only', "
-                             f'got {cross_attention_shift!r}')
-        for name, value in (('shift_mask', shift_mask), ('shift_single_window', shift_single_window)):
-            if not isinstance(value, bool):
-                raise TypeError(f'{name} must be true or false, got {value!r}')
-        if pad_input_to is not None:
-            if isinstance(pad_input_to, bool) or not isinstance(pad_input_to, int) or pad_input_to < 1 \
-                    or pad_input_to % window_size:
-                raise ValueError(f'pad_input_to must be None or a positive multiple of window_size ({window_size}), '
-                                 f'got {pad_input_to!r}')
-        if canvas_rounding not in ('floor', 'ceil'):
-            raise ValueError(f"canvas_rounding must be 'floor' or 'ceil', got {canvas_rounding!r}")
-        if box_cutoff is not None and (isinstance(box_cutoff, bool) or not isinstance(box_cutoff, (int, float))
-                                       or not 0 < box_cutoff <= 2):
-            raise ValueError(f'box_cutoff must be None or a number in (0, 2] (half-canvases), got {box_cutoff!r}')
-
-    @staticmethod
     def _upsample_plan(gaussian_density: int, num_upsample_stages: int) -> Tuple[int, int]:
         """(pixel-shuffle factor per stage, Gaussians per LR pixel side) or a ValueError."""
         side = math.isqrt(gaussian_density) if isinstance(gaussian_density, int) and gaussian_density > 0 else 0
@@ -492,17 +421,17 @@ class GSASR(SRNetwork):
 
     # ------------------------------------------------------------------ encode / render / forward
     def scale_tokens(self, scale: Tuple[float, float], batch: int, like: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) scale tokens from (s_h, s_w); the input is (1 / s_h, 1 / s_w), as official's 1 / s."""
+        """(B, T, d) scale tokens from (s_h, s_w); the input is (1 / s_h, 1 / s_w) (the authors': 1 / s)."""
         inverse = torch.tensor([[1.0 / scale[0], 1.0 / scale[1]]], device=like.device, dtype=like.dtype)
         tokens = self.scale_mlp(inverse).view(1, self.num_scale_tokens, self.embed_dim)
         return tokens.expand(batch, -1, -1)
 
     def _window_plan(self, height: int, width: int, device: torch.device):
-        """Shift per axis (none where one window covers the side, as in Swin, unless
-        ``shift_single_window``) and the shift mask (None without ``shift_mask``)."""
+        """Shift per axis (none where one window covers the side, as in Swin) and Swin's shift mask (None when
+        nothing shifts)."""
         k = self.window_size
-        shift = tuple(k // 2 if side > k or self.shift_single_window else 0 for side in (height, width))
-        if shift == (0, 0) or not self.shift_mask:
+        shift = tuple(k // 2 if side > k else 0 for side in (height, width))
+        if shift == (0, 0):
             return shift, None
         return shift, shifted_window_mask(height, width, k, shift, device=device)
 
@@ -604,44 +533,25 @@ class GSASR(SRNetwork):
                              lr_size=tuple(lr_size), opacities=opacity.squeeze(-1))
 
     def encode_features(self, lq: torch.Tensor) -> LRFeatures:
-        """The encoder features of ``lq`` (B, 3, h, w), reflect-padded first with ``pad_input_to``: computed once
-        for every scale (the decoder is what depends on the scale)."""
-        if self.pad_input_to is not None:
-            lq = pad_to_multiple(lq, self.pad_input_to, mode='reflect')
+        """The encoder features of ``lq`` (B, 3, h, w): computed once for every scale (the decoder is what depends
+        on the scale)."""
         return LRFeatures(lq, self.encoder(lq))
 
     def decode_field(self, features: LRFeatures, target: Optional[Target]) -> GaussianField:
         """The Gaussians for one scale ``target.scale`` = (s_h, s_w) shared by the batch.
 
-        The field holds m * h * w Gaussians per image, means in LR pixel units over the unpadded image;
-        it is valid for that scale only (``field_depends_on_scale``). With ``pad_input_to`` the field covers
-        the padded image and carries its canvas (see :meth:`official_canvas`).
+        The field holds m * h * w Gaussians per image (h, w: the size of ``features.lq``), means in LR pixel
+        units; it is valid for that scale only (``field_depends_on_scale``).
         """
         if target is None:
             raise ValueError(MISSING_SCALE)
         lq = features.lq
-        padded_size = (int(lq.shape[-2]), int(lq.shape[-1]))
-        field = self.gaussians_from_tokens(self.decode_tokens(features.features, target.scale), padded_size, lq)
-        field.box_cutoff = self.box_cutoff
-        if self.pad_input_to is not None:
-            field = self.official_canvas(field, target.scale)
-        return field
-
-    def official_canvas(self, field: GaussianField, scale: Tuple[float, float]) -> GaussianField:
-        """Lay ``field`` (over the padded image) out on the official canvas of ``scale``.
-
-        The canvas is ``canvas_rounding(s * padded size)`` output pixels per axis, and, as in the official
-        renderer, each standard deviation is the head's sigma times s output pixels of it: the LR sigmas
-        are multiplied by ``s * padded size / canvas`` (1 when the product is a whole number).
-        """
-        canvas = tuple(_round_canvas(s * n, self.canvas_rounding) for s, n in zip(scale, field.lr_size))
-        stretch = field.sigmas.new_tensor([scale[1] * field.lr_size[1] / canvas[1],
-                                           scale[0] * field.lr_size[0] / canvas[0]])
-        return dataclasses.replace(field, sigmas=field.sigmas * stretch, canvas_size=canvas)
+        lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
+        return self.gaussians_from_tokens(self.decode_tokens(features.features, target.scale), lr_size, lq)
 
     def render(self, field: GaussianField, out_size: Size, window: Optional[Window] = None) -> torch.Tensor:
-        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size`` (cropped from its canvas when it has one);
-        ``window``: the field seen through that window of the LR plane (``window_field``)."""
+        """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size`` (cropped from its canvas when it has one) with the
+        ellipse ``cutoff``; ``window``: the field seen through that window of the LR plane (``window_field``)."""
         if window is not None:
             field = window_field(field, check_window(window, field.lr_size))
         return field.render(out_size, cutoff=self.cutoff)
@@ -660,11 +570,3 @@ class GSASR(SRNetwork):
         rows, cols = (n * self.gaussians_per_side for n in field.lr_size)
         return reference_grid(rows, cols, self.gaussians_per_side, device=field.means.device, dtype=field.means.dtype)
 
-
-def _round_canvas(value: float, mode: str) -> int:
-    """``floor`` or ``ceil`` of a canvas side ``s * n``, taking values within 1e-6 of an integer as it (a
-    scale computed as ``Ho / h`` must give back ``Ho``)."""
-    nearest = round(value)
-    if abs(value - nearest) < 1e-6:
-        return max(1, int(nearest))
-    return max(1, int(math.floor(value) if mode == 'floor' else math.ceil(value)))

@@ -23,10 +23,8 @@ Everything else -- encoder, feature projection, embeddings, scale MLP, upsamplin
 Gaussian field, rendering, ``encode`` / ``render`` / ``forward`` and all their options -- is
 :class:`GSASR`'s: this class only replaces the attention blocks (:meth:`GSASR.attend`).
 
-The official encoder.pth + decoder.pth of the released models convert to our weights with
-:mod:`gsasr_plugin.archs.official_gsasr` (``convert_fea2gs_rope``), which also holds their ``network_g``
-(``enhanced_network_g``) and registers them as ``official:gsasr-<encoder>-enhanced-<data>`` and
-``official:gsasr-hatl-ultra-sa1b``.
+The released models' padded canvas and square cut-off are ``GSASRRoPEOfficial``'s
+(:mod:`gsasr_plugin.official.gsasr_official_arch`), their weights convert with :mod:`gsasr_plugin.official.gsasr`.
 """
 from typing import Any, Callable, Mapping, Optional
 
@@ -41,9 +39,6 @@ from gsasr_plugin.archs.rope_attention import RoPEWindowAttention, RoPEWindowCro
 from gsasr_plugin.archs.window_utils import Mlp, ShiftedWindows, from_windows, to_windows
 
 __all__ = ['GSASRRoPE', 'RoPEInjectionLayer', 'RoPEInteractionLayer', 'RoPEResidualGroup']
-
-# GSASR's shift options and the only values GSASRRoPE's blocks implement (the official decoder's).
-_OFFICIAL_SHIFTS = {'cross_attention_shift': 'features_only', 'shift_mask': False, 'shift_single_window': True}
 
 
 def _conv_channels_last(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -146,9 +141,7 @@ class GSASRRoPE(GSASR):
         mlp_ratio: Hidden width of the transformer MLPs relative to d. Default: 1 (as official).
         rope_theta: RoPE base of the initial frequencies (learned afterwards). Default: 10 (as official).
         **gsasr_options: Every other option of :class:`GSASR` (scale tokens, Gaussian density and upsampling,
-            heads, padding and canvas, rasterizer, ...), with GSASR's defaults. The shift options take only the
-            official values, which are the defaults here: ``cross_attention_shift: features_only``,
-            ``shift_mask: false``, ``shift_single_window: true``.
+            heads, rasterizer, ...), with GSASR's defaults. The blocks shift as the official decoder (above).
     """
 
     def __init__(self, encoder: Optional[Mapping[str, Any]] = None, embed_dim: int = 192, num_heads: int = 6,
@@ -163,10 +156,6 @@ class GSASRRoPE(GSASR):
             raise ValueError(f'embed_dim / num_heads must be a multiple of 4 for RoPE, got {embed_dim} / {num_heads}')
         if not rope_theta > 0:
             raise ValueError(f'rope_theta must be > 0, got {rope_theta!r}')
-        for name, value in _OFFICIAL_SHIFTS.items():
-            if gsasr_options.setdefault(name, value) != value:
-                raise ValueError(f'GSASRRoPE shifts as the official enhanced decoder ({name}: {value!r}); '
-                                 f'got {name}: {gsasr_options[name]!r}')
         super().__init__(encoder=encoder, embed_dim=embed_dim, num_heads=num_heads, window_size=window_size,
                          num_injection_layers=num_injection_layers, num_blocks=num_blocks,
                          num_layers_per_block=num_layers_per_block, mlp_ratio=mlp_ratio, **gsasr_options)

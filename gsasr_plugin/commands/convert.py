@@ -26,7 +26,7 @@ PROG = 'basicsr convert'
 def list_models() -> str:
     """Two lines per registered released model: its short name, method and description; where its files are."""
     import gsasr_plugin  # noqa: F401  (methods register their released models)
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     lines = []
     for name, model in sorted(hub.released_models().items()):
         lines.append(f'{hub.OFFICIAL_PREFIX}{name:<28} {model.method:<12} {model.description}')

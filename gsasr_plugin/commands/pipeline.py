@@ -78,7 +78,7 @@ def check_weights_available(spec: str, option: str) -> None:
     """Fail early, in one line, on weights that cannot be had: a missing file or folder, an unknown
     ``official:`` name, or a released model's files that are neither cached nor downloadable (they are
     downloaded here when the machine is online)."""
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     if spec.startswith(hub.OFFICIAL_PREFIX):
         import gsasr_plugin  # noqa: F401  (methods register their released models)
         try:
@@ -107,7 +107,7 @@ def run_pipeline(command: str, argv: List[str],
         print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
-    from gsasr_plugin.hub import WeightsUnavailableError
+    from gsasr_plugin.official.hub import WeightsUnavailableError
     try:
         opt, notes = _load_options(args.opt, args.force_yml)
         from gsasr_plugin.utils.options import check_options

@@ -493,7 +493,7 @@ class _Checker:
             import os
 
             from gsasr_plugin.checkpoint import check_weights_fit
-            from gsasr_plugin.hub import WeightsUnavailableError
+            from gsasr_plugin.official.hub import WeightsUnavailableError
             weights = os.path.expanduser(str(weights))
             strict = path_opt.get(f'strict_load_{label}', True)
             param_key = path_opt.get(f'param_key_{label}', 'params')

@@ -10,7 +10,7 @@ Their file (github peylnog/ContinuousSR, written by their LIIF-style training co
 
 (``cnn_spec`` / ``fc_spec`` are not used by their model.) This module turns that into our ``network_g``
 options (:func:`network_options_from_spec`) and state dict (:func:`convert_official_state_dict`), and
-registers the released model as ``official:continuoussr`` with :mod:`gsasr_plugin.hub`, so that
+registers the released model as ``official:continuoussr`` with :mod:`gsasr_plugin.official.hub`, so that
 ``basicsr infer/test/convert`` take ``official:continuoussr`` (downloaded when online) or the file's path
 (``--model ContinuousSR.pth``, ``path: pretrain_network_g: ContinuousSR.pth``).
 
@@ -26,10 +26,10 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
-from gsasr_plugin import hub
 from gsasr_plugin.archs.hat_encoder_arch import HAT_OFFICIAL_KEY_MAP, HAT_OFFICIAL_SKIPPED_KEYS
 from gsasr_plugin.archs.pretrained import map_checkpoint_keys, read_liif_checkpoint
 from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
+from gsasr_plugin.official import hub
 
 __all__ = ['OFFICIAL_REPOSITORY', 'OFFICIAL_COMMIT', 'GSPLAT_FORK_COMMIT', 'OFFICIAL_HEAD_OPTIONS',
            'OFFICIAL_NETWORK_G', 'RELEASED_MODEL', 'official_encoder_options', 'network_options_from_spec',

@@ -4,9 +4,10 @@ The authors (``ChrisDud0257/GSASR``) publish each trained model on the Hugging F
 as two files, ``encoder.pth`` and ``decoder.pth``, with the weights under ``params_ema``. Their encoders
 are SR networks without upsampler (``EDSRNOUP``, ``RDNNOUP``, ``SwinIRNOUP``; ``HATNOUP_ROPE_AMP`` for the
 ultra model), their decoders ``Fea2GS`` (the paper) or ``Fea2GS_ROPE_AMP`` (the enhanced and ultra models).
-Converting the two files gives one state dict of our ``GSASR`` (``GSASRRoPE`` for ``Fea2GS_ROPE_AMP``) whose
-``network_g`` sets the options that reproduce the official forward (see the GSASR docstring): nothing is
-patched at run time, the official classes are not used.
+Converting the two files gives one state dict of our ``GSASROfficial`` (``GSASRRoPEOfficial`` for
+``Fea2GS_ROPE_AMP``; :mod:`gsasr_plugin.official.gsasr_official_arch`) whose ``network_g`` sets the options that
+reproduce the official forward: nothing is patched at run time, the official classes are not used. The state
+dict keys are those of ``GSASR`` (``GSASRRoPE``): the official subclasses add no weights.
 
 One function per family:
 
@@ -29,11 +30,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 import torch
 
-from gsasr_plugin import hub
 from gsasr_plugin.archs.hat_rope_encoder_arch import HAT_ROPE_OFFICIAL_KEY_MAP, HAT_ROPE_OFFICIAL_SKIPPED_KEYS
 from gsasr_plugin.archs.pretrained import map_checkpoint_keys, read_foreign_weights
 from gsasr_plugin.archs.swinir_encoder_arch import SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
 from gsasr_plugin.archs.window_utils import get_relative_position_index
+from gsasr_plugin.official import hub
 
 __all__ = ['OfficialState', 'read_official_file', 'convert_edsr_noup', 'convert_rdn_noup', 'convert_swinir_noup',
            'convert_hat_rope_noup', 'convert_fea2gs', 'convert_fea2gs_rope', 'rope_positions',
@@ -402,7 +403,7 @@ def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str
     ``box_cutoff`` is the official ``dmax`` (0.1 in ``inference_paper.py`` and the test options).
     """
     return {
-        'type': 'GSASR',
+        'type': 'GSASROfficial',
         'encoder': copy.deepcopy(_PAPER_ENCODERS[encoder]),
         'embed_dim': 180, 'num_heads': 6, 'window_size': 12, 'num_injection_layers': 2, 'num_blocks': 6,
         'num_layers_per_block': 6, 'mlp_ratio': 1.0, 'num_scale_tokens': 1, 'gaussian_density': 16,
@@ -418,7 +419,7 @@ def register_gsasr_model(name: str, folder: str, encoder: str, decoder: str, net
     """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``.
 
     ``encoder`` / ``decoder`` name the official classes (keys of the converter tables); the released model's
-    ``method`` is ``network_g['type']`` (the registered network it loads into, e.g. ``GSASR``).
+    ``method`` is ``network_g['type']`` (the registered network it loads into, e.g. ``GSASROfficial``).
     """
     return hub.register(
         hub.ReleasedModel(name=name, method=network_g['type'], hub_repo=HUB_REPO,
@@ -464,10 +465,10 @@ def enhanced_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[
     """Our ``network_g`` reproducing an official enhanced / ultra model (``Fea2GS_ROPE_AMP`` decoder) with ``encoder``.
 
     ``box_cutoff`` is the official ``dmax`` (0.1 in ``inference_enhenced.py`` and the test options). The shifts
-    need no option: ``GSASRRoPE``'s blocks always shift as the official decoder.
+    need no option: ``GSASRRoPE``'s blocks shift as the official decoder.
     """
     return {
-        'type': 'GSASRRoPE',
+        'type': 'GSASRRoPEOfficial',
         'encoder': copy.deepcopy(_ENHANCED_ENCODERS[encoder]),
         'embed_dim': 192, 'num_heads': 6, **_ENHANCED_DECODERS[encoder], 'num_layers_per_block': 6, 'mlp_ratio': 1.0,
         'rope_theta': 10.0, 'num_scale_tokens': 1, 'gaussian_density': 16, 'num_upsample_stages': 2,

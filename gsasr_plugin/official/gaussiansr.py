@@ -8,7 +8,7 @@ Their ``train_gaussian.py`` saves LIIF's layout::
 Their released EDSR-baseline model is ``save/edsr-baseline-gaussiansr/epoch-last.pth`` in their GitHub
 repository (not on a model hub). This module turns such a file into our network options and state dict:
 
-* :data:`RELEASED_MODEL` -- their model registered with :mod:`gsasr_plugin.hub` as
+* :data:`RELEASED_MODEL` -- their model registered with :mod:`gsasr_plugin.official.hub` as
   ``official:gaussiansr-edsr-official`` (one file, no hub repository: given by path, the plumbing of
   :func:`gsasr_plugin.checkpoint.load_weights` finds :func:`convert_official_files` for it), so that
   ``basicsr infer --model epoch-last.pth``, ``path: pretrain_network_g: epoch-last.pth`` and ``basicsr convert``
@@ -24,7 +24,7 @@ repository (not on a model hub). This module turns such a file into our network 
   along rows, ours along columns: swapped), the decoder (their offsets and cells are (y, x), ours (x, y): the
   frequency pairs and the phase columns are swapped; their ``nn.Linear`` MLP becomes our 1x1 convs);
 * :func:`load_official_checkpoint` -- a file (or a loaded dict) to a :class:`gsasr_plugin.checkpoint.Checkpoint`;
-* ``python -m gsasr_plugin.archs.official_gaussiansr epoch-last.pth OURS.pth [--kernel-choice-eval X]`` --
+* ``python -m gsasr_plugin.official.gaussiansr epoch-last.pth OURS.pth [--kernel-choice-eval X]`` --
   writes our self-describing checkpoint (weights + ``network_g``), as ``basicsr convert`` does.
 
 Their ``data_norm`` (mean 0.5, std 0.5 for inputs and targets) is part of the training config, not of the
@@ -37,7 +37,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from gsasr_plugin import hub
+from gsasr_plugin.archs.pretrained import map_checkpoint_keys, read_liif_checkpoint
+from gsasr_plugin.checkpoint import Checkpoint, save_checkpoint
+from gsasr_plugin.official import hub
 
 __all__ = ['OFFICIAL_MODEL_NAME', 'OFFICIAL_REPO', 'OFFICIAL_FILE', 'RELEASED_MODEL', 'EDSR_KEY_MAP',
            'official_network_options',
@@ -179,7 +181,6 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], args: Mapping[str, Any
     Raises:
         ValueError: naming the missing, unexpected and mis-shaped keys.
     """
-    from gsasr_plugin.archs.pretrained import map_checkpoint_keys
     expected = official_state_dict_keys(args)
     state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
     missing = sorted(set(expected) - set(state))
@@ -222,8 +223,6 @@ def load_official_checkpoint(checkpoint: Union[str, Path, Mapping[str, Any]], ke
         FileNotFoundError: if the path does not exist.
         ValueError: if the file is not their layout or its weights do not match its arguments.
     """
-    from gsasr_plugin.archs.pretrained import read_liif_checkpoint
-    from gsasr_plugin.checkpoint import Checkpoint
     checkpoint, source = read_liif_checkpoint(checkpoint, OFFICIAL_MODEL_NAME, 'GaussianSR')
     model = checkpoint['model']
     network_g = official_network_options(model.get('args') or {}, kernel_choice_eval)
@@ -245,7 +244,6 @@ def convert_official_files(paths: Sequence[Union[str, Path]]) -> Dict[str, torch
 def convert_checkpoint_file(source: Union[str, Path], target: Union[str, Path],
                             kernel_choice_eval: str = 'softmax') -> Dict[str, Any]:
     """Write their checkpoint ``source`` as our self-describing checkpoint ``target``; returns its network_g."""
-    from gsasr_plugin.checkpoint import save_checkpoint
     converted = load_official_checkpoint(source, kernel_choice_eval)
     epoch = converted.meta.get('epoch')
     save_checkpoint(str(target), converted.state_dict, converted.network_g,
@@ -254,8 +252,8 @@ def convert_checkpoint_file(source: Union[str, Path], target: Union[str, Path],
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m gsasr_plugin.archs.official_gaussiansr OFFICIAL.pth OURS.pth [--kernel-choice-eval X]``."""
-    parser = argparse.ArgumentParser(prog='python -m gsasr_plugin.archs.official_gaussiansr',
+    """``python -m gsasr_plugin.official.gaussiansr OFFICIAL.pth OURS.pth [--kernel-choice-eval X]``."""
+    parser = argparse.ArgumentParser(prog='python -m gsasr_plugin.official.gaussiansr',
                                      description='Convert an official GaussianSR checkpoint (LIIF layout) to a '
                                      'gsasr-basicsr checkpoint (weights + network_g).')
     parser.add_argument('source', help='their checkpoint, e.g. save/edsr-baseline-gaussiansr/epoch-last.pth')
