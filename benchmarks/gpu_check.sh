@@ -145,7 +145,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 opt = yaml.safe_load(open('options/train_gsasr_edsr.yml'))['network_g']
 batch, lq_size, steps = (2, 12, 2) if tiny else (16, 48, 10)
 if tiny:
-    opt.update(encoder=dict(type='EDSRBaseline', num_feat=8, num_block=1), embed_dim=12, num_heads=2, window_size=4,
+    opt.update(encoder=dict(type='EDSREncoder', num_feat=8, num_block=1), embed_dim=12, num_heads=2, window_size=4,
                num_blocks=1, num_layers_per_block=1)
 net = ARCH_REGISTRY.get(opt.pop('type'))(**opt).to(device)
 optim = torch.optim.Adam(net.parameters(), lr=2e-4)

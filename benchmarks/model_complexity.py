@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/model_complexity.py                       # every registered encoder
-    python benchmarks/model_complexity.py --encoders EDSRBaseline RDN --lr-size 64 64 --scale 4
+    python benchmarks/model_complexity.py --encoders EDSREncoder RDNEncoder --lr-size 64 64 --scale 4
     python benchmarks/model_complexity.py --no-flops            # parameter counts only (fast)
 
 Parameters are counted for the encoder, the Gaussian decoder (everything else in ``GSASR``) and the total.
@@ -25,9 +25,9 @@ from gsasr_plugin.archs import ENCODER_REGISTRY
 from gsasr_plugin.archs.gsasr_arch import GSASR
 
 # Official GSASR figures (paper / released code), in millions of parameters.
-OFFICIAL_PARAMS_M = {'decoder': 19.2, 'EDSRBaseline': 1.22, 'RDN': 22.0, 'SwinIR': 11.6}
+OFFICIAL_PARAMS_M = {'decoder': 19.2, 'EDSREncoder': 1.22, 'RDNEncoder': 22.0, 'SwinIREncoder': 11.6}
 # Encoder sizes that are options of a registered encoder rather than a name of their own.
-ENCODER_PRESETS = {'HAT-L': {'type': 'HAT', 'size': 'HAT-L'}}
+ENCODER_PRESETS = {'HAT-L': {'type': 'HATEncoder', 'size': 'HAT-L'}}
 
 
 class _EncodeOnly(nn.Module):
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     registered = sorted(ENCODER_REGISTRY.keys())
-    names = args.encoders or (['EDSRBaseline', 'RDN'] + [n for n in registered if n not in ('EDSRBaseline', 'RDN')]
+    names = args.encoders or (['EDSREncoder', 'RDNEncoder'] + [n for n in registered if n not in ('EDSREncoder', 'RDNEncoder')]
                               + sorted(ENCODER_PRESETS))
     unknown = [n for n in names if n not in registered and n not in ENCODER_PRESETS]
     if unknown:

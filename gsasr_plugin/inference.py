@@ -1,7 +1,7 @@
 """Super-resolving one image with any SR network (:class:`gsasr_plugin.archs.sr_network.SRNetwork`), whole or
 in tiles: the core of the Python API (:mod:`gsasr_plugin.api`), ``basicsr infer`` and the model's ``tile:`` option.
 
-Tiles: overlapping LR tiles (starting on the network's ``tile_alignment`` grid) are encoded to Gaussians with
+Tiles: overlapping LR tiles (starting on the network's ``alignment`` grid) are encoded to Gaussians with
 the whole image's scale; each tile keeps the Gaussians that its core (non-overlapping) region owns (by the
 network's ``reference_points``), shifted to full-image coordinates; all tiles' Gaussians are rendered once
 into one canvas, so there are no seams to blend. :func:`auto_tile_size` picks tiles from free memory.
@@ -70,7 +70,7 @@ def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile: i
     if lq.shape[0] != 1:
         raise ValueError(f'tiled encoding takes one image at a time, got a batch of {lq.shape[0]}')
     height, width = lq.shape[-2:]
-    align = network.tile_alignment
+    align = network.alignment
     if margin is None:
         margin = max(8, 2 * align)
     tiles = plan_tiles((height, width), tile, margin, align)
@@ -132,7 +132,7 @@ def auto_tile_size(network: SRNetwork, lr_size: Tuple[int, int], device: torch.d
     per_pixel = network.bytes_per_lr_pixel()
     if lr_size[0] * lr_size[1] * per_pixel <= budget:
         return None
-    align = network.tile_alignment
+    align = network.alignment
     side = int(math.sqrt(budget / per_pixel)) // 2  # the margins roughly double a tile's area
     return max(align, (side // align) * align, 16)
 

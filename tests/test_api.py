@@ -95,9 +95,9 @@ def test_released_model_by_short_name(monkeypatch, tmp_path, network, photo):
 
 
 def test_portable_options_drop_encoder_pretrained_paths():
-    options = {'type': 'GSASR', 'encoder': {'type': 'SwinIR', 'pretrained': '/somewhere/swinir.pth', 'strict': False,
+    options = {'type': 'GSASR', 'encoder': {'type': 'SwinIREncoder', 'pretrained': '/somewhere/swinir.pth', 'strict': False,
                                             'param_key': 'params', 'embed_dim': 60}, 'window_size': 12}
-    assert portable_network_options(options) == {'type': 'GSASR', 'encoder': {'type': 'SwinIR', 'embed_dim': 60},
+    assert portable_network_options(options) == {'type': 'GSASR', 'encoder': {'type': 'SwinIREncoder', 'embed_dim': 60},
                                                  'window_size': 12}
 
 

@@ -12,7 +12,7 @@ from gsasr_plugin.archs.continuoussr_arch import (DGP_CHOLESKY_VALUES, Continuou
 from gsasr_plugin.archs.gaussian_field import GaussianField
 from test_transformer_encoders import _random_checkpoint, official_swinir_shapes
 
-TINY_SWINIR = {'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4,
+TINY_SWINIR = {'type': 'SwinIREncoder', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4,
                'num_feat': 16, 'drop_path_rate': 0.0}
 
 
@@ -29,7 +29,7 @@ def num_params(module: torch.nn.Module) -> int:
 
 def test_registered_and_default_decoder_layout():
     assert ARCH_REGISTRY.get('ContinuousSR') is ContinuousSR
-    net = ContinuousSR(encoder={'type': 'EDSRBaseline', 'num_block': 0})  # default decoder, small encoder
+    net = ContinuousSR(encoder={'type': 'EDSREncoder', 'num_block': 0})  # default decoder, small encoder
 
     def mlp(sizes):
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))

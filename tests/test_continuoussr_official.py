@@ -45,7 +45,7 @@ def _official_tiny_net(reference, **overrides):
     """Our ContinuousSR from the official options, with their (deterministic) fixture weights loaded strictly."""
     options = _tiny_options(reference, **overrides)
     net = build_network(copy.deepcopy(options)).eval()
-    state = official.convert_official_state_dict(_their_state(reference), 'HAT', net.state_dict())
+    state = official.convert_official_state_dict(_their_state(reference), 'HATEncoder', net.state_dict())
     net.load_state_dict(state, strict=True)
     return net
 
@@ -121,7 +121,7 @@ def test_released_key_set_loads_strictly_into_the_official_options():
     assert table['encoder_specs']['hat'] == FULL_SPECS['hat']
     assert official.network_options_from_spec(
         {'name': 'continuous-gaussian', 'args': {'encoder_spec': FULL_SPECS['hat']}}) == official.OFFICIAL_NETWORK_G
-    for name, encoder_type in (('hat', 'HAT'), ('swinir', 'SwinIR')):
+    for name, encoder_type in (('hat', 'HATEncoder'), ('swinir', 'SwinIREncoder')):
         shapes = table['shapes'][name]
         theirs = {k: torch.empty(shape, dtype=getattr(torch, dtype), device='meta') for k, (shape, dtype) in
                   shapes.items()}

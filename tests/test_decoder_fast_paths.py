@@ -140,7 +140,7 @@ def test_onednn_switch_off(monkeypatch):
 
 def test_head_chunks_equal_whole(monkeypatch):
     torch.manual_seed(0)
-    net = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=16, num_heads=2,
+    net = GSASR(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=16, num_heads=2,
                 window_size=4, num_blocks=1, num_layers_per_block=2, gaussian_density=4, num_upsample_stages=1).eval()
     tokens = torch.randn(2, 50, 16)
     with torch.no_grad():

@@ -16,7 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BASICSR = [sys.executable, '-m', 'gsasr_plugin.cli']
 
-TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSRBaseline', num_feat=16, num_block=1), embed_dim=16,
+TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSREncoder', num_feat=16, num_block=1), embed_dim=16,
                   num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=1,
                   mlp_ratio=1.0, gaussian_density=4, num_upsample_stages=1)
 
@@ -70,7 +70,7 @@ def test_train_resume_and_test_on_cpu(workdir):
     for key in ('psnr_x2', 'psnr_x3.5', 'ssim_x2', 'ssim_x3.5'):
         assert re.search(rf'# {re.escape(key)}: \d+\.\d+ \[\d+\.\d+\]', log), f'{key} (model [bicubic]) not logged'
     assert (exp / 'visualization' / 'chelsea' / 'chelsea_x3.5_2.png').is_file()
-    assert 'Network: GSASR, with parameters: ' in log and 'EDSRBaseline(' not in log  # no module tree in the log
+    assert 'Network: GSASR, with parameters: ' in log and 'EDSREncoder(' not in log  # no module tree in the log
 
     # The checkpoint alone is enough for basicsr infer (it carries network_g).
     from gsasr_plugin.commands import infer

@@ -11,7 +11,7 @@ from gsasr_plugin.archs.gaussiansr_arch import GaussianSR, GaussianSRField
 from gsasr_plugin.official.gaussiansr import OFFICIAL_NETWORK_G
 from gsasr_plugin.ops import rasterize_gaussians
 
-TINY_EDSR = {'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1}
+TINY_EDSR = {'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1}
 
 
 def tiny_gaussiansr(**overrides) -> GaussianSR:
@@ -173,7 +173,7 @@ TINY_NETWORKS = {
     'train_gaussiansr_edsr_official.yml': dict(OFFICIAL_NETWORK_G, encoder=dict(TINY_EDSR, rgb_mean=None),
                                                decoder_dim=16, mlp_hidden=[16, 16], patch_mean_images=2),
     'train_continuoussr_swinir.yml': dict(type='ContinuousSR', encoder={
-        'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16,
+        'type': 'SwinIREncoder', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16,
         'pretrained': None}, num_feat=16, color_hidden=[16], offset_hidden=[16], key_hidden=[16], attn_dim=16),
 }
 

@@ -242,10 +242,10 @@ def test_converter_command_writes_a_checkpoint_basicsr_loads(tmp_path, capsys):
 
 def test_bad_official_option_combinations_raise():
     with pytest.raises(ValueError, match='kernel_sharing'):
-        GaussianSR(encoder={'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1}, kernel_sharing='patch_mean')
+        GaussianSR(encoder={'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1}, kernel_sharing='patch_mean')
     with pytest.raises(ValueError, match='kernel_choice_eval'):
-        GaussianSR(encoder={'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1}, kernel_choice_eval='max')
-    net = build_network(dict(OFFICIAL_NETWORK_G, encoder={'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1},
+        GaussianSR(encoder={'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1}, kernel_choice_eval='max')
+    net = build_network(dict(OFFICIAL_NETWORK_G, encoder={'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1},
                              decoder_dim=8, mlp_hidden=[8])).eval()
     with torch.no_grad():
         field = net.encode(torch.rand(1, 3, 7, 7))

@@ -13,7 +13,7 @@ from gsasr_plugin.archs.gsasr_arch import GSASR, ScaleCrossAttention
 from gsasr_plugin.archs.window_utils import (ShiftedWindows, WindowAttention, WindowCrossAttention,
                                              from_window_tokens, to_window_tokens)
 
-TINY_EDSR = {'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}
+TINY_EDSR = {'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}
 
 
 def tiny_gsasr(**overrides) -> GSASR:
@@ -45,13 +45,13 @@ def test_output_shapes(lr_size, scale, out_size, expected):
 
 
 def test_registered_and_built_from_yaml_style_options():
-    net = ARCH_REGISTRY.get('GSASR')(encoder={'type': 'RDN', 'num_feat': 8, 'num_blocks': 2, 'num_layers': 2,
+    net = ARCH_REGISTRY.get('GSASR')(encoder={'type': 'RDNEncoder', 'num_feat': 8, 'num_blocks': 2, 'num_layers': 2,
                                              'growth': 4}, embed_dim=12, num_heads=2, window_size=3,
                                     num_blocks=1, num_layers_per_block=2, gaussian_density=16, num_upsample_stages=2)
     with torch.no_grad():
         out = net(torch.rand(1, 3, 4, 5), scale=(2.0, 1.5))
     assert out.shape == (1, 3, 8, 8)
-    assert type(net.encoder).__name__ == 'RDN'
+    assert type(net.encoder).__name__ == 'RDNEncoder'
 
 
 def test_any_lr_size_and_field_layout():
@@ -231,7 +231,7 @@ def test_bad_scale_type_raises():
 
 
 def test_encoders_match_official_sizes():
-    edsr, rdn = build_encoder({'type': 'EDSRBaseline'}), build_encoder({'type': 'RDN'})
+    edsr, rdn = build_encoder({'type': 'EDSREncoder'}), build_encoder({'type': 'RDNEncoder'})
     assert edsr.out_channels == rdn.out_channels == 64
     # Official GSASR: EDSR-baseline encoder 1.22 M, RDN encoder 22.0 M.
     assert round(num_params(edsr) / 1e6, 2) == 1.22

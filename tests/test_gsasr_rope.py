@@ -1,4 +1,4 @@
-"""GSASRRoPE, the HATRoPE encoder and the released enhanced / ultra models against the official code.
+"""GSASRRoPE, the HATRoPEEncoder and the released enhanced / ultra models against the official code.
 
 The references in ``tests/fixtures/official_gsasr/{edsr_enhanced,hatl_ultra}/`` were made by the official code
 (``tests/fixtures/make_gsasr_rope_fixtures.py``; command and commit in each ``reference.pth``) on tiny seeded

@@ -189,14 +189,14 @@ def test_tile_cores_partition_the_image():
         plan_tiles((10, 10), 0, 2)
 
 
-def test_tile_alignment_is_declared_by_the_network():
+def test_alignment_is_declared_by_the_network():
     from gsasr_plugin.archs.gsasr_arch import GSASR
-    assert InferStandInNet(4).tile_alignment == 1
+    assert InferStandInNet(4).alignment == 1
     small = dict(embed_dim=12, num_heads=2, window_size=12, num_injection_layers=2, num_blocks=1,
                  num_layers_per_block=2, gaussian_density=4, num_upsample_stages=1)
-    assert GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, **small).tile_alignment == 12
-    swinir = {'type': 'SwinIR', 'embed_dim': 8, 'depths': [1], 'num_heads': [1], 'window_size': 8, 'num_feat': 8}
-    assert GSASR(encoder=swinir, **small).tile_alignment == 24  # the decoder's windows and the encoder's
+    assert GSASR(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, **small).alignment == 12
+    swinir = {'type': 'SwinIREncoder', 'embed_dim': 8, 'depths': [1], 'num_heads': [1], 'window_size': 8, 'num_feat': 8}
+    assert GSASR(encoder=swinir, **small).alignment == 24  # the decoder's windows and the encoder's
 
 
 def test_tiled_matches_untiled_standin(model_files):
@@ -212,7 +212,7 @@ def test_tiled_matches_untiled_standin(model_files):
 def test_tiled_matches_untiled_small_gsasr():
     """A real (small) GSASR: window attention over aligned tiles, encoded with the full image's scale."""
     from gsasr_plugin.archs.gsasr_arch import GSASR
-    network = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=12, num_heads=2,
+    network = GSASR(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=12, num_heads=2,
                     window_size=4, num_injection_layers=2, num_blocks=1, num_layers_per_block=2,
                     gaussian_density=4, num_upsample_stages=1).eval()
     lq = torch.rand(1, 3, 26, 30)

@@ -169,7 +169,7 @@ def test_validation_per_scale_metrics_images_and_best(folders):
 
 
 # ------------------------------------------------------------------------ checkpoints, logs, testing
-TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSRBaseline', num_feat=8, num_block=1), embed_dim=12,
+TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSREncoder', num_feat=8, num_block=1), embed_dim=12,
                   num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=1,
                   gaussian_density=4, num_upsample_stages=1)
 

@@ -14,7 +14,7 @@ import torch
 import gsasr_plugin  # noqa: F401
 from basicsr.archs import build_network
 from gsasr_plugin.official import hub
-from gsasr_plugin.archs.edsr_encoder_arch import EDSRBaseline
+from gsasr_plugin.archs.edsr_encoder_arch import EDSREncoder
 from gsasr_plugin.archs.gsasr_arch import GSASR
 from gsasr_plugin.official.gsasr import (OfficialState, convert_official_gsasr, identify_encoder,
                                                paper_network_g, regather_relative_position_bias)
@@ -71,8 +71,8 @@ def test_each_official_option_matters(option, value):
 
 def test_global_residual_and_mean_shift_of_the_official_edsr_encoder():
     torch.manual_seed(1)
-    ours = EDSRBaseline(num_feat=8, num_block=2)
-    official = EDSRBaseline(num_feat=8, num_block=2, rgb_mean=None, global_residual=False)
+    ours = EDSREncoder(num_feat=8, num_block=2)
+    official = EDSREncoder(num_feat=8, num_block=2, rgb_mean=None, global_residual=False)
     official.load_state_dict(ours.state_dict())
     x = torch.rand(1, 3, 6, 5)
     with torch.no_grad():
@@ -81,7 +81,7 @@ def test_global_residual_and_mean_shift_of_the_official_edsr_encoder():
         assert torch.allclose(ours(x), ours.conv_after_body(ours.body(ours.conv_first(ours.shift_mean(x))))
                               + ours.conv_first(ours.shift_mean(x)), atol=1e-6)
     with pytest.raises(TypeError, match='global_residual'):
-        EDSRBaseline(global_residual='no')
+        EDSREncoder(global_residual='no')
 
 
 # ------------------------------------------------------------------------------------ conversion
@@ -146,7 +146,7 @@ def test_canvas_rounding():
 
 
 def test_padded_canvas_crop_and_ceil_rounding():
-    net = GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+    net = GSASROfficial(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
                         window_size=4, num_blocks=1, num_layers_per_block=2, num_scale_tokens=1, pad_input_to=4,
                         canvas_rounding='ceil').eval()
     lq = torch.rand(1, 3, 5, 7)
@@ -167,7 +167,7 @@ def test_padded_canvas_crop_and_ceil_rounding():
 
 
 def test_floor_canvas_grows_to_a_larger_requested_output():
-    net = GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+    net = GSASROfficial(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
                         window_size=4, num_blocks=1, num_layers_per_block=2, pad_input_to=4,
                         canvas_rounding='floor').eval()
     with torch.no_grad():
@@ -183,7 +183,7 @@ def test_floor_canvas_grows_to_a_larger_requested_output():
     ('box_cutoff', 0, 'box_cutoff'), ('box_cutoff', 3, 'box_cutoff')])
 def test_bad_official_options_are_named(option, value, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+        GSASROfficial(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
                       window_size=4, num_blocks=1, **{option: value})
 
 
@@ -191,20 +191,20 @@ def test_bad_official_options_are_named(option, value, match):
                                     'canvas_rounding', 'box_cutoff'])
 def test_the_core_gsasr_has_no_official_options(option):
     with pytest.raises(TypeError, match=option):
-        GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+        GSASR(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
               window_size=4, num_blocks=1, **{option: None})
 
 
 def test_box_cutoff_and_cutoff_exclude_each_other():
     """The square cut-off replaces the ellipse: both set is an error, not a silently dropped cutoff."""
     with pytest.raises(ValueError, match=r'box_cutoff \(0.1\) and cutoff \(3.0\) exclude each other'):
-        GSASROfficial(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+        GSASROfficial(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
                       window_size=4, num_blocks=1, box_cutoff=0.1, cutoff=3.0)
 
 
 def test_the_box_cutoff_renders_a_whole_canvas_and_a_zoom_with_the_ellipse():
     torch.manual_seed(0)
-    common = dict(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+    common = dict(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
                   window_size=4, num_blocks=1, num_layers_per_block=2, pad_input_to=4)
     boxed = GSASROfficial(**common, box_cutoff=0.1).eval()
     plain = GSASROfficial(**common)
@@ -223,7 +223,7 @@ def test_the_box_cutoff_renders_a_whole_canvas_and_a_zoom_with_the_ellipse():
 
 
 def test_window_plan_shifts_single_window_axes_only_when_asked():
-    common = dict(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
+    common = dict(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=8, num_heads=2,
                   window_size=4, num_blocks=1)
     shift, mask = GSASR(**common)._window_plan(8, 4, torch.device('cpu'))
     assert shift == (2, 0) and mask is not None

@@ -112,7 +112,7 @@ def test_basicsr_test_writes_the_results_table(tmp_path, photo):
     from basicsr.archs import build_network
 
     import gsasr_plugin  # noqa: F401
-    tiny = dict(type='GSASR', encoder=dict(type='EDSRBaseline', num_feat=8, num_block=1), embed_dim=8, num_heads=2,
+    tiny = dict(type='GSASR', encoder=dict(type='EDSREncoder', num_feat=8, num_block=1), embed_dim=8, num_heads=2,
                 window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=1, gaussian_density=4,
                 num_upsample_stages=1)
     torch.save({'params': build_network(dict(tiny)).state_dict()}, tmp_path / 'net.pth')

@@ -14,9 +14,9 @@ from timm.layers import Mlp
 from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 
 from gsasr_plugin.archs import ENCODER_REGISTRY, build_encoder
-from gsasr_plugin.archs.hat_encoder_arch import HAT, overlapping_relative_position_index
+from gsasr_plugin.archs.hat_encoder_arch import HATEncoder, overlapping_relative_position_index
 from gsasr_plugin.archs.pretrained import load_pretrained_encoder, map_checkpoint_keys
-from gsasr_plugin.archs.swinir_encoder_arch import SwinIR
+from gsasr_plugin.archs.swinir_encoder_arch import SwinIREncoder
 from gsasr_plugin.archs.window_utils import shifted_window_mask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -125,9 +125,9 @@ def _num_params(module: torch.nn.Module) -> int:
 
 # ------------------------------------------------------------------------------------------ building
 @pytest.mark.parametrize('encoder_type, size, official_shapes, params, official_millions', [
-    ('SwinIR', {}, official_swinir_shapes, 11_603_044, 11.9),
-    ('HAT', {}, official_hat_shapes, 20_475_352, 20.8),
-    ('HAT', {'size': 'HAT-L'}, lambda: official_hat_shapes(depths=(6, ) * 12, num_heads=(6, ) * 12), 40_549_420, 40.8),
+    ('SwinIREncoder', {}, official_swinir_shapes, 11_603_044, 11.9),
+    ('HATEncoder', {}, official_hat_shapes, 20_475_352, 20.8),
+    ('HATEncoder', {'size': 'HAT-L'}, lambda: official_hat_shapes(depths=(6, ) * 12, num_heads=(6, ) * 12), 40_549_420, 40.8),
 ])
 def test_full_size_matches_official_layout(encoder_type, size, official_shapes, params, official_millions):
     """Default sizes: our parameter count is the official x4 model's minus its upsampler, and every
@@ -148,18 +148,18 @@ def test_full_size_matches_official_layout(encoder_type, size, official_shapes, 
     assert {'upsample.0.weight', 'upsample.2.weight', 'conv_last.weight'} <= set(skipped)
 
 
-@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+@pytest.mark.parametrize('encoder_type', ['SwinIREncoder', 'HATEncoder'])
 def test_encoders_use_timm_window_attention(encoder_type):
     encoder = build_encoder({'type': encoder_type, **TINY})
     blocks = [m for m in encoder.modules() if isinstance(m, SwinTransformerBlock)]
     assert len(blocks) == 2
     assert all(isinstance(b.attn, WindowAttention) and isinstance(b.mlp, Mlp) for b in blocks)
     assert [b.shift_size for b in blocks] == [(0, 0), (2, 2)]
-    if encoder_type == 'HAT':
+    if encoder_type == 'HATEncoder':
         assert isinstance(encoder.layers[0].overlap_attn.mlp, Mlp)
 
 
-@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+@pytest.mark.parametrize('encoder_type', ['SwinIREncoder', 'HATEncoder'])
 @pytest.mark.parametrize('size', [(23, 37), (4, 4), (1, 9)])
 def test_any_lr_size_forward_backward(encoder_type, size):
     encoder = build_encoder({'type': encoder_type, **TINY})
@@ -171,7 +171,7 @@ def test_any_lr_size_forward_backward(encoder_type, size):
     assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+@pytest.mark.parametrize('encoder_type', ['SwinIREncoder', 'HATEncoder'])
 def test_batch_items_are_independent_and_cropping_is_exact(encoder_type):
     encoder = build_encoder({'type': encoder_type, **TINY}).eval()
     lq = torch.rand(2, 3, 23, 37)
@@ -182,7 +182,7 @@ def test_batch_items_are_independent_and_cropping_is_exact(encoder_type):
 
 
 def test_timm_dynamic_shift_mask_matches_window_utils():
-    block = build_encoder({'type': 'SwinIR', **TINY}).layers[0].blocks[1]
+    block = build_encoder({'type': 'SwinIREncoder', **TINY}).layers[0].blocks[1]
     tokens = torch.zeros(1, 8, 12, 12)
     expected = shifted_window_mask(8, 12, 4, 2)
     torch.testing.assert_close(block.get_attn_mask(tokens), expected)
@@ -202,10 +202,10 @@ def test_overlapping_position_index_depends_only_on_relative_offset():
 
 
 @pytest.mark.parametrize('encoder_type, options, message', [
-    ('SwinIR', {'num_heads': [5]}, 'divisible'),
-    ('SwinIR', {'depths': [2, 2]}, 'num_heads'),
-    ('HAT', {'size': 'HAT-XL'}, 'size'),
-    ('HAT', {'pad_mode': 'wrap'}, 'pad_mode'),
+    ('SwinIREncoder', {'num_heads': [5]}, 'divisible'),
+    ('SwinIREncoder', {'depths': [2, 2]}, 'num_heads'),
+    ('HATEncoder', {'size': 'HAT-XL'}, 'size'),
+    ('HATEncoder', {'pad_mode': 'wrap'}, 'pad_mode'),
 ])
 def test_bad_sizes_raise_value_error_naming_the_option(encoder_type, options, message):
     with pytest.raises(ValueError, match=message):
@@ -214,15 +214,15 @@ def test_bad_sizes_raise_value_error_naming_the_option(encoder_type, options, me
 
 # ------------------------------------------------------------------------------------------ pretrained
 @pytest.mark.parametrize('encoder_type, make_shapes', [
-    ('SwinIR', lambda: official_swinir_shapes(12, [2], [2], 4, img_size=16, upscale=3)),
-    ('HAT', lambda: official_hat_shapes(12, [2], [2], 4, compress_ratio=3, squeeze_factor=6, upscale=2)),
+    ('SwinIREncoder', lambda: official_swinir_shapes(12, [2], [2], 4, img_size=16, upscale=3)),
+    ('HATEncoder', lambda: official_hat_shapes(12, [2], [2], 4, compress_ratio=3, squeeze_factor=6, upscale=2)),
 ])
 def test_load_official_checkpoint_through_build_encoder(tmp_path, encoder_type, make_shapes):
     checkpoint = _random_checkpoint(make_shapes())
     path = tmp_path / 'official.pth'
     torch.save({'params_ema': checkpoint, 'params': {}}, path)
     options = {'type': encoder_type, **TINY, 'pretrained': str(path)}
-    if encoder_type == 'HAT':
+    if encoder_type == 'HATEncoder':
         options['squeeze_factor'] = 6
     encoder = build_encoder(options)
     encoder_cls = ENCODER_REGISTRY.get(encoder_type)
@@ -239,7 +239,7 @@ def test_loader_reports_skipped_keys(tmp_path):
     shapes = official_swinir_shapes(12, [2], [2], 4, img_size=16)
     path = tmp_path / 'swinir.pth'
     torch.save({'params': _random_checkpoint(shapes)}, path)
-    encoder = SwinIR(**TINY)
+    encoder = SwinIREncoder(**TINY)
     messages = []
 
     class Recorder:
@@ -260,7 +260,7 @@ def test_loader_wrong_shape_names_the_key(tmp_path):
     checkpoint['layers.0.residual_group.overlap_attn.qkv.weight'] = torch.randn(30, 12)
     path = tmp_path / 'hat.pth'
     torch.save({'params_ema': checkpoint}, path)
-    encoder = HAT(**TINY, squeeze_factor=6)
+    encoder = HATEncoder(**TINY, squeeze_factor=6)
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     bad_key = r'layers\.0\.residual_group\.overlap_attn\.qkv\.weight'
     with pytest.raises(ValueError, match=bad_key + r'.*\(30, 12\).*\(36, 12\)'):
@@ -275,8 +275,8 @@ def test_loader_unknown_and_missing_keys(tmp_path):
     path = tmp_path / 'odd.pth'
     torch.save(checkpoint, path)  # weights at the top level
     with pytest.raises(ValueError, match=r"(?s)extra_head\.weight.*norm\.bias"):
-        build_encoder({'type': 'SwinIR', **TINY, 'pretrained': str(path)})
-    encoder = SwinIR(**TINY)
+        build_encoder({'type': 'SwinIREncoder', **TINY, 'pretrained': str(path)})
+    encoder = SwinIREncoder(**TINY)
     report = load_pretrained_encoder(encoder, path, strict=False, logger=type('L', (), {
         'info': staticmethod(print), 'warning': staticmethod(print)})())
     assert report.unexpected == ['extra_head.weight'] and report.missing == ['norm.bias']
@@ -285,11 +285,11 @@ def test_loader_unknown_and_missing_keys(tmp_path):
 
 def test_loader_bad_path_and_param_key(tmp_path):
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        build_encoder({'type': 'SwinIR', **TINY, 'pretrained': str(tmp_path / 'missing.pth')})
+        build_encoder({'type': 'SwinIREncoder', **TINY, 'pretrained': str(tmp_path / 'missing.pth')})
     path = tmp_path / 'ckpt.pth'
     torch.save({'params': {}}, path)
     with pytest.raises(ValueError, match="param_key 'params_ema'"):
-        build_encoder({'type': 'SwinIR', **TINY, 'pretrained': str(path), 'param_key': 'params_ema'})
+        build_encoder({'type': 'SwinIREncoder', **TINY, 'pretrained': str(path), 'param_key': 'params_ema'})
 
 
 # ------------------------------------------------------------------------------------------ option files
@@ -299,10 +299,10 @@ def _load_options(name: str) -> dict:
 
 
 @pytest.mark.parametrize('name, encoder_type', [
-    ('train_gsasr_swinir.yml', 'SwinIR'),
-    ('test_gsasr_swinir.yml', 'SwinIR'),
-    ('train_gsasr_hat.yml', 'HAT'),
-    ('test_gsasr_hat.yml', 'HAT'),
+    ('train_gsasr_swinir.yml', 'SwinIREncoder'),
+    ('test_gsasr_swinir.yml', 'SwinIREncoder'),
+    ('train_gsasr_hat.yml', 'HATEncoder'),
+    ('test_gsasr_hat.yml', 'HATEncoder'),
 ])
 def test_option_files_name_the_encoder(name, encoder_type):
     options = _load_options(name)
@@ -368,7 +368,7 @@ def test_overlapping_cross_attention_matches_a_direct_computation():
         torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('encoder_type', ['SwinIR', 'HAT'])
+@pytest.mark.parametrize('encoder_type', ['SwinIREncoder', 'HATEncoder'])
 def test_gradient_checkpointing_gives_the_same_output_and_gradients(encoder_type):
     plain = build_encoder({'type': encoder_type, **TINY})
     checkpointed = build_encoder({'type': encoder_type, **TINY, 'use_checkpoint': True})

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASICSR = [sys.executable, '-m', 'gsasr_plugin.cli']
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run']
 
-TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSRBaseline', num_feat=8, num_block=1), embed_dim=8,
+TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSREncoder', num_feat=8, num_block=1), embed_dim=8,
                   num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=1,
                   mlp_ratio=1.0, gaussian_density=4, num_upsample_stages=1)
 

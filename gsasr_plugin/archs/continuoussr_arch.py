@@ -59,10 +59,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401  (basicsr import on current torchvision)
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, reference_grid, window_field
+from gsasr_plugin.archs.pretrained import read_foreign_weights
 from gsasr_plugin.archs.sr_network import SRNetwork, activation_bytes
 from gsasr_plugin.archs.window_utils import pad_to_multiple
+from gsasr_plugin.ops import RENDER_OPTIONS
 from gsasr_plugin.utils.scale import Size, Target
 
 __all__ = ['ContinuousSR', 'DGP_CHOLESKY_VALUES', 'cholesky_dictionary', 'cholesky_to_sigma_rho', 'make_mlp']
@@ -118,7 +121,6 @@ def make_mlp(in_features: int, hidden: Sequence[int], out_features: int, activat
 
 def _rasterizer_keywords(options: Optional[Mapping[str, Any]], cutoff: Optional[float]) -> Dict[str, Any]:
     """Check ``rasterizer`` options against ``rasterize_gaussians``' keywords; merge ``cutoff``."""
-    from gsasr_plugin.ops import RENDER_OPTIONS
     options = dict(options or {})
     accepted = set(RENDER_OPTIONS)  # the tensors (opacities included) come from the field
     unknown = sorted(set(options) - accepted)
@@ -137,7 +139,7 @@ class ContinuousSR(SRNetwork):
     """ContinuousSR: a scale-free 2D Gaussian field from the LR image, rendered at any size.
 
     Args:
-        encoder: Options of the LR encoder (``{'type': 'SwinIR', ...}`` or ``HAT``; any encoder with
+        encoder: Options of the LR encoder (``{'type': 'SwinIREncoder', ...}`` or ``HATEncoder``; any encoder with
             ``out_channels``). ``pretrained: PATH`` loads an official x4 checkpoint into it; with
             ``load_upsampler`` its ``upsample.0`` / ``upsample.2`` convs also initialise ours.
             Default: SwinIR (classical-SR size).
@@ -205,8 +207,8 @@ class ContinuousSR(SRNetwork):
                 raise ValueError(f'{name} must be one of {list(allowed)}, got {value!r}')
         if not isinstance(crop_after_upsample, bool):
             raise ValueError(f'crop_after_upsample must be true or false, got {crop_after_upsample!r}')
-        encoder_opt = dict(encoder) if encoder is not None else {'type': 'SwinIR'}
-        in_channels = self.build_encoder(encoder_opt, 'SwinIR')
+        encoder_opt = dict(encoder) if encoder is not None else {'type': 'SwinIREncoder'}
+        in_channels = self.build_encoder(encoder_opt, 'SwinIREncoder')
         self.upscale, self.unshuffle = upscale, unshuffle
         self.gaussians_per_side = upscale // unshuffle
         self.dictionary_unit = float(dictionary_unit)
@@ -269,9 +271,6 @@ class ContinuousSR(SRNetwork):
 
     def _load_pretrained_upsampler(self, path: str, param_key: Optional[str]) -> None:
         """Copy the official ``upsample.{0,2}`` convs of the encoder's checkpoint into ``self.upsample``."""
-        from basicsr.utils import get_root_logger
-
-        from gsasr_plugin.archs.pretrained import read_foreign_weights
         state, _ = read_foreign_weights(path, param_key)
         ours = self.upsample.state_dict()
         found = {key: state[f'upsample.{key}'] for key in ours if f'upsample.{key}' in state}
@@ -293,7 +292,7 @@ class ContinuousSR(SRNetwork):
         """(B, 3, h, w) -> per-Gaussian token map (B, token_dim, r h, r w), r = Gaussians per LR side."""
         if self.crop_after_upsample:
             height, width = lq.shape[-2:]
-            padded = pad_to_multiple(lq, self.encoder_alignment, mode=getattr(self.encoder, 'pad_mode', 'reflect'))
+            padded = pad_to_multiple(lq, self.encoder.alignment, mode=getattr(self.encoder, 'pad_mode', 'reflect'))
             feat = self.upsample(self.encoder(padded))[..., :height * self.upscale, :width * self.upscale]
         else:
             feat = self.upsample(self.encoder(lq))

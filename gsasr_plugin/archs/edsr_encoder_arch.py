@@ -17,7 +17,7 @@ from torch import nn
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 
-__all__ = ['EDSRBaseline']
+__all__ = ['EDSREncoder']
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -35,7 +35,7 @@ class ResidualBlockNoBN(nn.Module):
 
 
 @ENCODER_REGISTRY.register()
-class EDSRBaseline(MeanShiftInput, nn.Module):
+class EDSREncoder(MeanShiftInput, nn.Module):
     """EDSR-baseline feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w).
 
     Args:
@@ -50,7 +50,7 @@ class EDSRBaseline(MeanShiftInput, nn.Module):
             returns the body output alone (``False``). Default: True.
     """
 
-    window_size = 1  # convolutional: any input size, no padding (the encoder contract, docs/layout.md)
+    alignment = 1  # convolutional: any input size, no windows (the encoder contract, docs/layout.md)
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0,
                  img_range: float = 1.0, rgb_mean: Optional[Sequence[float]] = DIV2K_RGB_MEAN,

@@ -6,6 +6,7 @@ from torch import nn
 
 from gsasr_plugin import compat  # noqa: F401
 from basicsr.utils.registry import Registry
+from gsasr_plugin.archs.pretrained import load_pretrained_encoder
 
 __all__ = ['ENCODER_REGISTRY', 'build_encoder']
 
@@ -13,7 +14,7 @@ ENCODER_REGISTRY = Registry('encoder')
 
 
 def build_encoder(opt: Mapping[str, Any]) -> nn.Module:
-    """Build an encoder from its options, e.g. ``{'type': 'EDSRBaseline', 'num_block': 16}``.
+    """Build an encoder from its options, e.g. ``{'type': 'EDSREncoder', 'num_block': 16}``.
 
     Every encoder maps an LR image (B, 3, h, w) in [0, 1] to features (B, C, h, w) of the same spatial
     size and exposes ``out_channels`` (C).
@@ -34,6 +35,5 @@ def build_encoder(opt: Mapping[str, Any]) -> nn.Module:
     pretrained, strict, param_key = opt.pop('pretrained', None), opt.pop('strict', True), opt.pop('param_key', None)
     encoder = ENCODER_REGISTRY.get(encoder_type)(**opt)
     if pretrained:
-        from gsasr_plugin.archs.pretrained import load_pretrained_encoder
         load_pretrained_encoder(encoder, pretrained, strict=strict, param_key=param_key)
     return encoder

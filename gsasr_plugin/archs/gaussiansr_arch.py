@@ -184,7 +184,7 @@ class GaussianSR(SRNetwork):
     """GaussianSR: per-pixel Gaussian feature fields, splatted at any size, decoded by an LTE decoder.
 
     Args:
-        encoder: Options of the LR feature encoder. Default: ``{'type': 'EDSRBaseline'}``.
+        encoder: Options of the LR feature encoder. Default: ``{'type': 'EDSREncoder'}``.
         num_kernels: Size of the learnable Gaussian kernel bank; a square for the init grid. Default: 100.
         sigma_init_range: (min, max) of the initial sigma grid (LR pixels; with ``splatting: patches`` the
             official kernel units, 2.5 output pixels per unit at ``kernel_size`` 5). Default: (0.2, 3.0).
@@ -269,7 +269,7 @@ class GaussianSR(SRNetwork):
             raise ValueError(f'kernel_size must be a positive integer, got {kernel_size!r}')
         if splat_clamp is not None and (len(splat_clamp) != 2 or not float(splat_clamp[0]) < float(splat_clamp[1])):
             raise ValueError(f'splat_clamp must be (low, high) with low < high, or None, got {splat_clamp!r}')
-        channels = self.build_encoder(encoder, 'EDSRBaseline')
+        channels = self.build_encoder(encoder, 'EDSREncoder')
         if isinstance(splat_channels, bool) or not isinstance(splat_channels, int) or not 0 < splat_channels < channels:
             raise ValueError(f'splat_channels must be an integer in [1, {channels - 1}] (encoder out_channels - 1), '
                              f'got {splat_channels!r}')

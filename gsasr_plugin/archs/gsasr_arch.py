@@ -235,7 +235,7 @@ class GSASR(SRNetwork):
     """GSASR: an LR encoder and a Gaussian decoder, rendered by 2D Gaussian splatting at any scale.
 
     Args:
-        encoder: Options of the LR feature encoder, e.g. ``{'type': 'EDSRBaseline'}`` or ``{'type': 'RDN'}``
+        encoder: Options of the LR feature encoder, e.g. ``{'type': 'EDSREncoder'}`` or ``{'type': 'RDNEncoder'}``
             (any name in ``ENCODER_REGISTRY``). Default: EDSR-baseline.
         embed_dim: Channels d of the Gaussian embeddings. Default: 180.
         num_heads: Attention heads. Default: 6.
@@ -289,7 +289,7 @@ class GSASR(SRNetwork):
         self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
                             num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
         self.shuffle_factor, self.gaussians_per_side = self._upsample_plan(gaussian_density, num_upsample_stages)
-        in_channels = self.build_encoder(encoder, 'EDSRBaseline')
+        in_channels = self.build_encoder(encoder, 'EDSREncoder')
 
         self.embed_dim = embed_dim
         self.window_size = window_size
@@ -557,9 +557,9 @@ class GSASR(SRNetwork):
         return field.render(out_size, cutoff=self.cutoff)
 
     @property
-    def tile_alignment(self) -> int:
-        """Tiles start on the decoder's window grid and the encoder's."""
-        return math.lcm(self.window_size, self.encoder_alignment)
+    def alignment(self) -> int:
+        """The decoder's window grid and the encoder's."""
+        return math.lcm(self.window_size, self.encoder.alignment)
 
     def bytes_per_lr_pixel(self) -> float:
         return activation_bytes(self.embed_dim, self.gaussians_per_side)

@@ -27,7 +27,7 @@ from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN
 from gsasr_plugin.archs.swinir_encoder_arch import ResidualGroup, WindowTransformerEncoder, check_transformer_sizes
 from gsasr_plugin.archs.window_utils import Mlp, from_window_tokens, to_window_tokens, trunc_normal_
 
-__all__ = ['HAT', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',
+__all__ = ['HATEncoder', 'HybridAttentionBlock', 'OverlappingCrossAttention', 'ResidualHybridAttentionGroup',
            'ChannelAttentionBlock', 'overlapping_relative_position_index', 'overlapping_windows', 'HAT_SIZES',
            'HAT_OFFICIAL_KEY_MAP', 'HAT_OFFICIAL_SKIPPED_KEYS']
 
@@ -209,7 +209,7 @@ def hat_sizes(size: str, depths: Optional[Sequence[int]], num_heads: Optional[Se
 
 
 @ENCODER_REGISTRY.register()
-class HAT(WindowTransformerEncoder):
+class HATEncoder(WindowTransformerEncoder):
     """HAT feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w), any h and w.
 
     Args:

@@ -34,7 +34,7 @@ from gsasr_plugin.archs.rope_attention import MixedRoPE, RoPEWindowAttention, gr
 from gsasr_plugin.archs.swinir_encoder_arch import ResidualGroup, WindowTransformerEncoder
 from gsasr_plugin.archs.window_utils import DropPath, Mlp, from_window_tokens, to_window_tokens
 
-__all__ = ['HATRoPE', 'RoPEHybridAttentionBlock', 'RoPEOverlappingCrossAttention', 'RoPEHybridAttentionGroup',
+__all__ = ['HATRoPEEncoder', 'RoPEHybridAttentionBlock', 'RoPEOverlappingCrossAttention', 'RoPEHybridAttentionGroup',
            'HAT_ROPE_OFFICIAL_KEY_MAP', 'HAT_ROPE_OFFICIAL_SKIPPED_KEYS']
 
 # Official HATNOUP_ROPE_AMP key -> our key, as regex rules (first match wins): HAT's, with the RoPE buffers of the
@@ -165,7 +165,7 @@ class RoPEHybridAttentionGroup(ResidualGroup):
 
 
 @ENCODER_REGISTRY.register()
-class HATRoPE(WindowTransformerEncoder):
+class HATRoPEEncoder(WindowTransformerEncoder):
     """HAT with RoPE attention (official GSASR ultra encoder): (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w).
 
     Any h and w: the input is padded to a window multiple inside (the official inference pads the image

@@ -1,6 +1,6 @@
 """Load pretrained encoder weights, including official SwinIR / HAT classical-SR checkpoints.
 
-``encoder: {type: SwinIR, pretrained: PATH}`` loads PATH into the built encoder (see
+``encoder: {type: SwinIREncoder, pretrained: PATH}`` loads PATH into the built encoder (see
 :func:`gsasr_plugin.archs.encoder_registry.build_encoder`). The file is read by the plugin's one checkpoint
 reader, :func:`gsasr_plugin.checkpoint.load_checkpoint` (weights-only, one-line errors, NaN/inf refused), with
 the entries of other code bases too (:data:`FOREIGN_WEIGHT_KEYS`): the weights may sit at the top level or
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gsasr_plugin.checkpoint import WEIGHT_KEYS, load_checkpoint
+from gsasr_plugin.utils.safe_load import load_torch_file
 
 __all__ = ['PretrainedLoadReport', 'load_pretrained_encoder', 'read_foreign_weights', 'map_checkpoint_keys',
            'is_liif_checkpoint', 'read_liif_checkpoint', 'FOREIGN_WEIGHT_KEYS']
@@ -99,7 +100,6 @@ def read_liif_checkpoint(source: Union[str, Path, Mapping[str, Any]], model_name
         if not path.is_file():
             raise FileNotFoundError(f'{what} {path}: no such file')
         name = str(path)
-        from gsasr_plugin.utils.safe_load import load_torch_file
         source = load_torch_file(name, what)  # weights only, one-line errors
     if not is_liif_checkpoint(source, model_name):
         found = list(source)[:8] if isinstance(source, Mapping) else type(source).__name__

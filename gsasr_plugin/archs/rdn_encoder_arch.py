@@ -14,7 +14,7 @@ from torch import nn
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 
-__all__ = ['RDN']
+__all__ = ['RDNEncoder']
 
 
 class ResidualDenseBlock(nn.Module):
@@ -36,7 +36,7 @@ class ResidualDenseBlock(nn.Module):
 
 
 @ENCODER_REGISTRY.register()
-class RDN(MeanShiftInput, nn.Module):
+class RDNEncoder(MeanShiftInput, nn.Module):
     """RDN feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w).
 
     Args:
@@ -49,7 +49,7 @@ class RDN(MeanShiftInput, nn.Module):
         rgb_mean: Mean subtracted from the input. Default: DIV2K's RGB mean.
     """
 
-    window_size = 1  # convolutional: any input size, no padding (the encoder contract, docs/layout.md)
+    alignment = 1  # convolutional: any input size, no windows (the encoder contract, docs/layout.md)
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_blocks: int = 16, num_layers: int = 8,
                  growth: int = 64, img_range: float = 1.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN):

@@ -18,7 +18,7 @@ The public boundary, defined here once, validates its arguments with :mod:`gsasr
 :meth:`SRNetwork.forward` ``(lq, scale=None, out_size=None, pixel_index=None)`` and
 :meth:`SRNetwork.encode` ``(lq, scale=None, out_size=None)``. Zoom, tiling, the Python API and the model
 call the three methods above with validated values. A network also declares
-:attr:`SRNetwork.field_depends_on_scale`, :attr:`SRNetwork.tile_alignment` and
+:attr:`SRNetwork.field_depends_on_scale`, :attr:`SRNetwork.alignment` and
 :meth:`SRNetwork.reference_points` (which tile owns a Gaussian in tiled inference).
 """
 from typing import Any, Mapping, Optional, Sequence
@@ -43,16 +43,10 @@ class SRNetwork(nn.Module):
             its Gaussians are conditioned on the scale), or for every output size (the field is encoded
             once and rendered many times).
         cutoff: the rasterizer cut-off (standard deviations) the network renders with; None: the rasterizer's.
-        encoder_alignment: the encoder's ``window_size`` (1 for convolutional encoders), set by
-            :meth:`build_encoder`.
     """
 
     field_depends_on_scale: bool = True
     cutoff: Optional[float] = None  # the rasterizer cut-off in standard deviations (None: the rasterizer's)
-
-    def __init__(self):
-        super().__init__()
-        self.encoder_alignment = 1
 
     # ------------------------------------------------------------------------------------ building
     def build_encoder(self, options: Optional[Mapping[str, Any]], default_type: str) -> int:
@@ -61,15 +55,14 @@ class SRNetwork(nn.Module):
 
         Raises:
             ValueError: for unknown types, or an encoder without int attributes ``out_channels`` and
-                ``window_size`` (the encoder contract, docs/layout.md).
+                ``alignment`` (the encoder contract, docs/layout.md).
         """
         self.encoder = build_registered_encoder(options if options is not None else {'type': default_type})
         channels = getattr(self.encoder, 'out_channels', None)
-        window = getattr(self.encoder, 'window_size', None)
-        for name, value in (('out_channels', channels), ('window_size', window)):
+        alignment = getattr(self.encoder, 'alignment', None)
+        for name, value in (('out_channels', channels), ('alignment', alignment)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'encoder {type(self.encoder).__name__} must expose an int attribute {name}')
-        self.encoder_alignment = window
         return channels
 
     @staticmethod
@@ -120,10 +113,12 @@ class SRNetwork(nn.Module):
         return gather_pixels(self.render(field, out_size), pixel_index)
 
     @property
-    def tile_alignment(self) -> int:
-        """LR pixels that tile origins must be multiples of, so that every window the network (and its encoder)
-        partitions a tile into is a window of the whole image."""
-        return self.encoder_alignment
+    def alignment(self) -> int:
+        """The period, in LR pixels, of every window grid the network (and its encoder) lays on an image: an
+        image cropped at multiples of it sees the same windows (tiles start there). Default: the encoder's (1
+        without one)."""
+        encoder = getattr(self, 'encoder', None)
+        return 1 if encoder is None else encoder.alignment
 
     def gaussians(self, field: Any) -> Optional[GaussianField]:
         """The Gaussians of ``field`` in LR pixel units (what ``--save-gaussians`` draws), None when it has none."""

@@ -24,7 +24,7 @@ from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 from gsasr_plugin.archs.window_utils import pad_to_multiple, trunc_normal_
 
-__all__ = ['SwinIR', 'ResidualGroup', 'ResidualSwinGroup', 'WindowTransformerEncoder', 'SWINIR_OFFICIAL_KEY_MAP',
+__all__ = ['SwinIREncoder', 'ResidualGroup', 'ResidualSwinGroup', 'WindowTransformerEncoder', 'SWINIR_OFFICIAL_KEY_MAP',
            'SWINIR_OFFICIAL_SKIPPED_KEYS', 'init_transformer_weights', 'stochastic_depth_rates', 'check_transformer_sizes']
 
 # Official SwinIR (JingyunLiang/SwinIR, models/network_swinir.py) key -> our key, as regex rules.
@@ -74,7 +74,8 @@ def init_transformer_weights(module: nn.Module) -> None:
 
 
 class WindowTransformerEncoder(MeanShiftInput, nn.Module):
-    """SwinIR's outline without the upsampler, shared by :class:`SwinIR` and HAT; subclasses pick the groups.
+    """SwinIR's outline without the upsampler, shared by :class:`SwinIREncoder` and :class:`HATEncoder`; subclasses
+    pick the groups.
 
     Mean subtraction and ``img_range``, padding to a window multiple, head conv, token LayerNorm, the
     residual groups, LayerNorm, conv after the body with a global residual, ``conv_before_upsample``
@@ -107,6 +108,11 @@ class WindowTransformerEncoder(MeanShiftInput, nn.Module):
         # SwinIR's conv_before_upsample: the last layer the official GSASR encoder keeps.
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.apply(init_transformer_weights)
+
+    @property
+    def alignment(self) -> int:
+        """The encoder contract (docs/layout.md): the window grid, in LR pixels, the input is padded to."""
+        return self.window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -181,7 +187,7 @@ class ResidualSwinGroup(ResidualGroup):
 
 
 @ENCODER_REGISTRY.register()
-class SwinIR(WindowTransformerEncoder):
+class SwinIREncoder(WindowTransformerEncoder):
     """SwinIR feature encoder: (B, num_in_ch, h, w) in [0, 1] -> (B, num_feat, h, w), any h and w.
 
     Args:

@@ -75,7 +75,7 @@ _THEIR_HAT_DEFAULTS = {
     'resi_connection': '1conv',
 }
 # Their ``swinir`` factory ignores its arguments and builds SwinIR() with these defaults (models/swinir.py).
-_THEIR_SWINIR = {'type': 'SwinIR', 'num_feat': 64, 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6,
+_THEIR_SWINIR = {'type': 'SwinIREncoder', 'num_feat': 64, 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6,
                  'window_size': 8, 'mlp_ratio': 2.0, 'qkv_bias': True, 'drop_path_rate': 0.1,
                  'patch_norm': True, 'img_range': 1.0, 'rgb_mean': None, 'pad_mode': 'reflect'}
 
@@ -114,7 +114,7 @@ def official_encoder_options(encoder_spec: Mapping[str, Any]) -> Tuple[Dict[str,
     upscale = int(args['upscale'])
     if upscale < 2 or upscale & (upscale - 1):
         raise _spec_error(f'hat upscale={upscale} is not a power of 2')
-    options = {'type': 'HAT', 'num_feat': 64, 'embed_dim': int(args['embed_dim']),
+    options = {'type': 'HATEncoder', 'num_feat': 64, 'embed_dim': int(args['embed_dim']),
                'depths': [int(d) for d in args['depths']], 'num_heads': [int(h) for h in args['num_heads']],
                'window_size': int(args['window_size']), 'compress_ratio': int(args['compress_ratio']),
                'squeeze_factor': int(args['squeeze_factor']), 'conv_scale': float(args['conv_scale']),
@@ -145,12 +145,12 @@ OFFICIAL_NETWORK_G: Dict[str, Any] = network_options_from_spec(
 
 def official_key_rules(encoder_type: str) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
     """(key map, skipped keys) from their state dict to our ContinuousSR with a ``encoder_type`` encoder."""
-    if encoder_type == 'HAT':
+    if encoder_type == 'HATEncoder':
         encoder_map, encoder_skipped = HAT_OFFICIAL_KEY_MAP, HAT_OFFICIAL_SKIPPED_KEYS
-    elif encoder_type == 'SwinIR':
+    elif encoder_type == 'SwinIREncoder':
         encoder_map, encoder_skipped = SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS
     else:
-        raise ValueError(f"official ContinuousSR checkpoints have a 'HAT' or 'SwinIR' encoder, not {encoder_type!r}")
+        raise ValueError(f"official ContinuousSR checkpoints have a 'HATEncoder' or 'SwinIREncoder' encoder, not {encoder_type!r}")
     key_map = [(r'^encoder\.upsample\.', 'upsample.'), (r'^conv1\.', 'query.0.'), (r'^mlp\.layers\.', 'color_mlp.'),
                (r'^mlp_offset\.layers\.', 'offset_mlp.'), (r'^mlp_vector\.layers\.', 'key_mlp.')]
     # the encoder's own rules, under the 'encoder.' prefix ('^' anchors move behind it)
@@ -173,7 +173,7 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], encoder_type:
 
     Args:
         state: their state dict (``checkpoint['model']['sd']``).
-        encoder_type: 'HAT' or 'SwinIR', our encoder type.
+        encoder_type: 'HATEncoder' or 'SwinIREncoder', our encoder type.
         expected: our network's ``state_dict()``; when given, every one of our keys must be provided with
             the same shape and no converted key may be unknown (a strict load), else ValueError.
         source: named in errors.

@@ -57,7 +57,7 @@ _ENCODER_DEFAULTS = {
 _SPLATTER_DEFAULTS = {'hidden_dim': 256, 'unfold_row': 7, 'unfold_column': 7, 'num_points': 100}
 _SPLAT_CHANNELS = 8  # hard-coded in their query_rgb: feat[:, :8] is splatted, feat[:, 8:] upsampled
 _ENCODER_PREFIX = 'encoder.edsr.'
-# EDSR-PyTorch's layout (LIIF's, and theirs under encoder.edsr.) -> our EDSRBaseline:
+# EDSR-PyTorch's layout (LIIF's, and theirs under encoder.edsr.) -> our EDSREncoder:
 # head.0, body.<i>.body.{0,2}, body.<num_block> (the conv after the body)
 EDSR_KEY_MAP = (
     (r'^head\.0\.', 'conv_first.'),
@@ -110,7 +110,7 @@ def official_network_options(args: Mapping[str, Any], kernel_choice_eval: str = 
     enc = a['encoder']
     return {
         'type': 'GaussianSR',
-        'encoder': {'type': 'EDSRBaseline', 'num_feat': int(enc['n_feats']), 'num_block': int(enc['n_resblocks']),
+        'encoder': {'type': 'EDSREncoder', 'num_feat': int(enc['n_feats']), 'num_block': int(enc['n_resblocks']),
                     'res_scale': float(enc['res_scale']), 'rgb_mean': None},
         'num_kernels': 100,
         'sigma_init_range': [0.2, 3.0],

@@ -114,7 +114,7 @@ def rope_positions(state: OfficialState, key: str) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- encoders
 def convert_edsr_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
-    """``EDSRNOUP`` (head conv, residual blocks, conv after the body) -> our ``EDSRBaseline``: same names."""
+    """``EDSRNOUP`` (head conv, residual blocks, conv after the body) -> our ``EDSREncoder``: same names."""
     out = {}
     for key in list(state.state):
         if re.match(r'^(conv_first|conv_after_body|body\.\d+\.conv[12])\.(weight|bias)$', key):
@@ -123,7 +123,7 @@ def convert_edsr_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
 
 
 def convert_rdn_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
-    """``RDNNOUP`` (SFENet1/2, RDBs, GFF) -> our ``RDN`` (shallow1/2, blocks, global_fusion)."""
+    """``RDNNOUP`` (SFENet1/2, RDBs, GFF) -> our ``RDNEncoder`` (shallow1/2, blocks, global_fusion)."""
     out = {}
     _copy(out, 'shallow1', state, 'SFENet1')
     _copy(out, 'shallow2', state, 'SFENet2')
@@ -137,7 +137,7 @@ def convert_rdn_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
 
 
 def convert_swinir_noup(state: OfficialState) -> Dict[str, torch.Tensor]:
-    """``SwinIRNOUP`` -> our ``SwinIR`` through SwinIR's own key map (the official class has SwinIR's names)."""
+    """``SwinIRNOUP`` -> our ``SwinIREncoder`` through SwinIR's own key map (the official class has SwinIR's names)."""
     renamed, skipped = map_checkpoint_keys(state.state, SWINIR_OFFICIAL_KEY_MAP, SWINIR_OFFICIAL_SKIPPED_KEYS)
     for key, reason in skipped.items():
         if not reason.startswith('buffer'):
@@ -387,9 +387,9 @@ def convert_official_gsasr(paths: Sequence[Union[str, Path]], encoder: str, deco
 # ------------------------------------------------------------------------------------- released models
 # Our encoder options reproducing each official encoder class.
 _PAPER_ENCODERS = {
-    'EDSRNOUP': {'type': 'EDSRBaseline', 'num_feat': 64, 'num_block': 16, 'rgb_mean': None, 'global_residual': False},
-    'RDNNOUP': {'type': 'RDN', 'num_feat': 64, 'num_blocks': 16, 'num_layers': 8, 'growth': 64, 'rgb_mean': None},
-    'SwinIRNOUP': {'type': 'SwinIR', 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'window_size': 8,
+    'EDSRNOUP': {'type': 'EDSREncoder', 'num_feat': 64, 'num_block': 16, 'rgb_mean': None, 'global_residual': False},
+    'RDNNOUP': {'type': 'RDNEncoder', 'num_feat': 64, 'num_blocks': 16, 'num_layers': 8, 'growth': 64, 'rgb_mean': None},
+    'SwinIRNOUP': {'type': 'SwinIREncoder', 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6, 'window_size': 8,
                    'mlp_ratio': 2.0, 'rgb_mean': None},
 }
 # The official inference pads the LR image to the least common multiple of the encoder's and the
@@ -447,7 +447,7 @@ PAPER_MODELS: List[hub.ReleasedModel] = [
 # layers per interaction block everywhere), which our GSASRRoPE options repeat.
 _ENHANCED_ENCODERS = {
     **_PAPER_ENCODERS,
-    'HATNOUP_ROPE_AMP': {'type': 'HATRoPE', 'size': 'HAT-L', 'embed_dim': 192, 'window_size': 16, 'compress_ratio': 3,
+    'HATNOUP_ROPE_AMP': {'type': 'HATRoPEEncoder', 'size': 'HAT-L', 'embed_dim': 192, 'window_size': 16, 'compress_ratio': 3,
                          'squeeze_factor': 32, 'conv_scale': 0.01, 'overlap_ratio': 0.5, 'mlp_ratio': 2.0,
                          'rgb_mean': None},
 }
