@@ -289,3 +289,18 @@ def test_training_options_train_the_released_architecture(short, encoder):
     ours = _options(f'train_gsasr_{short}_ours.yml')['network_g']
     assert not {'cross_attention_shift', 'pad_input_to', 'num_scale_tokens'} & set(ours)
     assert _options(f'test_gsasr_{short}_ours.yml')['network_g'] == ours
+
+
+# ------------------------------------------------------------------------------------------ layering
+def test_the_core_does_not_know_the_compatibility_layer():
+    """``gsasr_plugin/archs`` imports nothing of ``gsasr_plugin.official`` (which imports the core), and the GSASR
+    core and the field do not mention the official forward at all (docs/official_compatibility.md)."""
+    import ast
+    archs = Path(gsasr_plugin.__file__).parent / 'archs'
+    for path in archs.glob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ''] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            assert not any(name.startswith('gsasr_plugin.official') for name in names), path.name
+    for name in ('gsasr_arch.py', 'gaussian_field.py'):
+        assert 'official' not in (archs / name).read_text().lower(), name
