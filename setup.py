@@ -109,9 +109,9 @@ def rasterizer_extensions():
 
 
 def read_version():
-    """``__version__`` of gsasr_plugin/__init__.py: the one place the version is written."""
+    """``__version__`` of gsasr_plugin/version.py: the one place the version is written."""
     import re
-    with open(os.path.join('gsasr_plugin', '__init__.py'), encoding='utf-8') as handle:
+    with open(os.path.join('gsasr_plugin', 'version.py'), encoding='utf-8') as handle:
         return re.search(r"^__version__ = '([^']+)'", handle.read(), re.MULTILINE).group(1)
 
 

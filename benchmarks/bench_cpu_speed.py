@@ -306,7 +306,7 @@ def bench_training(args: argparse.Namespace, variants: Dict[str, Optional[Path]]
             busy = [args.train_iters or opt['val']['val_freq'],
                     args.train_iters or opt['logger']['save_checkpoint_freq']]
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, '-m', 'gsasr_plugin.cli', 'train', '-opt', str(options),
+            done = subprocess.run([sys.executable, '-m', 'gsasr_plugin_cli', 'train', '-opt', str(options),
                                    '--force_yml', *overrides], cwd=workdir, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
             elapsed = time.perf_counter() - start

@@ -8,15 +8,14 @@ current torchvision without it. The Python API (:mod:`gsasr_plugin.api`)::
     model = load_model('net_g_latest.pth')      # a checkpoint of basicsr train, or 'official:<name>'
     sr = model.upscale(image, scale=3.7)        # numpy HWC uint8/uint16/float or a tensor, any channels
 """
-__version__ = '0.1.0'  # the one place the version is written (setup.py and `basicsr --version` read it)
-
-from gsasr_plugin import compat  # noqa: F401,E402  (must precede every basicsr import)
-from gsasr_plugin import archs, data, losses, metrics, models  # noqa: F401,E402  (fill the registries)
+from gsasr_plugin import compat  # noqa: F401  (must precede every basicsr import)
+from gsasr_plugin import archs, data, losses, metrics, models  # noqa: F401  (fill the registries)
 # the compatibility layer: the official forward's archs and the released models (after the archs they extend)
-from gsasr_plugin.official import continuoussr as _continuoussr  # noqa: F401,E402
-from gsasr_plugin.official import gaussiansr as _gaussiansr  # noqa: F401,E402
-from gsasr_plugin.official import gsasr as _gsasr  # noqa: F401,E402
-from gsasr_plugin.official import gsasr_official_arch as _gsasr_official_arch  # noqa: F401,E402
-from gsasr_plugin.api import Upscaler, load_model  # noqa: E402
+from gsasr_plugin.official import continuoussr as _continuoussr  # noqa: F401
+from gsasr_plugin.official import gaussiansr as _gaussiansr  # noqa: F401
+from gsasr_plugin.official import gsasr as _gsasr  # noqa: F401
+from gsasr_plugin.official import gsasr_official_arch as _gsasr_official_arch  # noqa: F401
+from gsasr_plugin.api import Upscaler, load_model
+from gsasr_plugin.version import __version__
 
 __all__ = ['__version__', 'load_model', 'Upscaler']

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from gsasr_plugin.archs.sr_network import SRNetwork
-from gsasr_plugin.checkpoint import MissingNetworkOptions  # noqa: F401  (part of the API)
+from gsasr_plugin.checkpoint import MissingNetworkOptions, build_with_weights, describe_weights, load_weights
 from gsasr_plugin.inference import super_resolve
 from gsasr_plugin.utils.image_io import decode_image_array, encode_image_array, output_layout, read_image, write_image
+from gsasr_plugin.utils.options import load_option_file
 from gsasr_plugin.utils.scale import ScaleLike
 
 __all__ = ['Upscaler', 'UpscaledFile', 'load_model', 'network_options_from', 'bf16_notice', 'MissingNetworkOptions',
@@ -69,7 +70,6 @@ def network_options_from(opt: Union[PathLike, Mapping[str, Any]]) -> Dict[str, A
         if 'type' in opt:
             return dict(opt)
         raise ValueError("opt: a dict of options needs a 'network_g' section (or is network_g itself, with 'type')")
-    from gsasr_plugin.utils.options import load_option_file  # safe YAML: builds no Python objects
     path = os.fspath(opt)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'options {path}: no such file')
@@ -114,7 +114,6 @@ def load_model(model: Union[PathLike, str], opt: Optional[Union[PathLike, Mappin
         ValueError: an unreadable checkpoint, or weights that do not fit the network (one line naming both).
         gsasr_plugin.official.hub.WeightsUnavailableError: a released model that is neither cached nor downloadable.
     """
-    from gsasr_plugin.checkpoint import build_with_weights, describe_weights, load_weights
     device = _device(device)
     name = os.fspath(model)
     network_g, where = None, None  # where: the options' origin when they do not come with the weights

@@ -17,7 +17,7 @@ BasicSR attribute                          runs          replaced by, and why
                                                          the launcher's environment checked (BasicSR: NCCL only)
 ``basicsr.train.load_resume_state``        train         weights-only states on any device (BasicSR maps them to
                                                          CUDA), falling back past damaged states
-                                                         (``utils.resume.choose_resume_state``), recording where
+                                                         (``models.training_states``), recording where
                                                          the data stream stood (``resume.PROGRESS``)
 ``basicsr.train.EnlargedSampler``          train         ``utils.resume.ResumableSampler``: exact resumption
 ``basicsr.data.worker_init_fn``            train         ``utils.preemption.worker_init_fn``: DataLoader workers
@@ -32,6 +32,18 @@ import importlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator, List, Mapping, Tuple
+
+import torch
+import torch.distributed as torch_dist
+
+from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
+from basicsr.utils import check_resume
+from gsasr_plugin.models.training_states import choose_resume_state
+from gsasr_plugin.utils import preemption
+from gsasr_plugin.utils.dist import init_dist
+from gsasr_plugin.utils.options import OrderedSafeLoader, parse_override_value
+from gsasr_plugin.utils.preemption import worker_init_fn
+from gsasr_plugin.utils.resume import PROGRESS, ResumableSampler
 
 __all__ = ['Patch', 'PATCHES', 'patched_basicsr']
 
@@ -53,8 +65,6 @@ class Patch:
 
 
 def _safe_ordered_yaml(original: Callable, opt: Mapping[str, Any]) -> Callable:
-    from gsasr_plugin.utils.options import OrderedSafeLoader
-
     def ordered_yaml():
         return OrderedSafeLoader, original()[1]  # BasicSR's dumper: writing builds nothing
 
@@ -62,22 +72,16 @@ def _safe_ordered_yaml(original: Callable, opt: Mapping[str, Any]) -> Callable:
 
 
 def _yaml_values(original: Callable, opt: Mapping[str, Any]) -> Callable:
-    from gsasr_plugin.utils.options import parse_override_value
     return parse_override_value
 
 
 def _init_dist(original: Callable, opt: Mapping[str, Any]) -> Callable:
-    from gsasr_plugin.utils.dist import init_dist
     return partial(init_dist, num_gpu=opt.get('num_gpu'))
 
 
 def _load_resume_state(original: Callable, opt: Mapping[str, Any]) -> Callable:
     def load_resume_state(run_opt):
         """``basicsr.train.load_resume_state``: safe, on any device, falling back past damaged states."""
-        import torch
-        from basicsr.utils import check_resume
-
-        from gsasr_plugin.utils.resume import PROGRESS, choose_resume_state
         if torch.cuda.is_available() and run_opt.get('num_gpu', 0) != 0:
             device_id = torch.cuda.current_device()
             map_location = lambda storage, loc: storage.cuda(device_id)  # noqa: E731
@@ -93,12 +97,10 @@ def _load_resume_state(original: Callable, opt: Mapping[str, Any]) -> Callable:
 
 
 def _sampler(original: Any, opt: Mapping[str, Any]) -> Any:
-    from gsasr_plugin.utils.resume import ResumableSampler
     return ResumableSampler
 
 
 def _worker_init_fn(original: Callable, opt: Mapping[str, Any]) -> Callable:
-    from gsasr_plugin.utils.preemption import worker_init_fn
     return partial(worker_init_fn, basicsr_init=original)
 
 
@@ -119,9 +121,6 @@ def patched_basicsr(command: str, opt: Mapping[str, Any]) -> Iterator[None]:
     it undone on exit, and the process group the run made left."""
     if command not in ('train', 'test'):
         raise ValueError(f"command must be 'train' or 'test', got {command!r}")
-    from gsasr_plugin import compat  # noqa: F401  (basicsr imports on current torchvision)
-    from gsasr_plugin.utils import preemption
-    from gsasr_plugin.utils.resume import PROGRESS
     saved: List[Tuple[Any, str, Any]] = []
     try:
         for patch in PATCHES:
@@ -142,7 +141,6 @@ def patched_basicsr(command: str, opt: Mapping[str, Any]) -> Iterator[None]:
 
 
 def _leave_process_group() -> None:
-    import torch.distributed as torch_dist
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 

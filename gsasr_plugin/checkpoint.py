@@ -30,6 +30,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
+from basicsr.archs import build_network
+
+from gsasr_plugin.official import hub
+from gsasr_plugin.utils.atomic_io import atomic_save
+from gsasr_plugin.utils.safe_load import (NonFiniteWeightsError, TorchFileError, check_finite_weights,
+                                          compare_state_dicts, describe_fit, load_torch_file)
+from gsasr_plugin.version import __version__
+
 __all__ = ['Checkpoint', 'MissingNetworkOptions', 'save_checkpoint', 'write_checkpoint', 'load_checkpoint',
            'network_options_of', 'portable_network_options', 'load_weights', 'describe_weights',
            'is_released_weights', 'build_with_weights', 'load_into', 'check_fit', 'check_weights_fit', 'META_KEY',
@@ -122,7 +131,6 @@ def load_checkpoint(path: str, param_key: Optional[Union[str, Sequence[str]]] = 
             weights.
         gsasr_plugin.utils.safe_load.NonFiniteWeightsError: (a TorchFileError) weights holding NaN/inf.
     """
-    from gsasr_plugin.utils.safe_load import TorchFileError, check_finite_weights, load_torch_file
     path = os.fspath(path)
     loaded = load_torch_file(path, what)
     if not isinstance(loaded, Mapping):
@@ -162,8 +170,6 @@ def write_checkpoint(path: str, weights: Mapping[str, Mapping[str, torch.Tensor]
         gsasr_plugin.utils.atomic_io.WriteError: naming ``path`` and the reason (disk full, read-only, ...);
             a previous file of that name is unchanged.
     """
-    from gsasr_plugin import __version__
-    from gsasr_plugin.utils.atomic_io import atomic_save
     if not isinstance(network_g, Mapping) or 'type' not in network_g:
         raise ValueError(f"network_g for {path} must be a dict with a 'type', got {network_g!r}")
     content: Dict[str, Any] = {}
@@ -196,15 +202,13 @@ def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], network_g
 def is_released_weights(spec: Any) -> bool:
     """Whether ``spec`` names released weights rather than one checkpoint file: ``official:<name>``, a folder,
     or several files joined by commas."""
-    from gsasr_plugin.official.hub import OFFICIAL_PREFIX
     if not isinstance(spec, (str, os.PathLike)):
         return False
     text = str(spec)
-    return text.startswith(OFFICIAL_PREFIX) or ',' in text or Path(text).expanduser().is_dir()
+    return text.startswith(hub.OFFICIAL_PREFIX) or ',' in text or Path(text).expanduser().is_dir()
 
 
 def _candidates(count: int, method: Optional[str]):
-    from gsasr_plugin.official import hub
     return [m for m in hub.released_models().values()
             if len(m.files) == count and (method is None or m.method == method)]
 
@@ -238,16 +242,14 @@ def _folder_files(folder: Path, method: Optional[str]) -> List[Path]:
 
 
 def _candidates_all(method: Optional[str]):
-    from gsasr_plugin.official import hub
     return [m for m in hub.released_models().values() if method is None or m.method == method]
 
 
 def describe_weights(spec: Any) -> str:
     """How errors name ``spec``: ``released model official:<name>``, ``checkpoint <file>`` or ``weights <...>``
     (a folder of official files, files joined by commas)."""
-    from gsasr_plugin.official.hub import OFFICIAL_PREFIX
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
-    if text.startswith(OFFICIAL_PREFIX):
+    if text.startswith(hub.OFFICIAL_PREFIX):
         return f'released model {text}'
     return f'weights {text}' if is_released_weights(text) else f'checkpoint {text}'
 
@@ -281,7 +283,6 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
             message says why).
         gsasr_plugin.official.hub.WeightsUnavailableError: an ``official:`` model's files cannot be had offline.
     """
-    from gsasr_plugin.official import hub
     method = network_g.get('type') if isinstance(network_g, Mapping) else None
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     options = copy.deepcopy(dict(network_g)) if isinstance(network_g, Mapping) else None
@@ -310,7 +311,6 @@ def load_weights(spec: Union[str, os.PathLike], network_g: Optional[Mapping[str,
 
 def _finite(weights: Checkpoint, what: str) -> Checkpoint:
     """``weights``, after refusing NaN/inf in converted official weights (checkpoints are checked when read)."""
-    from gsasr_plugin.utils.safe_load import check_finite_weights
     check_finite_weights(weights.state_dict, what, 'weights')
     return weights
 
@@ -321,7 +321,6 @@ def _load_file(path: Path, options: Optional[Dict[str, Any]], method: Optional[s
     released model's single official file (whose own layout may look like a state dict)."""
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {path}: no such file')
-    from gsasr_plugin.utils.safe_load import NonFiniteWeightsError
     try:
         checkpoint, unreadable = load_checkpoint(str(path), param_key), None
     except NonFiniteWeightsError:
@@ -363,9 +362,6 @@ def build_with_weights(weights: Checkpoint, what: str = 'the weights', where: Op
         MissingNetworkOptions: no ``network_g`` (one line saying to pass the option file).
         ValueError: weights that do not fit the network (one line naming ``what``, the first keys and shapes).
     """
-    from basicsr.archs import build_network
-
-    import gsasr_plugin  # noqa: F401  (registers the architectures)
     if not weights.network_g:
         raise MissingNetworkOptions(
             f'{what} does not say which network it holds (no network_g options come with it: written by BasicSR, '
@@ -415,7 +411,6 @@ def check_fit(network: torch.nn.Module, weights: Checkpoint, what: str, strict: 
         ValueError: one line naming ``what``, ``network_label`` and the first offending tensor, for weights
             that must fit and do not.
     """
-    from gsasr_plugin.utils.safe_load import compare_state_dicts, describe_fit
     released = weights.meta.get('released_model') is not None
     fit = compare_state_dicts(network.state_dict(), weights.state_dict)
     return describe_fit(fit, what, type(network).__name__, network_label, strict or released,

@@ -12,7 +12,13 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
+
+from gsasr_plugin.api import load_model
+from gsasr_plugin.utils.atomic_io import write_image_file
+from gsasr_plugin.utils.options import load_option_file
+from gsasr_plugin.utils.resize import matlab_bicubic_resize
 
 __all__ = ['TRAIN_PHOTOS', 'VAL_PHOTOS', 'write_demo_data', 'upscale_image', 'main']
 
@@ -31,9 +37,6 @@ def _skimage_photo(name: str) -> np.ndarray:
 
 def write_demo_data(root: str) -> Dict[str, List[str]]:
     """Write the training photos to ``root/train`` and the validation photos to ``root/val`` (PNG)."""
-    import cv2
-
-    from gsasr_plugin.utils.atomic_io import write_image_file
     written = {'train': [], 'val': []}
     for split, names in (('train', {n: None for n in TRAIN_PHOTOS}), ('val', VAL_PHOTOS)):
         folder = osp.join(root, split)
@@ -54,13 +57,6 @@ def upscale_image(opt_path: str, input_path: str, scale: float, output_path: str
 
     Also writes the MATLAB-bicubic upscaling beside it (``*_bicubic.png``) for comparison.
     """
-    import cv2
-
-    from gsasr_plugin import load_model
-    from gsasr_plugin.utils.resize import matlab_bicubic_resize
-    from gsasr_plugin.utils.atomic_io import write_image_file
-    from gsasr_plugin.utils.options import load_option_file
-
     if not scale > 0:
         raise ValueError(f'scale must be > 0, got {scale}')
     opt = load_option_file(opt_path)
@@ -108,7 +104,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _png_size(path: str):
-    import cv2
     image = cv2.imread(path)
     return image.shape[0], image.shape[1]
 

@@ -27,6 +27,8 @@ import torch
 
 from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, cull_to_window, whole_window
 from gsasr_plugin.archs.sr_network import SRNetwork
+from gsasr_plugin.ops import DEFAULT_CUTOFF
+from gsasr_plugin.utils.atomic_io import atomic_write
 from gsasr_plugin.utils.scale import ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size, scaled_size
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'to_uint8_frames', 'save_gif', 'save_frames']
@@ -72,7 +74,6 @@ class ZoomRenderer:
     def __init__(self, net: SRNetwork, lq: torch.Tensor, cutoff: Optional[float] = None):
         if not isinstance(net, SRNetwork):
             raise TypeError(f'{type(net).__name__} is not an SR network (gsasr_plugin.archs.sr_network.SRNetwork)')
-        from gsasr_plugin.ops import DEFAULT_CUTOFF
         self.net = net
         self.lq = lq
         self.lr_size = lr_size_of(lq)
@@ -150,7 +151,6 @@ def save_gif(frames: Sequence[Union[torch.Tensor, np.ndarray]], path: Union[str,
         arrays = arrays + arrays[-2:0:-1]
     images = [Image.fromarray(a) for a in arrays]
     path = Path(path)
-    from gsasr_plugin.utils.atomic_io import atomic_write
     with atomic_write(str(path)) as handle:
         images[0].save(handle, format='GIF', save_all=True, append_images=images[1:], duration=int(duration_ms),
                        loop=0, optimize=False)
@@ -162,7 +162,6 @@ def save_frames(frames: Sequence[Union[torch.Tensor, np.ndarray]], folder: Union
     """Write frames as ``folder/<stem>_0000.png`` ...; returns the paths."""
     from PIL import Image
     arrays = list(frames) if all(isinstance(f, np.ndarray) for f in frames) else to_uint8_frames(frames)
-    from gsasr_plugin.utils.atomic_io import atomic_write
     folder = Path(folder)
     paths = []
     for k, array in enumerate(arrays):

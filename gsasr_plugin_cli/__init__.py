@@ -1,14 +1,24 @@
-"""The ``basicsr`` console script's front end: usage, ``--version`` and every ``-h`` without importing torch.
+"""The ``basicsr`` console script's front end: usage, ``--version``, every ``-h`` and the parsing of every
+subcommand's arguments, without importing torch.
 
-``gsasr_plugin`` registers its networks with BasicSR on import, which imports torch, torchvision and
-basicsr (seconds). This small package sits outside it so that ``basicsr --help``, ``basicsr --version``
-and ``basicsr <subcommand> -h`` answer at once; a subcommand that runs is dispatched to
-``gsasr_plugin.commands.<name>.run(argv)``, which imports what it needs. The argument parsers live in
-:mod:`gsasr_plugin_cli.parsers` for the same reason.
+``gsasr_plugin`` registers its networks with BasicSR on import, which imports torch, torchvision and basicsr
+(seconds). This small package sits outside it so that ``basicsr --help``, ``basicsr --version`` and ``basicsr
+<subcommand> -h`` answer at once, and a bad argument is reported before the library loads. A subcommand that
+runs is dispatched with its parsed arguments to ``gsasr_plugin.commands.<name>.run(args)``. The front end
+imports the library, never the other way round. ``python -m gsasr_plugin_cli ...`` is ``basicsr ...``
+(e.g. under ``torch.distributed.run -m gsasr_plugin_cli train ...``).
 """
+import argparse
 import importlib
+import importlib.util
+import re
 import sys
+from functools import partial
+from importlib import metadata
+from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional
+
+from gsasr_plugin_cli import parsers
 
 __all__ = ['main', 'SUBCOMMANDS', 'Subcommand', 'version_text']
 
@@ -17,37 +27,20 @@ DISTRIBUTION = 'gsasr-basicsr'
 
 
 class Subcommand(NamedTuple):
-    """A ``basicsr`` subcommand: its one-line help and its light parser (None: ``-h`` imports the command)."""
+    """A ``basicsr`` subcommand: its one-line help and its parser (argparse, built without torch)."""
     help: str
-    parser: Optional[Callable[[], object]] = None
-
-
-def _pipeline_parser(command: str) -> Callable[[], object]:
-    def build():
-        from gsasr_plugin_cli.parsers import pipeline_parser
-        return pipeline_parser(command)
-
-    return build
-
-
-def _infer_parser():
-    from gsasr_plugin_cli.parsers import infer_parser
-    return infer_parser()
-
-
-def _convert_parser():
-    from gsasr_plugin_cli.parsers import convert_parser
-    return convert_parser()
+    parser: Callable[[], argparse.ArgumentParser]
 
 
 SUBCOMMANDS: Dict[str, Subcommand] = {
     'train': Subcommand('train a model from a BasicSR option file (basicsr/train.py flags: -opt, --launcher, '
-                        '--auto_resume, ...)', _pipeline_parser('train')),
-    'test': Subcommand('evaluate a model from a BasicSR option file (basicsr/test.py flags)', _pipeline_parser('test')),
+                        '--auto_resume, ...)', partial(parsers.pipeline_parser, 'train')),
+    'test': Subcommand('evaluate a model from a BasicSR option file (basicsr/test.py flags)',
+                       partial(parsers.pipeline_parser, 'test')),
     'infer': Subcommand('super-resolve images at any scale or size with a trained model (.pth alone is enough)',
-                        _infer_parser),
+                        parsers.infer_parser),
     'convert': Subcommand('write released (official) weights as one checkpoint of ours (--list: the released '
-                          'models)', _convert_parser),
+                          'models)', parsers.convert_parser),
 }
 
 
@@ -60,7 +53,6 @@ def _usage() -> str:
 
 
 def _installed_version(distribution: str) -> Optional[str]:
-    from importlib import metadata
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -69,13 +61,11 @@ def _installed_version(distribution: str) -> Optional[str]:
 
 def _source_version() -> Optional[str]:
     """``__version__`` of the ``gsasr_plugin`` that would be imported, read without importing it."""
-    import importlib.util
-    import re
     spec = importlib.util.find_spec('gsasr_plugin')
     if spec is None or not spec.origin:
         return None
     try:
-        with open(spec.origin, encoding='utf-8') as handle:
+        with open(Path(spec.origin).with_name('version.py'), encoding='utf-8') as handle:
             match = re.search(r"^__version__ = '([^']+)'", handle.read(), re.MULTILINE)
     except OSError:
         return None
@@ -108,8 +98,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"{PROG}: unknown subcommand '{command}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    if _asks_for_help(rest) and SUBCOMMANDS[command].parser is not None:
-        SUBCOMMANDS[command].parser().print_help()
+    parser = SUBCOMMANDS[command].parser()
+    if _asks_for_help(rest):
+        parser.print_help()
         return 0
-    module = importlib.import_module(f'gsasr_plugin.commands.{command}')
-    return module.run(rest) or 0
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as exc:  # a usage error, printed by argparse
+        return int(exc.code or 0)
+    except parsers.UsageError as error:  # the one-line parsers' usage errors
+        print(f'{PROG} {command}: error: {error}', file=sys.stderr)
+        return 2
+    module = importlib.import_module(f'gsasr_plugin.commands.{command}')  # the library (torch) from here on
+    return module.run(args) or 0

@@ -43,7 +43,7 @@ def _text_arg(parser_name: str, flag: str):
     """
 
     def parse(text):
-        from gsasr_plugin.utils import scale
+        from gsasr_plugin.utils import scale  # here, not above: the front end stays torch-free until it runs
         try:
             return getattr(scale, parser_name)(text, flag)
         except ValueError as error:

@@ -20,7 +20,7 @@ class _RasterizeExt(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means, sigmas, rhos, colors, opacities, lr_size, out_size, mode):
-        from . import _C
+        from . import _C  # the optional compiled extension (rasterize.py found that it loads)
         code = FOOTPRINT_CODES[mode.footprint]
         out, boxes, slot_starts, allowed, stats = _C.forward(
             means, sigmas, rhos, colors, opacities, lr_size[0], lr_size[1], out_size[0], out_size[1], code,
@@ -34,7 +34,7 @@ class _RasterizeExt(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        from . import _C
+        from . import _C  # the optional compiled extension (rasterize.py found that it loads)
         means, sigmas, rhos, colors, opacities, boxes, slot_starts, allowed = ctx.saved_tensors
         (height, width), code, mode, mean_area = ctx.args
         g_means, g_sigmas, g_rhos, g_colors, g_opacities = _C.backward(

@@ -30,7 +30,7 @@ def _load_op():
     if not _imported:
         _imported = True
         try:
-            from . import _C  # noqa: F401
+            from . import _C  # noqa: F401  (optional: the build may have skipped it)
             _module = _C
         except (ImportError, OSError) as err:  # not built, or built for a CUDA/torch this machine lacks
             _import_error = err
@@ -252,7 +252,7 @@ def rasterize_gaussians(means: torch.Tensor, sigmas: torch.Tensor, rhos: torch.T
     lr_size, out_size, cutoff, box_half_size = _validate(means, sigmas, rhos, colors, lr_size, out_size, cutoff,
                                                          box_half_size, mode, opacities)
     if _compiled_for(means.device):
-        from ._ext_impl import rasterize_gaussians_ext
+        from ._ext_impl import rasterize_gaussians_ext  # needs the optional extension, which loads here
         return rasterize_gaussians_ext(means, sigmas, rhos, colors, opacities, lr_size, out_size,
                                        RasterMode.of(cutoff, box_half_size, mode))
     kwargs = dict(box_half_size=box_half_size, mode=mode, opacities=opacities)

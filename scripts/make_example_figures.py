@@ -69,7 +69,7 @@ def fitted_field(lr_side: int = 12, scale: int = 4, per_side: int = 2, steps: in
 
 
 def gaussians_figure(path: Path) -> None:
-    from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
+    from gsasr_plugin.visualize_gaussians import draw_gaussians
     field, lr, _ = fitted_field()
     draw_gaussians(field, lr, str(path), crop=None, render_scale=8)
 

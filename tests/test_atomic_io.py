@@ -119,8 +119,8 @@ _FULL_DISK_RUNNER = textwrap.dedent('''
             raise self.failure
         return original(self, data)
     atomic_io._RecordingFile.write = write
-    from gsasr_plugin import cli
-    sys.exit(cli.main(sys.argv[1:]))
+    from gsasr_plugin_cli import main
+    sys.exit(main(sys.argv[1:]))
 ''')
 
 

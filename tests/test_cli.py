@@ -11,7 +11,7 @@ import gsasr_plugin  # noqa: F401
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.models import build_model
-from gsasr_plugin import cli
+import gsasr_plugin_cli as cli
 from gsasr_plugin.commands.pipeline import check_option_paths
 
 REPO = Path(__file__).resolve().parents[1]

@@ -171,7 +171,7 @@ def test_convert_reads_their_file(tmp_path, reference):
 def test_basicsr_convert_and_load_weights_take_their_file_by_path(tmp_path, reference):
     """The released-weights plumbing finds our converter for their single file; ``-opt`` options win."""
     from gsasr_plugin.checkpoint import load_weights, network_options_of
-    from gsasr_plugin.commands import convert as convert_command
+    from gsasr_plugin_cli import main
     source, target = tmp_path / 'ContinuousSR.pth', tmp_path / 'converted.pth'
     _write_official_file(source, reference)
     options = _tiny_options(reference, rasterizer=None)
@@ -180,7 +180,7 @@ def test_basicsr_convert_and_load_weights_take_their_file_by_path(tmp_path, refe
     option_file = tmp_path / 'tiny.yml'
     import yaml
     option_file.write_text(yaml.safe_dump({'network_g': options}))
-    assert convert_command.run(['--model', str(source), '-opt', str(option_file), '-o', str(target)]) == 0
+    assert main(['convert', '--model', str(source), '-opt', str(option_file), '-o', str(target)]) == 0
     saved = torch.load(target, map_location='cpu', weights_only=True)
     assert network_options_of(saved) == options
     expected = _official_tiny_net(reference, rasterizer=None).state_dict()

@@ -89,7 +89,7 @@ def test_basicsr_train_on_the_cpu_runs_with_the_threads_the_workers_leave(tmp_pa
     import basicsr.train
     import torch
 
-    from gsasr_plugin.commands.pipeline import run_pipeline
+    from gsasr_plugin_cli import main
     from gsasr_plugin.demo import write_demo_data
     for name in cpu_tuning._THREAD_SETTINGS:
         monkeypatch.delenv(name, raising=False)
@@ -101,12 +101,12 @@ def test_basicsr_train_on_the_cpu_runs_with_the_threads_the_workers_leave(tmp_pa
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert run_pipeline('train', ['-opt', 'demo.yml']) == 0
+        assert main(['train', '-opt', 'demo.yml']) == 0
         assert seen == [1]  # two threads, one data worker in the demo options
         assert torch.get_num_threads() == 2
         assert 'training on the CPU with 1 thread(s) of 2' in capsys.readouterr().err
         monkeypatch.setenv('OMP_NUM_THREADS', '2')
-        assert run_pipeline('train', ['-opt', 'demo.yml']) == 0
+        assert main(['train', '-opt', 'demo.yml']) == 0
         assert seen == [1, 2]
     finally:
         torch.set_num_threads(before)

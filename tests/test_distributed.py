@@ -130,7 +130,7 @@ def test_torchrun_two_cpu_processes_sigterm_then_resume_on_one(tmp_path, photo):
     opt['val'] = {'val_freq': 2, 'save_img': False, 'bicubic_baseline': False,
                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}}
     write_options(tmp_path / 'ddp.yml', opt)
-    cmd = TORCHRUN + ['--standalone', '--nproc_per_node=2', '-m', 'gsasr_plugin.cli', 'train', '-opt', 'ddp.yml',
+    cmd = TORCHRUN + ['--standalone', '--nproc_per_node=2', '-m', 'gsasr_plugin_cli', 'train', '-opt', 'ddp.yml',
                       '--launcher', 'pytorch']
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BASICSR = [sys.executable, '-m', 'gsasr_plugin.cli']
+BASICSR = [sys.executable, '-m', 'gsasr_plugin_cli']
 
 TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSREncoder', num_feat=16, num_block=1), embed_dim=16,
                   num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=1,
@@ -73,8 +73,8 @@ def test_train_resume_and_test_on_cpu(workdir):
     assert 'Network: GSASR, with parameters: ' in log and 'EDSREncoder(' not in log  # no module tree in the log
 
     # The checkpoint alone is enough for basicsr infer (it carries network_g).
-    from gsasr_plugin.commands import infer
-    assert infer.run(['-m', str(exp / 'models' / 'net_g_latest.pth'), '-i', str(workdir / 'val'), '-o',
+    from gsasr_plugin_cli import main
+    assert main(['infer', '-m', str(exp / 'models' / 'net_g_latest.pth'), '-i', str(workdir / 'val'), '-o',
                       str(workdir / 'sr'), '-s', '2', '--device', 'cpu']) == 0
     assert cv2.imread(str(workdir / 'sr' / 'chelsea_x2.png')).shape == (56, 72, 3)
 

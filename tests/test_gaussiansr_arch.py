@@ -214,7 +214,7 @@ def test_basicsr_train_two_iterations_and_validate_per_scale(tmp_path, photo, op
     opt['logger'].update(save_checkpoint_freq=2, print_freq=1, use_tb_logger=False)
     (tmp_path / 'train.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
 
-    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin.cli', 'train', '-opt', 'train.yml'], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin_cli', 'train', '-opt', 'train.yml'], cwd=tmp_path,
                           env=dict(os.environ, OMP_NUM_THREADS='2'), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp = tmp_path / 'experiments' / 'tiny_run'

@@ -282,7 +282,7 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
     import cv2
     import numpy as np
 
-    from gsasr_plugin.commands import convert, infer
+    from gsasr_plugin_cli import main
     from gsasr_plugin.utils.resize import matlab_bicubic_resize
     theirs = FIXTURES / 'weights.pt'
     network_g = load_official_checkpoint(theirs).network_g
@@ -300,7 +300,7 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
     opt.update(num_gpu=0, network_g=network_g, datasets={'test_1': paired, 'test_2': on_the_fly})
     opt['path']['pretrain_network_g'] = str(theirs)
     (tmp_path / 'test.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
-    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin.cli', 'test', '-opt', 'test.yml'], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin_cli', 'test', '-opt', 'test.yml'], cwd=tmp_path,
                           env=dict(os.environ, OMP_NUM_THREADS='2'), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = next((tmp_path / 'results' / opt['name']).glob('*.log')).read_text()
@@ -311,17 +311,17 @@ def test_their_checkpoint_by_path_through_basicsr_test_infer_and_convert(tmp_pat
     options = tmp_path / 'infer.yml'
     options.write_text(yaml.safe_dump({'network_g': network_g}))
     photo_in = str(tmp_path / 'hr' / 'coffee.png')
-    assert infer.run(['-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out'),
+    assert main(['infer', '-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out'),
                       '--scale', '2.5', '--device', 'cpu']) == 0
     assert cv2.imread(str(tmp_path / 'out' / 'coffee_x2.5.png')).shape == (110, 125, 3)
-    assert infer.run(['-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out2'),
+    assert main(['infer', '-opt', str(options), '--model', str(theirs), '-i', photo_in, '-o', str(tmp_path / 'out2'),
                       '--scale', '2', '--device', 'cpu', '--save-gaussians']) == 1
     assert 'no per-pixel Gaussians to draw' in capsys.readouterr().err  # one line, no traceback
     ours = tmp_path / 'converted.pth'
-    assert convert.run(['--model', str(theirs), '-opt', str(options), '-o', str(ours)]) == 0
+    assert main(['convert', '--model', str(theirs), '-opt', str(options), '-o', str(ours)]) == 0
     saved = torch.load(ours, weights_only=True)
     assert saved['network_g']['splatting'] == 'patches'
-    assert infer.run(['--model', str(ours), '-i', photo_in, '-o', str(tmp_path / 'out3'), '--scale', '2.5',
+    assert main(['infer', '--model', str(ours), '-i', photo_in, '-o', str(tmp_path / 'out3'), '--scale', '2.5',
                       '--device', 'cpu']) == 0  # no -opt: the checkpoint carries its network_g
     assert np.array_equal(cv2.imread(str(tmp_path / 'out3' / 'coffee_x2.5.png')),
                           cv2.imread(str(tmp_path / 'out' / 'coffee_x2.5.png')))

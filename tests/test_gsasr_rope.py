@@ -128,7 +128,7 @@ def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, c
     import cv2
     import huggingface_hub
     import numpy as np
-    from gsasr_plugin import cli
+    import gsasr_plugin_cli as cli
     calls = []
 
     def download(repo_id, filename, **kwargs):

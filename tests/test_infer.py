@@ -18,6 +18,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.gaussian_field import GaussianField, reference_grid
 from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.checkpoint import load_checkpoint
+import gsasr_plugin_cli
 from gsasr_plugin.commands import infer
 from gsasr_plugin.inference import auto_tile_size, encode_tiled, plan_tiles, super_resolve
 from gsasr_plugin.utils.image_io import ImageMeta, read_image, write_image
@@ -93,7 +94,7 @@ def images(tmp_path, photo):
 
 
 def _run(capsys, *argv):
-    code = infer.run([str(a) for a in argv])
+    code = gsasr_plugin_cli.main(['infer'] + [str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -368,7 +369,7 @@ def test_cli_missing_input_checkpoint_options(model_files, images, tmp_path, cap
 
 
 def test_cli_dispatch_from_console_script(model_files, images, tmp_path, capsys):
-    from gsasr_plugin.cli import main
+    from gsasr_plugin_cli import main
     opt, ckpt, _ = model_files
     code = main(['infer', '-opt', str(opt), '--model', str(ckpt), '-i', str(images / 'gray8.png'), '-o',
                  str(tmp_path / 'o'), '--scale', '2'])

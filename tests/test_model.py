@@ -348,7 +348,7 @@ def test_sampled_pixel_loss_gathers_gt_and_output_pixels(folders):
     model.optimize_parameters(1)
     assert model.output.shape == (2, 3, 30) and math.isfinite(model.get_current_log()['l_pix'])
     dense = model.net_g(model.lq, scale=(2.0, 2.0), out_size=(20, 20))
-    assert torch.allclose(model._forward_train(), dense.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
+    assert torch.allclose(model.forward_train(), dense.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1)))
     model.feed_data({'lq': torch.rand(1, 3, 10, 10), 'gt': gt[:1], 'scale': torch.tensor([[2.0, 2.0]])})
     assert model.pixel_index is None and model.gt.shape == (1, 3, 20, 20)
 

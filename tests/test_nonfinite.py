@@ -152,7 +152,7 @@ def test_infer_names_nan_weights_and_nonfinite_outputs(tmp_path, capsys, photo):
     import cv2
     import yaml
 
-    from gsasr_plugin.commands import infer
+    from gsasr_plugin_cli import main
     from gsasr_plugin.inference import NonFiniteOutputError, super_resolve
     from train_helpers import TINY_GSASR
     from basicsr.archs import build_network
@@ -162,7 +162,7 @@ def test_infer_names_nan_weights_and_nonfinite_outputs(tmp_path, capsys, photo):
     torch.save({'params': state}, tmp_path / 'nan.pth')
     (tmp_path / 'o.yml').write_text(yaml.safe_dump({'network_g': dict(TINY_GSASR)}))
     cv2.imwrite(str(tmp_path / 'a.png'), photo('astronaut', (12, 12)))
-    code = infer.run(['-opt', str(tmp_path / 'o.yml'), '--model', str(tmp_path / 'nan.pth'), '-i',
+    code = main(['infer', '-opt', str(tmp_path / 'o.yml'), '--model', str(tmp_path / 'nan.pth'), '-i',
                       str(tmp_path / 'a.png'), '-o', str(tmp_path / 'out'), '--scale', '2'])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1

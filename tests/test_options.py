@@ -10,9 +10,11 @@ import torch
 import yaml
 
 import gsasr_plugin  # noqa: F401
-from gsasr_plugin import cli
-from gsasr_plugin.utils.options import (OptionError, OrderedSafeLoader, apply_overrides, check_options,
-                                        load_option_file, parse_override_value)
+import gsasr_plugin_cli as cli
+from gsasr_plugin.commands import option_checks
+from gsasr_plugin.commands.option_checks import check_options
+from gsasr_plugin.utils.option_keys import apply_overrides
+from gsasr_plugin.utils.options import OptionError, OrderedSafeLoader, load_option_file, parse_override_value
 from train_helpers import TINY_GSASR, tiny_options, write_options, write_photos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,8 +192,7 @@ def test_model_keys_main_added_are_known_and_checked_early(tmp_path, monkeypatch
     """tile: (top level), val: pbar, the metric's crop_border_max and the datasets' lq_bits / lq_resize are read
     by the plugin, so they raise no unknown-key warning; a bad tile: is one line naming its line before anything
     is created, as the model would only say at the first validation image."""
-    import gsasr_plugin.checkpoint as checkpoint
-    monkeypatch.setattr(checkpoint, 'check_weights_fit', lambda *args, **kwargs: None)  # weights are not shipped
+    monkeypatch.setattr(option_checks, 'check_weights_fit', lambda *args, **kwargs: None)  # weights are not shipped
     (tmp_path / 'a.yml').write_text((REPO / 'options' / 'test_gsasr_edsr.yml').read_text() +
                                     '\ntile:\n  tile_size: 64\n  tile_pad: 8\n')
     opt = load_option_file(str(tmp_path / 'a.yml'))
@@ -211,8 +212,7 @@ def test_model_keys_main_added_are_known_and_checked_early(tmp_path, monkeypatch
 
 @pytest.mark.parametrize('name', sorted(p.name for p in (REPO / 'options').glob('*.yml')))
 def test_shipped_option_files_pass_the_checks(name, monkeypatch):
-    import gsasr_plugin.checkpoint as checkpoint
-    monkeypatch.setattr(checkpoint, 'check_weights_fit', lambda *args, **kwargs: None)  # weights are not shipped
+    monkeypatch.setattr(option_checks, 'check_weights_fit', lambda *args, **kwargs: None)  # weights are not shipped
     opt = load_option_file(str(REPO / 'options' / name))
     if opt.get('num_gpu') not in (0, 'auto'):
         opt['num_gpu'] = 'auto'

@@ -14,7 +14,7 @@ import yaml
 
 import gsasr_plugin  # noqa: F401
 from basicsr.archs import build_network
-from gsasr_plugin import cli
+import gsasr_plugin_cli as cli
 from gsasr_plugin.official import hub
 from gsasr_plugin.checkpoint import NETWORK_KEY, build_with_weights, is_released_weights, load_weights
 from gsasr_plugin.commands.pipeline import check_option_paths
@@ -224,7 +224,8 @@ def test_option_check_reads_released_weights_with_the_one_loader(tmp_path, fake_
     pre-check as a checkpoint (check_options -> checkpoint.check_weights_fit -> load_weights): weights that fit
     pass, weights of other shapes are one line naming the key before anything is created, whatever
     strict_load_g says (released weights always load strictly); NaN/inf in official files is refused."""
-    from gsasr_plugin.utils.options import OptionError, check_options
+    from gsasr_plugin.commands.option_checks import check_options
+    from gsasr_plugin.utils.options import OptionError
     for spec in (str(FOLDER), f'{FILES[0]},{FILES[1]}', 'official:gsasr-edsr-paper'):
         opt = _test_options(tmp_path, spec)
         assert check_options(opt, 'test', 'opt.yml').warnings == [], spec

@@ -135,7 +135,7 @@ def test_basicsr_test_writes_the_results_table(tmp_path, photo):
     }
     (tmp_path / 'test.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
     env = dict(os.environ, OMP_NUM_THREADS='2')
-    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin.cli', 'test', '-opt', 'test.yml'], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, '-m', 'gsasr_plugin_cli', 'test', '-opt', 'test.yml'], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = tmp_path / 'results' / 'tiny_bench'

@@ -8,7 +8,8 @@ import torch
 
 import gsasr_plugin  # noqa: F401
 from gsasr_plugin.basicsr_patches import patched_basicsr
-from gsasr_plugin.utils.resume import NoUsableStateError
+from gsasr_plugin.models import training_states
+from gsasr_plugin.models.training_states import NoUsableStateError
 from train_helpers import BASICSR, env, tiny_options, write_options, write_photos
 
 
@@ -46,8 +47,7 @@ def _opt(tmp_path, name='run'):
 def _load(opt):
     import basicsr.train
     lines = []
-    from gsasr_plugin.utils import resume
-    state = resume.choose_resume_state(opt, report=lines.append)
+    state = training_states.choose_resume_state(opt, report=lines.append)
     if state is not None:  # what basicsr.train.load_resume_state does next
         from basicsr.utils import check_resume
         check_resume(opt, state['iter'])

@@ -115,7 +115,7 @@ def test_basicsr_infer_scales_and_zoom(tmp_path, photo):
     import yaml
     from PIL import Image
 
-    from gsasr_plugin.cli import main
+    from gsasr_plugin_cli import main
     from test_continuoussr_arch import TINY_SWINIR
     network_g = dict(type='ContinuousSR', encoder=TINY_SWINIR, num_feat=16, color_hidden=[16], offset_hidden=[16],
                      key_hidden=[16], attn_dim=16)
@@ -147,7 +147,7 @@ def test_basicsr_infer_gaussiansr_single_output_matches_forward(tmp_path, photo)
     import cv2
     import yaml
 
-    from gsasr_plugin.cli import main
+    from gsasr_plugin_cli import main
     from test_gaussiansr_arch import TINY_EDSR
     network_g = dict(type='GaussianSR', encoder=TINY_EDSR, num_kernels=9, splat_channels=4, decoder_dim=16,
                      mlp_hidden=[16, 16])

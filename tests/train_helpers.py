@@ -10,7 +10,7 @@ import cv2
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BASICSR = [sys.executable, '-m', 'gsasr_plugin.cli']
+BASICSR = [sys.executable, '-m', 'gsasr_plugin_cli']
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run']
 
 TINY_GSASR = dict(type='GSASR', encoder=dict(type='EDSREncoder', num_feat=8, num_block=1), embed_dim=8,

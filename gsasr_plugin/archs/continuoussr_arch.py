@@ -64,6 +64,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, reference_grid, window_field
 from gsasr_plugin.archs.pretrained import read_foreign_weights
 from gsasr_plugin.archs.sr_network import SRNetwork, activation_bytes
+from gsasr_plugin.archs.pretrained import read_foreign_weights
 from gsasr_plugin.archs.window_utils import pad_to_multiple
 from gsasr_plugin.ops import RENDER_OPTIONS
 from gsasr_plugin.utils.scale import Size, Target

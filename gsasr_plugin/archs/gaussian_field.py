@@ -4,7 +4,7 @@ Separating "predict the Gaussians" from "render them at a size" lets callers ren
 many output sizes (encode once, render many), merge the Gaussians of LR tiles into one canvas (tiled
 inference), zoom into a window and draw the Gaussians for inspection. Every such operation lives here,
 as a small pure function, so that networks, tiling (``gsasr_plugin.inference``), zoom
-(``gsasr_plugin.zoom``) and drawing (``gsasr_plugin.utils.visualize_gaussians``) share one of each:
+(``gsasr_plugin.zoom``) and drawing (``gsasr_plugin.visualize_gaussians``) share one of each:
 :func:`reference_grid`, :func:`select_gaussians`, :func:`shift_field`, :func:`concat_fields`,
 :func:`float_field`, :func:`check_window`, :func:`window_field`, :func:`cull_to_window`, :func:`crop_field`.
 This module imports nothing of the plugin but the rasterizer.

@@ -9,14 +9,16 @@ a checkpoint. The network is built (from ``-opt`` when given, else from the weig
 weights are loaded into it strictly before anything is written; the output holds the weights under
 ``params`` and the ``network_g`` options (:func:`gsasr_plugin.checkpoint.save_checkpoint`), so ``basicsr
 infer --model OUT.pth``, ``load_model('OUT.pth')`` and an option file's ``pretrain_network_g: OUT.pth``
-need nothing else. The parser is :func:`gsasr_plugin_cli.parsers.convert_parser` (``-h`` without torch).
+need nothing else. The arguments are parsed by the front end (:func:`gsasr_plugin_cli.parsers.convert_parser`).
 
 Exit status: 0 on success, 1 when the weights cannot be read, converted or written, 2 for bad arguments.
 """
+import argparse
 import sys
-from typing import List, Optional
 
-from gsasr_plugin_cli.parsers import convert_parser
+from gsasr_plugin.api import network_options_from
+from gsasr_plugin.checkpoint import build_with_weights, describe_weights, load_weights, save_checkpoint
+from gsasr_plugin.official import hub
 
 __all__ = ['run', 'list_models']
 
@@ -25,8 +27,6 @@ PROG = 'basicsr convert'
 
 def list_models() -> str:
     """Two lines per registered released model: its short name, method and description; where its files are."""
-    import gsasr_plugin  # noqa: F401  (methods register their released models)
-    from gsasr_plugin.official import hub
     lines = []
     for name, model in sorted(hub.released_models().items()):
         lines.append(f'{hub.OFFICIAL_PREFIX}{name:<28} {model.method:<12} {model.description}')
@@ -34,20 +34,14 @@ def list_models() -> str:
     return '\n'.join(lines)
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    parser = convert_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+def run(args: argparse.Namespace) -> int:
+    """``basicsr convert ...`` with ``args`` parsed by :func:`gsasr_plugin_cli.parsers.convert_parser`."""
     if args.list:
         print(list_models())
         return 0
     if not args.model or not args.output:
         print(f'{PROG}: error: --model and -o/--output are required (or --list)', file=sys.stderr)
         return 2
-    from gsasr_plugin.api import network_options_from
-    from gsasr_plugin.checkpoint import build_with_weights, describe_weights, load_weights, save_checkpoint
     try:
         network_g = network_options_from(args.opt) if args.opt else None
         weights = load_weights(args.model, network_g)

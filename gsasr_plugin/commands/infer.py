@@ -4,6 +4,8 @@
         --scales S1,S2,...) [-opt OPTIONS.yml] [-t N] [--bf16] [--ext auto|png|jpg|tif|webp] [--suffix TEXT]
         [--overwrite] [--save-gaussians] [--zoom FRAMES [--zoom-max Z]]
 
+The arguments are parsed by the front end (:func:`gsasr_plugin_cli.parsers.infer_parser`, without torch).
+
 A thin layer over :class:`gsasr_plugin.api.Upscaler`: it names the outputs (``<stem><suffix><ext>``,
 the suffix naming the scale or size by default), refuses to replace an input unless ``--overwrite`` is
 given, says once when an explicit ``--ext`` drops bit depth or alpha, and reports failures.
@@ -17,22 +19,35 @@ Exit status: 0 when every image was written, 1 when any image (or the model) fai
 arguments (nothing is written). Each failure is one line on stderr naming the file or argument; the
 other images of a folder are still processed.
 """
+import argparse
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Set
 
-from gsasr_plugin_cli.parsers import UsageError, infer_parser
+import torch
+from tqdm import tqdm
 
-__all__ = ['run', 'default_suffix', 'plan_outputs', 'write_scales_and_zoom']
+from gsasr_plugin.api import SlowPrecisionWarning, bf16_notice, load_model
+from gsasr_plugin.utils.atomic_io import remove_partial_files
+from gsasr_plugin.utils.cpu_tuning import keep_freed_memory
+from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, output_layout, read_image, write_image
+from gsasr_plugin.utils.scale import scale_tag
+from gsasr_plugin.visualize_gaussians import draw_gaussians
+from gsasr_plugin.zoom import ZoomRenderer, save_frames, save_gif, zoom_frame_size, zoom_windows
+
+__all__ = ['run', 'default_suffix', 'plan_outputs', 'write_scales_and_zoom', 'OutputConflict']
 
 PROG = 'basicsr infer'
 _BITS = {'uint8': '8-bit', 'uint16': '16-bit', 'float32': '32-bit float'}
 
 
+class OutputConflict(ValueError):
+    """An output would replace an input, or two inputs would write one file (exit status 2: nothing written)."""
+
+
 def _list_inputs(path: Path) -> List[Path]:
-    from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     return [path]
@@ -41,7 +56,6 @@ def _list_inputs(path: Path) -> List[Path]:
 def default_suffix(args) -> str:
     """``_x<scale>`` for ``--scale`` (``_x4``, ``_x2.5``, ``_x1.5x3``), ``_<W>x<H>`` for ``--size``, '' for
     ``--scales`` (each file is named by its own scale)."""
-    from gsasr_plugin.utils.scale import scale_tag
     if args.scale is not None:
         return f'_x{scale_tag(args.scale)}'
     if args.size is not None:
@@ -52,7 +66,6 @@ def default_suffix(args) -> str:
 def _extension(args, path: Path) -> str:
     """The output extension: ``--ext``, or with ``--ext auto`` the input's own format (which holds its bit
     depth and alpha), PNG for an input format we cannot write."""
-    from gsasr_plugin.utils.image_io import OUTPUT_FORMATS
     if args.ext != 'auto':
         return '.' + args.ext
     return path.suffix if path.suffix.lower() in OUTPUT_FORMATS else '.png'
@@ -63,10 +76,9 @@ def plan_outputs(args, files: List[Path]) -> Dict[Path, List[Path]]:
     ``--save-gaussians`` figure).
 
     Raises:
-        UsageError: when an output would replace an input (unless ``--overwrite``) or two inputs would
+        OutputConflict: when an output would replace an input (unless ``--overwrite``) or two inputs would
             write the same file.
     """
-    from gsasr_plugin.utils.scale import scale_tag
     out_folder = Path(args.output)
     inputs = {os.path.realpath(p): p for p in files}
     plan: Dict[Path, List[Path]] = {}
@@ -82,10 +94,10 @@ def plan_outputs(args, files: List[Path]) -> Dict[Path, List[Path]]:
         for output in outputs:
             real = os.path.realpath(output)
             if real in inputs and not args.overwrite:
-                raise UsageError(f'output {output} would replace the input image {inputs[real]}; pass --overwrite '
+                raise OutputConflict(f'output {output} would replace the input image {inputs[real]}; pass --overwrite '
                                  'to allow it, or choose another -o/--output or --suffix')
             if real in taken:
-                raise UsageError(f'inputs {taken[real]} and {path} would both be written to {output}; use '
+                raise OutputConflict(f'inputs {taken[real]} and {path} would both be written to {output}; use '
                                  '--ext auto or separate folders')
             taken[real] = path
         plan[path] = outputs
@@ -126,11 +138,6 @@ def write_scales_and_zoom(network, lq, meta, stem: str, ext: str, args) -> List[
     frames as PNGs in ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the
     ``--scale`` / ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
     """
-    import torch
-
-    from gsasr_plugin.utils.image_io import write_image
-    from gsasr_plugin.utils.scale import scale_tag
-    from gsasr_plugin.zoom import ZoomRenderer, save_frames, save_gif, zoom_frame_size, zoom_windows
     out_folder = Path(args.output)
     name = f'{stem}{args.suffix}'
     renderer = ZoomRenderer(network, lq)
@@ -157,13 +164,9 @@ def write_scales_and_zoom(network, lq, meta, stem: str, ext: str, args) -> List[
 
 
 def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> None:
-    from gsasr_plugin.utils.image_io import read_image
     progress = sys.stderr.isatty()
     ext = outputs[0].suffix
     if args.scales or args.zoom:  # several renders of one encoding (gsasr_plugin.zoom)
-        import torch
-
-        from gsasr_plugin.utils.image_io import output_layout
         rgb, meta = read_image(str(path))
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(model.device)
         write_scales_and_zoom(model.network, lq, meta, path.stem, ext, args)
@@ -175,7 +178,6 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
                                 tile_margin=args.tile_margin, bf16=args.bf16, progress=progress)
     notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
     if args.save_gaussians:
-        from gsasr_plugin.utils.visualize_gaussians import draw_gaussians
         rgb, _ = read_image(str(path))
         field = model.network.gaussians(result.field)
         if field is None:
@@ -184,13 +186,8 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
         draw_gaussians(field, rgb, str(outputs[-1]), crop=args.gaussians_crop or None)
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    parser = infer_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as error:
-        print(f'{PROG}: error: {error}', file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    """``basicsr infer ...`` with ``args`` parsed by :func:`gsasr_plugin_cli.parsers.infer_parser`."""
     input_path = Path(args.input)
     if not input_path.exists():
         print(f'{PROG}: error: input {input_path}: no such file or folder', file=sys.stderr)
@@ -201,16 +198,13 @@ def run(argv: Optional[List[str]] = None) -> int:
         return 1
     if args.suffix is None:
         args.suffix = default_suffix(args)
-    from gsasr_plugin.utils.atomic_io import remove_partial_files
     remove_partial_files(args.output)  # temporary files of an earlier run that was killed while writing
     try:
         plan = plan_outputs(args, files)
-    except UsageError as error:
+    except OutputConflict as error:
         print(f'{PROG}: error: {error}', file=sys.stderr)
         return 2
 
-    from gsasr_plugin.api import SlowPrecisionWarning, bf16_notice, load_model
-    from gsasr_plugin.utils.cpu_tuning import keep_freed_memory
     keep_freed_memory()
     try:
         model = load_model(args.model, opt=args.opt, device=args.device, param_key=args.param_key)
@@ -224,7 +218,6 @@ def run(argv: Optional[List[str]] = None) -> int:
     failures = 0
     iterator = files
     if len(files) > 1:
-        from tqdm import tqdm
         iterator = tqdm(files, desc='images', unit='img', disable=not sys.stderr.isatty())
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', SlowPrecisionWarning)  # said once above

@@ -5,7 +5,7 @@ Takes BasicSR's own flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debu
 ``--force_yml``) and runs ``basicsr.train.train_pipeline`` / ``basicsr.test.test_pipeline`` with the current
 directory as root, so ``experiments/``, ``tb_logger/`` and ``results/`` land there. Before anything is created,
 the option file (read safely: no Python objects), the ``--force_yml`` keys, every option value BasicSR would trip
-over later (``gsasr_plugin.utils.options.check_options``), the dataset folders and the pretrained/resume files
+over later (:func:`gsasr_plugin.commands.option_checks.check_options`), the dataset folders and the pretrained/resume files
 are checked, with one-line errors naming the file, line and key. The run itself is wrapped in
 :func:`gsasr_plugin.basicsr_patches.patched_basicsr`. Errors during the run (a file that cannot be written, a
 bad checkpoint, a bad image) are one line too; ``GSASR_TRACEBACK=1`` shows the traceback.
@@ -16,24 +16,37 @@ import os.path as osp
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available']
+import torch
+
+from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
+import basicsr.test
+import basicsr.train
+from gsasr_plugin.basicsr_patches import patched_basicsr
+from gsasr_plugin.commands.option_checks import check_options
+from gsasr_plugin.official import hub
+from gsasr_plugin.utils import preemption
+from gsasr_plugin.utils.cpu_tuning import keep_freed_memory, training_threads
+from gsasr_plugin.utils.option_keys import apply_overrides
+from gsasr_plugin.utils.options import load_option_file
+from gsasr_plugin.utils.scale import scale_tag
+
+__all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available', 'basicsr_argv']
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    """The flags of ``basicsr.utils.options.parse_options``, for ``-h`` and early checks."""
-    from gsasr_plugin_cli.parsers import pipeline_parser
-    return pipeline_parser(command)
+def basicsr_argv(args: argparse.Namespace) -> List[str]:
+    """The command line BasicSR's ``parse_options`` reads (from ``sys.argv``) for the parsed ``args``."""
+    argv = ['-opt', args.opt, '--launcher', args.launcher, '--local_rank', str(args.local_rank)]
+    argv += ['--auto_resume'] * bool(args.auto_resume) + ['--debug'] * bool(args.debug)
+    return argv + (['--force_yml', *args.force_yml] if args.force_yml else [])
 
 
 def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[Dict[str, Any], List[str]]:
     """The option file read safely with the ``--force_yml`` entries applied; (options, notes for the user)."""
-    from gsasr_plugin.utils.options import apply_overrides, load_option_file
     opt = load_option_file(path)
     return opt, apply_overrides(opt, force_yml)
 
 
 def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
-    from gsasr_plugin.utils.scale import scale_tag
     scales = dataset_opt.get('scales') or []
     try:
         return [scale_tag(s) for s in scales]
@@ -78,9 +91,7 @@ def check_weights_available(spec: str, option: str) -> None:
     """Fail early, in one line, on weights that cannot be had: a missing file or folder, an unknown
     ``official:`` name, or a released model's files that are neither cached nor downloadable (they are
     downloaded here when the machine is online)."""
-    from gsasr_plugin.official import hub
     if spec.startswith(hub.OFFICIAL_PREFIX):
-        import gsasr_plugin  # noqa: F401  (methods register their released models)
         try:
             hub.fetch_files(hub.released_model(spec))
         except ValueError as error:
@@ -91,31 +102,26 @@ def check_weights_available(spec: str, option: str) -> None:
             raise FileNotFoundError(f"{option}: '{part}' does not exist")
 
 
-def run_pipeline(command: str, argv: List[str],
+def run_pipeline(command: str, args: argparse.Namespace,
                  check: Optional[Callable[[Dict[str, Any], str], None]] = None) -> int:
     """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd.
 
-    ``check(opt, option_path)``, when given, runs before the path checks; its FileNotFoundError or
-    ValueError stops the command with one line, before anything is created.
+    ``args`` are the parsed flags (:func:`gsasr_plugin_cli.parsers.pipeline_parser`). ``check(opt,
+    option_path)``, when given, runs before the path checks; its FileNotFoundError or ValueError stops the
+    command with one line, before anything is created.
     """
     prog = f'basicsr {command}'
-    try:
-        args = _parser(command).parse_args(argv)
-    except SystemExit as exc:  # -h or a usage error (argparse printed it)
-        return int(exc.code or 0)
     if not osp.isfile(args.opt):
         print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
-    from gsasr_plugin.official.hub import WeightsUnavailableError
     try:
         opt, notes = _load_options(args.opt, args.force_yml)
-        from gsasr_plugin.utils.options import check_options
         if check is not None:
             check(opt, args.opt)
         check_option_paths(opt, is_train=command == 'train')
         notes += check_options(opt, command, args.opt).warnings
-    except (FileNotFoundError, ValueError, WeightsUnavailableError) as exc:
+    except (FileNotFoundError, ValueError, hub.WeightsUnavailableError) as exc:
         if show_traceback:
             raise
         print(f'{prog}: error: {exc}', file=sys.stderr)
@@ -123,16 +129,8 @@ def run_pipeline(command: str, argv: List[str],
     for line in notes:
         print(f'{prog}: warning: {line}', file=sys.stderr)
 
-    import gsasr_plugin  # noqa: F401  (registries, before basicsr's pipeline)
-    if command == 'train':
-        from basicsr.train import train_pipeline as pipeline
-    else:
-        from basicsr.test import test_pipeline as pipeline
-    from gsasr_plugin.basicsr_patches import patched_basicsr
-    from gsasr_plugin.utils import preemption
-    from gsasr_plugin.utils.cpu_tuning import keep_freed_memory, training_threads
+    pipeline = basicsr.train.train_pipeline if command == 'train' else basicsr.test.test_pipeline
     keep_freed_memory()  # a training step reuses its freed buffers instead of faulting in fresh pages
-    import torch
     default_threads = torch.get_num_threads()
     threads = training_threads(opt) if command == 'train' else None
     if threads is not None:  # the data workers keep the other cores busy
@@ -140,7 +138,7 @@ def run_pipeline(command: str, argv: List[str],
               'the data workers (num_worker_per_gpu); OMP_NUM_THREADS chooses', file=sys.stderr)
         torch.set_num_threads(threads)
     saved_argv = sys.argv
-    sys.argv = [prog] + list(argv)  # BasicSR's parse_options reads sys.argv
+    sys.argv = [prog] + basicsr_argv(args)  # BasicSR's parse_options reads sys.argv
     try:
         with patched_basicsr(command, opt):  # safe YAML, gloo on the CPU, exact resume, save-and-exit on signals
             pipeline(os.getcwd())

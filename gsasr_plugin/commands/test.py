@@ -4,7 +4,8 @@ Same flags and run pipeline as ``basicsr train`` (:mod:`gsasr_plugin.commands.pi
 per-scale metrics, images) go to ``./results/<name>``. Before anything runs, :func:`check_testable` refuses
 option files that cannot be tested (a training file, no datasets, no weights) with one line.
 """
-from typing import Any, Dict, List
+import argparse
+from typing import Any, Dict
 
 from gsasr_plugin.commands.pipeline import run_pipeline
 
@@ -36,6 +37,6 @@ def check_testable(opt: Dict[str, Any], option_path: str) -> None:
                          'official:<name>, see basicsr convert --list)')
 
 
-def run(argv: List[str]) -> int:
-    """``basicsr test -opt <yml> [--force_yml k=v ...]``."""
-    return run_pipeline('test', argv, check=check_testable)
+def run(args: argparse.Namespace) -> int:
+    """``basicsr test -opt <yml> [--force_yml k=v ...]`` (``args`` parsed by ``gsasr_plugin_cli``)."""
+    return run_pipeline('test', args, check=check_testable)

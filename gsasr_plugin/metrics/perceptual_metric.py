@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from basicsr.utils.registry import METRIC_REGISTRY
+from gsasr_plugin.utils.safe_load import load_torch_file
 
 __all__ = [
     'calculate_lpips', 'calculate_dists', 'perceptual_distance', 'build_perceptual_net', 'BackboneWeightsMissing',
@@ -69,7 +70,6 @@ def _backbone_state_dict(kind: str) -> Dict[str, torch.Tensor]:
                 f'{RANDOM_BACKBONE_ENV}=1 for a random backbone (plumbing tests only).') from None
         finally:
             socket.setdefaulttimeout(old_timeout)
-    from gsasr_plugin.utils.safe_load import load_torch_file
     return load_torch_file(str(path), 'backbone weights')
 
 
@@ -168,7 +168,6 @@ def _dists_alpha_beta() -> Dict[str, torch.Tensor]:
     if path is None or not path.is_file():
         raise BackboneWeightsMissing('DISTS needs its alpha/beta weights (weights.pt of the DISTS-pytorch package): '
                                      'run "pip install DISTS-pytorch==0.1"')
-    from gsasr_plugin.utils.safe_load import load_torch_file
     return load_torch_file(str(path), 'DISTS weights')
 
 

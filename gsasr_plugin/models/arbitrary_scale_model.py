@@ -11,7 +11,7 @@ import sys
 from collections import OrderedDict
 from copy import deepcopy
 from os import path as osp
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -23,8 +23,10 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
 from gsasr_plugin.archs.sr_network import SRNetwork
+from gsasr_plugin.inference import TiledEncodingUnsupported, super_resolve
 from gsasr_plugin.utils.atomic_io import write_image_file
 from gsasr_plugin.utils.resize import matlab_bicubic_resize
+from gsasr_plugin.utils.results_table import update_results_table
 from gsasr_plugin.utils.sampled_pixels import gather_pixels
 from gsasr_plugin.utils.scale import lr_size_of, resolve_scale_and_size, scale_tag, to_scale_pair
 from gsasr_plugin.models.resilient_training import ResilientTrainingMixin
@@ -124,7 +126,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     ``option_keys`` lists the ``train:`` and ``val:`` keys something reads for this model (BasicSR's
     SRModel, :class:`ResilientTrainingMixin` and this class), the top-level keys it adds (``''``) and the
     keys of a ``val: metrics`` entry it consumes (``metric``); ``basicsr train/test`` reject other keys there
-    (``gsasr_plugin.utils.options``). Add a key here when the model starts reading it.
+    (``gsasr_plugin.utils.option_keys``). Add a key here when the model starts reading it.
     """
     option_keys = {
         '': {'tile'},  # top-level keys this model reads besides BasicSR's
@@ -137,7 +139,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     @classmethod
     def check_options(cls, opt: Dict[str, Any]) -> None:
         """The model's own top-level options, validated before anything is created (``basicsr train/test``
-        call this through ``gsasr_plugin.utils.options.check_options``); a ValueError names the key."""
+        call this through ``gsasr_plugin.commands.option_checks.check_options``); a ValueError names the key."""
         tile_options(opt)
 
     def __init__(self, opt: Dict[str, Any]):
@@ -196,13 +198,21 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
                 kwargs['fused'] = True
         return super().get_optimizer(optim_type, params, lr, **kwargs)
 
+    @staticmethod
+    def scheduler_class(scheduler_opt: Mapping[str, Any]) -> Optional[type]:
+        """:class:`WarmupMultiStepLR` when ``train: scheduler`` is a MultiStepLR this model warms up itself, else
+        None (BasicSR's own scheduler): the one rule, read by :meth:`setup_schedulers` and the option checks."""
+        if scheduler_opt.get('type') in ('MultiStepLR', 'WarmupMultiStepLR') and set(scheduler_opt) <= {
+                'type', 'milestones', 'gamma', 'warmup_iter'}:
+            return WarmupMultiStepLR
+        return None
+
     def setup_schedulers(self) -> None:
         """BasicSR's schedulers, plus warm-up for MultiStepLR from ``train: warmup_iter``."""
         train_opt = self.opt['train']
         scheduler_opt = train_opt['scheduler']
         warmup_iter = int(train_opt.get('warmup_iter', -1) or -1)
-        if scheduler_opt.get('type') in ('MultiStepLR', 'WarmupMultiStepLR') and set(scheduler_opt) <= {
-                'type', 'milestones', 'gamma', 'warmup_iter'}:
+        if self.scheduler_class(scheduler_opt) is WarmupMultiStepLR:
             opts = {k: v for k, v in scheduler_opt.items() if k != 'type'}
             opts.setdefault('warmup_iter', max(warmup_iter, 0))
             for optimizer in self.optimizers:
@@ -219,40 +229,13 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
             warmup_iter = -1
         super().update_learning_rate(current_iter, warmup_iter)
 
-    def _forward_train(self) -> torch.Tensor:
+    def forward_train(self) -> torch.Tensor:
+        """The batch's scale and output size go to the network; with sampled training pixels only those."""
         if getattr(self, 'pixel_index', None) is None:
             return self.net_g(self.lq, scale=self.scale, out_size=self.out_size)
         if isinstance(self._plain_net(self.net_g), SRNetwork):  # GaussianSR decodes the sampled pixels only
             return self.net_g(self.lq, scale=self.scale, out_size=self.out_size, pixel_index=self.pixel_index)
         return gather_pixels(self.net_g(self.lq, scale=self.scale, out_size=self.out_size), self.pixel_index)
-
-    def optimize_parameters(self, current_iter: int) -> None:
-        # bf16 autocast, skipped non-finite steps, clipping, stop on signals: ResilientTrainingMixin
-        self.optimizer_g.zero_grad()
-        with self._train_autocast():  # non-finite inputs or Gaussians: a NaN output, a skipped step
-            self.output = self._guarded_forward(self._forward_train, self.gt)
-        self.output = self.output.float()
-        l_total = 0
-        loss_dict = OrderedDict()
-        if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total += l_pix
-            loss_dict['l_pix'] = l_pix
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_total += value
-                    loss_dict[name] = value
-        skipped = self._agree_on_step(l_total)
-        if not skipped:
-            l_total.backward()
-            skipped = not self._step_optimizer(self.optimizer_g)
-        self._count_nonfinite(skipped, loss_dict, current_iter)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0 and not skipped:
-            self.model_ema(decay=self.ema_decay)
-        self._end_iteration(current_iter, self.lq.shape[0])
 
     # -------------------------------------------------------------------------------------- testing
     @torch.no_grad()
@@ -279,7 +262,6 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     def _test_tiled(self, net: torch.nn.Module, lq: torch.Tensor, scale: Optional[Pair],
                     out_size: Optional[Tuple[int, int]], tile_size: int, tile_pad: Optional[int]) -> torch.Tensor:
         """Encode ``tile_size`` LR tiles with ``tile_pad`` pixels of context, render all Gaussians at once."""
-        from gsasr_plugin.inference import TiledEncodingUnsupported, super_resolve
         if not isinstance(net, SRNetwork):
             raise ValueError(f'tile: {type(net).__name__} has no encode(), so it cannot be evaluated in tiles; '
                              'remove the tile: option')
@@ -418,7 +400,6 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
         if not self.opt['is_train'] and val_opt.get('results_table', True) and self.opt['path'].get('results_root'):
             # results.md / .csv / _per_image.csv / psnr_vs_scale.png in results/<name>/, all datasets so far
-            from gsasr_plugin.utils.results_table import update_results_table
             update_results_table(self.opt['path']['results_root'], dataset_name, self.metric_results,
                                  self.bicubic_results, metric_opts, title=self.opt.get('name'), per_image=per_image)
 

@@ -20,6 +20,7 @@ flags per iteration, so they never disagree on whether a step (and its gradient 
 import contextlib
 import math
 import os
+from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -29,6 +30,7 @@ from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from gsasr_plugin.archs.gaussian_field import NonFiniteGaussiansError
+from gsasr_plugin.checkpoint import describe_weights, is_released_weights, load_into, load_weights, write_checkpoint
 from gsasr_plugin.utils import dist as dist_utils
 from gsasr_plugin.utils import preemption
 from gsasr_plugin.utils.atomic_io import atomic_save
@@ -42,9 +44,9 @@ DEFAULT_MAX_NONFINITE_STEPS = 10
 class ResilientTrainingMixin:
     """Mix into a BasicSR ``SRModel`` subclass (before ``SRModel`` in the bases).
 
-    The subclass's ``optimize_parameters`` runs the forward through :meth:`_guarded_forward` (inside
-    :meth:`_train_autocast`), uses :meth:`_agree_on_step` before ``backward``, :meth:`_step_optimizer`
-    instead of ``optimizer.step()`` and :meth:`_end_iteration` last.
+    The mixin owns the training step, :meth:`optimize_parameters`, and runs every resilient part of it there, in
+    order. A model changes what is trained by overriding :meth:`forward_train` (the network's output for the
+    batch) or :meth:`training_losses` (the named losses of that output); nothing else.
     """
 
     # ------------------------------------------------------------------------------- placement
@@ -72,6 +74,47 @@ class ResilientTrainingMixin:
 
     def _val_autocast(self):
         return self._autocast('val')
+
+    # ------------------------------------------------------------------------------ the training step
+    def forward_train(self) -> torch.Tensor:
+        """The network's output for the batch (``self.lq``), compared with ``self.gt`` by the losses."""
+        return self.net_g(self.lq)
+
+    def training_losses(self, output: torch.Tensor) -> 'OrderedDict[str, torch.Tensor]':
+        """The named losses of ``output`` against ``self.gt``, summed in order: BasicSR's ``pixel_opt`` and
+        ``perceptual_opt`` (perceptual and style parts) as ``SRModel`` computes them."""
+        losses: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+        if self.cri_pix:
+            losses['l_pix'] = self.cri_pix(output, self.gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    losses[name] = value
+        return losses
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """One training step: the forward in bf16 autocast (``train: bf16``) with non-finite inputs or Gaussians
+        turned into a skipped step; the ranks agree on skipping and stopping; backward, clipping and the
+        optimizer step; the skipped steps counted; EMA; the batch counted and, on a signal or too many
+        non-finite steps, a resumable state saved and the run stopped."""
+        self.optimizer_g.zero_grad()
+        with self._train_autocast():
+            self.output = self._guarded_forward(self.forward_train, self.gt)
+        self.output = self.output.float()
+        loss_dict = self.training_losses(self.output)
+        l_total = 0
+        for value in loss_dict.values():
+            l_total += value
+        skipped = self._agree_on_step(l_total)
+        if not skipped:
+            l_total.backward()
+            skipped = not self._step_optimizer(self.optimizer_g)
+        self._count_nonfinite(skipped, loss_dict, current_iter)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0 and not skipped:
+            self.model_ema(decay=self.ema_decay)
+        self._end_iteration(current_iter, self.lq.shape[0])
 
     # --------------------------------------------------------------------- non-finite values
     def _batch_files(self, limit: int = 3) -> str:
@@ -181,7 +224,6 @@ class ResilientTrainingMixin:
         the file and the reason (e.g. the disk is full) at once (waiting does not free a full disk), the
         previous file stays, and the run stops.
         """
-        from gsasr_plugin.checkpoint import write_checkpoint
         label = 'latest' if current_iter == -1 else current_iter
         path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
         nets = net if isinstance(net, list) else [net]
@@ -209,7 +251,6 @@ class ResilientTrainingMixin:
           the network (another architecture, other shapes) are a one-line error, and with ``strict_load_g:
           false`` a loud warning says how many tensors keep their initial values (mismatched shapes skipped).
         """
-        from gsasr_plugin.checkpoint import describe_weights, is_released_weights, load_into, load_weights
         logger = get_root_logger()
         bare = self.get_bare_model(net)
         spec = os.fspath(load_path) if isinstance(load_path, os.PathLike) else str(load_path)

@@ -15,6 +15,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from gsasr_plugin.utils.atomic_io import write_image_file
+from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated
+
 __all__ = ['IMAGE_EXTENSIONS', 'OUTPUT_FORMATS', 'ImageMeta', 'decode_image_array', 'encode_image_array',
            'output_layout', 'read_image', 'write_image']
 
@@ -121,7 +124,6 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
     """
     import cv2
 
-    from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no such file')
     with open(path, 'rb') as handle:
@@ -149,7 +151,6 @@ def write_image(path: str, rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.
         ValueError: when the format cannot hold this image (named with the file).
         WriteError: when the file cannot be written (read-only folder, disk full, ...), saying which.
     """
-    from gsasr_plugin.utils.atomic_io import write_image_file
     dtype, keep_alpha = output_layout(Path(path).suffix, ImageMeta(meta.dtype, meta.grayscale, alpha))
     alpha = alpha if keep_alpha else None
     if meta.grayscale and alpha is not None:  # no encoder writes gray + alpha: write it as BGRA

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from gsasr_plugin.archs.gaussian_field import GaussianField, crop_field
+from gsasr_plugin.utils.atomic_io import atomic_write
 
 __all__ = ['ellipse_axes', 'draw_gaussians']
 
@@ -91,7 +92,6 @@ def draw_gaussians(field: GaussianField, lr_image: np.ndarray, out_path: str, cr
         axis.set_xlabel('x (LR pixels)')
         axis.set_ylabel('y (LR pixels)')
     fig.tight_layout()
-    from gsasr_plugin.utils.atomic_io import atomic_write
     try:
         with atomic_write(out_path) as handle:
             fig.savefig(handle, format=os.path.splitext(str(out_path))[1].lstrip('.').lower() or 'png')
