@@ -4,7 +4,7 @@
     python scripts/import_graph.py --json     # the same as JSON
 
 A *unit* is a subpackage (``gsasr_plugin.utils``, ``gsasr_plugin.archs``, ...), a top-level module
-(``gsasr_plugin.checkpoint``), the package root (``gsasr_plugin``, its ``__init__.py``) or the torch-free front
+(``gsasr_plugin.checkpoint``), a module listed in ``OWN_UNITS``, the package root (``gsasr_plugin``, its ``__init__.py``) or the torch-free front
 end ``gsasr_plugin_cli``. An edge is an ``import`` of one unit by another, at module level or inside a function
 (``importlib.import_module('gsasr_plugin.commands....')`` counts as a module-level edge to ``gsasr_plugin.commands``).
 Imports under ``if TYPE_CHECKING:`` are not edges. A unit's layer is 0 when it imports no other unit, else one more
@@ -24,6 +24,9 @@ __all__ = ['Import', 'scan', 'unit_of', 'unit_edges', 'cycles', 'layers', 'ROOT'
 ROOT = Path(__file__).resolve().parents[1]
 # Source folders and the module prefix each one installs as (setup.py's package_dir).
 SOURCES = {'gsasr_plugin': 'gsasr_plugin', 'ops': 'gsasr_plugin.ops', 'gsasr_plugin_cli': 'gsasr_plugin_cli'}
+# Modules that are units of their own although they lie in a subpackage: the registry of released models imports
+# nothing of the plugin, and everything below the compatibility layer may import it (official/__init__ is empty).
+OWN_UNITS = ('gsasr_plugin.official.hub', )
 SUBPACKAGES = ('gsasr_plugin.archs', 'gsasr_plugin.commands', 'gsasr_plugin.data', 'gsasr_plugin.losses',
                'gsasr_plugin.metrics', 'gsasr_plugin.models', 'gsasr_plugin.official', 'gsasr_plugin.ops',
                'gsasr_plugin.utils')
@@ -130,6 +133,8 @@ def scan(root: Path = ROOT) -> List[Import]:
 
 def unit_of(module: str) -> str:
     """The unit a module belongs to (its subpackage, else itself)."""
+    if module in OWN_UNITS:
+        return module
     for package in SUBPACKAGES:
         if module == package or module.startswith(package + '.'):
             return package
