@@ -15,6 +15,9 @@ BasicSR attribute                          runs          replaced by, and why
 ._postprocess_yml_value``                                values parsed as YAML instead of ``eval``
 ``basicsr.utils.options.init_dist``        train, test   ``utils.dist.init_dist``: gloo on the CPU, NCCL on GPUs,
                                                          the launcher's environment checked (BasicSR: NCCL only)
+``basicsr.train.parse_options``,           train, test   BasicSR's own, then the options the command line set
+``basicsr.test.parse_options``                           that the file does not hold (``-m``, ``network_g`` from
+                                                         the weights: ``LoadedOptions.from_command``)
 ``basicsr.train.load_resume_state``        train         weights-only states on any device (BasicSR maps them to
                                                          CUDA), falling back past damaged states
                                                          (``models.training_states``), recording where
@@ -28,7 +31,9 @@ Besides attributes, a training run routes SIGTERM/SIGINT to the stop flag (``uti
 fresh data position; every run leaves the process group it made. All of it is undone when the block exits.
 """
 import contextlib
+import copy
 import importlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator, List, Mapping, Tuple
@@ -79,6 +84,22 @@ def _init_dist(original: Callable, opt: Mapping[str, Any]) -> Callable:
     return partial(init_dist, num_gpu=opt.get('num_gpu'))
 
 
+def _parse_options(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    from_command = dict(getattr(opt, 'from_command', None) or {})
+
+    def parse_options(*args, **kwargs):
+        """BasicSR's ``parse_options``, plus the options the command line set (``opt.from_command``)."""
+        run_opt, parsed_args = original(*args, **kwargs)
+        for path, value in from_command.items():
+            node = run_opt
+            for key in path[:-1]:
+                node = node.setdefault(key, OrderedDict())
+            node[path[-1]] = copy.deepcopy(value)
+        return run_opt, parsed_args
+
+    return parse_options
+
+
 def _load_resume_state(original: Callable, opt: Mapping[str, Any]) -> Callable:
     def load_resume_state(run_opt):
         """``basicsr.train.load_resume_state``: safe, on any device, falling back past damaged states."""
@@ -108,6 +129,8 @@ PATCHES: Tuple[Patch, ...] = (
     Patch('basicsr.utils.options', 'ordered_yaml', ('train', 'test'), _safe_ordered_yaml),
     Patch('basicsr.utils.options', '_postprocess_yml_value', ('train', 'test'), _yaml_values),
     Patch('basicsr.utils.options', 'init_dist', ('train', 'test'), _init_dist),
+    Patch('basicsr.train', 'parse_options', ('train', ), _parse_options),
+    Patch('basicsr.test', 'parse_options', ('test', ), _parse_options),
     Patch('basicsr.train', 'load_resume_state', ('train', ), _load_resume_state),
     Patch('basicsr.train', 'EnlargedSampler', ('train', ), _sampler),
     Patch('basicsr.data', 'worker_init_fn', ('train', ), _worker_init_fn),

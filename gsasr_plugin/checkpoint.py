@@ -41,7 +41,8 @@ from gsasr_plugin.version import __version__
 
 __all__ = ['Checkpoint', 'MissingNetworkOptions', 'save_checkpoint', 'write_checkpoint', 'load_checkpoint',
            'network_options_of', 'portable_network_options', 'load_weights', 'describe_weights',
-           'is_released_weights', 'build_with_weights', 'load_into', 'check_fit', 'check_weights_fit', 'META_KEY',
+           'is_released_weights', 'network_options_for', 'build_with_weights', 'load_into', 'check_fit',
+           'check_weights_fit', 'META_KEY',
            'NETWORK_KEY', 'LOAD_TIME_KEYS', 'WEIGHT_KEYS']
 
 META_KEY = 'gsasr_plugin'
@@ -343,6 +344,23 @@ def _load_file(path: Path, options: Optional[Dict[str, Any]], method: Optional[s
     origin = checkpoint.meta.get('source')  # what the file says about itself (e.g. 'basicsr train NAME, iter N')
     checkpoint.meta = dict(checkpoint.meta, source=str(path), **({'origin': origin} if origin else {}))
     return checkpoint
+
+
+def network_options_for(spec: Union[str, os.PathLike],
+                        param_key: Optional[Union[str, Sequence[str]]] = None) -> Optional[Dict[str, Any]]:
+    """The ``network_g`` options that weights named by ``spec`` (as :func:`load_weights` takes it) come with:
+    a released model's (``official:<name>`` without reading its files), the ones converted official files
+    reproduce, or those a self-describing checkpoint carries; None for weights that do not say (a BasicSR
+    checkpoint, a bare state dict).
+
+    Raises:
+        as :func:`load_weights`.
+    """
+    text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
+    if text.startswith(hub.OFFICIAL_PREFIX):
+        return copy.deepcopy(dict(hub.released_model(text).network_g))
+    options = load_weights(text, None, param_key).network_g
+    return copy.deepcopy(dict(options)) if options else None
 
 
 class MissingNetworkOptions(ValueError):

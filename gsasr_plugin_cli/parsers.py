@@ -21,17 +21,56 @@ class _OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _TestParser(argparse.ArgumentParser):
+    """``basicsr test``: an option file (``-opt``), or a model and images without one (``-m`` and ``-i``)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.opt is None and parsed.input is None:
+            self.error('give -opt OPTIONS.yml, or -m MODEL -i FOLDER_OR_IMAGE to evaluate without an option file')
+        if parsed.opt is not None and parsed.input is not None:
+            self.error('-i evaluates without an option file: give -opt or -i, not both (with -opt, the datasets '
+                       'are the file\'s)')
+        if parsed.input is not None and parsed.model is None:
+            self.error('-i needs -m MODEL: the weights to evaluate')
+        if parsed.input is None:
+            given = [flag for flag, value in (('--scales', parsed.scales), ('--metrics', parsed.metrics),
+                                              ('--name', parsed.name)) if value is not None]
+            if given or parsed.save_img:
+                self.error(f"{', '.join(given + ['--save-img'] * parsed.save_img)}: only with -i (an option file "
+                           'sets these in its datasets and val sections)')
+        return parsed
+
+
 def pipeline_parser(command: str) -> argparse.ArgumentParser:
-    """The flags of ``basicsr.utils.options.parse_options`` (``basicsr train`` / ``basicsr test``)."""
-    parser = argparse.ArgumentParser(prog=f'basicsr {command}',
-                                     description=f'BasicSR {command} pipeline with gsasr_plugin registered.')
-    parser.add_argument('-opt', type=str, required=True, help='path to the option YAML file')
+    """The flags of ``basicsr.utils.options.parse_options`` (``basicsr train`` / ``basicsr test``); ``basicsr
+    test`` also takes ``-m`` (the weights) and, instead of an option file, ``-i`` images to evaluate."""
+    testing = command == 'test'
+    parser = (_TestParser if testing else argparse.ArgumentParser)(
+        prog=f'basicsr {command}', description=f'BasicSR {command} pipeline with gsasr_plugin registered.')
+    parser.add_argument('-opt', type=str, required=not testing, help='path to the option YAML file')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
     parser.add_argument('--auto_resume', action='store_true', help='resume from experiments/<name>/training_states')
     parser.add_argument('--debug', action='store_true', help="BasicSR debug mode (name prefixed with 'debug_')")
     parser.add_argument('--local_rank', type=int, default=0)
     parser.add_argument('--force_yml', nargs='+', default=None,
                         help='override existing options, e.g. train:total_iter=4 num_gpu=0')
+    if testing:
+        parser.add_argument('-m', '--model', default=None, metavar='MODEL',
+                            help="the weights to evaluate (path:pretrain_network_g): a checkpoint, official:NAME, "
+                            "a folder of a released model's official files; a checkpoint of basicsr train or "
+                            'convert and a released model bring their network_g')
+        evaluate = parser.add_argument_group('without an option file (-m MODEL -i ...)')
+        evaluate.add_argument('-i', '--input', nargs='+', default=None, metavar='FOLDER_OR_IMAGE',
+                              help='HR images to evaluate on: each a folder of images or one image, one dataset '
+                              'each (LR made by MATLAB-style bicubic, as the test datasets do)')
+        evaluate.add_argument('--scales', type=_text_arg('parse_scale_list_text', '--scales'), default=None,
+                              metavar='S1,S2,...', help='scales (SH:SW items for two axes); default 2,3,4')
+        evaluate.add_argument('--metrics', default=None, metavar='M1,M2,...',
+                              help='of psnr, ssim (Y channel, border ceil(scale) cropped), lpips, dists (RGB; '
+                              'need torchvision backbones); default psnr,ssim')
+        evaluate.add_argument('--name', default=None, help='results go to results/NAME (default: from the model)')
+        evaluate.add_argument('--save-img', action='store_true', help='also save the SR images')
     return parser
 
 

@@ -57,6 +57,7 @@ class _Report:
         self.command = command
         self.source = source
         self.lines = getattr(opt, 'lines', {}) or {}
+        self.label = getattr(opt, 'label', None) or f"option file '{source}'"
         self.result = CheckResult()
 
     def where(self, path: Sequence[str]) -> str:
@@ -64,9 +65,9 @@ class _Report:
         overrides = getattr(self.opt, 'overrides', None) or {}
         for depth in range(len(path), 0, -1):
             if path[:depth] in overrides:
-                return f"option file '{self.source}' with --force_yml '{overrides[path[:depth]]}'"
+                return f'{self.label} with {overrides[path[:depth]]}'
         line = self.lines.get(path)
-        return f"option file '{self.source}'" + (f' line {line}' if line else '')
+        return self.label + (f' line {line}' if line else '')
 
     def error(self, path: Sequence[str], message: str) -> OptionError:
         key = key_text(path)
@@ -306,6 +307,10 @@ def _check_networks(report: _Report) -> None:
     weights named in ``path`` (a checkpoint, ``official:<name>``, a folder or comma list of official files) are
     read by the one loader, :func:`gsasr_plugin.checkpoint.check_weights_fit` (weights only, NaN/inf refused),
     and fit it: exactly for released weights and with ``strict_load_*``."""
+    if 'network_g' not in report.opt:
+        raise report.error(['network_g'], 'is required: the network to build (it may come from the weights instead: '
+                           'name a checkpoint of basicsr train or convert, or official:<name>, in '
+                           'path:pretrain_network_g)')
     path_opt = report.opt.get('path') or {}
     for key, net_opt in report.opt.items():
         if not str(key).startswith('network_'):

@@ -22,15 +22,16 @@ from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 import basicsr.test
 import basicsr.train
 from gsasr_plugin.basicsr_patches import patched_basicsr
+from gsasr_plugin.checkpoint import describe_weights, network_options_for
 from gsasr_plugin.commands.option_checks import check_options
 from gsasr_plugin.official import hub
 from gsasr_plugin.utils import preemption
 from gsasr_plugin.utils.cpu_tuning import keep_freed_memory, training_threads
 from gsasr_plugin.utils.option_keys import apply_overrides
-from gsasr_plugin.utils.options import load_option_file
+from gsasr_plugin.utils.options import LoadedOptions, load_option_file
 from gsasr_plugin.utils.scale import scale_tag
 
-__all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available', 'basicsr_argv']
+__all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available', 'networks_from_weights', 'basicsr_argv']
 
 
 def basicsr_argv(args: argparse.Namespace) -> List[str]:
@@ -40,7 +41,7 @@ def basicsr_argv(args: argparse.Namespace) -> List[str]:
     return argv + (['--force_yml', *args.force_yml] if args.force_yml else [])
 
 
-def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[Dict[str, Any], List[str]]:
+def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[LoadedOptions, List[str]]:
     """The option file read safely with the ``--force_yml`` entries applied; (options, notes for the user)."""
     opt = load_option_file(path)
     return opt, apply_overrides(opt, force_yml)
@@ -102,32 +103,73 @@ def check_weights_available(spec: str, option: str) -> None:
             raise FileNotFoundError(f"{option}: '{part}' does not exist")
 
 
-def run_pipeline(command: str, args: argparse.Namespace,
-                 check: Optional[Callable[[Dict[str, Any], str], None]] = None) -> int:
+def networks_from_weights(opt: LoadedOptions) -> List[str]:
+    """Give each ``network_<label>`` that the options lack the options its weights come with (``path:
+    pretrain_network_<label>``: a checkpoint of ``basicsr train`` / ``convert``, a released model); returns a
+    note per network.
+
+    Raises:
+        ValueError: naming the option, for weights that cannot be read or do not say which network they hold.
+    """
+    notes = []
+    path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
+    for key, spec in path_opt.items():
+        if not str(key).startswith('pretrain_network_') or spec is None:
+            continue
+        label = key[len('pretrain_network_'):]
+        if f'network_{label}' in opt:
+            continue
+        param_key = path_opt.get(f'param_key_{label}', 'params')
+        what = describe_weights(spec)
+        try:
+            options = network_options_for(osp.expanduser(str(spec)), (param_key, 'params') if param_key else None)
+        except (OSError, ValueError) as error:
+            raise ValueError(f'path:{key}: {error}') from None
+        if not options:
+            where = opt.label or f"option file '{opt.source}'"
+            raise ValueError(f'no network_{label} in {where}, and {what} (path:{key}) does not say which network '
+                             f'it holds (a BasicSR checkpoint or a bare state dict): add network_{label} to the '
+                             'option file')
+        opt.set_from_command([f'network_{label}'], options, f'network_{label} from {what}')
+        notes.append(f"network_{label}: {options.get('type')} as {what} describes it")
+    return notes
+
+
+def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callable[[Dict[str, Any], str], None]] = None,
+                 source: Optional[str] = None) -> int:
     """Check the options, then run BasicSR's ``train_pipeline`` or ``test_pipeline`` from the cwd.
 
-    ``args`` are the parsed flags (:func:`gsasr_plugin_cli.parsers.pipeline_parser`). ``check(opt,
-    option_path)``, when given, runs before the path checks; its FileNotFoundError or ValueError stops the
-    command with one line, before anything is created.
+    ``args`` are the parsed flags (:func:`gsasr_plugin_cli.parsers.pipeline_parser`); ``args.model`` (``basicsr
+    test -m``), when set, names the weights. A missing ``network_<label>`` comes from the weights
+    (:func:`networks_from_weights`). ``check(opt, option_path)``, when given, runs before the path checks;
+    its FileNotFoundError or ValueError stops the command with one line, before anything is created.
+    ``source``: how messages name options that the command made (default: the option file).
     """
     prog = f'basicsr {command}'
     if not osp.isfile(args.opt):
         print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
+    notes = []
     try:
-        opt, notes = _load_options(args.opt, args.force_yml)
+        opt, warnings = _load_options(args.opt, args.force_yml)
+        opt.label = source
+        if getattr(args, 'model', None) and isinstance(opt.get('path'), dict):  # else the checks say path: is bad
+            opt.set_from_command(['path', 'pretrain_network_g'], osp.expanduser(args.model), f'-m {args.model}')
         if check is not None:
-            check(opt, args.opt)
+            check(opt, source or args.opt)
         check_option_paths(opt, is_train=command == 'train')
-        notes += check_options(opt, command, args.opt).warnings
+        notes += networks_from_weights(opt)
+        warnings += check_options(opt, command, args.opt).warnings
     except (FileNotFoundError, ValueError, hub.WeightsUnavailableError) as exc:
         if show_traceback:
             raise
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 1
-    for line in notes:
+    for line in warnings:
         print(f'{prog}: warning: {line}', file=sys.stderr)
+    for line in notes:
+        print(f'{prog}: note: {line}', file=sys.stderr)
 
     pipeline = basicsr.train.train_pipeline if command == 'train' else basicsr.test.test_pipeline
     keep_freed_memory()  # a training step reuses its freed buffers instead of faulting in fresh pages

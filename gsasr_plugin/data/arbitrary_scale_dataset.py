@@ -289,7 +289,7 @@ class ArbitraryScaleTestDataset(data.Dataset):
     any image extension) and the GT is cropped the same way from the LR's size.
 
     Args (``opt`` keys):
-        dataroot_gt (str): folder of HR images.
+        dataroot_gt (str): folder of HR images, or one HR image.
         scales (list): scales, each a number or ``[s_h, s_w]``, e.g. ``[2, 3.5, 4]``. Default: ``[4]``.
         dataroot_lq (str, optional): LR folder; may contain ``{scale}`` (replaced by ``2``, ``3.5``, ...)
             to give one folder per scale, otherwise ``scales`` must have one entry.
@@ -325,9 +325,13 @@ class ArbitraryScaleTestDataset(data.Dataset):
         io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         backend = io_backend.get('type', 'disk')
         name = opt.get('name', 'dataset')
-        self.gt_folder = _check_folder(opt.get('dataroot_gt'), 'dataroot_gt',
-                                       f" (HR images of '{name}'; see the README's Testing section)")
-        self.gt_paths = _image_paths(self.gt_folder, 'dataroot_gt', backend)
+        gt_root = osp.expanduser(str(opt.get('dataroot_gt')))
+        if backend == 'disk' and osp.isfile(gt_root) and gt_root.lower().endswith(IMG_EXTENSIONS):
+            self.gt_folder, self.gt_paths = osp.dirname(gt_root) or '.', [gt_root]  # one image
+        else:
+            self.gt_folder = _check_folder(opt.get('dataroot_gt'), 'dataroot_gt',
+                                           f" (HR images of '{name}'; see the README's Testing section)")
+            self.gt_paths = _image_paths(self.gt_folder, 'dataroot_gt', backend)
         self.filename_tmpl = opt.get('filename_tmpl', '{}')
         self.resize_lq = _lq_resizer(opt)
         roots = {'gt': self.gt_folder}

@@ -145,6 +145,6 @@ def apply_overrides(opt: Dict[str, Any], entries: Optional[Sequence[str]]) -> Li
             notes.append(f'--force_yml {keys_text}: added (not in the option file)')
         node[last] = parse_override_value(value_text)
         if isinstance(getattr(opt, 'overrides', None), dict):
-            opt.overrides[tuple(keys)] = entry
+            opt.overrides[tuple(keys)] = f"--force_yml '{entry}'"
     return notes
 

@@ -73,11 +73,24 @@ def _duplicate_keys(node: yaml.Node, prefix: Tuple[str, ...] = ()) -> List[Tuple
 
 class LoadedOptions(OrderedDict):
     """The options of one file, with ``source`` (the file), ``lines`` (key path -> line) and ``overrides``
-    (key path -> the ``--force_yml`` entry that set it) for messages."""
+    (key path -> what set it on the command line: ``--force_yml '...'``, ``-m ...``) for messages, and
+    ``from_command`` (key path -> value) for the options the command set that the file does not hold (``-m``,
+    ``network_g`` from the weights), which BasicSR's own reading of the file then gets too."""
     source: str = ''
     lines: Dict[Tuple[str, ...], int] = {}
     overrides: Dict[Tuple[str, ...], str] = {}
+    from_command: Dict[Tuple[str, ...], Any] = {}
     warnings: List[str] = []
+    label: Optional[str] = None  # how messages name the options when not "option file '<source>'"
+
+    def set_from_command(self, path: Sequence[str], value: Any, origin: str) -> None:
+        """Set the option at ``path`` (its parents must be sections) as the command line says (``origin``)."""
+        node: Any = self
+        for key in path[:-1]:
+            node = node.setdefault(key, OrderedDict())
+        node[path[-1]] = value
+        self.overrides = {**self.overrides, tuple(path): origin}
+        self.from_command = {**self.from_command, tuple(path): value}
 
 
 def load_option_file(path: str) -> LoadedOptions:
@@ -106,6 +119,7 @@ def load_option_file(path: str) -> LoadedOptions:
     opt.source = str(path)
     opt.lines = _key_lines(node)
     opt.overrides = {}
+    opt.from_command = {}
     opt.warnings = [f"option file '{path}' line {line}: key {key_text(key)} appears twice; the last value is used"
                     for key, line in _duplicate_keys(node)]
     return opt
