@@ -75,6 +75,29 @@ def test_train_pair_crop_scale_and_bicubic(hr_folder):
         np.testing.assert_array_equal(hr[top:top + gt_size, left:left + gt_size], gt)
 
 
+def _orientations_drawn(folder, **flags):
+    """Which of the eight flips/rotations of the HR photo each training crop is (found by exact match)."""
+    dataset = build_dataset(_train_opt(folder, **flags))
+    seen = set()
+    for item in dataset.__getitems__(list(range(24))):
+        gt = item['gt'].permute(1, 2, 0).numpy()
+        hr = cv2.imread(item['gt_path'])[:, :, ::-1].astype(np.float32) / 255
+        for name, view in (('none', hr), ('h', hr[:, ::-1]), ('v', hr[::-1]), ('hv', hr[::-1, ::-1]),
+                           ('t', hr.transpose(1, 0, 2)), ('ht', hr[:, ::-1].transpose(1, 0, 2)),
+                           ('vt', hr[::-1].transpose(1, 0, 2)), ('hvt', hr[::-1, ::-1].transpose(1, 0, 2))):
+            found = cv2.matchTemplate(np.ascontiguousarray(view), gt, cv2.TM_SQDIFF)
+            if found.min() == 0:
+                seen.add(name)
+                break
+    return seen
+
+
+def test_use_hflip_flips_horizontally_only_and_use_rot_rotates(hr_folder):
+    """BasicSR's meaning: use_hflip is a horizontal flip; use_rot a vertical flip and a transpose."""
+    assert _orientations_drawn(hr_folder, use_hflip=True, use_rot=False) == {'none', 'h'}
+    assert _orientations_drawn(hr_folder, use_hflip=False, use_rot=True) == {'none', 'v', 't', 'vt'}
+
+
 def test_one_scale_per_batch_through_basicsr_dataloader_and_epochs_differ(hr_folder):
     from basicsr.data.data_sampler import EnlargedSampler
     opt = _train_opt(hr_folder, dataset_enlarge_ratio=4)

@@ -125,8 +125,10 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         gt_size (int): GT patch size instead; the LR patch is ``round(gt_size / s)``. Give ``lq_size`` or
             ``gt_size``, not both. Default: not set.
         scale_min, scale_max (float): range of the per-batch scale. Default: 1 and 4.
-        use_hflip (bool): random horizontal/vertical flips. Default: True.
-        use_rot (bool): random 90-degree rotations (transposes). Default: True.
+        use_hflip (bool): random horizontal flips. Default: True.
+        use_rot (bool): random rotations by multiples of 90 degrees, made of a random vertical flip and a
+            random transpose (BasicSR's ``augment``); with ``use_hflip``, all eight flips and rotations.
+            Default: True.
         lq_resize (str): how the LR patch is made from the GT patch: ``'matlab'`` (MATLAB-style bicubic on
             floats) or ``'pil'`` (LIIF's / the official GaussianSR's: 8-bit PIL bicubic). Default: 'matlab'.
         sample_q (int): also return ``sample_index``, ``sample_q`` distinct GT pixels (flat indices
@@ -259,7 +261,7 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         gt = img[top:top + gt_size, left:left + gt_size]
         if self.use_hflip and rng.random() < 0.5:
             gt = gt[:, ::-1]
-        if self.use_hflip and rng.random() < 0.5:
+        if self.use_rot and rng.random() < 0.5:  # a rotation is a vertical flip and a transpose (as BasicSR)
             gt = gt[::-1, :]
         if self.use_rot and rng.random() < 0.5:
             gt = gt.transpose(1, 0, 2)
