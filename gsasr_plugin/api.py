@@ -156,19 +156,20 @@ class Upscaler:
     # ------------------------------------------------------------------------------------- core
     def upscale_rgb(self, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None,
                     scale: Optional[ScaleLike] = None, out_size: Optional[Sequence[int]] = None,
-                    tile: Optional[int] = None, tile_margin: Optional[int] = None, bf16: bool = False,
+                    tile_size: Optional[int] = None, tile_pad: Optional[int] = None, bf16: bool = False,
                     progress: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor], Any]:
         """The core: (1, 3, h, w) float RGB in [0, 1] on any device (and an optional (1, 1, h, w) alpha)
         -> (SR RGB (1, 3, Ho, Wo), SR alpha (1, 1, Ho, Wo) or None, the Gaussian field), on ``self.device``.
 
-        ``tile``: None picks tiles from free memory (none if the image fits), 0 never tiles, N uses N x N
-        LR tiles with ``tile_margin`` LR pixels of context. ``bf16``: bfloat16 autocast for the network.
+        ``tile_size``: None picks tiles from free memory (none if the image fits), 0 never tiles, N uses N x N
+        LR tiles with ``tile_pad`` LR pixels of context. ``bf16``: bfloat16 autocast for the network.
         """
         if bf16:
             notice = bf16_notice(self.device)
             if notice:
                 warnings.warn(notice, SlowPrecisionWarning, stacklevel=3)
-        kwargs = dict(scale=scale, out_size=out_size, tile=tile, margin=tile_margin, bf16=bf16, progress=progress)
+        kwargs = dict(scale=scale, out_size=out_size, tile_size=tile_size, tile_pad=tile_pad, bf16=bf16,
+                      progress=progress)
         sr, field = super_resolve(self.network, rgb.to(self.device, torch.float32), **kwargs)
         sr_alpha = None
         if alpha is not None:
@@ -178,8 +179,8 @@ class Upscaler:
 
     # ---------------------------------------------------------------------------------- arrays
     def upscale(self, image: Union[np.ndarray, torch.Tensor], scale: Optional[ScaleLike] = None,
-                out_size: Optional[Sequence[int]] = None, *, tile: Optional[int] = None,
-                tile_margin: Optional[int] = None, bf16: bool = False, bgr: bool = False,
+                out_size: Optional[Sequence[int]] = None, *, tile_size: Optional[int] = None,
+                tile_pad: Optional[int] = None, bf16: bool = False, bgr: bool = False,
                 progress: bool = False) -> Union[np.ndarray, torch.Tensor]:
         """Upscale ``image`` by ``scale`` (a number or (s_h, s_w)) or to ``out_size`` = (height, width).
 
@@ -188,8 +189,8 @@ class Upscaler:
                 (gray, gray + alpha, RGB, RGBA); uint8, uint16 or float in [0, 1].
             scale: any positive factor, e.g. 3.7, or a pair (s_h, s_w) differing per axis.
             out_size: the exact output size (height, width) instead; its implied scale conditions the network.
-            tile: None picks tiles from free memory, 0 never tiles, N uses N x N LR tiles.
-            tile_margin: LR pixels of context around each tile (default: two attention windows, >= 8).
+            tile_size: None picks tiles from free memory, 0 never tiles, N uses N x N LR tiles.
+            tile_pad: LR pixels of context around each tile (default: two attention windows, >= 8).
             bf16: bfloat16 autocast for the network (faster on CUDA GPUs, slower on most CPUs).
             bgr: the colour channels are in OpenCV's B, G, R order (numpy input; the output keeps it).
             progress: a tqdm bar over tiles.
@@ -201,7 +202,7 @@ class Upscaler:
             TypeError: an unsupported kind or dtype of image, or a scale that is not a number or a pair.
             ValueError: a bad shape, float values far outside [0, 1], or a scale / size that is not positive.
         """
-        options = dict(scale=scale, out_size=out_size, tile=tile, tile_margin=tile_margin, bf16=bf16,
+        options = dict(scale=scale, out_size=out_size, tile_size=tile_size, tile_pad=tile_pad, bf16=bf16,
                        progress=progress)
         if isinstance(image, np.ndarray):
             return self._upscale_array(image, bgr, options)
@@ -256,8 +257,8 @@ class Upscaler:
 
     # ----------------------------------------------------------------------------------- files
     def upscale_file(self, input_path: PathLike, output_path: PathLike, scale: Optional[ScaleLike] = None,
-                     out_size: Optional[Sequence[int]] = None, *, tile: Optional[int] = None,
-                     tile_margin: Optional[int] = None, bf16: bool = False, progress: bool = False) -> UpscaledFile:
+                     out_size: Optional[Sequence[int]] = None, *, tile_size: Optional[int] = None,
+                     tile_pad: Optional[int] = None, bf16: bool = False, progress: bool = False) -> UpscaledFile:
         """Read an image file (8/16-bit or float TIFF; gray, RGB, RGBA), upscale it, and write it to
         ``output_path`` with the input's depth and channels as far as the output format holds them
         (JPEG, WebP and BMP hold 8 bits per channel, JPEG no alpha; see ``utils.image_io.output_layout``).
@@ -265,8 +266,8 @@ class Upscaler:
         rgb, meta = read_image(os.fspath(input_path))
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         alpha = None if meta.alpha is None else torch.from_numpy(meta.alpha)[None, None]
-        sr, sr_alpha, field = self.upscale_rgb(lq, alpha, scale=scale, out_size=out_size, tile=tile,
-                                               tile_margin=tile_margin, bf16=bf16, progress=progress)
+        sr, sr_alpha, field = self.upscale_rgb(lq, alpha, scale=scale, out_size=out_size,
+                                               tile_size=tile_size, tile_pad=tile_pad, bf16=bf16, progress=progress)
         output_path = os.fspath(output_path)
         write_image(output_path, sr[0].permute(1, 2, 0).cpu().numpy().astype(np.float32), meta,
                     None if sr_alpha is None else sr_alpha[0, 0].cpu().numpy())

@@ -34,33 +34,33 @@ class Tile:
     cx1: int
 
 
-def _axis_plan(length: int, tile: int, margin: int, align: int) -> List[Tuple[int, int, int, int]]:
+def _axis_plan(length: int, tile_size: int, tile_pad: int, align: int) -> List[Tuple[int, int, int, int]]:
     """(start, stop, core_start, core_stop) along one axis; cores partition [0, length)."""
-    core = max(align, (tile // align) * align)
+    core = max(align, (tile_size // align) * align)
     plans = []
     for core_start in range(0, length, core):
         core_stop = min(length, core_start + core)
-        start = max(0, ((core_start - margin) // align) * align)  # floor to the window grid
-        stop = min(length, core_stop + margin)
+        start = max(0, ((core_start - tile_pad) // align) * align)  # floor to the window grid
+        stop = min(length, core_stop + tile_pad)
         plans.append((start, stop, core_start, core_stop))
     return plans
 
 
-def plan_tiles(lr_size: Tuple[int, int], tile: int, margin: int, align: int = 1) -> List[Tile]:
-    """Tiles of core side ``tile`` (rounded down to ``align``) with ``margin`` LR pixels of context."""
-    if tile < 1:
-        raise ValueError(f'tile must be >= 1 LR pixel, got {tile}')
-    rows = _axis_plan(lr_size[0], tile, margin, align)
-    cols = _axis_plan(lr_size[1], tile, margin, align)
+def plan_tiles(lr_size: Tuple[int, int], tile_size: int, tile_pad: int, align: int = 1) -> List[Tile]:
+    """Tiles of core side ``tile_size`` (rounded down to ``align``) with ``tile_pad`` LR pixels of context."""
+    if tile_size < 1:
+        raise ValueError(f'tile_size must be >= 1 LR pixel, got {tile_size}')
+    rows = _axis_plan(lr_size[0], tile_size, tile_pad, align)
+    cols = _axis_plan(lr_size[1], tile_size, tile_pad, align)
     return [Tile(y0, y1, x0, x1, cy0, cy1, cx0, cx1) for (y0, y1, cy0, cy1) in rows for (x0, x1, cx0, cx1) in cols]
 
 
-def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile: int, margin: Optional[int] = None,
-                 progress: bool = False, bf16: bool = False) -> GaussianField:
+def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile_size: int,
+                 tile_pad: Optional[int] = None, progress: bool = False, bf16: bool = False) -> GaussianField:
     """Encode ``lq`` (1, C, h, w) tile by tile into one ``GaussianField`` over the whole image.
 
     Every tile is encoded with the whole image's ``scale`` (a validated pair; GSASR's field depends on it), with
-    ``margin`` LR pixels of context on each side (default: two alignment units, at least 8), and keeps the
+    ``tile_pad`` LR pixels of context on each side (default: two alignment units, at least 8), and keeps the
     Gaussians whose reference point (``network.reference_points``) lies in its core, shifted by the tile's LR
     offset.
 
@@ -71,9 +71,9 @@ def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile: i
         raise ValueError(f'tiled encoding takes one image at a time, got a batch of {lq.shape[0]}')
     height, width = lq.shape[-2:]
     align = network.alignment
-    if margin is None:
-        margin = max(8, 2 * align)
-    tiles = plan_tiles((height, width), tile, margin, align)
+    if tile_pad is None:
+        tile_pad = max(8, 2 * align)
+    tiles = plan_tiles((height, width), tile_size, tile_pad, align)
     iterator: Iterable[Tile] = tiles
     if progress and len(tiles) > 1:
         from tqdm import tqdm
@@ -86,7 +86,7 @@ def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile: i
         if not isinstance(field, GaussianField):
             raise TiledEncodingUnsupported(
                 f'{type(network).__name__}.encode returns a {type(field).__name__}, not a GaussianField: tiled '
-                'inference merges Gaussians only (use --tile 0)')
+                'inference merges Gaussians only (use --tile-size 0)')
         ref = network.reference_points(field)
         inf = float('inf')
         # cores at the image border reach to infinity, so Gaussians pushed outside the image still belong
@@ -138,14 +138,15 @@ def auto_tile_size(network: SRNetwork, lr_size: Tuple[int, int], device: torch.d
 
 
 def super_resolve(network: SRNetwork, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
-                  out_size: Optional[Tuple[int, int]] = None, tile: Optional[int] = None,
-                  margin: Optional[int] = None, bf16: bool = False,
+                  out_size: Optional[Tuple[int, int]] = None, tile_size: Optional[int] = None,
+                  tile_pad: Optional[int] = None, bf16: bool = False,
                   progress: bool = False) -> Tuple[torch.Tensor, GaussianField]:
     """Super-resolve ``lq`` (1, 3, h, w) float in [0, 1] -> ((1, 3, Ho, Wo) in [0, 1], the Gaussian field).
 
     ``scale`` is a number or a pair (s_h, s_w); ``out_size`` (Ho, Wo) wins over it for the size, and the
-    conditioning scale is then ``scale`` or (Ho / h, Wo / w). ``tile=None`` picks tiles from free memory
-    (none if the image fits), ``tile=0`` never tiles, ``tile=N`` uses N x N LR cores. For numpy images,
+    conditioning scale is then ``scale`` or (Ho / h, Wo / w). ``tile_size=None`` picks tiles from free memory
+    (none if the image fits), ``tile_size=0`` never tiles, ``tile_size=N`` uses N x N LR cores with ``tile_pad``
+    LR pixels of context (default: two alignment units, at least 8). For numpy images,
     other dtypes, gray or alpha, use :class:`gsasr_plugin.api.Upscaler`.
     """
     if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3 or not lq.dtype.is_floating_point:
@@ -158,13 +159,13 @@ def super_resolve(network: SRNetwork, lq: torch.Tensor, scale: Optional[ScaleLik
                         'SRNetwork: encode_features / decode_field / render)')
     height, width = lq.shape[-2:]
     target = resolve_scale_and_size((height, width), scale, out_size)
-    automatic = tile is None
+    automatic = tile_size is None
     if automatic:
-        tile = auto_tile_size(network, (height, width), lq.device) or 0
+        tile_size = auto_tile_size(network, (height, width), lq.device) or 0
     field = None
-    if tile and (tile < height or tile < width):
+    if tile_size and (tile_size < height or tile_size < width):
         try:
-            field = encode_tiled(network, lq, target.scale, tile, margin, progress=progress, bf16=bf16)
+            field = encode_tiled(network, lq, target.scale, tile_size, tile_pad, progress=progress, bf16=bf16)
         except TiledEncodingUnsupported:
             if not automatic:
                 raise

@@ -139,9 +139,9 @@ def infer_parser() -> argparse.ArgumentParser:
                         help='output size in pixels, e.g. 1920x1080')
     target.add_argument('--scales', type=_text_arg('parse_scale_list_text', '--scales'), metavar='S1,S2,...',
                         help='several scales from one encoding (SH:SW items for two axes), one file per scale')
-    parser.add_argument('-t', '--tile', type=_non_negative_int, default=None, metavar='N',
+    parser.add_argument('-t', '--tile-size', type=_non_negative_int, default=None, metavar='N',
                         help='LR tile side in pixels (0: never tile); default: chosen from free memory')
-    parser.add_argument('--tile-margin', type=_non_negative_int, default=None, metavar='M',
+    parser.add_argument('--tile-pad', type=_non_negative_int, default=None, metavar='M',
                         help='LR context pixels around each tile (default: two attention windows, >= 8)')
     parser.add_argument('--bf16', action='store_true',
                         help='run the network in bfloat16 autocast (faster on CUDA GPUs; slower on most CPUs)')

@@ -36,7 +36,7 @@ def ours(tmp_path, network):
 def _reference(network, rgb_float, **kwargs):
     """What the network renders for an (H, W, 3) float RGB image, as (H', W', 3) float."""
     lq = torch.from_numpy(np.ascontiguousarray(rgb_float, dtype=np.float32)).permute(2, 0, 1)[None]
-    return super_resolve(network, lq, tile=0, **kwargs)[0][0].permute(1, 2, 0).numpy()
+    return super_resolve(network, lq, tile_size=0, **kwargs)[0][0].permute(1, 2, 0).numpy()
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -161,7 +161,7 @@ def test_tensors_keep_dtype_shape_and_batch(ours, photo, network):
     out = model.upscale(as_float, scale=2)
     assert out.dtype == torch.float32 and out.shape == (3, 24, 28)
     assert (out8.float() / 255 - out).abs().max() <= 1 / 255 + 1e-6  # uint8 is read as 0..255, not as garbage
-    expected = super_resolve(network, as_float[None], scale=2, tile=0)[0][0]
+    expected = super_resolve(network, as_float[None], scale=2, tile_size=0)[0][0]
     assert torch.allclose(out, expected, atol=1e-5)
     batch = model.upscale(torch.stack([as_float, as_float.flip(-1)]).double(), out_size=(30, 20))
     assert batch.dtype == torch.float64 and batch.shape == (2, 3, 30, 20)
@@ -173,11 +173,11 @@ def test_any_scale_or_size_tiles_and_precision(ours, photo, network):
     image = photo('astronaut', (29, 34))
     assert model.upscale(image, scale=2).shape == (58, 68, 3)  # an int scale (a TypeError before)
     assert model.upscale(image, out_size=(41, 77)).shape == (41, 77, 3)
-    whole = model.upscale(image, scale=2.5, tile=0).astype(float)
-    tiled = model.upscale(image, scale=2.5, tile=10, tile_margin=4).astype(float)
+    whole = model.upscale(image, scale=2.5, tile_size=0).astype(float)
+    tiled = model.upscale(image, scale=2.5, tile_size=10, tile_pad=4).astype(float)
     assert np.abs(whole - tiled).max() <= 1
     with pytest.warns(SlowPrecisionWarning, match='bfloat16 on the CPU'):
-        half = model.upscale(image, scale=2.5, tile=0, bf16=True).astype(float)
+        half = model.upscale(image, scale=2.5, tile_size=0, bf16=True).astype(float)
     assert np.abs(whole - half).mean() < 4
     with warnings.catch_warnings():
         warnings.simplefilter('error')

@@ -142,7 +142,7 @@ def test_infer_and_convert_an_ultra_model_by_short_name(tmp_path, monkeypatch, c
     cv2.imwrite(str(tmp_path / 'in.png'), image)
     (tmp_path / 'tiny.yml').write_text(yaml.safe_dump({'network_g': current_network_g(ref['network_g'])}))
     assert cli.main(['infer', '-m', 'official:gsasr-hatl-ultra-sa1b', '-opt', str(tmp_path / 'tiny.yml'), '-i',
-                     str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out'), '--scale', '3', '--tile', '0']) == 0, \
+                     str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out'), '--scale', '3', '--tile-size', '0']) == 0, \
         capsys.readouterr().err
     assert calls == [('mutou0308/GSASR', 'GSASR_enhenced_ultra/HATL_SA1B/encoder.pth'),
                      ('mutou0308/GSASR', 'GSASR_enhenced_ultra/HATL_SA1B/decoder.pth')]

@@ -179,7 +179,7 @@ def test_read_image_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- tiles
 def test_tile_cores_partition_the_image():
-    tiles = plan_tiles((37, 50), tile=12, margin=5, align=4)
+    tiles = plan_tiles((37, 50), tile_size=12, tile_pad=5, align=4)
     covered = np.zeros((37, 50), int)
     for t in tiles:
         covered[t.cy0:t.cy1, t.cx0:t.cx1] += 1
@@ -203,8 +203,8 @@ def test_alignment_is_declared_by_the_network():
 def test_tiled_matches_untiled_standin(model_files):
     _, _, network = model_files
     lq = torch.rand(1, 3, 29, 34)
-    full, field = super_resolve(network, lq, scale=(2.5, 3.0), tile=0)
-    tiled, tiled_field = super_resolve(network, lq, scale=(2.5, 3.0), tile=10, margin=4)
+    full, field = super_resolve(network, lq, scale=(2.5, 3.0), tile_size=0)
+    tiled, tiled_field = super_resolve(network, lq, scale=(2.5, 3.0), tile_size=10, tile_pad=4)
     assert full.shape == tiled.shape == (1, 3, 72, 102)
     assert tiled_field.num_gaussians == field.num_gaussians == 29 * 34 * 4
     assert (full - tiled).abs().max().item() < 1 / 255
@@ -217,16 +217,16 @@ def test_tiled_matches_untiled_small_gsasr():
                     window_size=4, num_injection_layers=2, num_blocks=1, num_layers_per_block=2,
                     gaussian_density=4, num_upsample_stages=1).eval()
     lq = torch.rand(1, 3, 26, 30)
-    full, _ = super_resolve(network, lq, scale=(2.4, 2.4), tile=0)
-    tiled, _ = super_resolve(network, lq, scale=(2.4, 2.4), tile=12, margin=8)
+    full, _ = super_resolve(network, lq, scale=(2.4, 2.4), tile_size=0)
+    tiled, _ = super_resolve(network, lq, scale=(2.4, 2.4), tile_size=12, tile_pad=8)
     assert (full - tiled).abs().max().item() < 1 / 255
 
 
 def test_tiles_use_the_full_image_scale(model_files):
     _, _, network = model_files
     lq = torch.rand(1, 3, 16, 16)
-    field = encode_tiled(network, lq, (3.0, 3.0), tile=8, margin=4)
-    other = encode_tiled(network, lq, (2.0, 2.0), tile=8, margin=4)
+    field = encode_tiled(network, lq, (3.0, 3.0), tile_size=8, tile_pad=4)
+    other = encode_tiled(network, lq, (2.0, 2.0), tile_size=8, tile_pad=4)
     assert not torch.allclose(field.colors, other.colors)
     untiled = network.encode(lq, (3.0, 3.0))
     assert torch.allclose(field.colors.sum(), untiled.colors.sum(), rtol=1e-5)
@@ -242,7 +242,7 @@ def test_auto_tile_size_follows_free_memory(model_files, monkeypatch):
     monkeypatch.setattr(inference, 'available_memory', lambda device: 1 << 30)
     large = auto_tile_size(network, (4000, 4000), torch.device('cpu'))
     assert small is not None and large is not None and 16 <= small < large < 4000
-    # and super_resolve uses it when --tile is not given
+    # and super_resolve uses it when --tile-size is not given
     monkeypatch.setattr(inference, 'auto_tile_size', lambda *a, **k: 8)
     calls = []
     monkeypatch.setattr(inference, 'encode_tiled', lambda *a, **k: calls.append(a[3]) or network.encode(a[1], a[2]))
@@ -274,7 +274,7 @@ def test_cli_rgba_alpha_is_upscaled_separately(model_files, images, tmp_path, ca
     result = cv2.imread(str(out / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED)
     _, meta = read_image(str(images / 'rgba.png'))
     alpha_in = torch.from_numpy(meta.alpha)[None, None].expand(1, 3, -1, -1).contiguous()
-    expected = super_resolve(network, alpha_in, scale=(2.0, 2.0), tile=0)[0][0].mean(0).numpy()
+    expected = super_resolve(network, alpha_in, scale=(2.0, 2.0), tile_size=0)[0][0].mean(0).numpy()
     np.testing.assert_allclose(result[..., 3] / 255.0, expected, atol=1.5 / 255)
     # the alpha ramp (left to right) survives, independent of the colours
     assert result[:, -8:, 3].mean() > result[:, :8, 3].mean() + 40
@@ -287,14 +287,14 @@ def test_cli_anisotropic_scale_size_and_options(model_files, images, tmp_path, c
     assert code == 0, err
     assert cv2.imread(str(tmp_path / 'a' / 'rgb8_x1.5x3.6.png')).shape == (30, 86, 3)
     code, _, err = _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / 'b', '--size', '77x41',
-                        '--tile', '8', '--tile-margin', '4', '--bf16', '--device', 'cpu', '--param-key', 'params',
+                        '--tile-size', '8', '--tile-pad', '4', '--bf16', '--device', 'cpu', '--param-key', 'params',
                         '--suffix', '_sr', '--ext', 'tif')
     assert code == 0, err
     result = cv2.imread(str(tmp_path / 'b' / 'rgb8_sr.tif'), cv2.IMREAD_UNCHANGED)
     assert result.shape == (41, 77, 3)
     # the bf16 + tiled result stays close to the float32 untiled one
     rgb, _ = read_image(str(src))
-    reference = super_resolve(network, torch.from_numpy(rgb).permute(2, 0, 1)[None], out_size=(41, 77), tile=0)[0]
+    reference = super_resolve(network, torch.from_numpy(rgb).permute(2, 0, 1)[None], out_size=(41, 77), tile_size=0)[0]
     reference = (reference[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).round()
     assert np.abs(result.astype(float) - reference).mean() < 4
 
@@ -304,7 +304,7 @@ def test_cli_tiled_equals_untiled(model_files, images, tmp_path, capsys):
     src = images / 'rgb16.tif'
     for name, tile in (('whole', '0'), ('tiled', '6')):
         assert _run(capsys, '-opt', opt, '--model', ckpt, '-i', src, '-o', tmp_path / name, '--scale', '3',
-                    '--tile', tile)[0] == 0
+                    '--tile-size', tile)[0] == 0
     whole = cv2.imread(str(tmp_path / 'whole' / 'rgb16_x3.tif'), cv2.IMREAD_UNCHANGED).astype(float)
     tiled = cv2.imread(str(tmp_path / 'tiled' / 'rgb16_x3.tif'), cv2.IMREAD_UNCHANGED).astype(float)
     assert np.abs(whole - tiled).max() <= 65535 / 255
@@ -339,7 +339,7 @@ def test_cli_bad_file_in_folder_others_still_processed(model_files, images, tmp_
     (['--size', 'axb'], '--size', 2),
     (['--scale', '2', '--size', '8x8'], 'not allowed with', 2),
     ([], '--size --scales is required', 2),
-    (['--scale', '2', '--tile', '-3'], '--tile', 2),
+    (['--scale', '2', '--tile-size', '-3'], '--tile-size', 2),
 ])
 def test_cli_bad_arguments_are_one_line(model_files, images, tmp_path, capsys, args, needle, code):
     opt, ckpt, _ = model_files
@@ -378,7 +378,7 @@ def test_cli_dispatch_from_console_script(model_files, images, tmp_path, capsys)
 
 
 def test_networks_without_a_plain_gaussian_field_are_not_tiled():
-    """GaussianSR's field carries features besides Gaussians: --tile N is refused clearly, auto falls back."""
+    """GaussianSR's field carries features besides Gaussians: --tile-size N is refused clearly, auto falls back."""
     import gsasr_plugin.inference as inference
 
     class Wrapped(SRNetwork):
@@ -398,7 +398,7 @@ def test_networks_without_a_plain_gaussian_field_are_not_tiled():
     network = Wrapped().eval()
     lq = torch.rand(1, 3, 20, 20)
     with pytest.raises(inference.TiledEncodingUnsupported, match='not a GaussianField'):
-        super_resolve(network, lq, scale=(2.0, 2.0), tile=8)
+        super_resolve(network, lq, scale=(2.0, 2.0), tile_size=8)
     original = inference.auto_tile_size
     try:
         inference.auto_tile_size = lambda *a, **k: 8
@@ -438,7 +438,7 @@ def test_cli_short_flags_like_real_esrgan(self_describing, images, tmp_path, cap
     assert code == 0, err
     assert cv2.imread(str(tmp_path / 'o' / 'rgb8_x2.png')).shape == (40, 48, 3)
     code, _, err = _run(capsys, '--model', self_describing, '--input', images / 'rgb8.png', '--output',
-                        tmp_path / 'o', '--size', '77x41', '--tile', '0')
+                        tmp_path / 'o', '--size', '77x41', '--tile-size', '0')
     assert code == 0, err
     assert cv2.imread(str(tmp_path / 'o' / 'rgb8_77x41.png')).shape == (41, 77, 3)  # the suffix names the size
 

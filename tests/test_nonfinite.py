@@ -181,7 +181,7 @@ def test_infer_names_nan_weights_and_nonfinite_outputs(tmp_path, capsys, photo):
             return torch.full((1, 3) + tuple(out_size), float('nan'))
 
     with pytest.raises(NonFiniteOutputError, match='the model produced non-finite values'):
-        super_resolve(NaNOut(), torch.rand(1, 3, 4, 4), scale=(2, 2), tile=0)
+        super_resolve(NaNOut(), torch.rand(1, 3, 4, 4), scale=(2, 2), tile_size=0)
 
 
 def _ddp_nonfinite_worker(rank, world_size, store_path, queue):

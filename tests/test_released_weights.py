@@ -124,7 +124,7 @@ def test_python_api_takes_every_form_of_weights(fake_hub):
     expected = _expected_output(lq, 2.0)[0].clamp(0, 1)
     for spec in (str(FOLDER), f'{FILES[0]},{FILES[1]}', 'official:gsasr-edsr-paper'):
         model = load_model(spec, opt={'network_g': _network_g()}, device='cpu')
-        assert torch.allclose(model.upscale(lq[0], scale=2, tile=0), expected, atol=1e-5), spec
+        assert torch.allclose(model.upscale(lq[0], scale=2, tile_size=0), expected, atol=1e-5), spec
     assert model.source.startswith('official:gsasr-edsr-paper (mutou0308/GSASR')
     with pytest.raises(ValueError, match=r'released model official:gsasr-edsr-paper does not fit network_g \(GSASROfficial\)'):
         load_model('official:gsasr-edsr-paper', device='cpu')  # the released options are larger than the fixture
@@ -140,7 +140,7 @@ def test_infer_by_folder_by_short_name_and_by_converted_checkpoint(tmp_path, opt
                                         ['-opt', str(options_file), '-m', f'{FILES[0]},{FILES[1]}']]):
         out = tmp_path / f'out{index}'
         assert cli.main(['infer', *model_args, '-i', str(tmp_path / 'in.png'), '-o', str(out), '--scale', '2',
-                         '--tile', '0']) == 0, capsys.readouterr().err
+                         '--tile-size', '0']) == 0, capsys.readouterr().err
         outputs.append(cv2.imread(str(out / 'in_x2.png')))  # the default suffix names the scale
     converted = tmp_path / 'converted.pth'
     assert cli.main(['convert', '-m', str(FOLDER), '-opt', str(options_file), '-o', str(converted)]) == 0
@@ -148,7 +148,7 @@ def test_infer_by_folder_by_short_name_and_by_converted_checkpoint(tmp_path, opt
     checkpoint = torch.load(converted, weights_only=True)
     assert checkpoint[NETWORK_KEY] == _network_g() and 'edsr_paper' in checkpoint['gsasr_plugin']['source']
     assert cli.main(['infer', '-m', str(converted), '-i', str(tmp_path / 'in.png'), '-o', str(tmp_path / 'out3'),
-                     '--scale', '2', '--tile', '0']) == 0  # no -opt: the checkpoint carries network_g
+                     '--scale', '2', '--tile-size', '0']) == 0  # no -opt: the checkpoint carries network_g
     outputs.append(cv2.imread(str(tmp_path / 'out3' / 'in_x2.png')))
     reference = (expected[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
     for output in outputs:

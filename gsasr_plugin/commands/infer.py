@@ -174,8 +174,8 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
             dtype, keeps_alpha = output_layout(ext, meta)
             notes.lossy_output(args, path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha)
             return
-    result = model.upscale_file(path, outputs[0], scale=args.scale, out_size=args.size, tile=args.tile,
-                                tile_margin=args.tile_margin, bf16=args.bf16, progress=progress)
+    result = model.upscale_file(path, outputs[0], scale=args.scale, out_size=args.size,
+                                tile_size=args.tile_size, tile_pad=args.tile_pad, bf16=args.bf16, progress=progress)
     notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
     if args.save_gaussians:
         rgb, _ = read_image(str(path))

@@ -269,8 +269,8 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
         outputs = []
         for index in range(lq.shape[0]):
             try:
-                outputs.append(super_resolve(net, lq[index:index + 1], scale, out_size, tile=tile_size,
-                                             margin=tile_pad, bf16=bf16)[0])
+                outputs.append(super_resolve(net, lq[index:index + 1], scale, out_size, tile_size=tile_size,
+                                             tile_pad=tile_pad, bf16=bf16)[0])
             except TiledEncodingUnsupported:
                 raise ValueError(f'tile: {type(net).__name__} predicts more than Gaussians (its field is not a '
                                  'GaussianField), so its tiles cannot be merged; remove the tile: option') from None
