@@ -1,1 +1,1 @@
-"""Subcommands of the ``basicsr`` console script (see ``gsasr_plugin.cli``)."""
+"""Subcommands of the ``basicsr`` console script: ``run(args)`` with the arguments parsed by ``gsasr_plugin_cli``."""

@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import yaml
 
 from gsasr_plugin.commands.pipeline import check_weights_available, run_pipeline
-from gsasr_plugin.hub import OFFICIAL_PREFIX, WeightsUnavailableError
+from gsasr_plugin.official.hub import OFFICIAL_PREFIX, WeightsUnavailableError
 from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS
 
 __all__ = ['run', 'check_testable', 'test_options', 'METRICS']
