@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_compile_cpu.py --skip-train --size 60 --threads 2
 
 * inference: ``net.decode_tokens`` (the decoder up to the heads, where GSASR's work is) of
-  ``network_g`` in ``--opt`` (default ``options/test_gsasr_edsr.yml``) on encoder features of one
+  ``network_g`` in ``--opt`` (default ``options/train_gsasr_edsr.yml``) on encoder features of one
   ``--size``² LR image at x4, under ``torch.no_grad()``; compiled with TorchInductor and
   ``torch._inductor.config.freezing`` (weights folded and pre-packed for oneDNN, its best CPU inference mode);
 * training: one step of the demo network (``options/train_gsasr_demo.yml``: batch 4 of 24x24 LR crops at
@@ -99,7 +99,7 @@ def check_training(args: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--opt', default=str(REPO / 'options' / 'test_gsasr_edsr.yml'))
+    parser.add_argument('--opt', default=str(REPO / 'options' / 'train_gsasr_edsr.yml'))
     parser.add_argument('--size', type=int, default=60)
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (0: torch default; default: 1)')

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_cpu_speed.py                       # forward 60² and 120² LR x4, demo training
     .venv/bin/python benchmarks/bench_cpu_speed.py --skip-train --sizes 60 --runs 5 --threads 1 0
     .venv/bin/python benchmarks/bench_cpu_speed.py --skip-forward --train-runs 2
-    .venv/bin/python benchmarks/bench_cpu_speed.py --baseline <rev> --opt options/test_gsasr_edsr_ours.yml
+    .venv/bin/python benchmarks/bench_cpu_speed.py --baseline <rev> --opt options/train_gsasr_edsr_ours.yml
 
 Variants (each in its own Python process, importing its own ``gsasr_plugin``):
 
@@ -14,7 +14,7 @@ Variants (each in its own Python process, importing its own ``gsasr_plugin``):
   then), shown when ``ops/`` differs from the baseline's, to tell the decoder's share of the speed-up from the
   rasterizer's.
 
-Forward: ``network_g`` of ``--opt`` (default ``options/test_gsasr_edsr.yml``, GSASR-EDSR as released; random
+Forward: ``network_g`` of ``--opt`` (default ``options/train_gsasr_edsr.yml``, GSASR-EDSR as released; random
 weights made by the first variant and loaded by the others, so the state dicts must match), one image of
 ``--sizes`` LR pixels square at x``--scale``, ``net(lq, scale)`` under ``torch.no_grad()`` (encoder, decoder
 and rasterizer). Runs alternate between the variants (order reversed every run) after one untimed warm-up
@@ -350,8 +350,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--baseline', default=DEFAULT_BASELINE, help='the "before" revision (default: %(default)s)')
     parser.add_argument('--variants', default='before,decoder,after',
                         help='comma-separated subset of before, decoder, after (default: %(default)s)')
-    parser.add_argument('--opt', default=str(REPO / 'options' / 'test_gsasr_edsr.yml'),
-                        help='option file whose network_g is timed (default: options/test_gsasr_edsr.yml)')
+    parser.add_argument('--opt', default=str(REPO / 'options' / 'train_gsasr_edsr.yml'),
+                        help='option file whose network_g is timed (default: options/train_gsasr_edsr.yml)')
     parser.add_argument('--sizes', type=int, nargs='+', default=[60, 120], help='LR sides (default: 60 120)')
     parser.add_argument('--scale', type=float, default=4.0)
     parser.add_argument('--runs', type=int, default=3, help='timed forwards per variant and size (default: 3)')

@@ -8,11 +8,11 @@ Usage::
 
     python benchmarks/bench_pipeline.py --full            # the protocol: 720 x 720, 10 timed runs (GPU)
     python benchmarks/bench_pipeline.py                   # quick: 96 x 96 crops, 2 timed runs (CPU-friendly)
-    python benchmarks/bench_pipeline.py --crop 360 --scales 4 8 --runs 5 --bf16 --opt options/test_gsasr_rdn.yml
+    python benchmarks/bench_pipeline.py --crop 360 --scales 4 8 --runs 5 --bf16 --opt options/train_gsasr_rdn.yml
 
 Images: ``--images DIR`` (crops from its centre), else ``$GSASR_SHARED_DATASETS/train/Sun_Hays80`` (or
 ../shared/datasets/...) images at least as large as the crop, else scikit-image photos resized up. The network is
-``network_g`` of ``--opt`` (default ``options/test_gsasr_edsr.yml``), randomly initialised unless ``--model``
+``network_g`` of ``--opt`` (default ``options/train_gsasr_edsr.yml``), randomly initialised unless ``--model``
 gives weights (timing hardly depends on them). Memory: CUDA ``max_memory_allocated`` over the forward (as the
 paper's, tensors only); on the CPU the process's peak resident set (VmHWM, reset before each forward), which
 also counts the weights and libraries: an upper bound, not comparable with the GPU figure. Writes ``<out>.csv`` and ``<out>.md`` (default ``benchmarks/results/bench_pipeline_<device>``).
@@ -167,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--runs', type=int, default=None, help='timed forwards per scale (default 2, 10 with --full)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed forwards first (default 1, 3 with --full)')
     parser.add_argument('--images', default=None, help='folder of images to crop (default: shared data or photos)')
-    parser.add_argument('--opt', default=str(REPO / 'options' / 'test_gsasr_edsr.yml'), help='option file (network_g)')
+    parser.add_argument('--opt', default=str(REPO / 'options' / 'train_gsasr_edsr.yml'), help='option file (network_g)')
     parser.add_argument('--model', default=None, help='checkpoint (default: random weights)')
     parser.add_argument('--device', default=None, help="default: 'cuda' when available, else 'cpu'")
     parser.add_argument('--bf16', action='store_true', help='bfloat16 autocast')

@@ -34,8 +34,8 @@ class _TestParser(argparse.ArgumentParser):
         if parsed.input is not None and parsed.model is None:
             self.error('-i needs -m MODEL: the weights to evaluate')
         if parsed.input is None:
-            given = [flag for flag, value in (('--scales', parsed.scales), ('--metrics', parsed.metrics),
-                                              ('--name', parsed.name)) if value is not None]
+            given = [flag for flag, value in (('--scales', parsed.scales), ('--metrics', parsed.metrics))
+                     if value is not None]
             if given or parsed.save_img:
                 self.error(f"{', '.join(given + ['--save-img'] * parsed.save_img)}: only with -i (an option file "
                            'sets these in its datasets and val sections)')
@@ -69,7 +69,8 @@ def pipeline_parser(command: str) -> argparse.ArgumentParser:
         evaluate.add_argument('--metrics', default=None, metavar='M1,M2,...',
                               help='of psnr, ssim (Y channel, border ceil(scale) cropped), lpips, dists (RGB; '
                               'need torchvision backbones); default psnr,ssim')
-        evaluate.add_argument('--name', default=None, help='results go to results/NAME (default: from the model)')
+        parser.add_argument('--name', default=None, help="results go to results/NAME (default: the option file's "
+                            'name; with -i: from the model)')
         evaluate.add_argument('--save-img', action='store_true', help='also save the SR images')
     return parser
 

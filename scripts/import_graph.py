@@ -4,8 +4,8 @@
     python scripts/import_graph.py --json     # the same as JSON
 
 A *unit* is a subpackage (``gsasr_plugin.utils``, ``gsasr_plugin.archs``, ...), a top-level module
-(``gsasr_plugin.checkpoint``), a module listed in ``OWN_UNITS``, the package root (``gsasr_plugin``, its ``__init__.py``) or the torch-free front
-end ``gsasr_plugin_cli``. An edge is an ``import`` of one unit by another, at module level or inside a function
+(``gsasr_plugin.checkpoint``), a module listed in ``OWN_UNITS``, the package root (``gsasr_plugin``, its
+``__init__.py``) or the torch-free front end ``gsasr_plugin_cli``. An edge is an ``import`` of one unit by another, at module level or inside a function
 (``importlib.import_module('gsasr_plugin.commands....')`` counts as a module-level edge to ``gsasr_plugin.commands``).
 Imports under ``if TYPE_CHECKING:`` are not edges. A unit's layer is 0 when it imports no other unit, else one more
 than the highest layer it imports; units on a cycle share a layer and are reported. ``tests/test_layering.py``

@@ -212,8 +212,7 @@ def test_unsupported_encoder_specs_are_named(spec, message):
 def test_option_files_build_the_official_network():
     import yaml
     root = Path(__file__).resolve().parents[1] / 'options'
-    test_opt = yaml.safe_load((root / 'test_continuoussr_official.yml').read_text())['network_g']
-    assert test_opt == official.OFFICIAL_NETWORK_G
+    assert hub.released_model('official:continuoussr').network_g == official.OFFICIAL_NETWORK_G
     train_opt = yaml.safe_load((root / 'train_continuoussr_official.yml').read_text())['network_g']
     expected = copy.deepcopy(official.OFFICIAL_NETWORK_G)
     expected['encoder'].update(use_checkpoint=False, pretrained=None, strict=True, param_key=None)

@@ -86,15 +86,14 @@ def test_train_resume_and_test_on_cpu(workdir):
     assert 'Resuming training from epoch: ' in log and 'iter: 2.' in log
     assert (exp / 'models' / 'net_g_4.pth').is_file() and (exp / 'training_states' / '4.state').is_file()
 
-    test_opt = yaml.safe_load((REPO / 'options' / 'test_gsasr_edsr.yml').read_text())
+    test_opt = yaml.safe_load((REPO / 'options' / 'test_benchmarks.yml').read_text())  # no network_g: the checkpoint's
     test_opt['name'] = 'e2e_gsasr_test'
     test_opt['num_gpu'] = 0
-    test_opt['network_g'] = TINY_GSASR
     test_opt['datasets'] = {'test_1': dict(test_opt['datasets']['test_1'], name='tiny', dataroot_gt='val',
                                            scales=[2, 3])}
-    test_opt['path']['pretrain_network_g'] = 'experiments/e2e_gsasr/models/net_g_latest.pth'
+    test_opt['val']['save_img'] = True
     _write_yaml(workdir / 'test.yml', test_opt)
-    rc, out = _run(['test', '-opt', 'test.yml'], workdir)
+    rc, out = _run(['test', '-opt', 'test.yml', '-m', 'experiments/e2e_gsasr/models/net_g_latest.pth'], workdir)
     assert rc == 0, out
     results = workdir / 'results' / 'e2e_gsasr_test'
     log = _latest_log(results)

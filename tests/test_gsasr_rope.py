@@ -232,16 +232,6 @@ def _options(name):
     return yaml.safe_load((OPTIONS / name).read_text())
 
 
-@pytest.mark.parametrize('name', RELEASED)
-def test_test_option_files_name_the_released_model_and_its_options(name):
-    short = name[len('gsasr-'):].replace('-', '_')
-    opt = _options(f'test_gsasr_{short}.yml')
-    released = hub.released_model(opt['path']['pretrain_network_g'])
-    assert released.name == name
-    assert opt['network_g'] == released.network_g
-    assert all(d['lq_bits'] == 8 and 4 in d['scales'] for d in opt['datasets'].values())
-
-
 @pytest.mark.parametrize('name, encoder', [('edsr', 'EDSRNOUP'), ('rdn', 'RDNNOUP'), ('swinir', 'SwinIRNOUP'),
                                            ('hatl_ultra', 'HATNOUP_ROPE_AMP')])
 def test_training_option_files_train_the_released_architecture(name, encoder):

@@ -45,7 +45,8 @@ def test_the_units_form_no_cycle(imports):
 
 
 def test_the_library_does_not_import_the_front_end(imports):
-    back = [i for i in imports if i.target.startswith('gsasr_plugin_cli') and not i.source.startswith('gsasr_plugin_cli')]
+    back = [i for i in imports
+            if i.target.startswith('gsasr_plugin_cli') and not i.source.startswith('gsasr_plugin_cli')]
     assert not back, f'the library imports the torch-free front end: {_where(back)}'
 
 

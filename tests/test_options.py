@@ -12,7 +12,10 @@ import yaml
 import gsasr_plugin  # noqa: F401
 import gsasr_plugin_cli as cli
 from gsasr_plugin.commands import option_checks
+from basicsr.archs import build_network
+from gsasr_plugin.checkpoint import save_checkpoint
 from gsasr_plugin.commands.option_checks import check_options
+from gsasr_plugin.commands.pipeline import networks_from_weights
 from gsasr_plugin.utils.option_keys import apply_overrides
 from gsasr_plugin.utils.options import OptionError, OrderedSafeLoader, load_option_file, parse_override_value
 from train_helpers import TINY_GSASR, tiny_options, write_options, write_photos
@@ -193,8 +196,8 @@ def test_model_keys_main_added_are_known_and_checked_early(tmp_path, monkeypatch
     by the plugin, so they raise no unknown-key warning; a bad tile: is one line naming its line before anything
     is created, as the model would only say at the first validation image."""
     monkeypatch.setattr(option_checks, 'check_weights_fit', lambda *args, **kwargs: None)  # weights are not shipped
-    (tmp_path / 'a.yml').write_text((REPO / 'options' / 'test_gsasr_edsr.yml').read_text() +
-                                    '\ntile:\n  tile_size: 64\n  tile_pad: 8\n')
+    (tmp_path / 'a.yml').write_text((REPO / 'options' / 'test_benchmarks.yml').read_text() +
+                                    f'network_g: {dict(TINY_GSASR)}\n' + '\ntile:\n  tile_size: 64\n  tile_pad: 8\n')
     opt = load_option_file(str(tmp_path / 'a.yml'))
     opt['num_gpu'] = 'auto'
     opt['val']['pbar'] = False
@@ -211,13 +214,26 @@ def test_model_keys_main_added_are_known_and_checked_early(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize('name', sorted(p.name for p in (REPO / 'options').glob('*.yml')))
-def test_shipped_option_files_pass_the_checks(name, monkeypatch):
+def test_shipped_option_files_pass_the_checks(name, monkeypatch, tmp_path):
     monkeypatch.setattr(option_checks, 'check_weights_fit', lambda *args, **kwargs: None)  # weights are not shipped
     opt = load_option_file(str(REPO / 'options' / name))
     if opt.get('num_gpu') not in (0, 'auto'):
         opt['num_gpu'] = 'auto'
+    if name.startswith('test_'):  # one file per protocol, any model: the weights (-m) bring network_g
+        assert 'network_g' not in opt and opt['path']['pretrain_network_g'] is None
+        save_checkpoint(str(tmp_path / 'any.pth'), build_network(dict(TINY_GSASR)).state_dict(), TINY_GSASR)
+        opt['path']['pretrain_network_g'] = str(tmp_path / 'any.pth')
+        assert networks_from_weights(opt) == [f"network_g: GSASR as checkpoint {tmp_path / 'any.pth'} describes it"]
     result = check_options(opt, 'train' if name.startswith('train') else 'test')
     assert result.warnings == []
+
+
+def test_options_hold_one_test_file_per_protocol():
+    names = sorted(p.name for p in (REPO / 'options').glob('*.yml'))
+    assert len(names) <= 25, names
+    assert [n for n in names if n.startswith('test_')] == [
+        'test_benchmarks.yml', 'test_benchmarks_full.yml', 'test_benchmarks_liif.yml', 'test_div2k_val.yml',
+        'test_div2k_val_liif.yml']
 
 
 # ------------------------------------------------------------------------------ basicsr test: checkpoints

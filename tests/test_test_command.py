@@ -123,3 +123,23 @@ def test_training_without_network_g_or_weights_names_the_key(tmp_path, monkeypat
     code, err = _run(capsys, 'train', '-opt', write_options(tmp_path / 'train.yml', opt))
     assert code == 1 and 'network_g: is required: the network to build' in err, err
     assert not (tmp_path / 'experiments').exists()
+
+
+def test_force_yml_reaches_the_network_the_weights_bring_and_name_names_the_run(tmp_path, monkeypatch, capsys,
+                                                                                 photo, tiny_checkpoint):
+    """--force_yml network_g:... applies to the network_g the checkpoint brings (here a cut-off, which has no
+    weights; a changed shape shows that it arrived: the weights no longer fit)."""
+    write_photos(tmp_path / 'hr', photo, names=('astronaut', ), size=(16, 16))
+    monkeypatch.chdir(tmp_path)
+    option_file = _test_file(tmp_path, 'tiny.pth')
+    code, err = _run(capsys, 'test', '-opt', option_file, '--force_yml', 'network_g:cutoff=2.5', '--name', 'cut')
+    assert code == 0, err
+    log = next((tmp_path / 'results' / 'cut').glob('*.log'), None)
+    assert (tmp_path / 'results' / 'cut' / 'results.md').is_file() and not (tmp_path / 'results' / 't').exists()
+    if log is not None:  # BasicSR's logger writes its file for the first run of a process only
+        assert 'cutoff: 2.5' in log.read_text()
+    code, err = _run(capsys, 'test', '-opt', option_file, '--force_yml', 'network_g:gaussian_density=16')
+    assert code == 1 and 'does not fit network_g (GSASR)' in err and len(err.strip().splitlines()) == 1, err
+    code, err = _run(capsys, 'test', '-opt', _test_file(tmp_path, 'basicsr.pth', name='b'), '--force_yml',
+                     'network_g:cutoff=2.5')
+    assert code == 1 and 'does not say which network it holds' in err, err

@@ -300,9 +300,7 @@ def _load_options(name: str) -> dict:
 
 @pytest.mark.parametrize('name, encoder_type', [
     ('train_gsasr_swinir.yml', 'SwinIREncoder'),
-    ('test_gsasr_swinir.yml', 'SwinIREncoder'),
     ('train_gsasr_hat.yml', 'HATEncoder'),
-    ('test_gsasr_hat.yml', 'HATEncoder'),
 ])
 def test_option_files_name_the_encoder(name, encoder_type):
     options = _load_options(name)

@@ -27,9 +27,9 @@ min_sigma^2 I`` is converted to ``sigma_x = sqrt(Sigma_xx)``, ``sigma_y = sqrt(S
 ``rho = Sigma_xy / (sigma_x sigma_y)`` for ``rasterize_gaussians``.
 
 Reproducing the authors' forward. Our defaults are our own choices; each difference from their
-``ContinuousGaussian`` is an option, and ``options/test_continuoussr_official.yml`` sets all of them (see
-the README, "Pretrained models"). With the same weights the Gaussians then agree to float rounding
-(``tests/test_continuoussr_official.py``):
+``ContinuousGaussian`` is an option, and the released model's ``network_g`` (``gsasr_plugin.official.continuoussr``)
+sets all of them (see the README, "Pretrained models"). With the same weights the Gaussians then agree to float
+rounding (``tests/test_continuoussr_official.py``):
 
 =========================  ==========================  ==================================================
 option                     ours (default)              theirs

@@ -5,8 +5,8 @@ Takes BasicSR's own flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debu
 ``--force_yml``) and runs ``basicsr.train.train_pipeline`` / ``basicsr.test.test_pipeline`` with the current
 directory as root, so ``experiments/``, ``tb_logger/`` and ``results/`` land there. Before anything is created,
 the option file (read safely: no Python objects), the ``--force_yml`` keys, every option value BasicSR would trip
-over later (:func:`gsasr_plugin.commands.option_checks.check_options`), the dataset folders and the pretrained/resume files
-are checked, with one-line errors naming the file, line and key. The run itself is wrapped in
+over later (:func:`gsasr_plugin.commands.option_checks.check_options`), the dataset folders and the
+pretrained/resume files are checked, with one-line errors naming the file, line and key. The run itself is wrapped in
 :func:`gsasr_plugin.basicsr_patches.patched_basicsr`. Errors during the run (a file that cannot be written, a
 bad checkpoint, a bad image) are one line too; ``GSASR_TRACEBACK=1`` shows the traceback.
 """
@@ -34,17 +34,24 @@ from gsasr_plugin.utils.scale import scale_tag
 __all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available', 'networks_from_weights', 'basicsr_argv']
 
 
-def basicsr_argv(args: argparse.Namespace) -> List[str]:
-    """The command line BasicSR's ``parse_options`` reads (from ``sys.argv``) for the parsed ``args``."""
+def basicsr_argv(args: argparse.Namespace, force_yml: Optional[List[str]] = None) -> List[str]:
+    """The command line BasicSR's ``parse_options`` reads (from ``sys.argv``) for the parsed ``args``, with the
+    ``--force_yml`` entries ``force_yml`` (default: all of ``args.force_yml``)."""
     argv = ['-opt', args.opt, '--launcher', args.launcher, '--local_rank', str(args.local_rank)]
     argv += ['--auto_resume'] * bool(args.auto_resume) + ['--debug'] * bool(args.debug)
-    return argv + (['--force_yml', *args.force_yml] if args.force_yml else [])
+    force_yml = args.force_yml if force_yml is None else force_yml
+    return argv + (['--force_yml', *force_yml] if force_yml else [])
 
 
-def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[LoadedOptions, List[str]]:
-    """The option file read safely with the ``--force_yml`` entries applied; (options, notes for the user)."""
+def _load_options(path: str, force_yml: Optional[List[str]]) -> Tuple[LoadedOptions, List[str], List[str]]:
+    """The option file read safely with the ``--force_yml`` entries applied: (options, notes for the user, the
+    entries left for later: those inside a ``network_<label>`` the file lacks, which the weights bring)."""
     opt = load_option_file(path)
-    return opt, apply_overrides(opt, force_yml)
+    now, later = [], []
+    for entry in force_yml or []:
+        top = entry.split('=', 1)[0].split(':')[0].strip()
+        (later if top.startswith('network_') and top not in opt else now).append(entry)
+    return opt, apply_overrides(opt, now), later
 
 
 def _scale_tags(dataset_opt: Dict[str, Any]) -> List[str]:
@@ -150,9 +157,11 @@ def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callabl
         print(f"{prog}: error: option file '{args.opt}' does not exist", file=sys.stderr)
         return 2
     show_traceback = os.environ.get('GSASR_TRACEBACK', '') not in ('', '0')
+    if getattr(args, 'name', None):  # basicsr test --name: as --force_yml name=... (BasicSR names folders by it)
+        args.force_yml = [f'name={args.name}'] + list(args.force_yml or [])
     notes = []
     try:
-        opt, warnings = _load_options(args.opt, args.force_yml)
+        opt, warnings, later = _load_options(args.opt, args.force_yml)
         opt.label = source
         if getattr(args, 'model', None) and isinstance(opt.get('path'), dict):  # else the checks say path: is bad
             opt.set_from_command(['path', 'pretrain_network_g'], osp.expanduser(args.model), f'-m {args.model}')
@@ -160,6 +169,7 @@ def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callabl
             check(opt, source or args.opt)
         check_option_paths(opt, is_train=command == 'train')
         notes += networks_from_weights(opt)
+        warnings += apply_overrides(opt, later)  # e.g. network_g:kernel_choice_eval=gumbel on the weights' network_g
         warnings += check_options(opt, command, args.opt).warnings
     except (FileNotFoundError, ValueError, hub.WeightsUnavailableError) as exc:
         if show_traceback:
@@ -180,7 +190,8 @@ def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callabl
               'the data workers (num_worker_per_gpu); OMP_NUM_THREADS chooses', file=sys.stderr)
         torch.set_num_threads(threads)
     saved_argv = sys.argv
-    sys.argv = [prog] + basicsr_argv(args)  # BasicSR's parse_options reads sys.argv
+    # BasicSR's parse_options reads sys.argv; the entries applied later reach it through opt.from_command
+    sys.argv = [prog] + basicsr_argv(args, [e for e in args.force_yml or [] if e not in later])
     try:
         with patched_basicsr(command, opt):  # safe YAML, gloo on the CPU, exact resume, save-and-exit on signals
             pipeline(os.getcwd())

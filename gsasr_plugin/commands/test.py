@@ -22,6 +22,7 @@ import yaml
 
 from gsasr_plugin.commands.pipeline import check_weights_available, run_pipeline
 from gsasr_plugin.official.hub import OFFICIAL_PREFIX, WeightsUnavailableError
+from gsasr_plugin.utils.atomic_io import write_text
 from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS
 
 __all__ = ['run', 'check_testable', 'test_options', 'METRICS']
@@ -117,8 +118,7 @@ def _run_without_option_file(args: argparse.Namespace) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix='basicsr_test_') as folder:
         args.opt = os.path.join(folder, f"{opt['name']}.yml")  # what BasicSR's parse_options reads
-        with open(args.opt, 'w', encoding='utf-8') as handle:
-            yaml.safe_dump(opt, handle, sort_keys=False)
+        write_text(args.opt, yaml.safe_dump(opt, sort_keys=False))
         return run_pipeline('test', args, check=check_testable, source=f'the options of {PROG} -m/-i')
 
 

@@ -8,6 +8,7 @@
   or be options that something reads there; a misspelt key is an error.
 """
 import difflib
+import inspect
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -15,7 +16,7 @@ from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.utils import registry as basicsr_registry
 from gsasr_plugin.utils.options import OptionError, key_text, parse_override_value
 
-__all__ = ['known_keys', 'model_keys', 'dataset_keys', 'is_known', 'suggestion', 'registered', 'apply_overrides',
+__all__ = ['known_keys', 'model_keys', 'dataset_keys', 'network_keys', 'is_known', 'suggestion', 'registered', 'apply_overrides',
            'DATASET_LOADER_KEYS', 'SRMODEL_KEYS']
 
 # ----------------------------------------------------------------------------------- known keys
@@ -89,7 +90,22 @@ def known_keys(opt: Mapping[str, Any], path: Sequence[str]) -> Tuple[Optional[Se
     if len(path) == 1 and path[0] in ('train', 'val'):
         keys = model_keys(opt)
         return (None if keys is None else keys.get(path[0])), ()
+    if len(path) == 1 and str(path[0]).startswith('network_'):
+        return network_keys(opt.get(path[0])), ()
     return None, ()
+
+
+def network_keys(net_opt: Any) -> Optional[Set[str]]:
+    """The options a ``network_*`` section's registered architecture takes (its constructor's named
+    arguments, and ``type``), or None when they are not known."""
+    arch = registered('ARCH_REGISTRY', net_opt.get('type')) if isinstance(net_opt, Mapping) else None
+    try:
+        params = inspect.signature(arch).parameters if arch is not None else None
+    except (TypeError, ValueError):
+        params = None
+    if params is None or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {'type'} | {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def is_known(key: str, keys: Optional[Set[str]], prefixes: Tuple[str, ...]) -> bool:
