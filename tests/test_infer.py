@@ -19,7 +19,6 @@ from gsasr_plugin.archs.gaussian_field import GaussianField, reference_grid
 from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.checkpoint import load_checkpoint
 import gsasr_plugin_cli
-from gsasr_plugin.commands import infer
 from gsasr_plugin.inference import auto_tile_size, encode_tiled, plan_tiles, super_resolve
 from gsasr_plugin.utils.image_io import ImageMeta, read_image, write_image
 from gsasr_plugin.utils.scale import parse_scale_text as parse_scale
