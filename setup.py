@@ -145,7 +145,11 @@ setup(
         'pyyaml',
         'tqdm',
     ],
-    extras_require={'test': ['pytest>=7']},
+    extras_require={
+        'app': ['gradio>=6'],  # basicsr app (the browser page)
+        # the browser test drives Debian's Chromium (apt-get install chromium) with Playwright; no browser download
+        'test': ['pytest>=7', 'gradio>=6', 'playwright'],
+    },
     # the front end is outside gsasr_plugin so that --help / --version / -h do not import torch
     entry_points={'console_scripts': ['basicsr = gsasr_plugin_cli:main']},
     ext_modules=ext_modules,

@@ -8,7 +8,7 @@ into one canvas, so there are no seams to blend. :func:`auto_tile_size` picks ti
 """
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -56,13 +56,15 @@ def plan_tiles(lr_size: Tuple[int, int], tile_size: int, tile_pad: int, align: i
 
 
 def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile_size: int,
-                 tile_pad: Optional[int] = None, progress: bool = False, bf16: bool = False) -> GaussianField:
+                 tile_pad: Optional[int] = None, progress: bool = False, bf16: bool = False,
+                 on_tile: Optional[Callable[[int, int], None]] = None) -> GaussianField:
     """Encode ``lq`` (1, C, h, w) tile by tile into one ``GaussianField`` over the whole image.
 
     Every tile is encoded with the whole image's ``scale`` (a validated pair; GSASR's field depends on it), with
     ``tile_pad`` LR pixels of context on each side (default: two alignment units, at least 8), and keeps the
     Gaussians whose reference point (``network.reference_points``) lies in its core, shifted by the tile's LR
-    offset.
+    offset. ``on_tile(done, total)`` is called after each tile (a progress bar, or a stop button: what it
+    raises ends the encoding).
 
     Raises:
         TiledEncodingUnsupported: the network's field is not a ``GaussianField`` (GaussianSR's).
@@ -97,6 +99,8 @@ def encode_tiled(network: SRNetwork, lq: torch.Tensor, scale: ScalePair, tile_si
         keep = ((ref[0, :, 0] >= low_x) & (ref[0, :, 0] < high_x) & (ref[0, :, 1] >= low_y) &
                 (ref[0, :, 1] < high_y))
         parts.append(shift_field(select_gaussians(field, keep.nonzero().squeeze(1)), (t.x0, t.y0), (height, width)))
+        if on_tile is not None:
+            on_tile(len(parts), len(tiles))
     return concat_fields(parts, (height, width))
 
 

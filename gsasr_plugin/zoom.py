@@ -19,17 +19,20 @@ Used by ``basicsr infer --scales`` / ``--zoom`` (``gsasr_plugin.commands.infer``
     frames = renderer.render_windows(zoom_windows(lq.shape[-2:], 48, max_zoom=6), frame_size=(256, 256))
     save_gif(frames, 'zoom.gif')
 """
+import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from gsasr_plugin.archs.gaussian_field import GaussianField, Window, check_window, cull_to_window, whole_window
 from gsasr_plugin.archs.sr_network import SRNetwork
+from gsasr_plugin.inference import TiledEncodingUnsupported, encode_tiled
 from gsasr_plugin.ops import DEFAULT_CUTOFF
 from gsasr_plugin.utils.atomic_io import atomic_write
-from gsasr_plugin.utils.scale import ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size, scaled_size
+from gsasr_plugin.utils.scale import (ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size, scaled_size,
+                                      to_scale_pair)
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'to_uint8_frames', 'save_gif', 'save_frames']
 
@@ -66,12 +69,20 @@ class ZoomRenderer:
         net: an SR network (``GSASR``, ``GaussianSR``, ``ContinuousSR``: :class:`SRNetwork`).
         lq: (B, 3, h, w) LR images in [0, 1].
         cutoff: Cutoff used to cull Gaussians outside a window; default: the network's, else the rasterizer's.
+        tile_size: LR tile side for encoding a large image (``gsasr_plugin.inference.encode_tiled``; batch 1);
+            None or 0 encodes it whole. Tiles keep no encoder features, so a scale-conditioned network
+            re-encodes per new scale; a network whose field tiles cannot merge (GaussianSR's) is encoded whole.
+        tile_pad: LR context pixels around each tile (default: ``encode_tiled``'s).
+        on_tile: ``on_tile(done, total)`` after each tile (progress; what it raises ends the encoding).
 
     Attributes:
         encodes: How many times the field was decoded (1 for scale-free networks; the encoder runs once).
+        feature_encodes: How many times the encoder ran (once, unless tiles are re-encoded per scale).
     """
 
-    def __init__(self, net: SRNetwork, lq: torch.Tensor, cutoff: Optional[float] = None):
+    def __init__(self, net: SRNetwork, lq: torch.Tensor, cutoff: Optional[float] = None,
+                 tile_size: Optional[int] = None, tile_pad: Optional[int] = None,
+                 on_tile: Optional[Callable[[int, int], None]] = None):
         if not isinstance(net, SRNetwork):
             raise TypeError(f'{type(net).__name__} is not an SR network (gsasr_plugin.archs.sr_network.SRNetwork)')
         self.net = net
@@ -79,20 +90,46 @@ class ZoomRenderer:
         self.lr_size = lr_size_of(lq)
         self.scale_free = not net.field_depends_on_scale
         self.cutoff = float(cutoff if cutoff is not None else (net.cutoff or DEFAULT_CUTOFF))
+        self.tile_size = tile_size if tile_size and (tile_size < max(self.lr_size)) else 0
+        self.tile_pad = tile_pad
+        self.on_tile = on_tile
         self.encodes = 0
+        self.feature_encodes = 0
         self._fields: Dict[Tuple[float, float], Any] = {}
         self._features: Any = None
 
     # ---------------------------------------------------------------------------------------- fields
+    def field_key(self, scale: Tuple[float, float]) -> Tuple[float, float]:
+        """The cache key of the field for ``scale`` (one key for every scale of a scale-free network)."""
+        return (1.0, 1.0) if self.scale_free else (round(scale[0], 6), round(scale[1], 6))
+
+    def has_field(self, scale: Tuple[float, float]) -> bool:
+        """Whether the field for ``scale`` is cached (rendering it runs no network)."""
+        return self.field_key(scale) in self._fields
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the encoder features are cached (a new scale then runs the decoder only)."""
+        return self._features is not None
+
     @torch.no_grad()
     def field(self, scale: Tuple[float, float] = (1.0, 1.0)):
         """The field for ``scale`` (a validated pair; the one field of a scale-free network whatever the scale)."""
-        key = (1.0, 1.0) if self.scale_free else (round(scale[0], 6), round(scale[1], 6))
+        key = self.field_key(scale)
         if key not in self._fields:
-            if self._features is None:
-                self._features = self.net.encode_features(self.lq)
-            target = None if self.scale_free else resolve_scale_and_size(self.lr_size, key)
-            self._fields[key] = self.net.decode_field(self._features, target)
+            if self.tile_size:
+                try:
+                    self._fields[key] = encode_tiled(self.net, self.lq, key, self.tile_size, self.tile_pad,
+                                                     on_tile=self.on_tile)
+                    self.feature_encodes += 1
+                except TiledEncodingUnsupported:
+                    self.tile_size = 0
+            if key not in self._fields:
+                if self._features is None:
+                    self._features = self.net.encode_features(self.lq)
+                    self.feature_encodes += 1
+                target = None if self.scale_free else resolve_scale_and_size(self.lr_size, key)
+                self._fields[key] = self.net.decode_field(self._features, target)
             self.encodes += 1
             if not self.scale_free and len(self._fields) > 8:  # keep memory bounded over long zooms
                 self._fields.pop(next(iter(self._fields)))
@@ -103,13 +140,30 @@ class ZoomRenderer:
         self._fields.clear()
 
     # --------------------------------------------------------------------------------------- renders
+    def cached_scales(self) -> List[Tuple[float, float]]:
+        """The scales whose fields are kept (one entry, (1, 1), for a scale-free network once encoded)."""
+        return list(self._fields)
+
+    def nearest_cached_scale(self, scale: Tuple[float, float]) -> Optional[Tuple[float, float]]:
+        """The kept field's scale nearest to ``scale`` (by ratio), or None when no field is kept."""
+        if not self._fields:
+            return None
+        return min(self._fields, key=lambda k: abs(math.log(k[0] / scale[0])) + abs(math.log(k[1] / scale[1])))
+
     @torch.no_grad()
-    def render(self, out_size: Sequence[int], window: Optional[Sequence[float]] = None) -> torch.Tensor:
-        """(B, C, Ho, Wo) render of ``window`` (default: the whole image) at ``out_size`` = (Ho, Wo)."""
+    def render(self, out_size: Sequence[int], window: Optional[Sequence[float]] = None,
+               scale: Optional[ScaleLike] = None, field_scale: Optional[ScaleLike] = None) -> torch.Tensor:
+        """(B, C, Ho, Wo) render of ``window`` (default: the whole image) at ``out_size`` = (Ho, Wo).
+
+        ``scale`` conditions a scale-dependent network (default: ``out_size`` over the window's size).
+        ``field_scale`` renders the field of that scale instead: for a scale-dependent network, an approximation
+        of ``scale`` (a preview from a field at hand, e.g. :meth:`nearest_cached_scale`).
+        """
         out_size = check_out_size(out_size)
         view = check_window(window, self.lr_size)
-        scale = (out_size[0] / (view[2] - view[0]), out_size[1] / (view[3] - view[1]))
-        field = self.field(scale)
+        if scale is None:
+            scale = (out_size[0] / (view[2] - view[0]), out_size[1] / (view[3] - view[1]))
+        field = self.field(to_scale_pair(field_scale if field_scale is not None else scale))
         if view == whole_window(self.lr_size):
             return self.net.render(field, out_size)
         if isinstance(field, GaussianField):

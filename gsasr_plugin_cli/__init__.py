@@ -40,6 +40,8 @@ SUBCOMMANDS: Dict[str, Subcommand] = {
                         parsers.infer_parser),
     'convert': Subcommand('write released (official) weights as one checkpoint of ours (--list: the released '
                           'models)', parsers.convert_parser),
+    'app': Subcommand('a local web page: upload an image, pick any scale on a slider (needs the [app] extra)',
+                      parsers.app_parser),
 }
 
 

@@ -5,7 +5,7 @@ when such a value is parsed, i.e. when the command really runs.
 """
 import argparse
 
-__all__ = ['UsageError', 'pipeline_parser', 'infer_parser', 'convert_parser', 'INFER_EXTENSIONS']
+__all__ = ['UsageError', 'pipeline_parser', 'infer_parser', 'convert_parser', 'app_parser', 'INFER_EXTENSIONS']
 
 INFER_EXTENSIONS = ('auto', 'png', 'jpg', 'tif', 'webp')
 
@@ -181,4 +181,46 @@ def convert_parser() -> argparse.ArgumentParser:
                         "the released model's)")
     parser.add_argument('-o', '--output', metavar='OUT.pth', help='the checkpoint to write')
     parser.add_argument('--list', action='store_true', help='list the released models and exit')
+    return parser
+
+
+def _port_arg(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f'must be a port number 0..65535, got {text!r}')
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
+    return value
+
+
+def app_parser() -> argparse.ArgumentParser:
+    """``basicsr app``'s flags: a local web page (Gradio) for one image at any scale."""
+    parser = _OneLineParser(
+        prog='basicsr app', description='Serve a local web page to super-resolve images at any scale: a slider '
+        're-renders the result from the cached Gaussians. Needs the [app] extra (Gradio).',
+        epilog='The page offers the models given with -m (first: the default), then the released models '
+        '(official:NAME, downloaded on first use). It listens on 127.0.0.1 only unless --host says otherwise.')
+    parser.add_argument('-m', '-n', '--model', action='append', default=[], metavar='MODEL',
+                        help='a checkpoint (.pth of basicsr train or basicsr convert), official:NAME, or a folder of '
+                        "a released model's files; repeat for several")
+    parser.add_argument('--host', default='127.0.0.1',
+                        help="address to listen on (default 127.0.0.1: this machine only; '0.0.0.0' for the network)")
+    parser.add_argument('--port', type=_port_arg, default=7860, help='port (default 7860)')
+    parser.add_argument('--device', default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
+    parser.add_argument('-t', '--tile-size', type=_non_negative_int, default=None, metavar='N',
+                        help='LR tile side for encoding large images (0: never tile); default: chosen from free '
+                        'memory')
+    parser.add_argument('--max-pixels', type=_positive_int, default=40_000_000, metavar='N',
+                        help='the largest result (width x height) the page makes (default 40000000)')
     return parser

@@ -2,6 +2,8 @@
 # Sets up ./.venv (scripts/setup_env.sh, which builds the rasterizer's CPU kernel; here a failed build is an
 # error and the tests insist on the kernel), checks that the CUDA rasterizer compiles where nvcc exists,
 # and runs the test suite. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k rasterize`.
+# The browser test (tests/test_app_browser.py) needs Debian's chromium (`apt-get install chromium`; .ci/run
+# installs it); without one it fails, unless GSASR_NO_BROWSER=1 says to skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GSASR_BUILD_EXT=${GSASR_BUILD_EXT:-1} GSASR_REQUIRE_KERNEL=${GSASR_REQUIRE_KERNEL:-1}
@@ -17,4 +19,7 @@ else
   echo "No nvcc under CUDA_HOME=$CUDA_HOME: skipping the CUDA compile check."
 fi
 
+if ! command -v "${GSASR_CHROMIUM:-chromium}" >/dev/null 2>&1 && [ "${GSASR_NO_BROWSER:-0}" != 1 ]; then
+  echo "No chromium here: tests/test_app_browser.py will fail (apt-get install chromium, or GSASR_NO_BROWSER=1)."
+fi
 .venv/bin/python -m pytest -q tests "$@"

@@ -9,13 +9,24 @@ REPO = Path(__file__).resolve().parents[1]
 OURS = {'gsasr_plugin', 'gsasr_plugin_cli'}
 
 
-def _install_requires():
+def _requirement_names(items):
+    return {re.split(r'[<>=!~\[ ]', item)[0].lower().replace('_', '-') for item in items}
+
+
+def _setup_keyword(name):
     tree = ast.parse((REPO / 'setup.py').read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == 'install_requires':
-            return {re.split(r'[<>=!~\[ ]', ast.literal_eval(item))[0].lower().replace('_', '-')
-                    for item in node.value.elts}
-    raise AssertionError('setup.py has no install_requires')
+        if isinstance(node, ast.keyword) and node.arg == name:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f'setup.py has no {name}')
+
+
+def _install_requires():
+    return _requirement_names(_setup_keyword('install_requires'))
+
+
+# optional parts: a folder of the package whose extra imports come from an extras_require entry
+OPTIONAL_PARTS = {'gsasr_plugin/app': 'app'}
 
 
 def _imported_top_level_modules():
@@ -35,11 +46,14 @@ def _imported_top_level_modules():
 
 def test_every_imported_package_is_declared():
     required = _install_requires()
+    extras = {name: _requirement_names(items) for name, items in _setup_keyword('extras_require').items()}
     distributions = metadata.packages_distributions()
     missing = []
     for module, where in sorted(_imported_top_level_modules().items()):
         names = {d.lower().replace('_', '-') for d in distributions.get(module, [module])}
-        if not names & required:
+        optional = next((extra for part, extra in OPTIONAL_PARTS.items() if where.startswith(part + '/')), None)
+        allowed = required | (extras[optional] if optional else set())
+        if not names & allowed:
             missing.append(f'{module} ({where}; distribution {sorted(names)})')
     assert not missing, f'imported but not in setup.py install_requires: {missing}'
 

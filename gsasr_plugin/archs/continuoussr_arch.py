@@ -217,7 +217,8 @@ class ContinuousSR(SRNetwork):
         self.max_offset = float(max_offset)
         self.cutoff = cutoff
         self.head_activation = head_activation
-        self.reference_points = reference_points
+        # not self.reference_points: that is the SRNetwork method tiled inference calls
+        self.reference_offset = 0.5 if reference_points == 'centers' else 0.0
         self.crop_after_upsample = crop_after_upsample
         self.covariance_scale = covariance_scale
         # the official covariance follows the requested scale, so its field is valid for that scale only
@@ -315,8 +316,7 @@ class ContinuousSR(SRNetwork):
 
     def reference_grid(self, rows: int, cols: int, device=None, dtype=None) -> torch.Tensor:
         """(1, rows * cols, 2) undrifted positions (x, y) in LR pixels, row-major over the token map."""
-        offset = 0.5 if self.reference_points == 'centers' else 0.0
-        return reference_grid(rows, cols, self.gaussians_per_side, offset, device, dtype)
+        return reference_grid(rows, cols, self.gaussians_per_side, self.reference_offset, device, dtype)
 
     def encode_features(self, lq: torch.Tensor) -> GaussianField:
         """The scale-free Gaussian field of ``lq`` (B, 3, h, w): r^2 * h * w Gaussians in LR pixels."""
