@@ -14,7 +14,7 @@ from basicsr.archs import build_network
 from gsasr_plugin.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-CONTINUOUSSR_G = {'type': 'ContinuousSR', 'encoder': {'type': 'EDSRBaseline', 'num_feat': 16, 'num_block': 2},
+CONTINUOUSSR_G = {'type': 'ContinuousSR', 'encoder': {'type': 'EDSREncoder', 'num_feat': 16, 'num_block': 2},
                   'num_feat': 16, 'color_hidden': [32], 'offset_hidden': [32], 'key_hidden': [32], 'attn_dim': 32}
 
 
