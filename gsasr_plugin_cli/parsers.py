@@ -62,8 +62,8 @@ def pipeline_parser(command: str) -> argparse.ArgumentParser:
                             'convert and a released model bring their network_g')
         evaluate = parser.add_argument_group('without an option file (-m MODEL -i ...)')
         evaluate.add_argument('-i', '--input', nargs='+', default=None, metavar='FOLDER_OR_IMAGE',
-                              help='HR images to evaluate on: each a folder of images or one image, one dataset '
-                              'each (LR made by MATLAB-style bicubic, as the test datasets do)')
+                              help='HR images to evaluate on: folders of images (a dataset each) and image files '
+                              '(one dataset together); LR made by MATLAB-style bicubic, as the test datasets do')
         evaluate.add_argument('--scales', type=_text_arg('parse_scale_list_text', '--scales'), default=None,
                               metavar='S1,S2,...', help='scales (SH:SW items for two axes); default 2,3,4')
         evaluate.add_argument('--metrics', default=None, metavar='M1,M2,...',

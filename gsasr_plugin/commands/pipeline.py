@@ -71,11 +71,11 @@ def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
     for phase, dataset_opt in (datasets.items() if isinstance(datasets, dict) else ()):
         if not isinstance(dataset_opt, dict):
             continue
-        for key in ('dataroot_gt', 'dataroot_lq'):
+        for key in ('dataroot_gt', 'dataroot_lq', 'gt_files'):
             root = dataset_opt.get(key)
             if root is None:
                 continue
-            roots = [str(root)]
+            roots = [str(r) for r in root] if isinstance(root, (list, tuple)) else [str(root)]  # gt_files: a list
             if '{scale}' in str(root):
                 roots = [str(root).replace('{scale}', tag) for tag in _scale_tags(dataset_opt)]
             for folder in roots:
@@ -84,7 +84,7 @@ def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
                     raise FileNotFoundError(
                         f"datasets:{phase}:{key}: '{folder}' does not exist (relative to {os.getcwd()}); put the "
                         f"{dataset_opt.get('name', phase)} images there or point '{key}' at them "
-                        "(see the README: Training on DIV2K / Testing)")
+                        "(see the README: Train on DIV2K / Evaluate)")
     path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
     for key, value in path_opt.items():
         if value is None or not (key.startswith('pretrain_network') or (key == 'resume_state' and is_train)):

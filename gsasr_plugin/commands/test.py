@@ -5,8 +5,8 @@
 
 Same flags and run pipeline as ``basicsr train`` (:mod:`gsasr_plugin.commands.pipeline`); ``-m`` names the
 weights (``path: pretrain_network_g``), which bring their ``network_g`` when the options have none. Without an
-option file, :func:`test_options` makes the options: each ``-i`` entry is a dataset of HR images whose LR images
-are made as the test datasets make them (``ArbitraryScaleTestDataset``: MATLAB-style bicubic), evaluated at
+option file, :func:`test_options` makes the options: each folder given to ``-i`` is a dataset of HR images, the
+image files given are one more, and their LR images are made as the test datasets make them (``ArbitraryScaleTestDataset``: MATLAB-style bicubic), evaluated at
 ``--scales`` with ``--metrics``. Results (results tables, per-image CSV, PSNR-vs-scale plot, log with per-scale
 metrics, images with ``--save-img``) go to ``./results/<name>``. Before anything runs, :func:`check_testable`
 refuses option files that cannot be tested (a training file, no datasets, no weights) with one line.
@@ -75,8 +75,8 @@ def _run_name(model: str) -> str:
 
 
 def test_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """The options ``basicsr test -m MODEL -i ...`` evaluates with: one ``ArbitraryScaleTestDataset`` per ``-i``
-    entry (a folder of HR images or one image), ``--scales`` (default 2, 3, 4), ``--metrics`` (default psnr,
+    """The options ``basicsr test -m MODEL -i ...`` evaluates with: an ``ArbitraryScaleTestDataset`` per folder of HR
+    images, one for the image files given (named after the image when there is one), ``--scales`` (default 2, 3, 4), ``--metrics`` (default psnr,
     ssim) with the bicubic baseline and the results tables; ``network_g`` comes from the weights.
 
     Raises:
@@ -88,15 +88,19 @@ def test_options(args: argparse.Namespace) -> Dict[str, Any]:
         raise ValueError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'}; choose from "
                          f"{', '.join(METRICS)}")
     scales = [s_h if s_h == s_w else [s_h, s_w] for s_h, s_w in (args.scales or [(s, s) for s in DEFAULT_SCALES])]
-    datasets = {}
-    for k, entry in enumerate(args.input, 1):
+    folders, images = [], []
+    for entry in args.input:
         path = Path(entry).expanduser()
         if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"-i {entry}: not an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder of images")
         if not path.exists():
             raise FileNotFoundError(f'-i {entry}: no such file or folder')
-        datasets[f'test_{k}'] = {'name': path.name if path.is_dir() else path.stem,
-                                 'type': 'ArbitraryScaleTestDataset', 'dataroot_gt': str(path), 'scales': scales}
+        (folders if path.is_dir() else images).append(path)
+    sets = [(folder.name, {'dataroot_gt': str(folder)}) for folder in folders]  # a folder: a dataset named after it
+    if images:  # the image files together: one dataset
+        sets.append((images[0].stem if len(images) == 1 else 'images', {'gt_files': [str(p) for p in images]}))
+    datasets = {f'test_{k}': {'name': name, 'type': 'ArbitraryScaleTestDataset', **root, 'scales': scales}
+                for k, (name, root) in enumerate(sets, 1)}
     return {
         'name': args.name or _run_name(args.model),
         'model_type': 'ArbitraryScaleSRModel',

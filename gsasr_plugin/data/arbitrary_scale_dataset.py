@@ -7,7 +7,7 @@ size. Batches carry ``lq``, ``gt``, ``scale`` ((2,) float tensor per sample, (B,
 """
 import math
 import os.path as osp
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +60,25 @@ def _image_paths(folder: str, key: str, io_backend: str) -> List[str]:
     paths = sorted(osp.join(folder, p) for p in scandir(folder, recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
     if not paths:
         raise DatasetFolderError(f"{key}: folder '{folder}' has no images ({', '.join(IMG_EXTENSIONS)})")
+    return paths
+
+
+def _image_files(root: Any) -> Optional[List[str]]:
+    """``dataroot_gt`` or ``gt_files`` as a list of image files when it names one image or a list of them (else
+    None: a folder).
+
+    Raises:
+        DatasetFolderError: naming the entry of a list that is not an image file.
+    """
+    listed = isinstance(root, (list, tuple))
+    paths = [osp.expanduser(str(entry)) for entry in (root if listed else [root])]
+    if not listed and not (osp.isfile(paths[0]) and paths[0].lower().endswith(IMG_EXTENSIONS)):
+        return None
+    for path in paths:
+        if not (osp.isfile(path) and path.lower().endswith(IMG_EXTENSIONS)):
+            raise DatasetFolderError(f"gt_files: '{path}' is not an image file ({', '.join(IMG_EXTENSIONS)})")
+    if not paths:
+        raise DatasetFolderError('gt_files: an empty list of images')
     return paths
 
 
@@ -292,6 +311,7 @@ class ArbitraryScaleTestDataset(data.Dataset):
 
     Args (``opt`` keys):
         dataroot_gt (str): folder of HR images, or one HR image.
+        gt_files (list): HR image files instead of ``dataroot_gt`` (disk only).
         scales (list): scales, each a number or ``[s_h, s_w]``, e.g. ``[2, 3.5, 4]``. Default: ``[4]``.
         dataroot_lq (str, optional): LR folder; may contain ``{scale}`` (replaced by ``2``, ``3.5``, ...)
             to give one folder per scale, otherwise ``scales`` must have one entry.
@@ -303,7 +323,8 @@ class ArbitraryScaleTestDataset(data.Dataset):
         io_backend (dict): ``{type: disk}`` (default) or lmdb.
     """
 
-    option_keys = ('dataroot_gt', 'dataroot_lq', 'scales', 'filename_tmpl', 'io_backend', 'lq_resize', 'lq_bits')
+    option_keys = ('dataroot_gt', 'gt_files', 'dataroot_lq', 'scales', 'filename_tmpl', 'io_backend', 'lq_resize',
+                   'lq_bits')
 
     @classmethod
     def check_options(cls, opt: Dict[str, Any]) -> List[Tuple[float, float]]:
@@ -327,9 +348,9 @@ class ArbitraryScaleTestDataset(data.Dataset):
         io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         backend = io_backend.get('type', 'disk')
         name = opt.get('name', 'dataset')
-        gt_root = osp.expanduser(str(opt.get('dataroot_gt')))
-        if backend == 'disk' and osp.isfile(gt_root) and gt_root.lower().endswith(IMG_EXTENSIONS):
-            self.gt_folder, self.gt_paths = osp.dirname(gt_root) or '.', [gt_root]  # one image
+        images = _image_files(opt.get('gt_files') or opt.get('dataroot_gt')) if backend == 'disk' else None
+        if images is not None:  # one image, or a list of images
+            self.gt_folder, self.gt_paths = osp.dirname(images[0]) or '.', images
         else:
             self.gt_folder = _check_folder(opt.get('dataroot_gt'), 'dataroot_gt',
                                            f" (HR images of '{name}'; see the README's Testing section)")
