@@ -27,7 +27,7 @@ SOURCES = {'gsasr_plugin': 'gsasr_plugin', 'ops': 'gsasr_plugin.ops', 'gsasr_plu
 # Modules that are units of their own although they lie in a subpackage: the registry of released models imports
 # nothing of the plugin, and everything below the compatibility layer may import it (official/__init__ is empty).
 OWN_UNITS = ('gsasr_plugin.official.hub', )
-SUBPACKAGES = ('gsasr_plugin.archs', 'gsasr_plugin.commands', 'gsasr_plugin.data', 'gsasr_plugin.losses',
+SUBPACKAGES = ('gsasr_plugin.app', 'gsasr_plugin.archs', 'gsasr_plugin.commands', 'gsasr_plugin.data', 'gsasr_plugin.losses',
                'gsasr_plugin.metrics', 'gsasr_plugin.models', 'gsasr_plugin.official', 'gsasr_plugin.ops',
                'gsasr_plugin.utils')
 

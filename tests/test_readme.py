@@ -57,7 +57,7 @@ def _command_lines():
     text = re.sub(r'\\\n\s*', ' ', README)
     found = []
     for line in text.splitlines():
-        match = re.match(r'\s{4}(?:.*--no-python |.*\d )?(?:\.venv/bin/)?basicsr (train|test|infer|convert)(?= |$)(.*)',
+        match = re.match(r'\s{4}(?:.*--no-python |.*\d )?(?:\.venv/bin/)?basicsr (train|test|infer|convert|app)(?= |$)(.*)',
                          line)
         if match is None or re.search(r'[(|…]|\.\.\.|[A-Z_]+\.yml|FILE_OR|OUT_FOLDER', match.group(2)):
             continue  # a synopsis with placeholders, not a command
