@@ -12,14 +12,14 @@ separately as a gray image. ``basicsr infer`` is a thin layer over :class:`Upsca
 """
 import os
 import warnings
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.checkpoint import MissingNetworkOptions, build_with_weights, describe_weights, load_weights
-from gsasr_plugin.inference import super_resolve
+from gsasr_plugin.inference import resolve_requests, super_resolve_many
 from gsasr_plugin.utils.image_io import decode_image_array, encode_image_array, output_layout, read_image, write_image
 from gsasr_plugin.utils.options import load_option_file
 from gsasr_plugin.utils.scale import ScaleLike
@@ -157,31 +157,49 @@ class Upscaler:
     def upscale_rgb(self, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None,
                     scale: Optional[ScaleLike] = None, out_size: Optional[Sequence[int]] = None,
                     tile_size: Optional[int] = None, tile_pad: Optional[int] = None, bf16: bool = False,
-                    progress: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor], Any]:
+                    progress: bool = False,
+                    size_rule: Optional[str] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor], Any]:
         """The core: (1, 3, h, w) float RGB in [0, 1] on any device (and an optional (1, 1, h, w) alpha)
         -> (SR RGB (1, 3, Ho, Wo), SR alpha (1, 1, Ho, Wo) or None, the Gaussian field), on ``self.device``.
 
         ``tile_size``: None picks tiles from free memory (none if the image fits), 0 never tiles, N uses N x N
         LR tiles with ``tile_pad`` LR pixels of context. ``bf16``: bfloat16 autocast for the network.
+        ``size_rule``: the output size of a scale alone (``'round'``, ``'floor'``, ``'ceil'``; None: the
+        network's, which for a released model is its authors' rule; ``utils.scale.scaled_size``).
         """
+        return next(self.upscale_rgb_many(rgb, alpha, [(scale, out_size)], tile_size=tile_size, tile_pad=tile_pad,
+                                          bf16=bf16, progress=progress, size_rule=size_rule))
+
+    def upscale_rgb_many(self, rgb: torch.Tensor, alpha: Optional[torch.Tensor],
+                         requests: Sequence[Tuple[Optional[ScaleLike], Optional[Sequence[int]]]], *,
+                         tile_size: Optional[int] = None, tile_pad: Optional[int] = None, bf16: bool = False,
+                         progress: bool = False, size_rule: Optional[str] = None
+                         ) -> Iterator[Tuple[torch.Tensor, Optional[torch.Tensor], Any]]:
+        """:meth:`upscale_rgb` for several ``(scale, out_size)`` requests of one image, one result at a time:
+        the image is encoded once when it is not tiled, and each result equals :meth:`upscale_rgb`'s for its
+        request alone. The requests are all validated before anything runs."""
         if bf16:
             notice = bf16_notice(self.device)
             if notice:
                 warnings.warn(notice, SlowPrecisionWarning, stacklevel=3)
-        kwargs = dict(scale=scale, out_size=out_size, tile_size=tile_size, tile_pad=tile_pad, bf16=bf16,
-                      progress=progress)
-        sr, field = super_resolve(self.network, rgb.to(self.device, torch.float32), **kwargs)
-        sr_alpha = None
-        if alpha is not None:
-            gray = alpha.to(self.device, torch.float32).expand(-1, 3, -1, -1).contiguous()
-            sr_alpha = super_resolve(self.network, gray, **kwargs)[0].mean(1, keepdim=True)
-        return sr, sr_alpha, field
+        rgb = rgb.detach().to(self.device, torch.float32)
+        targets = resolve_requests(self.network, rgb.shape[-2:], requests, size_rule)
+        options = dict(tile_size=tile_size, tile_pad=tile_pad, bf16=bf16, progress=progress)
+        with torch.no_grad():  # no autograd: the results never require grad
+            colors = super_resolve_many(self.network, rgb, targets, **options)
+            alphas = None
+            if alpha is not None:
+                gray = alpha.detach().to(self.device, torch.float32).expand(-1, 3, -1, -1).contiguous()
+                alphas = super_resolve_many(self.network, gray, targets, **options)
+            for sr, field in colors:
+                sr_alpha = None if alphas is None else next(alphas)[0].mean(1, keepdim=True)
+                yield sr, sr_alpha, field
 
     # ---------------------------------------------------------------------------------- arrays
     def upscale(self, image: Union[np.ndarray, torch.Tensor], scale: Optional[ScaleLike] = None,
                 out_size: Optional[Sequence[int]] = None, *, tile_size: Optional[int] = None,
                 tile_pad: Optional[int] = None, bf16: bool = False, bgr: bool = False,
-                progress: bool = False) -> Union[np.ndarray, torch.Tensor]:
+                progress: bool = False, size_rule: Optional[str] = None) -> Union[np.ndarray, torch.Tensor]:
         """Upscale ``image`` by ``scale`` (a number or (s_h, s_w)) or to ``out_size`` = (height, width).
 
         Args:
@@ -194,16 +212,20 @@ class Upscaler:
             bf16: bfloat16 autocast for the network (faster on CUDA GPUs, slower on most CPUs).
             bgr: the colour channels are in OpenCV's B, G, R order (numpy input; the output keeps it).
             progress: a tqdm bar over tiles.
+            size_rule: how a scale alone gives the output size, ``rule(s * h)``: ``'round'``, ``'floor'`` or
+                ``'ceil'``; None: the network's (a released model's is its authors' rule).
 
         Returns:
-            The upscaled image, of the input's kind (numpy or tensor, same device), dtype and channels.
+            The upscaled image, of the input's kind (numpy or tensor, same device), dtype and channels. No
+            autograd: the network runs under ``torch.no_grad`` and the input is never modified; a tensor
+            that requires grad is read as data and the result does not require grad.
 
         Raises:
             TypeError: an unsupported kind or dtype of image, or a scale that is not a number or a pair.
             ValueError: a bad shape, float values far outside [0, 1], or a scale / size that is not positive.
         """
         options = dict(scale=scale, out_size=out_size, tile_size=tile_size, tile_pad=tile_pad, bf16=bf16,
-                       progress=progress)
+                       progress=progress, size_rule=size_rule)
         if isinstance(image, np.ndarray):
             return self._upscale_array(image, bgr, options)
         if isinstance(image, torch.Tensor):
@@ -240,7 +262,7 @@ class Upscaler:
         batch = image if image.ndim == 4 else image[None]
         outputs = []
         for item in batch:
-            values = item.to(self.device).float().div_(peak).clamp_(0, 1)[None]
+            values = (item.detach().to(self.device).float() / peak).clamp(0, 1)[None]  # never the caller's tensor
             channels = values.shape[1]
             color = values[:, :1].expand(-1, 3, -1, -1) if channels in (1, 2) else values[:, :3]
             alpha = values[:, -1:] if channels in (2, 4) else None
@@ -258,21 +280,46 @@ class Upscaler:
     # ----------------------------------------------------------------------------------- files
     def upscale_file(self, input_path: PathLike, output_path: PathLike, scale: Optional[ScaleLike] = None,
                      out_size: Optional[Sequence[int]] = None, *, tile_size: Optional[int] = None,
-                     tile_pad: Optional[int] = None, bf16: bool = False, progress: bool = False) -> UpscaledFile:
+                     tile_pad: Optional[int] = None, bf16: bool = False, progress: bool = False,
+                     size_rule: Optional[str] = None, overwrite: bool = False) -> UpscaledFile:
         """Read an image file (8/16-bit or float TIFF; gray, RGB, RGBA), upscale it, and write it to
         ``output_path`` with the input's depth and channels as far as the output format holds them
         (JPEG, WebP and BMP hold 8 bits per channel, JPEG no alpha; see ``utils.image_io.output_layout``).
+
+        Raises:
+            FileExistsError: ``output_path`` is the input file itself and ``overwrite`` is False (the rule of
+                ``basicsr infer --overwrite``), checked before anything is read.
         """
-        rgb, meta = read_image(os.fspath(input_path))
+        return self.upscale_file_many(input_path, [(output_path, scale, out_size)], tile_size=tile_size,
+                                      tile_pad=tile_pad, bf16=bf16, progress=progress, size_rule=size_rule,
+                                      overwrite=overwrite)[0]
+
+    def upscale_file_many(self, input_path: PathLike,
+                          outputs: Sequence[Tuple[PathLike, Optional[ScaleLike], Optional[Sequence[int]]]], *,
+                          tile_size: Optional[int] = None, tile_pad: Optional[int] = None, bf16: bool = False,
+                          progress: bool = False, size_rule: Optional[str] = None,
+                          overwrite: bool = False) -> List[UpscaledFile]:
+        """:meth:`upscale_file` for several ``(output_path, scale, out_size)`` of one input (``basicsr infer
+        --scales``): one encoding when the image is not tiled, and each file exactly what :meth:`upscale_file`
+        writes for it alone."""
+        source = os.fspath(input_path)
+        paths = [os.fspath(output[0]) for output in outputs]
+        for path in paths:
+            if not overwrite and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+                raise FileExistsError(f'output {path} is the input image {source}; pass overwrite=True to replace '
+                                      'it, or choose another output path')
+        rgb, meta = read_image(source)
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         alpha = None if meta.alpha is None else torch.from_numpy(meta.alpha)[None, None]
-        sr, sr_alpha, field = self.upscale_rgb(lq, alpha, scale=scale, out_size=out_size,
-                                               tile_size=tile_size, tile_pad=tile_pad, bf16=bf16, progress=progress)
-        output_path = os.fspath(output_path)
-        write_image(output_path, sr[0].permute(1, 2, 0).cpu().numpy().astype(np.float32), meta,
-                    None if sr_alpha is None else sr_alpha[0, 0].cpu().numpy())
-        dtype, keeps_alpha = output_layout(os.path.splitext(output_path)[1], meta)
-        return UpscaledFile(output_path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha, field)
+        results = self.upscale_rgb_many(lq, alpha, [(scale, size) for _, scale, size in outputs],
+                                        tile_size=tile_size, tile_pad=tile_pad, bf16=bf16, progress=progress, size_rule=size_rule)
+        written = []
+        for path, (sr, sr_alpha, field) in zip(paths, results):
+            write_image(path, sr[0].permute(1, 2, 0).cpu().numpy().astype(np.float32), meta,
+                        None if sr_alpha is None else sr_alpha[0, 0].cpu().numpy())
+            dtype, keeps_alpha = output_layout(os.path.splitext(path)[1], meta)
+            written.append(UpscaledFile(path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha, field))
+        return written
 
 
 def _check_float_range(image: Union[np.ndarray, torch.Tensor], is_float: bool, name: str) -> None:

@@ -25,6 +25,12 @@ BasicSR attribute                          runs          replaced by, and why
 ``basicsr.train.EnlargedSampler``          train         ``utils.resume.ResumableSampler``: exact resumption
 ``basicsr.data.worker_init_fn``            train         ``utils.preemption.worker_init_fn``: DataLoader workers
                                                          ignore SIGINT/SIGTERM (the main process saves and stops)
+``basicsr.train.make_exp_dirs``,           train, test   archive-and-create serialised with other runs, never of
+``basicsr.test.make_exp_dirs``                           a live run's folder; the run's folder lock moves into
+                                                         the new folder (``utils.run_lock``)
+``basicsr.train.get_root_logger``,         train, test   a log file that cannot be written (disk full, size
+``basicsr.test.get_root_logger``                         limit) stops the run with one line (``LogWriteError``),
+                                                         not a logging traceback per line
 =========================================  ============  =========================================================
 
 Besides attributes, a training run routes SIGTERM/SIGINT to the stop flag (``utils.preemption``) and starts a
@@ -36,7 +42,7 @@ import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterator, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
 
 import torch
 import torch.distributed as torch_dist
@@ -50,7 +56,7 @@ from gsasr_plugin.utils.options import OrderedSafeLoader, parse_override_value
 from gsasr_plugin.utils.preemption import worker_init_fn
 from gsasr_plugin.utils.resume import PROGRESS, ResumableSampler
 
-__all__ = ['Patch', 'PATCHES', 'patched_basicsr']
+__all__ = ['Patch', 'PATCHES', 'patched_basicsr', 'LogWriteError']
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,54 @@ def _sampler(original: Any, opt: Mapping[str, Any]) -> Any:
     return ResumableSampler
 
 
+def _locked_make_exp_dirs(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    def make_exp_dirs(run_opt):
+        """``make_exp_dirs``: BasicSR's archive-and-create, serialised with other runs, never of a live run's
+        folder, and the run's folder lock moved into the new folder (``utils.run_lock``)."""
+        lock = _RUN.get('folder_lock')
+        if lock is None:
+            return original(run_opt)
+        with lock.creating():
+            return original(run_opt)
+
+    return make_exp_dirs
+
+
+class LogWriteError(OSError):
+    """The run's log file cannot be written (disk full, file size limit, ...): the run stops, in one line."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _failing_log_files(original: Callable, opt: Mapping[str, Any]) -> Callable:
+    def get_root_logger(*args, **kwargs):
+        """``get_root_logger`` whose log-file handlers stop the run with one :class:`LogWriteError` when a write
+        fails, instead of logging's ``--- Logging error ---`` traceback for every later line."""
+        import logging
+        logger = original(*args, **kwargs)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and 'handleError' not in vars(handler):
+                handler.handleError = partial(_stop_on_log_error, handler)
+                _RUN.setdefault('log_handlers', []).append(handler)
+        return logger
+
+    return get_root_logger
+
+
+def _stop_on_log_error(handler: Any, record: Any) -> None:
+    import sys
+
+    from gsasr_plugin.utils.atomic_io import describe_os_error
+    error = sys.exc_info()[1]
+    if not isinstance(error, OSError):  # a bad record (a formatting bug), not the file: logging's own report
+        type(handler).handleError(handler, record)
+        return
+    handler.handleError = lambda record: None  # nothing more to this file while the run stops
+    raise LogWriteError(error.errno, f'cannot write the log {handler.baseFilename}: {describe_os_error(error)}; '
+                        'the run stops (the checkpoints and states written so far are kept)') from None
+
+
 def _worker_init_fn(original: Callable, opt: Mapping[str, Any]) -> Callable:
     return partial(worker_init_fn, basicsr_init=original)
 
@@ -134,17 +188,24 @@ PATCHES: Tuple[Patch, ...] = (
     Patch('basicsr.train', 'load_resume_state', ('train', ), _load_resume_state),
     Patch('basicsr.train', 'EnlargedSampler', ('train', ), _sampler),
     Patch('basicsr.data', 'worker_init_fn', ('train', ), _worker_init_fn),
+    Patch('basicsr.train', 'make_exp_dirs', ('train', ), _locked_make_exp_dirs),
+    Patch('basicsr.test', 'make_exp_dirs', ('test', ), _locked_make_exp_dirs),
+    Patch('basicsr.train', 'get_root_logger', ('train', ), _failing_log_files),
+    Patch('basicsr.test', 'get_root_logger', ('test', ), _failing_log_files),
 )
+_RUN: Dict[str, Any] = {}  # what the patches of the current run share (its folder lock)
 
 
 @contextlib.contextmanager
-def patched_basicsr(command: str, opt: Mapping[str, Any]) -> Iterator[None]:
+def patched_basicsr(command: str, opt: Mapping[str, Any], folder_lock: Any = None) -> Iterator[None]:
     """BasicSR patched for one ``basicsr <command>`` run with options ``opt`` (the parsed YAML): every entry of
     :data:`PATCHES` for ``command`` (and, for training, the signal handlers and a fresh data position); all of
-    it undone on exit, and the process group the run made left."""
+    it undone on exit, and the process group the run made left. ``folder_lock``: the run's
+    ``utils.run_lock.RunFolderLock``, which ``make_exp_dirs`` moves into the folder it creates."""
     if command not in ('train', 'test'):
         raise ValueError(f"command must be 'train' or 'test', got {command!r}")
     saved: List[Tuple[Any, str, Any]] = []
+    _RUN['folder_lock'] = folder_lock
     try:
         for patch in PATCHES:
             if command in patch.commands:
@@ -159,6 +220,9 @@ def patched_basicsr(command: str, opt: Mapping[str, Any]) -> Iterator[None]:
     finally:
         for module, name, original in reversed(saved):
             setattr(module, name, original)
+        for handler in _RUN.get('log_handlers', ()):
+            vars(handler).pop('handleError', None)
+        _RUN.clear()
         preemption.restore_handlers()
         _leave_process_group()
 

@@ -39,10 +39,10 @@ from gsasr_plugin.utils.safe_load import (NonFiniteWeightsError, TorchFileError,
                                           compare_state_dicts, describe_fit, load_torch_file)
 from gsasr_plugin.version import __version__
 
-__all__ = ['Checkpoint', 'MissingNetworkOptions', 'save_checkpoint', 'write_checkpoint', 'load_checkpoint',
-           'network_options_of', 'portable_network_options', 'load_weights', 'describe_weights',
-           'is_released_weights', 'network_options_for', 'build_with_weights', 'load_into', 'check_fit',
-           'check_weights_fit', 'META_KEY',
+__all__ = ['Checkpoint', 'MissingNetworkOptions', 'NetworkTooLargeError', 'network_bytes', 'check_network_memory',
+           'save_checkpoint', 'write_checkpoint', 'load_checkpoint', 'network_options_of', 'portable_network_options',
+           'load_weights', 'describe_weights', 'is_released_weights', 'network_options_for', 'build_with_weights',
+           'load_into', 'check_fit', 'check_weights_fit', 'META_KEY',
            'NETWORK_KEY', 'LOAD_TIME_KEYS', 'WEIGHT_KEYS']
 
 META_KEY = 'gsasr_plugin'
@@ -385,9 +385,47 @@ def build_with_weights(weights: Checkpoint, what: str = 'the weights', where: Op
             f'{what} does not say which network it holds (no network_g options come with it: written by BasicSR, '
             "by another program or by an older version); pass the option file it was trained with (-opt OPTIONS.yml "
             "on the command line, load_model(..., opt='OPTIONS.yml') in Python)")
+    label = f'network_g of {where}' if where else f'the network_g of {what}'
+    try:  # the size first, on the meta device (no memory, no time): a network too large is refused unbuilt
+        with torch.device('meta'):
+            planned = build_network(copy.deepcopy(dict(weights.network_g)))
+    except Exception:  # noqa: BLE001  (the meta device is an optimisation: the real build decides)
+        planned = None
+    if planned is not None:
+        check_network_memory(planned, label)
     network = build_network(copy.deepcopy(dict(weights.network_g)))
     load_into(network, weights, what, network_label=f'network_g of {where}' if where else 'network_g')
     return network
+
+
+class NetworkTooLargeError(ValueError):
+    """A network's parameters would not fit in the memory free here."""
+
+
+def network_bytes(network: torch.nn.Module) -> int:
+    """Bytes of a (built, or meta) network's parameters and buffers."""
+    tensors = list(network.parameters()) + list(network.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_network_memory(network: torch.nn.Module, what: str, copies: float = 1.0,
+                         free: Optional[int] = None) -> None:
+    """Raise :class:`NetworkTooLargeError` naming ``what`` when ``copies`` times ``network``'s parameters and
+    buffers (a meta network is enough) exceed the free memory (``free`` bytes, default the host's available
+    memory): before the allocator is asked for them.
+
+    ``copies``: the parameter-sized tensors a use needs (1 to build; training also holds gradients and
+    Adam's two moments).
+    """
+    from gsasr_plugin.inference import available_memory
+    needed = network_bytes(network) * copies
+    free = available_memory(torch.device('cpu')) if free is None else free
+    if needed > free:
+        count = sum(p.numel() for p in network.parameters())
+        raise NetworkTooLargeError(
+            f'{what} is a {type(network).__name__} of {count:,} parameters: it needs {needed / 2**30:,.1f} GiB '
+            f'of memory{" to train" if copies > 1 else ""}, more than the {free / 2**30:,.1f} GiB free here; check '
+            'its options (embed_dim, num_feat, ...)')
 
 
 def load_into(network: torch.nn.Module, weights: Union[Checkpoint, Mapping[str, torch.Tensor]], what: str,

@@ -8,17 +8,18 @@ into one canvas, so there are no seams to blend. :func:`auto_tile_size` picks ti
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from gsasr_plugin.archs.gaussian_field import (GaussianField, concat_fields, float_field, select_gaussians,
                                                shift_field)
 from gsasr_plugin.archs.sr_network import SRNetwork
-from gsasr_plugin.utils.scale import ScaleLike, ScalePair, Target, resolve_scale_and_size, scaled_size
+from gsasr_plugin.utils.scale import (ScaleLike, ScalePair, Size, Target, check_size_rule, resolve_scale_and_size,
+                                      scaled_size)
 
-__all__ = ['plan_tiles', 'auto_tile_size', 'available_memory', 'encode_tiled', 'super_resolve', 'Tile',
-           'TiledEncodingUnsupported', 'NonFiniteOutputError']
+__all__ = ['plan_tiles', 'auto_tile_size', 'available_memory', 'encode_tiled', 'super_resolve',
+           'super_resolve_many', 'resolve_requests', 'Tile', 'TiledEncodingUnsupported', 'NonFiniteOutputError']
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,18 @@ class TiledEncodingUnsupported(ValueError):
 
 def _encode(network: SRNetwork, lq: torch.Tensor, target: Target, bf16: bool):
     """``network``'s field of ``lq`` for a validated ``target`` (float32 Gaussians whatever the autocast)."""
+    return _decode(network, _encode_features(network, lq, bf16), target, bf16, lq.device.type)
+
+
+def _encode_features(network: SRNetwork, lq: torch.Tensor, bf16: bool):
     with torch.no_grad(), torch.autocast(device_type=lq.device.type, dtype=torch.bfloat16, enabled=bf16):
-        field = network.decode_field(network.encode_features(lq), target)
+        return network.encode_features(lq)
+
+
+def _decode(network: SRNetwork, features, target: Target, bf16: bool, device_type: str):
+    """The field of ``features`` (``encode_features``'s) for ``target``: float32 Gaussians whatever the autocast."""
+    with torch.no_grad(), torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bf16):
+        field = network.decode_field(features, target)
     return float_field(field) if isinstance(field, GaussianField) else field
 
 
@@ -143,16 +154,66 @@ def auto_tile_size(network: SRNetwork, lr_size: Tuple[int, int], device: torch.d
 
 def super_resolve(network: SRNetwork, lq: torch.Tensor, scale: Optional[ScaleLike] = None,
                   out_size: Optional[Tuple[int, int]] = None, tile_size: Optional[int] = None,
-                  tile_pad: Optional[int] = None, bf16: bool = False,
-                  progress: bool = False) -> Tuple[torch.Tensor, GaussianField]:
+                  tile_pad: Optional[int] = None, bf16: bool = False, progress: bool = False,
+                  size_rule: Optional[str] = None) -> Tuple[torch.Tensor, GaussianField]:
     """Super-resolve ``lq`` (1, 3, h, w) float in [0, 1] -> ((1, 3, Ho, Wo) in [0, 1], the Gaussian field).
 
     ``scale`` is a number or a pair (s_h, s_w); ``out_size`` (Ho, Wo) wins over it for the size, and the
-    conditioning scale is then ``scale`` or (Ho / h, Wo / w). ``tile_size=None`` picks tiles from free memory
-    (none if the image fits), ``tile_size=0`` never tiles, ``tile_size=N`` uses N x N LR cores with ``tile_pad``
-    LR pixels of context (default: two alignment units, at least 8). For numpy images,
-    other dtypes, gray or alpha, use :class:`gsasr_plugin.api.Upscaler`.
+    conditioning scale is then ``scale`` or (Ho / h, Wo / w). Without ``out_size`` the size is
+    ``utils.scale.scaled_size`` under ``size_rule`` (None: the network's own, ``network.size_rule``).
+    ``tile_size=None`` picks tiles from free memory (none if the image fits), ``tile_size=0`` never tiles,
+    ``tile_size=N`` uses N x N LR cores with ``tile_pad`` LR pixels of context (default: two alignment units, at
+    least 8). For numpy images, other dtypes, gray or alpha, use :class:`gsasr_plugin.api.Upscaler`.
     """
+    _check_inputs(network, lq)
+    targets = resolve_requests(network, lq.shape[-2:], [(scale, out_size)], size_rule)
+    return next(super_resolve_many(network, lq, targets, tile_size, tile_pad, bf16, progress))
+
+
+def resolve_requests(network: SRNetwork, lr_size: Sequence[int], requests: Sequence[Tuple[Optional[ScaleLike],
+                                                                                      Optional[Size]]],
+                     size_rule: Optional[str] = None) -> List[Target]:
+    """Validated targets of ``(scale, out_size)`` requests for an image of ``lr_size`` (``size_rule`` None: the
+    network's)."""
+    rule = network.size_rule if size_rule is None else check_size_rule(size_rule)
+    return [resolve_scale_and_size((int(lr_size[0]), int(lr_size[1])), scale, size, rule) for scale, size in requests]
+
+
+def super_resolve_many(network: SRNetwork, lq: torch.Tensor, targets: Sequence[Target],
+                       tile_size: Optional[int] = None, tile_pad: Optional[int] = None, bf16: bool = False,
+                       progress: bool = False) -> Iterator[Tuple[torch.Tensor, GaussianField]]:
+    """:func:`super_resolve` of one image for several validated ``targets`` (:func:`resolve_requests`), one
+    (output, field) at a time: the encoder runs once when the image is not tiled (a scale-conditioned
+    decoder once per target), and every output is what :func:`super_resolve` gives for its target alone."""
+    _check_inputs(network, lq)
+    height, width = lq.shape[-2:]
+    automatic = tile_size is None
+    if automatic:
+        tile_size = auto_tile_size(network, (height, width), lq.device) or 0
+    tiled = bool(tile_size and (tile_size < height or tile_size < width))
+    features = None
+    for target in targets:
+        field = None
+        if tiled:
+            try:
+                field = encode_tiled(network, lq, target.scale, tile_size, tile_pad, progress=progress, bf16=bf16)
+            except TiledEncodingUnsupported:
+                if not automatic:
+                    raise
+                tiled = False
+        if field is None:
+            if features is None:
+                features = _encode_features(network, lq, bf16)
+            field = _decode(network, features, target, bf16, lq.device.type)
+        with torch.no_grad():
+            output = network.render(field, target.size)
+        if not bool(torch.isfinite(output).all()):
+            raise NonFiniteOutputError('the model produced non-finite values (NaN/inf) for this image: its weights '
+                                       'are broken (a diverged run?) or overflow on this input')
+        yield output.float().clamp_(0, 1), field
+
+
+def _check_inputs(network: SRNetwork, lq: torch.Tensor) -> None:
     if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3 or not lq.dtype.is_floating_point:
         shown = (f'a {lq.dtype} tensor of shape {tuple(lq.shape)}' if isinstance(lq, torch.Tensor)
                  else f'a {type(lq).__name__}')
@@ -161,26 +222,6 @@ def super_resolve(network: SRNetwork, lq: torch.Tensor, scale: Optional[ScaleLik
     if not isinstance(network, SRNetwork):
         raise TypeError(f'network {type(network).__name__} is not an SR network (gsasr_plugin.archs.sr_network.'
                         'SRNetwork: encode_features / decode_field / render)')
-    height, width = lq.shape[-2:]
-    target = resolve_scale_and_size((height, width), scale, out_size)
-    automatic = tile_size is None
-    if automatic:
-        tile_size = auto_tile_size(network, (height, width), lq.device) or 0
-    field = None
-    if tile_size and (tile_size < height or tile_size < width):
-        try:
-            field = encode_tiled(network, lq, target.scale, tile_size, tile_pad, progress=progress, bf16=bf16)
-        except TiledEncodingUnsupported:
-            if not automatic:
-                raise
-    if field is None:
-        field = _encode(network, lq, target, bf16)
-    with torch.no_grad():
-        output = network.render(field, target.size)
-    if not bool(torch.isfinite(output).all()):
-        raise NonFiniteOutputError('the model produced non-finite values (NaN/inf) for this image: its weights '
-                                   'are broken (a diverged run?) or overflow on this input')
-    return output.float().clamp_(0, 1), field
 
 
 class NonFiniteOutputError(ValueError):

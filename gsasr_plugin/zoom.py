@@ -31,8 +31,8 @@ from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.inference import TiledEncodingUnsupported, encode_tiled
 from gsasr_plugin.ops import DEFAULT_CUTOFF
 from gsasr_plugin.utils.atomic_io import atomic_write
-from gsasr_plugin.utils.scale import (ScaleLike, check_out_size, lr_size_of, resolve_scale_and_size, scaled_size,
-                                      to_scale_pair)
+from gsasr_plugin.utils.scale import (DEFAULT_SIZE_RULE, ScaleLike, Target, check_out_size, check_size_rule,
+                                      lr_size_of, resolve_scale_and_size, scaled_size, to_scale_pair)
 
 __all__ = ['ZoomRenderer', 'zoom_windows', 'zoom_frame_size', 'to_uint8_frames', 'save_gif', 'save_frames']
 
@@ -74,6 +74,7 @@ class ZoomRenderer:
             re-encodes per new scale; a network whose field tiles cannot merge (GaussianSR's) is encoded whole.
         tile_pad: LR context pixels around each tile (default: ``encode_tiled``'s).
         on_tile: ``on_tile(done, total)`` after each tile (progress; what it raises ends the encoding).
+        size_rule: How :meth:`render_scales` sizes a scale (``utils.scale.scaled_size``); None: the network's.
 
     Attributes:
         encodes: How many times the field was decoded (1 for scale-free networks; the encoder runs once).
@@ -82,7 +83,7 @@ class ZoomRenderer:
 
     def __init__(self, net: SRNetwork, lq: torch.Tensor, cutoff: Optional[float] = None,
                  tile_size: Optional[int] = None, tile_pad: Optional[int] = None,
-                 on_tile: Optional[Callable[[int, int], None]] = None):
+                 on_tile: Optional[Callable[[int, int], None]] = None, size_rule: Optional[str] = None):
         if not isinstance(net, SRNetwork):
             raise TypeError(f'{type(net).__name__} is not an SR network (gsasr_plugin.archs.sr_network.SRNetwork)')
         self.net = net
@@ -93,6 +94,7 @@ class ZoomRenderer:
         self.tile_size = tile_size if tile_size and (tile_size < max(self.lr_size)) else 0
         self.tile_pad = tile_pad
         self.on_tile = on_tile
+        self.size_rule = check_size_rule(size_rule if size_rule is not None else net.size_rule)
         self.encodes = 0
         self.feature_encodes = 0
         self._fields: Dict[Tuple[float, float], Any] = {}
@@ -113,13 +115,18 @@ class ZoomRenderer:
         return self._features is not None
 
     @torch.no_grad()
-    def field(self, scale: Tuple[float, float] = (1.0, 1.0)):
-        """The field for ``scale`` (a validated pair; the one field of a scale-free network whatever the scale)."""
+    def field(self, scale: Tuple[float, float] = (1.0, 1.0), size: Optional[Tuple[int, int]] = None):
+        """The field for a validated ``scale`` pair (the one field of a scale-free network whatever the scale),
+        decoded for exactly that scale (fields are kept by :meth:`field_key`). With the output ``size`` of a
+        whole-image render, a scale-free network's field is given that target too (``decode_field`` only adjusts
+        it, e.g. ContinuousSR's ``covariance_scale: requested_scale``): what ``net.encode(lq, scale, size)``
+        gives."""
         key = self.field_key(scale)
         if key not in self._fields:
+            target = None if self.scale_free else resolve_scale_and_size(self.lr_size, scale, size, self.size_rule)
             if self.tile_size:
                 try:
-                    self._fields[key] = encode_tiled(self.net, self.lq, key, self.tile_size, self.tile_pad,
+                    self._fields[key] = encode_tiled(self.net, self.lq, scale, self.tile_size, self.tile_pad,
                                                      on_tile=self.on_tile)
                     self.feature_encodes += 1
                 except TiledEncodingUnsupported:
@@ -128,11 +135,12 @@ class ZoomRenderer:
                 if self._features is None:
                     self._features = self.net.encode_features(self.lq)
                     self.feature_encodes += 1
-                target = None if self.scale_free else resolve_scale_and_size(self.lr_size, key)
                 self._fields[key] = self.net.decode_field(self._features, target)
             self.encodes += 1
-            if not self.scale_free and len(self._fields) > 8:  # keep memory bounded over long zooms
+            if len(self._fields) > 8:  # keep memory bounded over long zooms
                 self._fields.pop(next(iter(self._fields)))
+        if self.scale_free and size is not None and self._features is not None:
+            return self.net.decode_field(self._features, Target(scale, size))
         return self._fields[key]
 
     def forget_fields(self) -> None:
@@ -155,27 +163,31 @@ class ZoomRenderer:
                scale: Optional[ScaleLike] = None, field_scale: Optional[ScaleLike] = None) -> torch.Tensor:
         """(B, C, Ho, Wo) render of ``window`` (default: the whole image) at ``out_size`` = (Ho, Wo).
 
-        ``scale`` conditions a scale-dependent network (default: ``out_size`` over the window's size).
-        ``field_scale`` renders the field of that scale instead: for a scale-dependent network, an approximation
-        of ``scale`` (a preview from a field at hand, e.g. :meth:`nearest_cached_scale`).
+        ``scale`` conditions a scale-dependent network (default: ``out_size`` over the window's size); for the
+        whole image the render is ``net(lq, scale, out_size)``. ``field_scale`` renders the field of that scale
+        instead: for a scale-dependent network, an approximation of ``scale`` (a preview from a field at hand,
+        e.g. :meth:`nearest_cached_scale`).
         """
         out_size = check_out_size(out_size)
         view = check_window(window, self.lr_size)
         if scale is None:
             scale = (out_size[0] / (view[2] - view[0]), out_size[1] / (view[3] - view[1]))
-        field = self.field(to_scale_pair(field_scale if field_scale is not None else scale))
+        scale = to_scale_pair(field_scale if field_scale is not None else scale)
         if view == whole_window(self.lr_size):
-            return self.net.render(field, out_size)
+            return self.net.render(self.field(scale, out_size), out_size)
+        field = self.field(scale)
         if isinstance(field, GaussianField):
             field = cull_to_window(field, view, self.cutoff)
         return self.net.render(field, out_size, window=view)
 
     def render_scales(self, scales: Sequence[ScaleLike] = (),
                       sizes: Sequence[Sequence[int]] = ()) -> List[torch.Tensor]:
-        """Renders of the whole image at each scale (size ``round(h * s_h), round(w * s_w)``), then each size."""
+        """Renders of the whole image at each scale (its size by :attr:`size_rule`, conditioned on the scale
+        itself: ``net(lq, scale)``), then at each size (``net(lq, out_size=size)``)."""
         outputs = []
         for scale in scales:
-            outputs.append(self.render(scaled_size(self.lr_size, scale)))
+            target = resolve_scale_and_size(self.lr_size, scale, size_rule=self.size_rule)
+            outputs.append(self.render(target.size, scale=target.scale))
         for size in sizes:
             outputs.append(self.render(size))
         return outputs
@@ -227,8 +239,8 @@ def save_frames(frames: Sequence[Union[torch.Tensor, np.ndarray]], folder: Union
 
 
 def zoom_frame_size(lr_size: Sequence[int], scale: Optional[Tuple[float, float]] = None,
-                    size: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
-    """Frame size (Ho, Wo): ``size`` when given, else the LR size times ``scale`` (default x4)."""
+                    size: Optional[Tuple[int, int]] = None, rule: str = DEFAULT_SIZE_RULE) -> Tuple[int, int]:
+    """Frame size (Ho, Wo): ``size`` when given, else the LR size times ``scale`` (default x4) by ``rule``."""
     if size is not None:
         return int(size[0]), int(size[1])
-    return scaled_size(lr_size, scale if scale is not None else 4.0)
+    return scaled_size(lr_size, scale if scale is not None else 4.0, rule)

@@ -90,15 +90,23 @@ def _asks_for_help(argv: List[str]) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     """``basicsr <subcommand> [options]``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ('-h', '--help'):
+    if argv and argv[0] in ('-h', '--help'):
         print(_usage())
-        return 0 if argv else 2
-    if argv[0] == '--version':
+        return 0
+    if argv and argv[0] == '--version':
         print(version_text())
         return 0
+    choices = ', '.join(SUBCOMMANDS)
+    if not argv:
+        print(f'{PROG}: error: no subcommand given; choose one of {choices}\n\n{_usage()}', file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     if command not in SUBCOMMANDS:
-        print(f"{PROG}: unknown subcommand '{command}'\n\n{_usage()}", file=sys.stderr)
+        import difflib
+        close = difflib.get_close_matches(command, list(SUBCOMMANDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        print(f"{PROG}: error: unknown subcommand '{command}'{hint}; choose one of {choices}\n\n{_usage()}",
+              file=sys.stderr)
         return 2
     parser = SUBCOMMANDS[command].parser()
     if _asks_for_help(rest):

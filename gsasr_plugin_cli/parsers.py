@@ -8,6 +8,7 @@ import argparse
 __all__ = ['UsageError', 'pipeline_parser', 'infer_parser', 'convert_parser', 'app_parser', 'INFER_EXTENSIONS']
 
 INFER_EXTENSIONS = ('auto', 'png', 'jpg', 'tif', 'webp')
+SIZE_RULES = ('round', 'floor', 'ceil')  # gsasr_plugin.utils.scale.SIZE_RULES (no torch import here)
 
 
 class UsageError(Exception):
@@ -115,9 +116,24 @@ def _zoom_max_arg(text):
     return value
 
 
+class _InferParser(_OneLineParser):
+    """``basicsr infer``'s parser: also the flags that mean something only with another one, and their defaults."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.gaussians_crop is not None and not parsed.save_gaussians:
+            raise UsageError('--gaussians-crop sets the crop drawn by --save-gaussians; add --save-gaussians or drop '
+                             'it')
+        if parsed.zoom_max is not None and not parsed.zoom:
+            raise UsageError('--zoom-max sets the last frame of --zoom FRAMES; add --zoom or drop it')
+        parsed.gaussians_crop = 12 if parsed.gaussians_crop is None else parsed.gaussians_crop
+        parsed.zoom_max = 4.0 if parsed.zoom_max is None else parsed.zoom_max
+        return parsed
+
+
 def infer_parser() -> argparse.ArgumentParser:
     """``basicsr infer``'s flags (short ones where Real-ESRGAN users reach for them: -m/-n, -s, -t)."""
-    parser = _OneLineParser(
+    parser = _InferParser(
         prog='basicsr infer', description='Super-resolve images at any scale (or size) with a GSASR-family model.',
         epilog='A checkpoint saved by basicsr train (or by the converter) carries its network options, so '
         '-m model.pth is enough; older checkpoints and bare state dicts need -opt. Outputs are '
@@ -140,6 +156,9 @@ def infer_parser() -> argparse.ArgumentParser:
                         help='output size in pixels, e.g. 1920x1080')
     target.add_argument('--scales', type=_text_arg('parse_scale_list_text', '--scales'), metavar='S1,S2,...',
                         help='several scales from one encoding (SH:SW items for two axes), one file per scale')
+    parser.add_argument('--size-rule', choices=SIZE_RULES, default=None,
+                        help="output size of a scale S for an h x w image: rule(S*h) x rule(S*w); default: the "
+                        "model's (floor for the released GSASR models, as their authors' inference; else round)")
     parser.add_argument('-t', '--tile-size', type=_non_negative_int, default=None, metavar='N',
                         help='LR tile side in pixels (0: never tile); default: chosen from free memory')
     parser.add_argument('--tile-pad', type=_non_negative_int, default=None, metavar='M',
@@ -160,11 +179,11 @@ def infer_parser() -> argparse.ArgumentParser:
     parser.add_argument('--save-gaussians', action='store_true',
                         help='also draw the predicted Gaussians (centres and ellipses coloured by opacity) '
                         'over a crop of each image, as <name>_gaussians.png')
-    parser.add_argument('--gaussians-crop', type=_non_negative_int, default=12, metavar='N',
+    parser.add_argument('--gaussians-crop', type=_positive_int, default=None, metavar='N',
                         help='LR side of the centre crop drawn by --save-gaussians (default 12)')
-    parser.add_argument('--zoom', type=_non_negative_int, default=0, metavar='FRAMES',
+    parser.add_argument('--zoom', type=_positive_int, default=None, metavar='FRAMES',
                         help='also write a continuous zoom into the centre: FRAMES frames (PNG) and a GIF')
-    parser.add_argument('--zoom-max', type=_zoom_max_arg, default=4.0, metavar='Z',
+    parser.add_argument('--zoom-max', type=_zoom_max_arg, default=None, metavar='Z',
                         help='magnification of the last zoom frame over the first (default 4)')
     return parser
 

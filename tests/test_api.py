@@ -237,3 +237,34 @@ def test_demo_upscale_goes_through_the_api(tmp_path, photo):
                       '--output', str(tmp_path / 'out' / 'cat_x3.5.png'), '--weights', str(tmp_path / 'demo.pth')]) == 0
     assert cv2.imread(str(tmp_path / 'out' / 'cat_x3.5.png')).shape == (42, 56, 3)
     assert cv2.imread(str(tmp_path / 'out' / 'cat_x3.5_bicubic.png')).shape == (42, 56, 3)
+
+
+def test_upscale_reads_a_tensor_that_requires_grad_and_never_modifies_it(ours, network):
+    """No autograd through the API (documented): a tensor that requires grad is read as data, the result does
+    not require grad, and the caller's tensor is left as it was (issue 26, item 16)."""
+    model = gsasr_plugin.load_model(ours, device='cpu')
+    image = torch.rand(2, 3, 9, 11).mul_(1.04).requires_grad_()  # a little above 1: must not be clamped in place
+    before = image.detach().clone()
+    out = model.upscale(image, scale=2)
+    assert out.shape == (2, 3, 18, 22) and not out.requires_grad
+    assert torch.equal(image.detach(), before) and image.requires_grad
+    expected = super_resolve(network, before[:1].clamp(0, 1), scale=2, tile=0)[0]
+    assert torch.allclose(out[:1], expected, atol=1e-6)
+
+
+def test_upscale_file_never_replaces_its_input_unless_asked(ours, tmp_path, photo):
+    """One rule for the API and `basicsr infer`: an output that is the input itself needs overwrite=True
+    (--overwrite), checked before anything is read or written (issue 26, item 16)."""
+    import cv2
+    model = gsasr_plugin.load_model(ours, device='cpu')
+    path = tmp_path / 'p.png'
+    cv2.imwrite(str(path), photo('astronaut', (10, 12)))
+    original = path.read_bytes()
+    with pytest.raises(FileExistsError, match=r'p\.png is the input image .*overwrite=True'):
+        model.upscale_file(path, path, scale=2)
+    with pytest.raises(FileExistsError):
+        model.upscale_file(path, tmp_path / '.' / 'p.png', scale=2)  # the same file by another name
+    assert path.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ['net_g_latest.pth',
+                                                                                              'p.png']
+    model.upscale_file(path, path, scale=2, overwrite=True)
+    assert cv2.imread(str(path)).shape == (20, 24, 3)

@@ -191,3 +191,44 @@ def test_kill_9_during_a_model_write_leaves_the_previous_file_and_only_removable
     assert debris == [f'net_g_3.pth.partial-{proc.pid}']
     assert [os.path.basename(p) for p in remove_partial_files(str(tmp_path))] == debris
     assert sorted(p.name for p in tmp_path.iterdir()) == ['net_g_3.pth']
+
+
+_LOG_DISK_FULL_RUNNER = textwrap.dedent('''
+    import errno, logging, os, sys
+    class Full:  # the log file's stream: the disk is full after the first 2000 bytes
+        def __init__(self, stream):
+            self.stream, self.written = stream, 0
+        def write(self, text):
+            self.written += len(text)
+            if self.written > 2000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.stream.write(text)
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+    original = logging.FileHandler._open
+    logging.FileHandler._open = lambda self: Full(original(self))
+    from gsasr_plugin import cli
+    sys.exit(cli.main(sys.argv[1:]))
+''')
+
+
+@pytest.mark.parametrize('fault', ['disk_full', 'file_size_limit'])
+def test_a_log_file_that_cannot_be_written_stops_the_run_in_one_line(tmp_path, photo, fault):
+    """Issue 26, item 9: logging's '--- Logging error ---' traceback was printed for every later log line; now
+    the first failed write stops the run with one line naming the log file and the reason."""
+    import resource
+    write_photos(tmp_path / 'train', photo)
+    write_options(tmp_path / 'a.yml', tiny_options('log_full', 'train', total_iter=4))
+    if fault == 'disk_full':
+        argv, limit = [sys.executable, '-c', _LOG_DISK_FULL_RUNNER], None
+    else:  # for real: RLIMIT_FSIZE (Python ignores SIGXFSZ, so a write past it fails with EFBIG)
+        argv, limit = [sys.executable, '-m', 'gsasr_plugin.cli'], 3000
+    proc = subprocess.run(argv + ['train', '-opt', 'a.yml'], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                          timeout=240, preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+                          if limit else None)
+    out = proc.stdout + proc.stderr
+    reason = 'no space left on device' if fault == 'disk_full' else 'file too large'
+    assert proc.returncode == 1, out
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('basicsr train: error:')]
+    assert len(errors) == 1 and 'error: cannot write the log ' in errors[0] and reason in errors[0], out
+    assert '--- Logging error ---' not in out and 'Traceback' not in out, out

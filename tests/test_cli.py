@@ -1,5 +1,6 @@
 """The ``basicsr`` command's train/test front end, the shipped option files, and errors for bad options."""
 import copy
+import os
 from pathlib import Path
 
 import cv2
@@ -197,3 +198,75 @@ def test_a_training_file_cannot_be_tested_one_line(tmp_path, monkeypatch, capsys
     assert cli.main(['test', '-opt', str(OPTIONS / 'test_benchmarks.yml')]) == 1  # no -m
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'path:pretrain_network_g is not set' in err and '-m CHECKPOINT' in err
+
+
+@pytest.mark.parametrize('argv, says', [([], 'no subcommand given'), (['trian'], "unknown subcommand 'trian' (did "
+                                                                                  "you mean 'train'?)")])
+def test_missing_or_unknown_subcommand_is_one_error_line(argv, says, capsys):
+    """`basicsr` alone or with a misspelt subcommand: exit 2, an error line saying what is wrong and the
+    subcommands, then the usage (issue 26, item 17)."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    first = captured.err.splitlines()[0]
+    assert first.startswith('basicsr: error: ') and says in first, captured.err
+    assert 'train, test, infer, convert' in first and 'usage: basicsr' in captured.err and not captured.out
+
+
+def test_a_live_runs_folder_is_never_archived_or_shared(tmp_path, monkeypatch, capsys, photo):
+    """Issue 26, item 5: a second `basicsr train` of the same name archived the first's live folder and both
+    wrote into one. A live run holds a flock on experiments/<name>/.run.lock: the second refuses in one line and
+    touches nothing; the lock moves into the folder BasicSR creates, is held while the run lives, is released
+    at the end, and a stale lock file (no live holder) blocks nothing."""
+    import basicsr.train
+
+    from gsasr_plugin.utils.run_lock import LOCK_NAME, FolderInUseError, RunFolderLock
+    from train_helpers import tiny_options, write_options, write_photos
+    monkeypatch.chdir(tmp_path)
+    write_photos(tmp_path / 'train', photo)
+    write_options(tmp_path / 'a.yml', tiny_options('same', 'train', total_iter=2))
+    live = tmp_path / 'experiments' / 'same'
+    live.mkdir(parents=True)
+    (live / 'net_g_1.pth').write_bytes(b'the live run writes here')
+    first = RunFolderLock(str(live), 'basicsr train')
+    first.check()  # the live run holds its folder
+    assert cli.main(['train', '-opt', 'a.yml']) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f'{live} is in use by a running basicsr train (process {os.getpid()})' in err and 'another name' in err
+    assert sorted(p.name for p in (tmp_path / 'experiments').iterdir()) == ['same']  # nothing archived
+    assert sorted(p.name for p in live.iterdir()) == [LOCK_NAME, 'net_g_1.pth']
+    first.release()  # the run ended: its lock file stays behind (stale) and blocks nothing
+    held_during_run = []
+
+    def copy_opt_file(opt_file, root):  # called by train_pipeline right after make_exp_dirs
+        try:
+            RunFolderLock(root).check()
+        except FolderInUseError:
+            held_during_run.append(root)
+        return original_copy(opt_file, root)
+
+    original_copy = basicsr.train.copy_opt_file
+    monkeypatch.setattr(basicsr.train, 'copy_opt_file', copy_opt_file)
+    assert cli.main(['train', '-opt', 'a.yml']) == 0, capsys.readouterr().err
+    archived = [p for p in (tmp_path / 'experiments').iterdir() if p.name.startswith('same_archived_')]
+    assert len(archived) == 1 and (archived[0] / 'net_g_1.pth').exists()  # BasicSR's archive of a folder not in use
+    assert held_during_run == [str(live)] and (live / LOCK_NAME).exists()
+    RunFolderLock(str(live)).check()  # released at the end
+
+
+def test_two_runs_starting_together_cannot_both_take_a_folder(tmp_path):
+    """Both pass the first check (no folder yet); the one that creates the folder second finds it held."""
+    from gsasr_plugin.utils.run_lock import FolderInUseError, RunFolderLock
+    folder = tmp_path / 'experiments' / 'same'
+    first, second = RunFolderLock(str(folder)), RunFolderLock(str(folder))
+    first.check()
+    second.check()
+    assert not first.held and not second.held
+    with first.creating():
+        folder.mkdir(parents=True)  # what BasicSR's make_exp_dirs does
+    assert first.held
+    with pytest.raises(FolderInUseError, match='is in use by a running basicsr'):
+        with second.creating():
+            raise AssertionError('the second run must not get to archive the first one\'s folder')
+    assert sorted(p.name for p in folder.parent.iterdir()) == ['.run.lock', 'same']  # nothing archived
+    first.release()

@@ -54,6 +54,39 @@ def test_registered_and_built_from_yaml_style_options():
     assert type(net.encoder).__name__ == 'RDNEncoder'
 
 
+def _smooth_gsasr(**overrides) -> GSASR:
+    """A tiny GSASR whose heads ignore the tokens: every Gaussian sits on its reference point with one sigma
+    and opacity, coloured by the bicubic prior (lr_color_residual): a smooth interpolator of the LR image."""
+    net = tiny_gsasr(lr_color_residual=True, **overrides)
+    with torch.no_grad():
+        for head in (net.opacity_head, net.color_head, net.sigma_head, net.rho_head, net.offset_head):
+            head[-1].weight.zero_()
+            head[-1].bias.zero_()
+    return net
+
+
+@pytest.mark.parametrize('lr_size', [(10, 13), (9, 16), (12, 14), (13, 13)])  # 2 or 3 LR pixels of padding
+def test_right_and_bottom_edges_keep_the_padding_gaussians(lr_size):
+    """Issue 26, item 1: with an LR side that is not a window multiple, the Gaussians of the decoder's padding
+    were dropped, so the last output rows / columns lost the neighbours every inner pixel has (a trained
+    demo model: 36-43 grey levels darker than bicubic there). A smooth interpolator of a flat image must be
+    as bright on the right / bottom edge of such an image as inside; the field holds the padded plane."""
+    net = _smooth_gsasr()  # window 4: (10, 13) pads 2 rows and 3 columns, (12, 14) 2 columns only
+    lq = torch.full((1, 3) + lr_size, 0.5)
+    with torch.no_grad():
+        field = net.encode(lq, scale=3)
+        out = net.render(field, (3 * lr_size[0], 3 * lr_size[1]))[0, 0]
+    padded = [-(-n // 4) * 4 for n in lr_size]
+    assert field.num_gaussians == 4 * padded[0] * padded[1] and field.lr_size == lr_size
+    middle = (out.shape[0] // 2, out.shape[1] // 2)
+    # x3 samples the LR plane at 3 phases: compare an edge pixel with the inner pixel 4 LR pixels inward
+    if lr_size[0] % 4:
+        torch.testing.assert_close(out[-1, middle[1]], out[-13, middle[1]], rtol=1e-5, atol=0)
+    if lr_size[1] % 4:
+        torch.testing.assert_close(out[middle[0], -1], out[middle[0], -13], rtol=1e-5, atol=0)
+    assert out[0, middle[1]] < 0.9 * out[12, middle[1]]  # the top edge has no padding: the check can fail
+
+
 def test_any_lr_size_and_field_layout():
     net = tiny_gsasr(window_size=12, gaussian_density=16, num_upsample_stages=2, max_offset=0.5,
                      sigma_range=(0.05, 0.7), rho_max=0.9)
@@ -63,10 +96,10 @@ def test_any_lr_size_and_field_layout():
         out = net.render(field, (39, 63))
         direct = net(lq, scale=1.7, out_size=(39, 63))
     assert isinstance(field, GaussianField) and field.lr_size == (23, 37)
-    assert field.means.shape == (1, 16 * 23 * 37, 2)          # m Gaussians per LR pixel, padding cropped
-    assert field.sigmas.shape == (1, 16 * 23 * 37, 2) and field.rhos.shape == (1, 16 * 23 * 37)
+    assert field.means.shape == (1, 16 * 24 * 48, 2)  # m Gaussians per LR pixel of the window-padded plane
+    assert field.sigmas.shape == (1, 16 * 24 * 48, 2) and field.rhos.shape == (1, 16 * 24 * 48)
     x, y = field.means[..., 0], field.means[..., 1]
-    assert x.min() >= -0.5 and x.max() <= 37.5 and y.min() >= -0.5 and y.max() <= 23.5
+    assert x.min() >= -0.5 and x.max() <= 48.5 and y.min() >= -0.5 and y.max() <= 24.5
     assert field.sigmas.min() >= 0.05 and field.sigmas.max() <= 0.7
     assert field.rhos.abs().max() <= 0.9
     assert field.colors.min() >= 0 and field.colors.max() <= 1

@@ -25,20 +25,71 @@ def test_registry_lookup_with_and_without_prefix(monkeypatch):
         hub.released_model('official:nope')
 
 
-def test_offline_error_is_one_line_naming_files_repo_and_place(monkeypatch):
-    import huggingface_hub
+@pytest.fixture
+def hub_cache(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf-cache'))
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    for name in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy'):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / 'hf-cache'
 
-    def refuse(**kwargs):
+
+def test_offline_error_is_fast_one_line_and_says_where_files_go(monkeypatch, hub_cache):
+    """Issue 26, item 13: offline, the error came after 115-280 s of hub retries, cut the hub's reason and
+    named `huggingface-cli download`, which huggingface_hub 2.x no longer installs. Now: the cache is looked
+    up, one probe of the hub fails at once, and the line names the cache in use and both routes."""
+    import socket
+    import time
+
+    import huggingface_hub
+    calls = []
+
+    def cache_only(**kwargs):
+        calls.append(kwargs)
+        if not kwargs.get('local_files_only'):
+            raise AssertionError('no download may be tried when the hub cannot be reached')
         raise OSError('We have no connection or you passed local_files_only=True\nsecond line')
 
-    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', refuse)
+    def unreachable(address, timeout=None):
+        raise OSError(101, 'Network is unreachable')
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', cache_only)
+    monkeypatch.setattr(socket, 'create_connection', unreachable)
+    start = time.monotonic()
     with pytest.raises(hub.WeightsUnavailableError) as info:
         hub.fetch_files(_model())
+    assert time.monotonic() - start < 10
     text = str(info.value)
-    assert '\n' not in text
-    for part in ('official:test-model', 'a/encoder.pth a/decoder.pth', 'someone/repo', 'huggingface-cli download',
-                 'https://huggingface.co/someone/repo', 'OSError: We have no connection'):
-        assert part in text
+    assert '\n' not in text and len(calls) == 1
+    for part in ('official:test-model', 'a/encoder.pth a/decoder.pth', 'someone/repo', 'https://huggingface.co',
+                 'cannot be reached from this machine (OSError: [Errno 101] Network is unreachable',
+                 '`hf download someone/repo a/encoder.pth a/decoder.pth --local-dir test-model-files`',
+                 '-m test-model-files/a (the folder of its files)', f'copy that hub cache into {hub_cache}',
+                 'https://huggingface.co/someone/repo'):
+        assert part in text, part
+    assert 'huggingface-cli' not in text
+
+
+def test_a_hub_error_is_quoted_whole(monkeypatch, hub_cache):
+    import socket
+
+    import huggingface_hub
+    reason = 'Repository Not Found for url: https://huggingface.co/someone/repo. ' + 'Please make sure ' * 20 + \
+        '\nyou are authenticated.'
+
+    def download(**kwargs):
+        raise (OSError('not cached') if kwargs.get('local_files_only') else RuntimeError(reason))
+
+    class Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', download)
+    monkeypatch.setattr(socket, 'create_connection', lambda address, timeout=None: Connection())
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        hub.fetch_files(_model())
+    assert 'RuntimeError: ' + ' '.join(reason.split()) in str(info.value) and '\n' not in str(info.value)
 
 
 def test_fetch_returns_cached_paths_in_order(monkeypatch, tmp_path):

@@ -339,12 +339,26 @@ def test_cli_bad_file_in_folder_others_still_processed(model_files, images, tmp_
     (['--scale', '2', '--size', '8x8'], 'not allowed with', 2),
     ([], '--size --scales is required', 2),
     (['--scale', '2', '--tile-size', '-3'], '--tile-size', 2),
+    # issue 26, item 10: values that meant nothing were accepted silently
+    (['--scale', '2', '--zoom', '0'], 'argument --zoom: must be a positive integer', 2),
+    (['--scale', '2', '--save-gaussians', '--gaussians-crop', '0'], 'argument --gaussians-crop: must be', 2),
+    (['--scale', '2', '--gaussians-crop', '6'], 'add --save-gaussians', 2),
+    (['--scale', '2', '--zoom-max', '3'], 'add --zoom', 2),
 ])
 def test_cli_bad_arguments_are_one_line(model_files, images, tmp_path, capsys, args, needle, code):
     opt, ckpt, _ = model_files
     got, stdout, stderr = _run(capsys, '-opt', opt, '--model', ckpt, '-i', images, '-o', tmp_path / 'o', *args)
     assert got == code
     assert len(stderr.strip().splitlines()) == 1 and needle in stderr
+    assert not (tmp_path / 'o').exists()
+
+
+def test_cli_scale_with_no_output_pixel_is_refused(model_files, images, tmp_path, capsys):
+    """`-s 1e-9` made a 1 x 1 image and exit 0 (issue 26, item 10): one line naming the file and the scale."""
+    opt, ckpt, _ = model_files
+    code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'o', '-s', '1e-9')
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert 'rgb8.png: scale 1e-09 leaves no output pixel of 20 LR pixels' in err
     assert not (tmp_path / 'o').exists()
 
 
@@ -508,3 +522,104 @@ def test_cli_scales_carry_alpha(self_describing, images, tmp_path, capsys):
     assert code == 0, err
     assert cv2.imread(str(tmp_path / 'o' / 'rgba_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 4)
     assert cv2.imread(str(tmp_path / 'o' / 'rgba_x1.5.png'), cv2.IMREAD_UNCHANGED).shape == (30, 36, 4)
+
+
+# ------------------------------------------------------- --scales equals -s; the output size rule (issue 26)
+_TINY_GSASR = dict(type='GSASR', encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=24,
+                   num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=2,
+                   num_scale_tokens=3, gaussian_density=4, num_upsample_stages=1, head_mlp_ratio=1.0)
+_TINY_NETWORKS = {
+    'gsasr': _TINY_GSASR,
+    'gsasr_official_canvas': dict(_TINY_GSASR, pad_input_to=4, canvas_rounding='floor', box_cutoff=0.1,
+                                  size_rule='floor'),
+    'continuoussr_requested_scale': dict(type='ContinuousSR', encoder={
+        'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16},
+        num_feat=16, color_hidden=[16], offset_hidden=[16], key_hidden=[16], attn_dim=16,
+        covariance_scale='requested_scale'),
+    'gaussiansr_patches': dict(type='GaussianSR', encoder={'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1},
+                               num_kernels=9, splat_channels=4, decoder_dim=16, mlp_hidden=[16, 16],
+                               splatting='patches', kernel_size=3),
+}
+
+
+def _tiny_checkpoint(tmp_path, name):
+    from basicsr.archs import build_network
+
+    from gsasr_plugin.checkpoint import save_checkpoint
+    torch.manual_seed(0)
+    network_g = _TINY_NETWORKS[name]
+    path = tmp_path / f'{name}.pth'
+    save_checkpoint(str(path), build_network(dict(network_g)).state_dict(), network_g)
+    return path
+
+
+@pytest.mark.parametrize('name', sorted(_TINY_NETWORKS))
+def test_cli_scales_write_exactly_what_scale_writes(name, tmp_path, photo, capsys):
+    """`--scales a,b` writes byte for byte what `-s a` and `-s b` write, at scales whose products with the LR
+    sides are not whole numbers (the network is conditioned on the requested scale, not Ho / h), RGBA too."""
+    ckpt = _tiny_checkpoint(tmp_path, name)
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    rgb = photo('astronaut', (23, 37))
+    alpha = np.tile(np.linspace(0, 255, 37, dtype=np.uint8), (23, 1))
+    cv2.imwrite(str(folder / 'rgba.png'), np.concatenate([rgb[..., ::-1], alpha[..., None]], axis=2))
+    scales = ['2.5', '3.7', '1.5:3.3']
+    code, _, err = _run(capsys, '-m', ckpt, '-i', folder, '-o', tmp_path / 'many', '--scales', ','.join(scales))
+    assert code == 0, err
+    for scale in scales:
+        code, _, err = _run(capsys, '-m', ckpt, '-i', folder, '-o', tmp_path / 'one', '-s', scale.replace(':', ','))
+        assert code == 0, err
+    one = sorted((tmp_path / 'one').iterdir())
+    many = sorted((tmp_path / 'many').iterdir())
+    assert [p.name for p in one] == [p.name for p in many] == ['rgba_x1.5x3.3.png', 'rgba_x2.5.png', 'rgba_x3.7.png']
+    for a, b in zip(one, many):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_zoom_renderer_scales_are_the_forward_of_the_requested_scale():
+    from gsasr_plugin.zoom import ZoomRenderer
+    from test_continuoussr_arch import tiny_continuoussr
+    from test_gsasr_arch import tiny_gsasr
+    torch.manual_seed(0)
+    lq = torch.rand(1, 3, 23, 37)
+    for net in (tiny_gsasr(), tiny_continuoussr(covariance_scale='requested_scale')):
+        outputs = ZoomRenderer(net, lq).render_scales([2.5, 3.7, (1.5, 3.3)])
+        with torch.no_grad():
+            for out, scale in zip(outputs, [2.5, 3.7, (1.5, 3.3)]):
+                assert torch.equal(out, net(lq, scale=scale)), (type(net).__name__, scale)
+
+
+@pytest.mark.parametrize('rule, expected', [('round', (89, 133)), ('floor', (88, 133)), ('ceil', (89, 134))])
+def test_size_rule_is_one_function(rule, expected):
+    from gsasr_plugin.utils.scale import resolve_scale_and_size, scaled_size
+    assert scaled_size((24, 36), 3.7, rule) == expected
+    assert resolve_scale_and_size((24, 36), 3.7, size_rule=rule).size == expected
+    assert scaled_size((3, 10), (10 / 3, 0.1 * 3), rule) == (10, 3)  # products within 1e-6 of a whole number
+    with pytest.raises(ValueError, match='size_rule must be one of round, floor, ceil'):
+        scaled_size((24, 36), 2, 'trunc')
+
+
+def test_released_gsasr_models_follow_the_official_floor_rule(tmp_path, photo, capsys):
+    """The released GSASR models write floor(s * h) x floor(s * w) for a scale alone, as the official
+    inference_paper.py; `--size-rule` and `size_rule=` choose another rule; ours round."""
+    from basicsr.archs import build_network
+
+    from gsasr_plugin import hub
+    from gsasr_plugin.api import Upscaler
+    for released in hub.released_models().values():
+        expected = 'floor' if released.method.startswith('GSASR') else 'round'  # ContinuousSR, GaussianSR: round
+        assert released.network_g.get('size_rule', 'round') == expected, released.name
+    network = build_network(dict(_TINY_GSASR, size_rule='floor'))
+    model = Upscaler(network)
+    image = photo('astronaut', (24, 36))
+    assert model.upscale(image, 3.7).shape == (88, 133, 3)
+    assert model.upscale(image, 3.7, size_rule='round').shape == (89, 133, 3)
+    with torch.no_grad():
+        assert network(torch.rand(1, 3, 24, 36), 3.7).shape[-2:] == (88, 133)
+    ckpt = _tiny_checkpoint(tmp_path, 'gsasr_official_canvas')
+    cv2.imwrite(str(tmp_path / 'p.png'), image[..., ::-1])
+    for extra, shape in (([], (88, 133)), (['--size-rule', 'ceil'], (89, 134))):
+        code, _, err = _run(capsys, '-m', ckpt, '-i', tmp_path / 'p.png', '-o', tmp_path / 'o', '-s', '3.7',
+                            '--overwrite', *extra)
+        assert code == 0, err
+        assert cv2.imread(str(tmp_path / 'o' / 'p_x3.7.png')).shape[:2] == shape

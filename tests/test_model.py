@@ -376,3 +376,34 @@ def test_crop_border_max_caps_the_scale_border(folders, monkeypatch):
         model._metric_values({}, scale)
     assert [o['crop_border'] for o in seen] == [2, 8, 4]
     assert all('crop_border_max' not in o for o in seen)
+
+
+def test_divergence_watch_warns_when_the_loss_stays_far_above_its_lowest():
+    """Issue 26, item 11: a run at lr 1e4 went from l_pix 0.023 to 1.8 and stayed there with no word."""
+    from gsasr_plugin.models.resilient_training import DivergenceWatch
+    watch = DivergenceWatch(factor=10, patience=20)
+    diverged = [0.023, 0.02] + [1.8] * 300
+    warnings = [(i, w) for i, w in enumerate((watch.update(v, i) for i, v in enumerate(diverged, 1)), 1) if w]
+    assert [i for i, _ in warnings] == [warnings[0][0], warnings[0][0] + 200]  # once, then every 10 x patience
+    assert 'the run has diverged' in warnings[0][1] and 'lowest 0.02' in warnings[0][1]
+    healthy = DivergenceWatch(factor=10, patience=20)
+    generator = torch.Generator().manual_seed(0)
+    noisy = (0.2 * 0.99**torch.arange(2000) * (0.2 + 3 * torch.rand(2000, generator=generator))).tolist()
+    assert not any(healthy.update(v, i) for i, v in enumerate(noisy, 1))  # a noisy, falling loss: quiet
+    assert not any(DivergenceWatch(factor=0).update(v, i) for i, v in enumerate(diverged, 1))  # switched off
+
+
+def test_a_diverging_run_says_so_in_its_log(tmp_path, photo):
+    from train_helpers import run_train, tiny_options, write_options, write_photos
+    write_photos(tmp_path / 'train', photo)
+    import yaml
+    opt = tiny_options('diverging', 'train', total_iter=12, divergence_patience=3)
+    demo = yaml.safe_load(open(osp.join(osp.dirname(__file__), '..', 'options', 'train_gsasr_demo.yml')))
+    opt['network_g'] = demo['network_g']  # the issue's run: the demo network at lr 1e4 (finite, far too high)
+    opt['train']['optim_g']['lr'] = 1e4
+    opt['train']['warmup_iter'] = -1
+    write_options(tmp_path / 'a.yml', opt)
+    rc, out = run_train(tmp_path, 'a.yml')
+    assert rc == 0, out
+    log = next((tmp_path / 'experiments' / 'diverging').glob('train_diverging_*.log')).read_text()
+    assert 'WARNING: iter ' in log and 'the run has diverged' in log, log[-3000:]

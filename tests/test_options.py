@@ -85,6 +85,27 @@ def test_basicsr_parse_options_itself_loads_safely_and_keeps_ordered_dicts(run_d
     assert isinstance(opt['train'], OrderedDict) and list(opt)[:3] == ['name', 'model_type', 'num_gpu']
 
 
+def _alias_bomb(levels: int = 9) -> str:
+    """The "billion laughs": nine anchors, each a list repeating the previous one nine times (9^9 values)."""
+    lines = ['l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]']
+    lines += [f'l{i}: &l{i} [' + ', '.join([f'*l{i - 1}'] * 9) + ']' for i in range(1, levels)]
+    return 'labels:\n' + ''.join(f'  {line}\n' for line in lines)
+
+
+def test_yaml_alias_bomb_is_refused_before_anything_is_created(run_dir, capsys):
+    """Issue 26, item 4: an option file whose aliases expand to billions of values passed the checks, created
+    experiments/<name>/ and hung; now one line naming the file, nothing created."""
+    (run_dir / 'bomb.yml').write_text((run_dir / 'a.yml').read_text() + _alias_bomb())
+    with pytest.raises(OptionError, match=r"option file '.*bomb.yml': its YAML aliases \(\*name\) expand to "
+                       r'[\d,]{11} values, more than the 100,000'):
+        load_option_file(str(run_dir / 'bomb.yml'))
+    code, err = _run(capsys, 'train', '-opt', 'bomb.yml')
+    assert code == 1 and len(err.splitlines()) == 1 and 'an alias bomb?' in err, err
+    assert not (run_dir / 'experiments').exists()
+    (run_dir / 'fine.yml').write_text((run_dir / 'a.yml').read_text() + _alias_bomb(levels=3))  # 9^3: fine
+    assert load_option_file(str(run_dir / 'fine.yml'))['labels']['l2'][8][8] == ['lol'] * 9
+
+
 def test_loader_keeps_order_and_standard_tags():
     data = yaml.load('b: 1\na: !!float 2e-4\nc: {y: 1, x: 2}\n', Loader=OrderedSafeLoader)
     assert isinstance(data, OrderedDict) and list(data) == ['b', 'a', 'c'] and list(data['c']) == ['y', 'x']
@@ -324,3 +345,48 @@ def test_the_package_loads_nothing_unsafely_and_writes_only_through_atomic_io():
     assert problems == []
     setup = (REPO / 'setup.py').read_text()
     assert "'torch>=2.6'" in setup  # torch.load's default is weights_only=True from 2.6
+
+
+# ------------------------------------------------------------------ issue 26: faults found before anything exists
+@pytest.mark.parametrize('fault, needle', [
+    ('small', "datasets:train: training image 'train/small.png' is 16x16, smaller than the largest crop 24x24 "
+     '(round(lq_size * scale_max))'),
+    ('text', "datasets:train: cannot read image 'train/notes.png'"),
+    ('no_network', 'network_g: is required by basicsr train'),
+])
+def test_training_set_and_network_faults_stop_before_the_experiment_folder(run_dir, capsys, photo, fault, needle):
+    """Issue 26, item 8: these were found after experiments/<name>/ existed; the training images' headers are
+    checked (sizes, readability) with the options now, and a missing network_g is an option error."""
+    import cv2
+    opt = copy.deepcopy(tiny_options('opts', 'train'))
+    if fault == 'small':
+        cv2.imwrite(str(run_dir / 'train' / 'small.png'), photo('coffee', (16, 16)))
+    elif fault == 'text':
+        (run_dir / 'train' / 'notes.png').write_text('not an image\n')
+    else:
+        del opt['network_g']
+    write_options(run_dir / 'bad.yml', opt)
+    code, err = _run(capsys, 'train', '-opt', 'bad.yml')
+    assert code == 1 and len(err.splitlines()) == 1 and needle in err, err
+    assert not (run_dir / 'experiments').exists() and not (run_dir / 'tb_logger').exists()
+
+
+def test_a_network_too_large_for_memory_is_refused_unbuilt(run_dir, tmp_path, capsys, monkeypatch):
+    """Issue 26, item 7: a checkpoint whose network_g asks for embed_dim 65536 made the allocator fail after
+    asking for ~154 GB; the size is checked on the meta device first (infer, load_model, train options)."""
+    from gsasr_plugin.checkpoint import NetworkTooLargeError, save_checkpoint
+    huge = dict(TINY_GSASR, embed_dim=65536, num_heads=4)
+    ckpt = tmp_path / 'huge.pth'
+    save_checkpoint(str(ckpt), {'w': torch.zeros(2)}, huge)
+    with pytest.raises(NetworkTooLargeError, match=r'the network_g of .*huge.pth is a GSASR of [\d,]+ parameters: it '
+                       r'needs [\d,.]+ GiB of memory, more than the [\d,.]+ GiB free here'):
+        gsasr_plugin.load_model(ckpt, device='cpu')
+    code, err = _run(capsys, 'infer', '-m', str(ckpt), '-i', 'train', '-o', 'out', '-s', '2')
+    assert code == 1 and len(err.splitlines()) == 1 and 'GiB free here' in err, err
+    assert not (run_dir / 'out').exists()
+    opt = copy.deepcopy(tiny_options('opts', 'train'))
+    opt['network_g'] = huge
+    write_options(run_dir / 'huge.yml', opt)
+    code, err = _run(capsys, 'train', '-opt', 'huge.yml')
+    assert code == 1 and len(err.splitlines()) == 1 and 'network_g: is a GSASR of' in err and 'to train' in err, err
+    assert not (run_dir / 'experiments').exists()

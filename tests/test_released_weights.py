@@ -113,7 +113,7 @@ def test_offline_official_name_is_one_line(offline_hub):
         load_weights('official:gsasr-rdn-paper')
     text = str(info.value)
     assert '\n' not in text and 'GSASR_paper/RDN/encoder.pth GSASR_paper/RDN/decoder.pth' in text
-    assert 'mutou0308/GSASR' in text and 'huggingface-cli download' in text
+    assert 'mutou0308/GSASR' in text and 'hf download mutou0308/GSASR' in text and '--local-dir' in text
 
 
 def test_python_api_takes_every_form_of_weights(fake_hub):

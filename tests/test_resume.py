@@ -5,6 +5,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
 from train_helpers import BASICSR, env, load_params, logged_iters, run_train, tiny_options, write_options, \
@@ -46,6 +47,9 @@ def test_sigterm_then_auto_resume_equals_uninterrupted_run(tmp_path, photo):
     stopped_at = int(match.group(1))
     assert 2 <= stopped_at < TOTAL, out
     exp_b = tmp_path / 'experiments' / 'interrupted'
+    # issue 26, item 12: the iteration in flight is trained and saved, and its loss line is logged too
+    log = next(exp_b.glob('train_interrupted_*.log')).read_text()
+    assert logged_iters(log)[-1] == stopped_at and 'the last iteration before the stop' in log, log[-2000:]
     state = torch.load(exp_b / 'training_states' / f'{stopped_at}.state', map_location='cpu', weights_only=False)
     assert state['iter'] == stopped_at and len(state['optimizers']) == 1 and len(state['schedulers']) == 1
     assert state['epoch_samples_done'] == stopped_at - 3 * state['epoch']  # position inside the epoch
@@ -98,10 +102,15 @@ def test_draws_change_every_epoch_and_do_not_depend_on_workers_or_restarts(tmp_p
     assert resumed == [in_process[1][1:]]
 
 
-def test_signal_handlers_set_a_flag_and_a_later_second_ctrl_c_stops_at_once():
+@pytest.mark.parametrize('started_with', ['default', 'ignored'])  # ignored: a background job (nohup ... &)
+def test_signal_handlers_set_a_flag_and_a_later_second_ctrl_c_stops_at_once(started_with):
     import os
 
     from gsasr_plugin.utils import preemption
+    outer = signal.getsignal(signal.SIGINT)
+    if started_with == 'ignored':  # what a shell gives a job started with '&': SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = signal.getsignal(signal.SIGINT)
     preemption.install_handlers()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -124,4 +133,6 @@ def test_signal_handlers_set_a_flag_and_a_later_second_ctrl_c_stops_at_once():
             pass
     finally:
         preemption.restore_handlers()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, outer)
+    assert restored is before  # the handler found before, whatever it was

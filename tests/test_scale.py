@@ -29,7 +29,9 @@ def test_option_values_always_raise_value_error_naming_the_key():
 
 
 def test_sizes():
-    assert scaled_size((10, 7), 0.01) == (1, 1) and scaled_size((10, 7), (1.5, 2)) == (15, 14)
+    assert scaled_size((10, 7), 0.1) == (1, 1) and scaled_size((10, 7), (1.5, 2)) == (15, 14)
+    with pytest.raises(ValueError, match=r'scale 0.01 leaves no output pixel of 10 LR pixels \(round\(10 x 0.01\) = 0\)'):
+        scaled_size((10, 7), 0.01)  # a 1 x 1 'output' was made before (issue 26, item 10)
     assert resolve_scale_and_size((10, 20), out_size=(30, 50)) == ((3.0, 2.5), (30, 50))
     assert resolve_scale_and_size((10, 20), scale=2, out_size=torch.tensor([31, 41])) == ((2.0, 2.0), (31, 41))
     with pytest.raises(ValueError, match='out_size'):

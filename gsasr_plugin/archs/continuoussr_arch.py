@@ -182,6 +182,8 @@ class ContinuousSR(SRNetwork):
             (e.g. the gsplat-compatible mode for the official checkpoint). Default: none.
         mlp_init: Initialisation of the three MLPs: 'pytorch' (nn.Linear's default) or 'xavier_uniform'
             with zero biases (the official). Default: 'pytorch'.
+        size_rule: The output size for a scale alone, ``rule(s * h)``: ``'round'`` (the official
+            ``query_output``), ``'floor'`` or ``'ceil'`` (``utils.scale.scaled_size``). Default: 'round'.
     """
 
     field_depends_on_scale = False
@@ -195,8 +197,9 @@ class ContinuousSR(SRNetwork):
                  cutoff: Optional[float] = None, num_colors: int = 3, mlp_activation: str = 'relu',
                  head_activation: str = 'after_query', reference_points: str = 'centers',
                  crop_after_upsample: bool = False, covariance_scale: str = 'output_size',
-                 rasterizer: Optional[Mapping[str, Any]] = None, mlp_init: str = 'pytorch'):
-        super().__init__()
+                 rasterizer: Optional[Mapping[str, Any]] = None, mlp_init: str = 'pytorch',
+                 size_rule: str = 'round'):
+        super().__init__(size_rule)
         stages = self._check_options(upscale, unshuffle, num_feat, attn_dim, dictionary_unit, min_sigma, max_offset,
                                      cutoff)
         for name, value, allowed in (('mlp_activation', mlp_activation, tuple(_ACTIVATIONS)),

@@ -227,6 +227,8 @@ class GaussianSR(SRNetwork):
             Default: 0, 1.
         cutoff: Rasterizer cutoff in standard deviations; None uses the rasterizer's default.
         num_colors: Output channels. Default: 3.
+        size_rule: The output size for a scale alone, ``rule(s * h)``: ``'round'`` (LIIF's, hence the official
+            code's), ``'floor'`` or ``'ceil'`` (``utils.scale.scaled_size``). Default: 'round'.
     """
 
     field_depends_on_scale = False
@@ -240,8 +242,8 @@ class GaussianSR(SRNetwork):
                  decoder_dim: int = 256, mlp_hidden: Sequence[int] = (256, 256, 256, 256), mlp_act: str = 'relu',
                  decoder_coords: str = 'centres', image_skip: bool = True,
                  norm_mean: Union[float, Sequence[float]] = 0.0, norm_std: Union[float, Sequence[float]] = 1.0,
-                 cutoff: Optional[float] = None, num_colors: int = 3):
-        super().__init__()
+                 cutoff: Optional[float] = None, num_colors: int = 3, size_rule: str = 'round'):
+        super().__init__(size_rule)
         side = math.isqrt(num_kernels) if isinstance(num_kernels, int) and num_kernels > 0 else 0
         if side * side != num_kernels or isinstance(num_kernels, bool):
             raise ValueError('num_kernels must be a positive square (the sigma grid is side x side), '

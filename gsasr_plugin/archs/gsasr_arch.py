@@ -6,7 +6,11 @@ option) and the Gaussian decoder, so BasicSR's EMA, save/load, ``param_key`` and
 Decoder layout (Sec. 3.2 of the paper, laid out as in the authors' code):
 
 1. Encoder features (B, 64, h, w) are reflect-padded to a multiple of the window size k (12) and
-   projected to ``embed_dim`` (180) by conv-ReLU-conv; the Gaussians of the padding are dropped at the end.
+   projected to ``embed_dim`` (180) by conv-ReLU-conv. The Gaussians of the padding are kept: they stand
+   beyond the right and bottom edges as the mirror image's, and give the last rows and columns the
+   neighbours an inner pixel has (without them an image whose side is not a window multiple has a dark
+   right / bottom edge: the decoder sees the padding's features, so it does not treat the image edge as
+   one).
 2. Learnable Gaussian embeddings, one per position of a k x k window (k^2 = 144 tokens), are duplicated
    into every window; a learnable positional embedding marks each token's place in its window (the
    tokens' reference positions form a regular grid over the LR image).
@@ -272,6 +276,8 @@ class GSASR(SRNetwork):
             cross-attention, which starts nearly uniform over the k x k window, so an untrained net
             sees window averages and localising the attention takes many iterations. No parameters are
             added. Default: False.
+        size_rule: The output size for a scale alone, ``rule(s * h)``: ``'round'``, ``'floor'`` (the official
+            inference, hence the released models) or ``'ceil'`` (``utils.scale.scaled_size``). Default: 'round'.
     """
 
     field_depends_on_scale = True
@@ -284,8 +290,8 @@ class GSASR(SRNetwork):
                  gaussian_density: int = 16, num_upsample_stages: int = 2, head_mlp_ratio: float = 4.0,
                  sigma_range: Sequence[float] = (0.01, 0.8333), rho_max: float = 0.99,
                  max_offset: Optional[float] = 1.0, cutoff: Optional[float] = None, num_colors: int = 3,
-                 lr_color_residual: bool = False, feature_queries: bool = False):
-        super().__init__()
+                 lr_color_residual: bool = False, feature_queries: bool = False, size_rule: str = 'round'):
+        super().__init__(size_rule)
         self._check_options(embed_dim, num_heads, window_size, num_injection_layers, num_blocks,
                             num_layers_per_block, num_scale_tokens, sigma_range, rho_max, max_offset, cutoff)
         self.shuffle_factor, self.gaussians_per_side = self._upsample_plan(gaussian_density, num_upsample_stages)
@@ -436,8 +442,9 @@ class GSASR(SRNetwork):
         return shift, shifted_window_mask(height, width, k, shift, device=device)
 
     def decode_tokens(self, features: torch.Tensor, scale: Tuple[float, float]) -> torch.Tensor:
-        """Encoder features (B, C, h, w) -> per-Gaussian tokens (B, h * r, w * r, d), r = sqrt(m)."""
-        batch, _, height, width = features.shape
+        """Encoder features (B, C, h, w) -> per-Gaussian tokens (B, H * r, W * r, d), r = sqrt(m), where (H, W) is
+        (h, w) padded to window multiples: the padding's tokens are kept (module docstring, step 1)."""
+        batch = features.shape[0]
         k = self.window_size
         feat = self.feature_proj(pad_to_multiple(features, k, mode='reflect')).permute(0, 2, 3, 1)
         pad_h, pad_w = feat.shape[1:3]
@@ -448,9 +455,7 @@ class GSASR(SRNetwork):
         pos = self.position_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
         tokens = self.scale_tokens(scale, batch, feat)
         x = self.attend(queries, pos, feat, tokens).permute(0, 3, 1, 2)
-        x = self.upsample(x)
-        side = self.gaussians_per_side
-        return x[:, :, :height * side, :width * side].permute(0, 2, 3, 1)
+        return self.upsample(x).permute(0, 2, 3, 1)
 
     def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
                scale_tokens: torch.Tensor) -> torch.Tensor:
@@ -485,6 +490,20 @@ class GSASR(SRNetwork):
         up = nn.functional.interpolate(lq.float(), size=tuple(grid_size), mode='bicubic', align_corners=False)
         return up.clamp(0, 1).flatten(2).transpose(1, 2)
 
+    def _prior_colors(self, lq: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """:meth:`reference_colors` on a ``rows`` x ``cols`` Gaussian grid that may reach past the image (the
+        decoder's window padding): the image's own Gaussians take ``lq``'s bicubic values (edges replicated), those
+        of the padding the reflect-padded image's, as the features are padded. (B, rows * cols, C)."""
+        side = self.gaussians_per_side
+        inner = (lq.shape[-2] * side, lq.shape[-1] * side)
+        prior = self.reference_colors(lq, inner)
+        if (rows, cols) == inner:
+            return prior
+        padded = self.reference_colors(pad_to_multiple(lq, self.window_size, mode='reflect'), (rows, cols))
+        padded = padded.view(lq.shape[0], rows, cols, -1).clone()
+        padded[:, :inner[0], :inner[1]] = prior.view(lq.shape[0], inner[0], inner[1], -1)
+        return padded.flatten(1, 2)
+
     def head_outputs(self, tokens: torch.Tensor) -> List[torch.Tensor]:
         """The raw outputs of the opacity, colour, sigma, rho and offset heads for (B, L, d) tokens, each (B, L, n).
 
@@ -504,10 +523,11 @@ class GSASR(SRNetwork):
 
     def gaussians_from_tokens(self, tokens: torch.Tensor, lr_size: Tuple[int, int],
                               lq: Optional[torch.Tensor] = None) -> GaussianField:
-        """Heads and activations: (B, h * r, w * r, d) tokens -> a GaussianField in LR pixel units.
+        """Heads and activations: (B, H * r, W * r, d) tokens (:meth:`decode_tokens`'s, over the window-padded LR
+        plane) -> a GaussianField of ``lr_size`` in LR pixel units (Gaussians of the padding beyond its edges).
 
-        ``lq`` (the LR input) is needed with ``lr_color_residual`` only. Activations and positions are
-        computed in float32 whatever the net's dtype: a bf16 position has a resolution of whole LR
+        ``lq`` (the LR input) is needed with ``lr_color_residual`` only (:meth:`_prior_colors`). Activations and
+        positions are computed in float32 whatever the net's dtype: a bf16 position has a resolution of whole LR
         pixels on large images.
         """
         batch, rows, cols, _ = tokens.shape
@@ -519,7 +539,7 @@ class GSASR(SRNetwork):
         if self.lr_color_residual:
             if lq is None:
                 raise ValueError('GSASR with lr_color_residual needs lq in gaussians_from_tokens')
-            prior = self.reference_colors(lq, (rows, cols)).clamp(_PRIOR_EPS, 1 - _PRIOR_EPS)
+            prior = self._prior_colors(lq, rows, cols).clamp(_PRIOR_EPS, 1 - _PRIOR_EPS)
             color_logit = color_logit + torch.log(prior / (1 - prior))
         color = torch.sigmoid(color_logit)
         low, high = self.sigma_range
@@ -540,8 +560,9 @@ class GSASR(SRNetwork):
     def decode_field(self, features: LRFeatures, target: Optional[Target]) -> GaussianField:
         """The Gaussians for one scale ``target.scale`` = (s_h, s_w) shared by the batch.
 
-        The field holds m * h * w Gaussians per image (h, w: the size of ``features.lq``), means in LR pixel
-        units; it is valid for that scale only (``field_depends_on_scale``).
+        The field is of the size of ``features.lq``, means in LR pixel units, and holds m Gaussians per LR pixel
+        of that image padded to window multiples (those of the padding beyond its right / bottom edge); it is
+        valid for that scale only (``field_depends_on_scale``).
         """
         if target is None:
             raise ValueError(MISSING_SCALE)
@@ -565,8 +586,9 @@ class GSASR(SRNetwork):
         return activation_bytes(self.embed_dim, self.gaussians_per_side)
 
     def reference_points(self, field: GaussianField) -> torch.Tensor:
-        """The Gaussians' reference points (centres of the r x r sub-grid of every LR pixel of the field's plane),
-        which the predicted offsets cannot move."""
-        rows, cols = (n * self.gaussians_per_side for n in field.lr_size)
-        return reference_grid(rows, cols, self.gaussians_per_side, device=field.means.device, dtype=field.means.dtype)
+        """The Gaussians' reference points (centres of the r x r sub-grid of every LR pixel of the field's plane
+        padded to window multiples), which the predicted offsets cannot move."""
+        k, side = self.window_size, self.gaussians_per_side
+        rows, cols = (-(-n // k) * k * side for n in field.lr_size)
+        return reference_grid(rows, cols, side, device=field.means.device, dtype=field.means.dtype)
 

@@ -29,7 +29,8 @@ from torch import nn
 from gsasr_plugin.archs.encoder_registry import build_encoder as build_registered_encoder
 from gsasr_plugin.archs.gaussian_field import GaussianField, Window
 from gsasr_plugin.utils.sampled_pixels import gather_pixels
-from gsasr_plugin.utils.scale import ScaleLike, Size, Target, lr_size_of, resolve_scale_and_size
+from gsasr_plugin.utils.scale import (DEFAULT_SIZE_RULE, ScaleLike, Size, Target, check_size_rule, lr_size_of,
+                                      resolve_scale_and_size)
 
 __all__ = ['SRNetwork', 'activation_bytes']
 
@@ -43,10 +44,17 @@ class SRNetwork(nn.Module):
             its Gaussians are conditioned on the scale), or for every output size (the field is encoded
             once and rendered many times).
         cutoff: the rasterizer cut-off (standard deviations) the network renders with; None: the rasterizer's.
+        size_rule: how the output size follows from a scale alone (``utils.scale.scaled_size``: ``'round'``,
+            ``'floor'``, ``'ceil'``); every network takes it as its ``size_rule`` option, so that a released
+            model carries its authors' rule (the official GSASR inference: ``floor``).
     """
 
     field_depends_on_scale: bool = True
     cutoff: Optional[float] = None  # the rasterizer cut-off in standard deviations (None: the rasterizer's)
+
+    def __init__(self, size_rule: str = DEFAULT_SIZE_RULE):
+        super().__init__()
+        self.size_rule = check_size_rule(size_rule)
 
     # ------------------------------------------------------------------------------------ building
     def build_encoder(self, options: Optional[Mapping[str, Any]], default_type: str) -> int:
@@ -75,12 +83,13 @@ class SRNetwork(nn.Module):
     # ---------------------------------------------------------------------------- public boundary
     def forward(self, lq: torch.Tensor, scale: Optional[ScaleLike] = None, out_size: Optional[Sequence[int]] = None,
                 pixel_index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Super-resolve ``lq`` (B, C, h, w) to ``out_size`` or, without it, to (round(h * s_h), round(w * s_w)).
+        """Super-resolve ``lq`` (B, C, h, w) to ``out_size`` or, without it, to ``scaled_size(lq's size, scale,
+        self.size_rule)`` ((round(h * s_h), round(w * s_w)) under the default rule).
 
         ``out_size`` wins; with only ``out_size`` the scale is (Ho / h, Wo / w). With ``pixel_index`` (B, Q)
         flat output pixel indices, returns only those pixels, (B, C, Q) (sampled-pixel training).
         """
-        target = resolve_scale_and_size(lr_size_of(lq), scale, out_size)
+        target = resolve_scale_and_size(lr_size_of(lq), scale, out_size, self.size_rule)
         field = self.decode_field(self.encode_features(lq), target)
         if pixel_index is None:
             return self.render(field, target.size)
@@ -91,7 +100,9 @@ class SRNetwork(nn.Module):
         """The field of ``lq`` (B, C, h, w) for ``scale`` / ``out_size`` (validated; a scale-free network needs
         neither). ``forward(lq, scale, out_size)`` is ``render(encode(lq, scale, out_size), size)``."""
         lr_size = lr_size_of(lq)
-        target = None if scale is None and out_size is None else resolve_scale_and_size(lr_size, scale, out_size)
+        if scale is None and out_size is None:
+            return self.decode_field(self.encode_features(lq), None)
+        target = resolve_scale_and_size(lr_size, scale, out_size, self.size_rule)
         return self.decode_field(self.encode_features(lq), target)
 
     # ------------------------------------------------------------------------- what networks implement

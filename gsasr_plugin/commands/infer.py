@@ -32,12 +32,12 @@ from tqdm import tqdm
 from gsasr_plugin.api import SlowPrecisionWarning, bf16_notice, load_model
 from gsasr_plugin.utils.atomic_io import remove_partial_files
 from gsasr_plugin.utils.cpu_tuning import keep_freed_memory
-from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, output_layout, read_image, write_image
+from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, read_image
 from gsasr_plugin.utils.scale import scale_tag
 from gsasr_plugin.visualize_gaussians import draw_gaussians
 from gsasr_plugin.zoom import ZoomRenderer, save_frames, save_gif, zoom_frame_size, zoom_windows
 
-__all__ = ['run', 'default_suffix', 'plan_outputs', 'write_scales_and_zoom', 'OutputConflict']
+__all__ = ['run', 'default_suffix', 'plan_outputs', 'write_zoom', 'OutputConflict']
 
 PROG = 'basicsr infer'
 _BITS = {'uint8': '8-bit', 'uint16': '16-bit', 'float32': '32-bit float'}
@@ -129,61 +129,42 @@ class _Notes:
                      'other) is dropped; --ext auto or png keeps it')
 
 
-def write_scales_and_zoom(network, lq, meta, stem: str, ext: str, args) -> List[Path]:
-    """``--scales`` / ``--zoom``: renders of one encoding (:class:`gsasr_plugin.zoom.ZoomRenderer`), written next
-    to the other outputs.
-
-    ``--scales`` writes ``<stem><suffix>_x<scale><ext>`` per scale (the input's format, depth and alpha,
-    the alpha rendered from its own encoding). ``--zoom N`` writes ``<stem><suffix>_zoom.gif`` and its N
-    frames as PNGs in ``<stem><suffix>_zoom/``, zooming up to ``--zoom-max`` into the image centre at the
-    ``--scale`` / ``--size`` frame size (x4 with ``--scales``). ``ext`` is the output extension ('.png', ...).
-    """
+def write_zoom(network, lq, stem: str, args) -> List[Path]:
+    """``--zoom N``: ``<stem><suffix>_zoom.gif`` and its N frames as PNGs in ``<stem><suffix>_zoom/``, zooming up
+    to ``--zoom-max`` into the image centre at the ``--scale`` / ``--size`` frame size (x4 with ``--scales``),
+    all rendered from one encoding (:class:`gsasr_plugin.zoom.ZoomRenderer`)."""
     out_folder = Path(args.output)
     name = f'{stem}{args.suffix}'
-    renderer = ZoomRenderer(network, lq)
-    alpha_renderer = None
-    if meta.alpha is not None and args.scales:
-        alpha_lq = torch.as_tensor(meta.alpha, device=lq.device)[None, None].expand(1, 3, -1, -1).contiguous()
-        alpha_renderer = ZoomRenderer(network, alpha_lq)
-    written = []
-    for scale in args.scales or []:
-        output = renderer.render_scales([scale])[0]
-        path = out_folder / f'{name}_x{scale_tag(scale)}{ext}'
-        sr_alpha = None
-        if alpha_renderer is not None:
-            sr_alpha = alpha_renderer.render_scales([scale])[0][0].float().clamp(0, 1).mean(0).cpu().numpy()
-        write_image(str(path), output[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), meta, sr_alpha)
-        written.append(path)
-    if args.zoom:
-        lr_size = renderer.lr_size
-        frame_size = zoom_frame_size(lr_size, args.scale, args.size)
-        frames = renderer.render_windows(zoom_windows(lr_size, args.zoom, args.zoom_max), frame_size)
-        written += save_frames(frames, out_folder / f'{name}_zoom', stem=name)
-        written.append(save_gif(frames, out_folder / f'{name}_zoom.gif'))
+    renderer = ZoomRenderer(network, lq, size_rule=args.size_rule)
+    lr_size = renderer.lr_size
+    frame_size = zoom_frame_size(lr_size, args.scale, args.size, rule=renderer.size_rule)
+    frames = renderer.render_windows(zoom_windows(lr_size, args.zoom, args.zoom_max), frame_size)
+    written = save_frames(frames, out_folder / f'{name}_zoom', stem=name)
+    written.append(save_gif(frames, out_folder / f'{name}_zoom.gif'))
     return written
 
 
 def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> None:
     progress = sys.stderr.isatty()
-    ext = outputs[0].suffix
-    if args.scales or args.zoom:  # several renders of one encoding (gsasr_plugin.zoom)
-        rgb, meta = read_image(str(path))
-        lq = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(model.device)
-        write_scales_and_zoom(model.network, lq, meta, path.stem, ext, args)
-        if args.scales:
-            dtype, keeps_alpha = output_layout(ext, meta)
-            notes.lossy_output(args, path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha)
-            return
-    result = model.upscale_file(path, outputs[0], scale=args.scale, out_size=args.size,
-                                tile_size=args.tile_size, tile_pad=args.tile_pad, bf16=args.bf16, progress=progress)
-    notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
+    options = dict(tile_size=args.tile_size, tile_pad=args.tile_pad, bf16=args.bf16, progress=progress,
+                   size_rule=args.size_rule, overwrite=args.overwrite)
+    if args.scales:  # each file exactly what -s <scale> writes, from one encoding
+        requests = [(output, scale, None) for output, scale in zip(outputs, args.scales)]
+        results = model.upscale_file_many(path, requests, **options)
+    else:
+        results = [model.upscale_file(path, outputs[0], scale=args.scale, out_size=args.size, **options)]
+    for result in results:
+        notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
+    if args.zoom:
+        rgb, _ = read_image(str(path))
+        write_zoom(model.network, torch.from_numpy(rgb).permute(2, 0, 1)[None].to(model.device), path.stem, args)
     if args.save_gaussians:
         rgb, _ = read_image(str(path))
-        field = model.network.gaussians(result.field)
+        field = model.network.gaussians(results[0].field)
         if field is None:
             raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
                              'splatting: patches)')
-        draw_gaussians(field, rgb, str(outputs[-1]), crop=args.gaussians_crop or None)
+        draw_gaussians(field, rgb, str(outputs[-1]), crop=args.gaussians_crop)
 
 
 def run(args: argparse.Namespace) -> int:

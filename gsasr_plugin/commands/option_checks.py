@@ -24,7 +24,7 @@ from basicsr.archs import build_network
 from basicsr.models import lr_scheduler
 from basicsr.utils import logger as basicsr_logger
 from basicsr.utils import registry as basicsr_registry
-from gsasr_plugin.checkpoint import check_weights_fit
+from gsasr_plugin.checkpoint import NetworkTooLargeError, check_network_memory, check_weights_fit
 from gsasr_plugin.official.hub import WeightsUnavailableError
 from gsasr_plugin.utils.option_keys import is_known, known_keys, model_keys, suggestion
 from gsasr_plugin.utils.options import OptionError, key_text, option_number
@@ -232,10 +232,11 @@ def _check_train(report: _Report, model_cls) -> None:
     train = report.section(['train'], required=True)
     report.unknown_keys(train, ['train'])
     report.number(train, ['train', 'total_iter'], integer=True, minimum=1)
-    for key in ('warmup_iter', 'max_nonfinite_steps'):
+    for key in ('warmup_iter', 'max_nonfinite_steps', 'divergence_patience'):
         if train.get(key) is not None:
-            report.number(train, ['train', key], integer=True, minimum=-1 if key == 'warmup_iter' else 0)
-    for key in ('ema_decay', 'grad_clip_norm'):
+            report.number(train, ['train', key], integer=True,
+                          minimum={'warmup_iter': -1, 'divergence_patience': 1}.get(key, 0))
+    for key in ('ema_decay', 'grad_clip_norm', 'divergence_factor'):
         if train.get(key) is not None:
             report.number(train, ['train', key], minimum=0)
     optim = report.section(['train', 'optim_g'], required=True)
@@ -303,7 +304,9 @@ def _check_val(report: _Report) -> None:
 
 
 def _check_networks(report: _Report) -> None:
-    """Every ``network_*`` builds from its options (on the meta device: no memory, no time), and the pretrained
+    """Every ``network_*`` builds from its options (on the meta device: no memory, no time) and fits in the memory
+    free here (:func:`gsasr_plugin.checkpoint.check_network_memory`; training on the CPU: 4 parameter-sized
+    copies), and the pretrained
     weights named in ``path`` (a checkpoint, ``official:<name>``, a folder or comma list of official files) are
     read by the one loader, :func:`gsasr_plugin.checkpoint.check_weights_fit` (weights only, NaN/inf refused),
     and fit it: exactly for released weights and with ``strict_load_*``."""
@@ -319,6 +322,11 @@ def _check_networks(report: _Report) -> None:
             raise report.error([key], f'must be a section (a network with a type), got {net_opt!r}')
         report.registered('ARCH_REGISTRY', net_opt.get('type'), [key, 'type'], 'network')
         network = _build_network(report, key, net_opt)
+        on_cpu = report.opt.get('num_gpu') == 0 or not torch.cuda.is_available()
+        try:  # built on the host; CPU training also holds the gradients and Adam's two moments there
+            check_network_memory(network, key, copies=4 if report.command == 'train' and on_cpu else 1)
+        except NetworkTooLargeError as error:
+            raise report.error([key], str(error)[len(key) + 1:].lstrip()) from None
         label = key[len('network_'):]
         weights = path_opt.get(f'pretrain_network_{label}')
         if weights is None:

@@ -21,6 +21,7 @@ import torch
 from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 import basicsr.test
 import basicsr.train
+from basicsr.utils.registry import DATASET_REGISTRY
 from gsasr_plugin.basicsr_patches import patched_basicsr
 from gsasr_plugin.checkpoint import describe_weights, network_options_for
 from gsasr_plugin.commands.option_checks import check_options
@@ -29,9 +30,11 @@ from gsasr_plugin.utils import preemption
 from gsasr_plugin.utils.cpu_tuning import keep_freed_memory, training_threads
 from gsasr_plugin.utils.option_keys import apply_overrides
 from gsasr_plugin.utils.options import LoadedOptions, load_option_file
+from gsasr_plugin.utils.run_lock import FolderInUseError, RunFolderLock
 from gsasr_plugin.utils.scale import scale_tag
 
-__all__ = ['run_pipeline', 'check_option_paths', 'check_weights_available', 'networks_from_weights', 'basicsr_argv']
+__all__ = ['run_pipeline', 'check_option_paths', 'check_dataset_files', 'check_weights_available',
+           'networks_from_weights', 'basicsr_argv']
 
 
 def basicsr_argv(args: argparse.Namespace, force_yml: Optional[List[str]] = None) -> List[str]:
@@ -93,6 +96,19 @@ def check_option_paths(opt: Dict[str, Any], is_train: bool) -> None:
             check_weights_available(str(value), f'path:{key}')
         elif not osp.isfile(osp.expanduser(str(value))):
             raise FileNotFoundError(f"path:{key}: file '{value}' does not exist")
+
+
+def check_dataset_files(opt: Dict[str, Any]) -> None:
+    """Each dataset's own check of its files before anything is created (a dataset class's ``check_files(opt)``,
+    e.g. the training images' headers: readable, at least the largest crop); a ValueError names the dataset."""
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        check = getattr(DATASET_REGISTRY.get(dataset_opt['type']), 'check_files', None)
+        if check is None:
+            continue
+        try:
+            check(dict(dataset_opt, phase=str(phase).split('_')[0]))
+        except (OSError, ValueError) as error:
+            raise ValueError(f'datasets:{phase}: {error}') from None
 
 
 def check_weights_available(spec: str, option: str) -> None:
@@ -171,11 +187,20 @@ def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callabl
         notes += networks_from_weights(opt)
         warnings += apply_overrides(opt, later)  # e.g. network_g:kernel_choice_eval=gumbel on the weights' network_g
         warnings += check_options(opt, command, args.opt).warnings
+        check_dataset_files(opt)
     except (FileNotFoundError, ValueError, hub.WeightsUnavailableError) as exc:
         if show_traceback:
             raise
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 1
+    folder_lock = None
+    if _is_main_process():  # rank 0 creates and owns the folder (BasicSR's make_exp_dirs is master-only)
+        folder_lock = RunFolderLock(_run_folder(opt, command, args.debug), prog)
+        try:
+            folder_lock.check()  # a live run of the same name: refuse before anything is touched
+        except FolderInUseError as exc:
+            print(f'{prog}: error: {exc}', file=sys.stderr)
+            return 1
     for line in warnings:
         print(f'{prog}: warning: {line}', file=sys.stderr)
     for line in notes:
@@ -193,11 +218,15 @@ def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callabl
     # BasicSR's parse_options reads sys.argv; the entries applied later reach it through opt.from_command
     sys.argv = [prog] + basicsr_argv(args, [e for e in args.force_yml or [] if e not in later])
     try:
-        with patched_basicsr(command, opt):  # safe YAML, gloo on the CPU, exact resume, save-and-exit on signals
+        # safe YAML, gloo on the CPU, exact resume, save-and-exit on signals, one live run per folder
+        with patched_basicsr(command, opt, folder_lock):
             pipeline(os.getcwd())
     except preemption.TrainingStopped as exc:  # a resumable state was saved
         print(f'{prog}: {exc}', file=sys.stderr)
         return exc.exit_code
+    except FolderInUseError as exc:  # a run of the same name started at the same moment
+        print(f'{prog}: error: {exc}', file=sys.stderr)
+        return 1
     except (OSError, ValueError, TypeError) as exc:  # WriteError (disk full, ...), bad checkpoints, bad images
         if show_traceback:
             raise
@@ -207,4 +236,23 @@ def run_pipeline(command: str, args: argparse.Namespace, check: Optional[Callabl
     finally:
         sys.argv = saved_argv
         torch.set_num_threads(default_threads)
+        if folder_lock is not None:
+            folder_lock.release()
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launched job (torchrun's RANK, slurm's SLURM_PROCID), or a single process."""
+    for variable in ('RANK', 'SLURM_PROCID'):
+        value = os.environ.get(variable)
+        if value is not None and value.strip().isdigit():
+            return int(value) == 0
+    return True
+
+
+def _run_folder(opt: Dict[str, Any], command: str, debug: bool) -> str:
+    """The folder BasicSR gives the run: experiments/<name> (train) or results/<name> (test), from the cwd."""
+    name = str(opt.get('name'))
+    if debug and not name.startswith('debug'):
+        name = 'debug_' + name
+    return osp.join(os.getcwd(), 'experiments' if command == 'train' else 'results', name)

@@ -7,6 +7,7 @@ size. Batches carry ``lq``, ``gt``, ``scale`` ((2,) float tensor per sample, (B,
 """
 import math
 import os.path as osp
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,7 +18,8 @@ from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.utils import FileClient, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
-from gsasr_plugin.utils.bad_data import check_training_images, decode_image, to_float, warn_skipped
+from gsasr_plugin.utils.bad_data import (BadImageWarning, check_training_images, decode_image, to_float,
+                                        warn_skipped)
 from gsasr_plugin.utils.options import option_number
 from gsasr_plugin.utils.resize import matlab_bicubic_resize, pil_bicubic_resize
 from gsasr_plugin.utils.resume import batch_entropy
@@ -221,10 +223,29 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         self.max_gt_size = self.crop_sizes(self.scale_max)[0]  # gt_size, or round(lq_size * scale_max)
         self.skipped_images = []
         if io_backend.get('type', 'disk') == 'disk':  # headers only: start-up errors, not hours later
-            crop_rule, crop_keys = (('gt_size', 'gt_size') if self.gt_size is not None else
-                                    ('round(lq_size * scale_max)', 'lq_size/scale_max'))
-            self.paths, self.skipped_images = check_training_images(self.paths, self.max_gt_size,
-                                                                    self.skip_bad_images, crop_rule, crop_keys)
+            self.paths, self.skipped_images = self._check_headers(self.paths, values, self.skip_bad_images)
+
+    @classmethod
+    def check_files(cls, opt: Dict[str, Any]) -> None:
+        """The training images' headers (disk backend), as the dataset checks them when built: readable and at
+        least as large as the largest crop. ``basicsr train`` calls this before it creates anything, so a bad
+        image is one line naming it instead of an error after ``experiments/<name>/`` exists."""
+        values = cls.check_options(opt)
+        if dict(opt.get('io_backend') or {'type': 'disk'}).get('type', 'disk') != 'disk':
+            return
+        folder = _check_folder(opt.get('dataroot_gt'), 'dataroot_gt')
+        with warnings.catch_warnings():  # skipped images are reported once, when the dataset is built
+            warnings.simplefilter('ignore', BadImageWarning)
+            cls._check_headers(_image_paths(folder, 'dataroot_gt', 'disk'), values, bool(opt.get('skip_bad_images')))
+
+    @staticmethod
+    def _check_headers(paths: List[str], values: Dict[str, Any], skip: bool) -> Tuple[List[str], List[str]]:
+        if values['gt_size'] is not None:
+            largest, crop_rule, crop_keys = values['gt_size'], 'gt_size', 'gt_size'
+        else:
+            largest = int(round(values['lq_size'] * values['scale_max']))
+            crop_rule, crop_keys = 'round(lq_size * scale_max)', 'lq_size/scale_max'
+        return check_training_images(paths, largest, skip, crop_rule, crop_keys)
 
     def crop_sizes(self, scale: float) -> Tuple[int, int]:
         """(GT, LR) square patch sides at scale ``s``: the fixed side and the other one rounded."""

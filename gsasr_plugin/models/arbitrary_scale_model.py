@@ -131,7 +131,7 @@ class ArbitraryScaleSRModel(ResilientTrainingMixin, SRModel):
     option_keys = {
         '': {'tile'},  # top-level keys this model reads besides BasicSR's
         'train': {'ema_decay', 'optim_g', 'scheduler', 'warmup_iter', 'total_iter', 'pixel_opt', 'perceptual_opt',
-                  'bf16', 'grad_clip_norm', 'max_nonfinite_steps'},
+                  'bf16', 'grad_clip_norm', 'max_nonfinite_steps', 'divergence_factor', 'divergence_patience'},
         'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'bicubic_baseline', 'results_table', 'bf16'},
         'metric': {'better', 'crop_border_max'},  # taken from each val: metrics: entry before the metric is called
     }

@@ -13,6 +13,13 @@ Options (``train:`` unless noted):
 * ``max_nonfinite_steps`` (int): a step whose input batch, predicted Gaussians, loss (or gradient norm)
   is NaN/inf is skipped with a warning naming the batch's files, and counted; this many in a row save a
   resumable state and stop the run. Default: 10; 0 never stops.
+* ``divergence_factor`` (float), ``divergence_patience`` (int): a warning in the log when the smoothed training
+  loss has stayed over ``divergence_factor`` times its lowest value for ``divergence_patience`` iterations (a
+  diverged run, e.g. a learning rate far too high), repeated every ten times that while it lasts. Defaults: 10
+  and 100; a factor of 0 never warns.
+
+A run stopped by a signal (or by non-finite steps) logs the losses of its last iteration, which BasicSR's
+logger would have printed after it, before it saves and stops.
 
 Under ``--launcher pytorch|slurm`` the ranks agree on skipping and stopping with one all-reduce of two
 flags per iteration, so they never disagree on whether a step (and its gradient all-reduce) happens.
@@ -36,9 +43,46 @@ from gsasr_plugin.utils import preemption
 from gsasr_plugin.utils.atomic_io import atomic_save
 from gsasr_plugin.utils.resume import PROGRESS
 
-__all__ = ['ResilientTrainingMixin']
+__all__ = ['ResilientTrainingMixin', 'DivergenceWatch']
 
 DEFAULT_MAX_NONFINITE_STEPS = 10
+DEFAULT_DIVERGENCE_FACTOR = 10.0
+DEFAULT_DIVERGENCE_PATIENCE = 100
+
+
+class DivergenceWatch:
+    """Watches a training loss for a run that has diverged: the loss, smoothed (exponential moving average
+    over about ``1 / (1 - smoothing)`` iterations), staying over ``factor`` times its lowest smoothed value for
+    ``patience`` iterations in a row.
+
+    :meth:`update` returns a warning the first time, and again every ``10 * patience`` iterations while it
+    lasts; None otherwise. Non-finite losses are left to the non-finite step handling.
+    """
+
+    def __init__(self, factor: float = DEFAULT_DIVERGENCE_FACTOR, patience: int = DEFAULT_DIVERGENCE_PATIENCE,
+                 smoothing: float = 0.9):
+        self.factor, self.patience, self.smoothing = float(factor), int(patience), float(smoothing)
+        self.smoothed: Optional[float] = None
+        self.best, self.best_iter = math.inf, 0
+        self.streak = 0
+
+    def update(self, loss: float, current_iter: int) -> Optional[str]:
+        if not self.factor > 0 or not math.isfinite(loss):
+            return None
+        self.smoothed = loss if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * loss
+        if self.smoothed < self.best:
+            self.best, self.best_iter = self.smoothed, current_iter
+        if self.smoothed <= self.factor * self.best:
+            self.streak = 0
+            return None
+        self.streak += 1
+        if self.streak < self.patience or (self.streak - self.patience) % (10 * self.patience):
+            return None
+        return (f'iter {current_iter}: the training loss has stayed over {self.factor:g} times its lowest for '
+                f'{self.streak} iterations (smoothed {self.smoothed:.4g}, lowest {self.best:.4g} at iter '
+                f'{self.best_iter}): the run has diverged; lower train: optim_g: lr (or set train: grad_clip_norm) '
+                f'and start again from a checkpoint before iter {self.best_iter} '
+                '(train: divergence_factor: 0 turns this warning off)')
 
 
 class ResilientTrainingMixin:
@@ -186,15 +230,38 @@ class ResilientTrainingMixin:
                                   f'{self._last_nonfinite}')
 
     # -------------------------------------------------------------------------- end of an iteration
+    def _watch_divergence(self, current_iter: int) -> None:
+        """Warn (in the log) when the training loss stays far above its lowest (:class:`DivergenceWatch`)."""
+        if not hasattr(self, '_divergence'):
+            train = self.opt['train']
+            self._divergence = DivergenceWatch(train.get('divergence_factor', DEFAULT_DIVERGENCE_FACTOR) or 0,
+                                               train.get('divergence_patience', DEFAULT_DIVERGENCE_PATIENCE))
+        total = sum(float(v) for k, v in self.log_dict.items() if k.startswith('l_'))
+        warning = self._divergence.update(total, current_iter)
+        if warning:
+            get_root_logger().warning(warning)
+
+    def _log_last_iteration(self, current_iter: int) -> None:
+        """The losses of the iteration a stop ends on, in BasicSR's format (its logger prints them only after
+        the iteration, which the stop interrupts)."""
+        epoch = PROGRESS.epoch if PROGRESS.epoch is not None else 0
+        rates = ','.join(f'{lr:.3e}' for lr in self.get_current_learning_rate())
+        losses = ' '.join(f'{k}: {float(v):.4e}' for k, v in self.log_dict.items())
+        get_root_logger().info(f"[{self.opt['name'][:5]}..][epoch:{epoch:3d}, iter:{current_iter:8,d}, lr:({rates},)] "
+                               f'{losses} (the last iteration before the stop)')
+
     def _end_iteration(self, current_iter: int, batch_size: int) -> None:
-        """Count the batch; save and stop on a signal or too many non-finite steps in a row."""
+        """Count the batch; watch for divergence; save and stop on a signal or too many non-finite steps in a
+        row (logging the last iteration's losses first)."""
         PROGRESS.add_batch(batch_size)
         if getattr(self, 'nonfinite_steps', 0):
             self.log_dict['nonfinite_steps'] = float(self.nonfinite_steps)
+        self._watch_divergence(current_iter)
         limit = self.opt['train'].get('max_nonfinite_steps', DEFAULT_MAX_NONFINITE_STEPS)
         streak = getattr(self, '_nonfinite_streak', 0)
         epoch = PROGRESS.epoch if PROGRESS.epoch is not None else 0
         if limit and streak >= int(limit):
+            self._log_last_iteration(current_iter)
             self.save(epoch, current_iter)
             raise preemption.NonFiniteLossError(
                 f'the loss (or gradient norm) was NaN/inf for {streak} iterations in a row (up to iter {current_iter}; '
@@ -203,6 +270,7 @@ class ResilientTrainingMixin:
                 'the training images, then continue with --auto_resume')
         if getattr(self, '_stop_requested', False):
             signum = preemption.requested_signal() or 15
+            self._log_last_iteration(current_iter)
             self.save(epoch, current_iter)
             raise preemption.TrainingInterrupted(
                 f'stopped by signal {signum} after iter {current_iter}; state saved to '

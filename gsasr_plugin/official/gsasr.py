@@ -400,7 +400,8 @@ _PAPER_PADDING = {'EDSRNOUP': 12, 'RDNNOUP': 12, 'SwinIRNOUP': 24}
 def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str, Any]:
     """Our ``network_g`` reproducing the official paper model (``Fea2GS`` decoder) with ``encoder``.
 
-    ``box_cutoff`` is the official ``dmax`` (0.1 in ``inference_paper.py`` and the test options).
+    ``box_cutoff`` is the official ``dmax`` (0.1 in ``inference_paper.py`` and the test options). The output
+    size of a scale alone is the official inference's, ``floor(s * h)`` (``size_rule: floor``).
     """
     return {
         'type': 'GSASROfficial',
@@ -411,6 +412,7 @@ def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str
         'sigma_range': list(PAPER_SIGMA_RANGE), 'rho_max': 0.999999, 'max_offset': None,
         'cross_attention_shift': 'features_only', 'shift_mask': False, 'shift_single_window': True,
         'pad_input_to': _PAPER_PADDING[encoder], 'canvas_rounding': 'floor', 'box_cutoff': box_cutoff,
+        'size_rule': 'floor',
     }
 
 
@@ -474,6 +476,7 @@ def enhanced_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[
         'rope_theta': 10.0, 'num_scale_tokens': 1, 'gaussian_density': 16, 'num_upsample_stages': 2,
         'head_mlp_ratio': 4.0, 'sigma_range': list(PAPER_SIGMA_RANGE), 'rho_max': 0.999999, 'max_offset': None,
         'pad_input_to': _ENHANCED_PADDING[encoder], 'canvas_rounding': 'floor', 'box_cutoff': box_cutoff,
+        'size_rule': 'floor',
     }
 
 

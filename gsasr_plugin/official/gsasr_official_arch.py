@@ -143,7 +143,7 @@ class GSASROfficial(OfficialCanvas, GSASR):
         shift_single_window: Shift the odd layers also along an axis that holds a single window (the official
             code always shifts; Swin and GSASR do not shift such an axis). Default: True.
         pad_input_to: ``None``: the encoder sees the LR image as it is, its features are padded inside the
-            decoder and the padding's Gaussians dropped (GSASR's). An int (official: 12; 24 for the paper's
+            decoder and the padding's Gaussians kept beyond the right / bottom edge (GSASR's). An int (official: 12; 24 for the paper's
             SwinIR; 16 for the enhanced SwinIR and HAT-L), a multiple of ``window_size``: the LR *image* is
             reflect-padded at the bottom / right to a multiple of it, every Gaussian is kept and the whole
             padded canvas of ``canvas_rounding(s * padded size)`` output pixels is rendered, then cropped to

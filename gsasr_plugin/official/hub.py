@@ -3,9 +3,11 @@
 A released model is named ``official:<name>`` on the command line (``basicsr infer --model
 official:gsasr-edsr-paper``). Each method registers its models here with :func:`register` (the method's
 own module, imported by ``gsasr_plugin.archs``); :func:`fetch_files` downloads the files into
-huggingface_hub's usual cache (``HF_HOME``, default ``~/.cache/huggingface``) when the machine is online,
-and otherwise raises :class:`WeightsUnavailableError` with one line that names the files, the hub
-repository and where to put them.
+huggingface_hub's usual cache (``HF_HUB_CACHE``, ``HF_HOME``; default ``~/.cache/huggingface/hub``) when the
+machine is online, and otherwise raises :class:`WeightsUnavailableError` within seconds (one probe of the hub, no
+retries), with one line that names the files, the hub repository, the hub's reason whole, the cache folder in
+use and two ways to get the files here (``hf download ... --local-dir`` and a folder passed to ``-m``, or the
+cache copied).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,36 +83,96 @@ def released_model(name: str) -> ReleasedModel:
 def fetch_files(model: ReleasedModel, offline: Optional[bool] = None) -> List[Path]:
     """Local paths of ``model.files``: from huggingface_hub's cache, downloading what is missing.
 
+    A file in the cache is used without touching the network. For a missing one the hub is first probed
+    with one connection (a few seconds at most): unreachable, the error comes at once instead of after
+    huggingface_hub's retries (minutes).
+
     Args:
         model: the released model.
         offline: True to look in the cache only; None follows ``HF_HUB_OFFLINE``.
 
     Raises:
-        WeightsUnavailableError: one line naming the files, the repository and where to put them, when a
-            file is neither cached nor downloadable (no network, no huggingface_hub, unknown file).
+        WeightsUnavailableError: one line naming the files, the repository, the hub's reason (whole), the
+            cache folder in use and the ways to get the files there, when a file is neither cached nor
+            downloadable (no network, no huggingface_hub, unknown file).
     """
     if not model.hub_repo:
         raise WeightsUnavailableError(f'{OFFICIAL_PREFIX}{model.name}: {" ".join(model.files)} is not on the Hugging '
                                       f'Face hub; download it from {model.source} and pass its path to -m/--model '
                                       '(or path: pretrain_network_g) instead of the short name.')
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub
+        from huggingface_hub import constants
     except ImportError as error:  # pragma: no cover - huggingface_hub comes with timm
         raise WeightsUnavailableError(_unavailable(model, f'huggingface_hub is not installed ({error})')) from None
+    cache = str(constants.HF_HUB_CACHE)
+    if offline is None:
+        offline = bool(constants.HF_HUB_OFFLINE)
     paths = []
     for filename in model.files:
+        try:  # the cache first: no network at all
+            paths.append(Path(huggingface_hub.hf_hub_download(repo_id=model.hub_repo, filename=filename,
+                                                              local_files_only=True)))
+            continue
+        except Exception as error:  # noqa: BLE001  (not cached, or the cache is unreadable)
+            cached_reason = _reason(error)
+        if offline:
+            raise WeightsUnavailableError(_unavailable(model, f'offline (HF_HUB_OFFLINE) and not in the cache: '
+                                                       f'{cached_reason}', cache))
+        unreachable = _hub_unreachable(constants.ENDPOINT)
+        if unreachable:
+            raise WeightsUnavailableError(_unavailable(model, unreachable, cache))
         try:
-            kwargs = {} if offline is None else {'local_files_only': offline}
-            paths.append(Path(hf_hub_download(repo_id=model.hub_repo, filename=filename, **kwargs)))
-        except Exception as error:  # network errors, offline mode, missing files: all one message
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise WeightsUnavailableError(_unavailable(model, f'{type(error).__name__}: {reason}')) from None
+            paths.append(Path(huggingface_hub.hf_hub_download(repo_id=model.hub_repo, filename=filename)))
+        except Exception as error:  # noqa: BLE001  (network errors, missing files: all one message)
+            raise WeightsUnavailableError(_unavailable(model, _reason(error), cache)) from None
     return paths
 
 
-def _unavailable(model: ReleasedModel, reason: str) -> str:
+def _reason(error: BaseException) -> str:
+    """The whole text of an error, on one line."""
+    text = ' '.join(str(error).split())
+    return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
+def _hub_unreachable(endpoint: str, timeout: float = 5.0) -> Optional[str]:
+    """None when a TCP connection to the hub's host opens within ``timeout`` seconds (or a proxy is configured,
+    which only huggingface_hub can use), else why not."""
+    import os
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+    if any(os.environ.get(name) for name in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')):
+        return None
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or 'huggingface.co', parts.port or (80 if parts.scheme == 'http' else 443)
+    outcome: List[Optional[str]] = ['no answer within the time allowed']
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome[0] = None
+        except OSError as error:
+            outcome[0] = _reason(error)
+
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution has no timeout of its own
+    thread.start()
+    thread.join(timeout + 1.0)
+    if outcome[0] is None:
+        return None
+    return f'the hub {endpoint} cannot be reached from this machine ({outcome[0]}; timeout {timeout:g} s)'
+
+
+def _unavailable(model: ReleasedModel, reason: str, cache: str = '') -> str:
     files = ' '.join(model.files)
-    return (f'{OFFICIAL_PREFIX}{model.name}: cannot get {files} from the hub repository {model.hub_repo} '
-            f'({reason[:200]}). On a machine that is online run `huggingface-cli download {model.hub_repo} '
-            f'{files}` and copy its cache (~/.cache/huggingface, or $HF_HOME) here, or download the files '
-            f'from {model.url} and pass their paths to -m/--model instead of the short name.')
+    folder = f'{model.name}-files'
+    if len(model.files) > 1:
+        local = f'-m {Path(folder) / Path(model.files[0]).parent} (the folder of its files)'
+    else:
+        local = f'-m {Path(folder) / model.files[0]}'
+    cache_route = (f'or run `hf download {model.hub_repo} {files}` there and copy that hub cache into {cache} (the '
+                   'cache in use here); ' if cache else '')
+    return (f'{OFFICIAL_PREFIX}{model.name}: cannot get {files} from the hub repository {model.hub_repo}: {reason}. '
+            f'On a machine that is online, run `hf download {model.hub_repo} {files} --local-dir {folder}`, copy the '
+            f'folder {folder} here and pass {local} instead of the short name (or as path: pretrain_network_g); '
+            f'{cache_route}or download the files from {model.url} and pass their paths joined by commas.')

@@ -71,6 +71,28 @@ def _duplicate_keys(node: yaml.Node, prefix: Tuple[str, ...] = ()) -> List[Tuple
     return found
 
 
+# An option file holds hundreds of values; YAML aliases can make a few lines stand for billions of them (the
+# "billion laughs": nine anchors, each repeating the previous nine times), which anything walking the options
+# (BasicSR's logging of them, deep copies) then expands for ever.
+MAX_OPTION_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: Dict[int, int]) -> int:
+    """The number of values ``node`` stands for with every alias expanded, counted without expanding (an
+    alias is the anchored node object itself, so each node is counted once and reused)."""
+    key = id(node)
+    if key not in sizes:
+        sizes[key] = 1  # a recursive alias counts once (safe loaders reject them later anyway)
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+        else:
+            total = 1
+        sizes[key] = total
+    return sizes[key]
+
+
 class LoadedOptions(OrderedDict):
     """The options of one file, with ``source`` (the file), ``lines`` (key path -> line) and ``overrides``
     (key path -> what set it on the command line: ``--force_yml '...'``, ``-m ...``) for messages, and
@@ -108,6 +130,10 @@ def load_option_file(path: str) -> LoadedOptions:
     loader = OrderedSafeLoader(text)
     try:
         node = loader.get_single_node()
+        values = _expanded_size(node, {}) if node is not None else 0
+        if values > MAX_OPTION_VALUES:
+            raise OptionError(f"option file '{path}': its YAML aliases (*name) expand to {values:,} values, more than "
+                              f"the {MAX_OPTION_VALUES:,} any option file needs (an alias bomb?); write the values out")
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as error:
         raise OptionError(f"option file '{path}': {_yaml_error_text(error)}") from None

@@ -5,8 +5,9 @@ Every part of the plugin validates scales here, once, where a value enters it: a
 parsers), the Python API, option files (datasets, ``check_options``) and the model's ``feed_data``. Inside,
 validated :class:`Target` pairs and ints travel. A scale means the same everywhere (docs/layout.md): a pair
 ``(s_h, s_w)`` of finite numbers > 0, a single number ``s`` meaning ``(s, s)``; without an explicit output
-size the output is ``(round(h * s_h), round(w * s_w))``. Errors name the argument or option key the caller
-passes in.
+size the output is ``rule(h * s_h), rule(w * s_w)`` with the *size rule* of :func:`scaled_size` (``round`` by
+default; released models carry their authors' rule). Errors name the argument or option key the caller passes
+in.
 """
 import math
 import numbers
@@ -15,8 +16,9 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 
 __all__ = [
-    'ScaleLike', 'ScalePair', 'Size', 'Target', 'MISSING_SCALE', 'lr_size_of', 'to_scale_pair', 'scale_from_option',
-    'scale_tag', 'check_out_size', 'scaled_size', 'resolve_scale_and_size', 'parse_scale_text',
+    'ScaleLike', 'ScalePair', 'Size', 'Target', 'MISSING_SCALE', 'SIZE_RULES', 'DEFAULT_SIZE_RULE', 'lr_size_of',
+    'to_scale_pair', 'scale_from_option', 'scale_tag', 'check_out_size', 'check_size_rule', 'scaled_size',
+    'resolve_scale_and_size', 'parse_scale_text',
     'parse_scale_list_text', 'parse_size_text'
 ]
 
@@ -24,6 +26,12 @@ ScaleLike = Union[float, int, Sequence[float], torch.Tensor]
 ScalePair = Tuple[float, float]
 Size = Tuple[int, int]
 MISSING_SCALE = 'give scale (a float or a pair (s_h, s_w)) or out_size (Ho, Wo)'
+# How an output side follows from an LR side n and a scale s when no output size is given: 'round' (ours,
+# LIIF's and ContinuousSR's), 'floor' (the official GSASR inference: the SR image never reaches past the
+# scaled LR image), 'ceil'. Products within 1e-6 of an integer are that integer under every rule.
+SIZE_RULES = ('round', 'floor', 'ceil')
+DEFAULT_SIZE_RULE = 'round'
+_SIZE_TOLERANCE = 1e-6
 
 
 class Target(NamedTuple):
@@ -109,21 +117,49 @@ def check_out_size(out_size: Any, name: str = 'out_size') -> Tuple[int, int]:
     return int(out_size[0]), int(out_size[1])
 
 
-def scaled_size(lr_size: Sequence[int], scale: ScaleLike) -> Size:
-    """``(round(h * s_h), round(w * s_w))``, at least one pixel per axis (``scale`` validated here)."""
-    return _scaled(lr_size, to_scale_pair(scale))
+def check_size_rule(rule: Any, name: str = 'size_rule') -> str:
+    """One of :data:`SIZE_RULES`, else a ValueError naming ``name``."""
+    if rule not in SIZE_RULES:
+        raise ValueError(f"{name} must be one of {', '.join(SIZE_RULES)}, got {rule!r}")
+    return rule
 
 
-def _scaled(lr_size: Sequence[int], pair: ScalePair) -> Size:
-    return max(1, round(lr_size[0] * pair[0])), max(1, round(lr_size[1] * pair[1]))
+def scaled_size(lr_size: Sequence[int], scale: ScaleLike, rule: str = DEFAULT_SIZE_RULE) -> Size:
+    """The one output-size rule: ``(rule(h * s_h), rule(w * s_w))``.
+
+    ``rule`` is ``'round'`` (halves to even, Python's), ``'floor'`` or ``'ceil'`` (:data:`SIZE_RULES`); a product
+    within 1e-6 of an integer is that integer whatever the rule (``3 * (10 / 3)`` is 10, not 9).
+    ``scale`` is validated here.
+
+    Raises:
+        ValueError: a side of no pixel (a scale far below 1 for the image: ``round(24 * 0.01)`` is 0).
+    """
+    return _scaled(lr_size, to_scale_pair(scale), check_size_rule(rule))
+
+
+def _side(length: int, scale: float, rule: str) -> int:
+    product = length * scale
+    nearest = round(product)
+    if rule == 'round' or abs(product - nearest) < _SIZE_TOLERANCE:
+        side = int(nearest)
+    else:
+        side = int(math.floor(product) if rule == 'floor' else math.ceil(product))
+    if side < 1:
+        raise ValueError(f'scale {scale:g} leaves no output pixel of {length} LR pixels ({rule}({length} x {scale:g}) '
+                         f'= {side}); use a larger scale')
+    return side
+
+
+def _scaled(lr_size: Sequence[int], pair: ScalePair, rule: str = DEFAULT_SIZE_RULE) -> Size:
+    return _side(int(lr_size[0]), pair[0], rule), _side(int(lr_size[1]), pair[1], rule)
 
 
 def resolve_scale_and_size(lr_size: Tuple[int, int], scale: Optional[ScaleLike] = None,
-                           out_size: Optional[Sequence[int]] = None) -> Target:
+                           out_size: Optional[Sequence[int]] = None, size_rule: str = DEFAULT_SIZE_RULE) -> Target:
     """The conditioning scale (s_h, s_w) and output size (Ho, Wo) from ``scale`` and/or ``out_size``.
 
     ``out_size`` wins for the output size; without ``scale`` the scale is ``(Ho / h, Wo / w)``; without
-    ``out_size`` the size is ``(round(h * s_h), round(w * s_w))``.
+    ``out_size`` the size is :func:`scaled_size` under ``size_rule``.
 
     Raises:
         ValueError: if neither is given, or either is malformed or not positive.
@@ -137,7 +173,7 @@ def resolve_scale_and_size(lr_size: Tuple[int, int], scale: Optional[ScaleLike] 
     if scale is None:
         raise ValueError(MISSING_SCALE)
     pair = to_scale_pair(scale)
-    return Target(pair, _scaled(lr_size, pair))
+    return Target(pair, _scaled(lr_size, pair, check_size_rule(size_rule)))
 
 
 # ------------------------------------------------------------------------------ command-line text
