@@ -39,6 +39,8 @@ fresh data position; every run leaves the process group it made. All of it is un
 import contextlib
 import copy
 import importlib
+import logging
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +53,7 @@ from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
 from basicsr.utils import check_resume
 from gsasr_plugin.models.training_states import choose_resume_state
 from gsasr_plugin.utils import preemption
+from gsasr_plugin.utils.atomic_io import describe_os_error
 from gsasr_plugin.utils.dist import init_dist
 from gsasr_plugin.utils.options import OrderedSafeLoader, parse_override_value
 from gsasr_plugin.utils.preemption import worker_init_fn
@@ -151,7 +154,6 @@ def _failing_log_files(original: Callable, opt: Mapping[str, Any]) -> Callable:
     def get_root_logger(*args, **kwargs):
         """``get_root_logger`` whose log-file handlers stop the run with one :class:`LogWriteError` when a write
         fails, instead of logging's ``--- Logging error ---`` traceback for every later line."""
-        import logging
         logger = original(*args, **kwargs)
         for handler in logger.handlers:
             if isinstance(handler, logging.FileHandler) and 'handleError' not in vars(handler):
@@ -163,9 +165,6 @@ def _failing_log_files(original: Callable, opt: Mapping[str, Any]) -> Callable:
 
 
 def _stop_on_log_error(handler: Any, record: Any) -> None:
-    import sys
-
-    from gsasr_plugin.utils.atomic_io import describe_os_error
     error = sys.exc_info()[1]
     if not isinstance(error, OSError):  # a bad record (a formatting bug), not the file: logging's own report
         type(handler).handleError(handler, record)

@@ -35,6 +35,7 @@ from basicsr.archs import build_network
 
 from gsasr_plugin.official import hub
 from gsasr_plugin.utils.atomic_io import atomic_save
+from gsasr_plugin.utils.memory import available_memory
 from gsasr_plugin.utils.safe_load import (NonFiniteWeightsError, TorchFileError, check_finite_weights,
                                           compare_state_dicts, describe_fit, load_torch_file)
 from gsasr_plugin.version import __version__
@@ -417,7 +418,6 @@ def check_network_memory(network: torch.nn.Module, what: str, copies: float = 1.
     ``copies``: the parameter-sized tensors a use needs (1 to build; training also holds gradients and
     Adam's two moments).
     """
-    from gsasr_plugin.inference import available_memory
     needed = network_bytes(network) * copies
     free = available_memory(torch.device('cpu')) if free is None else free
     if needed > free:

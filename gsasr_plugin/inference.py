@@ -15,6 +15,7 @@ import torch
 from gsasr_plugin.archs.gaussian_field import (GaussianField, concat_fields, float_field, select_gaussians,
                                                shift_field)
 from gsasr_plugin.archs.sr_network import SRNetwork
+from gsasr_plugin.utils.memory import available_memory
 from gsasr_plugin.utils.scale import (ScaleLike, ScalePair, Size, Target, check_size_rule, resolve_scale_and_size,
                                       scaled_size)
 
@@ -124,20 +125,6 @@ def _decode(network: SRNetwork, features, target: Target, bf16: bool, device_typ
     with torch.no_grad(), torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bf16):
         field = network.decode_field(features, target)
     return float_field(field) if isinstance(field, GaussianField) else field
-
-
-def available_memory(device: torch.device) -> int:
-    """Free bytes on ``device`` (CUDA: free memory; CPU: MemAvailable, or 4 GiB if unknown)."""
-    if device.type == 'cuda':
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open('/proc/meminfo', encoding='ascii') as handle:
-            for line in handle:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
 
 
 def auto_tile_size(network: SRNetwork, lr_size: Tuple[int, int], device: torch.device,

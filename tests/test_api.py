@@ -248,7 +248,7 @@ def test_upscale_reads_a_tensor_that_requires_grad_and_never_modifies_it(ours, n
     out = model.upscale(image, scale=2)
     assert out.shape == (2, 3, 18, 22) and not out.requires_grad
     assert torch.equal(image.detach(), before) and image.requires_grad
-    expected = super_resolve(network, before[:1].clamp(0, 1), scale=2, tile=0)[0]
+    expected = super_resolve(network, before[:1].clamp(0, 1), scale=2, tile_size=0)[0]
     assert torch.allclose(out[:1], expected, atol=1e-6)
 
 

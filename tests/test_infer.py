@@ -525,18 +525,18 @@ def test_cli_scales_carry_alpha(self_describing, images, tmp_path, capsys):
 
 
 # ------------------------------------------------------- --scales equals -s; the output size rule (issue 26)
-_TINY_GSASR = dict(type='GSASR', encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=24,
+_TINY_GSASR = dict(type='GSASR', encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=24,
                    num_heads=2, window_size=4, num_injection_layers=1, num_blocks=1, num_layers_per_block=2,
                    num_scale_tokens=3, gaussian_density=4, num_upsample_stages=1, head_mlp_ratio=1.0)
 _TINY_NETWORKS = {
     'gsasr': _TINY_GSASR,
-    'gsasr_official_canvas': dict(_TINY_GSASR, pad_input_to=4, canvas_rounding='floor', box_cutoff=0.1,
-                                  size_rule='floor'),
+    'gsasr_official_canvas': dict(_TINY_GSASR, type='GSASROfficial', pad_input_to=4, canvas_rounding='floor',
+                                  box_cutoff=0.1, size_rule='floor'),
     'continuoussr_requested_scale': dict(type='ContinuousSR', encoder={
-        'type': 'SwinIR', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16},
+        'type': 'SwinIREncoder', 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4, 'num_feat': 16},
         num_feat=16, color_hidden=[16], offset_hidden=[16], key_hidden=[16], attn_dim=16,
         covariance_scale='requested_scale'),
-    'gaussiansr_patches': dict(type='GaussianSR', encoder={'type': 'EDSRBaseline', 'num_feat': 12, 'num_block': 1},
+    'gaussiansr_patches': dict(type='GaussianSR', encoder={'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1},
                                num_kernels=9, splat_channels=4, decoder_dim=16, mlp_hidden=[16, 16],
                                splatting='patches', kernel_size=3),
 }
@@ -604,7 +604,7 @@ def test_released_gsasr_models_follow_the_official_floor_rule(tmp_path, photo, c
     inference_paper.py; `--size-rule` and `size_rule=` choose another rule; ours round."""
     from basicsr.archs import build_network
 
-    from gsasr_plugin import hub
+    from gsasr_plugin.official import hub
     from gsasr_plugin.api import Upscaler
     for released in hub.released_models().values():
         expected = 'floor' if released.method.startswith('GSASR') else 'round'  # ContinuousSR, GaussianSR: round

@@ -9,9 +9,13 @@ retries), with one line that names the files, the hub repository, the hub's reas
 use and two ways to get the files here (``hf download ... --local-dir`` and a folder passed to ``-m``, or the
 cache copied).
 """
+import os
+import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 __all__ = ['ReleasedModel', 'WeightsUnavailableError', 'register', 'released_model', 'released_models',
            'fetch_files', 'OFFICIAL_PREFIX']
@@ -138,10 +142,6 @@ def _reason(error: BaseException) -> str:
 def _hub_unreachable(endpoint: str, timeout: float = 5.0) -> Optional[str]:
     """None when a TCP connection to the hub's host opens within ``timeout`` seconds (or a proxy is configured,
     which only huggingface_hub can use), else why not."""
-    import os
-    import socket
-    import threading
-    from urllib.parse import urlsplit
     if any(os.environ.get(name) for name in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')):
         return None
     parts = urlsplit(endpoint)
