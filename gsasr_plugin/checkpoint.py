@@ -37,7 +37,7 @@ from gsasr_plugin.official import hub
 from gsasr_plugin.utils.atomic_io import atomic_save
 from gsasr_plugin.utils.memory import available_memory
 from gsasr_plugin.utils.safe_load import (NonFiniteWeightsError, TorchFileError, check_finite_weights,
-                                          compare_state_dicts, describe_fit, load_torch_file)
+                                          compare_state_dicts, describe_fit, foreign_file_kind, load_torch_file)
 from gsasr_plugin.version import __version__
 
 __all__ = ['Checkpoint', 'MissingNetworkOptions', 'NetworkTooLargeError', 'network_bytes', 'check_network_memory',
@@ -329,7 +329,8 @@ def _load_file(path: Path, options: Optional[Dict[str, Any]], method: Optional[s
         raise  # readable, but diverged: no converter would do better
     except ValueError as error:
         checkpoint, unreadable = None, error
-    if (checkpoint is None or checkpoint.network_g is None) and _candidates(1, method):
+    foreign = checkpoint is None and foreign_file_kind(str(path)) is not None  # an image, an option file
+    if (checkpoint is None or checkpoint.network_g is None) and _candidates(1, method) and not foreign:
         try:  # a released model's single official file?
             model, state = _convert_released([path], method, str(path))
             return _finite(Checkpoint(state, options or copy.deepcopy(dict(model.network_g)),

@@ -207,8 +207,8 @@ _LOG_DISK_FULL_RUNNER = textwrap.dedent('''
             return getattr(self.stream, name)
     original = logging.FileHandler._open
     logging.FileHandler._open = lambda self: Full(original(self))
-    from gsasr_plugin import cli
-    sys.exit(cli.main(sys.argv[1:]))
+    from gsasr_plugin_cli import main
+    sys.exit(main(sys.argv[1:]))
 ''')
 
 
@@ -222,7 +222,7 @@ def test_a_log_file_that_cannot_be_written_stops_the_run_in_one_line(tmp_path, p
     if fault == 'disk_full':
         argv, limit = [sys.executable, '-c', _LOG_DISK_FULL_RUNNER], None
     else:  # for real: RLIMIT_FSIZE (Python ignores SIGXFSZ, so a write past it fails with EFBIG)
-        argv, limit = [sys.executable, '-m', 'gsasr_plugin.cli'], 3000
+        argv, limit = [sys.executable, '-m', 'gsasr_plugin_cli'], 3000
     proc = subprocess.run(argv + ['train', '-opt', 'a.yml'], cwd=tmp_path, env=env(), capture_output=True, text=True,
                           timeout=240, preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
                           if limit else None)

@@ -137,7 +137,7 @@ def test_checkpoint_errors_name_the_file_and_keys(tmp_path):
     with pytest.raises(ValueError, match=r'odd\.pth: unknown layout.*keys found: \[net, iter\]'):
         load_state_dict_from_checkpoint(str(tmp_path / 'odd.pth'))
     (tmp_path / 'text.pth').write_text('hello')
-    with pytest.raises(ValueError, match=r'text\.pth: not a PyTorch checkpoint'):
+    with pytest.raises(ValueError, match=r'text\.pth is a text file, not a PyTorch file'):
         load_state_dict_from_checkpoint(str(tmp_path / 'text.pth'))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         load_state_dict_from_checkpoint(str(tmp_path / 'nope.pth'))

@@ -379,3 +379,25 @@ def test_gradient_checkpointing_gives_the_same_output_and_gradients(encoder_type
         outputs.append((out.detach(), encoder.conv_first.weight.grad.clone()))
     torch.testing.assert_close(outputs[0][0], outputs[1][0])
     torch.testing.assert_close(outputs[0][1], outputs[1][1])
+
+
+def test_basicsr_edsr_x4_and_official_rdn_encoder_files_load_strictly(tmp_path):
+    """Issue 26, item 15: `encoder: pretrained:` refused BasicSR's EDSR x4 checkpoint under strict (its upsampler
+    keys were not skipped, as SwinIR's and HAT's are) and the official RDNNOUP encoder.pth (no key map)."""
+    from basicsr.archs.edsr_arch import EDSR
+    from gsasr_plugin.official.gsasr import OfficialState, convert_rdn_noup, read_official_file
+    torch.manual_seed(0)
+    edsr = EDSR(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, upscale=4)
+    torch.save({'params': edsr.state_dict()}, tmp_path / 'EDSR_Mx4_f8b2.pth')
+    encoder = build_encoder({'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 2,
+                             'pretrained': str(tmp_path / 'EDSR_Mx4_f8b2.pth'), 'strict': True})
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, edsr.state_dict()[key]), key
+    official = Path(__file__).resolve().parent / 'fixtures' / 'official_gsasr' / 'rdn_paper' / 'encoder.pth'
+    weights = read_official_file(official)
+    expected = convert_rdn_noup(OfficialState(weights, str(official)))  # the converter of released models
+    rdn = build_encoder({'type': 'RDNEncoder', 'num_feat': 8, 'num_blocks': 2, 'num_layers': 3, 'growth': 4,
+                         'rgb_mean': None, 'pretrained': str(official), 'strict': True})
+    assert rdn.state_dict().keys() == expected.keys()
+    for key, value in rdn.state_dict().items():
+        assert torch.equal(value, expected[key]), key

@@ -17,7 +17,12 @@ from torch import nn
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 
-__all__ = ['EDSREncoder']
+__all__ = ['EDSREncoder', 'EDSR_OFFICIAL_SKIPPED_KEYS']
+
+# Keys of BasicSR's (and LIIF's, EDSR's) EDSR checkpoints that have no counterpart here: the x2/x3/x4 upsampler
+# and the last conv (``encoder: pretrained:``, ``gsasr_plugin.archs.pretrained``). The official GSASR encoder
+# (``EDSRNOUP``) has our names and none of these.
+EDSR_OFFICIAL_SKIPPED_KEYS = ((r'^(upsample|conv_last|tail)\.', 'upsampler (GSASR renders instead)'), )
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -51,6 +56,7 @@ class EDSREncoder(MeanShiftInput, nn.Module):
     """
 
     alignment = 1  # convolutional: any input size, no windows (the encoder contract, docs/layout.md)
+    official_skipped_keys = EDSR_OFFICIAL_SKIPPED_KEYS
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0,
                  img_range: float = 1.0, rgb_mean: Optional[Sequence[float]] = DIV2K_RGB_MEAN,

@@ -14,7 +14,18 @@ from torch import nn
 from gsasr_plugin.archs.encoder_registry import ENCODER_REGISTRY
 from gsasr_plugin.archs.mean_shift import DIV2K_RGB_MEAN, MeanShiftInput
 
-__all__ = ['RDNEncoder']
+__all__ = ['RDNEncoder', 'RDN_OFFICIAL_KEY_MAP', 'RDN_OFFICIAL_SKIPPED_KEYS']
+
+# The names of RDN checkpoints (the RDN of LIIF / EDSR-PyTorch, and the official GSASR encoder ``RDNNOUP``,
+# e.g. a released ``encoder.pth``) -> ours, for ``encoder: pretrained:`` (``gsasr_plugin.archs.pretrained``).
+RDN_OFFICIAL_KEY_MAP = (
+    (r'^SFENet1\.', 'shallow1.'),
+    (r'^SFENet2\.', 'shallow2.'),
+    (r'^RDBs\.(\d+)\.convs\.(\d+)\.conv\.0\.', r'blocks.\1.layers.\2.0.'),
+    (r'^RDBs\.(\d+)\.LFF\.', r'blocks.\1.fusion.'),
+    (r'^GFF\.', 'global_fusion.'),
+)
+RDN_OFFICIAL_SKIPPED_KEYS = ((r'^UPNet\.', 'upsampler (GSASR renders instead)'), )
 
 
 class ResidualDenseBlock(nn.Module):
@@ -50,6 +61,8 @@ class RDNEncoder(MeanShiftInput, nn.Module):
     """
 
     alignment = 1  # convolutional: any input size, no windows (the encoder contract, docs/layout.md)
+    official_key_map = RDN_OFFICIAL_KEY_MAP
+    official_skipped_keys = RDN_OFFICIAL_SKIPPED_KEYS
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, num_blocks: int = 16, num_layers: int = 8,
                  growth: int = 64, img_range: float = 1.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN):

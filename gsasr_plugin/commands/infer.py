@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from gsasr_plugin.api import SlowPrecisionWarning, bf16_notice, load_model
-from gsasr_plugin.utils.atomic_io import remove_partial_files
+from gsasr_plugin.utils.atomic_io import check_writable_folder, remove_partial_files
 from gsasr_plugin.utils.cpu_tuning import keep_freed_memory
 from gsasr_plugin.utils.image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, read_image
 from gsasr_plugin.utils.scale import scale_tag
@@ -179,12 +179,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.suffix is None:
         args.suffix = default_suffix(args)
-    remove_partial_files(args.output)  # temporary files of an earlier run that was killed while writing
     try:
         plan = plan_outputs(args, files)
-    except OutputConflict as error:
+        check_writable_folder(args.output, '-o/--output')  # before anything is computed
+    except (OutputConflict, OSError) as error:
         print(f'{PROG}: error: {error}', file=sys.stderr)
         return 2
+    remove_partial_files(args.output)  # temporary files of an earlier run that was killed while writing
 
     keep_freed_memory()
     try:

@@ -15,10 +15,12 @@ import errno
 import io
 import os
 import re
+import tempfile
 from typing import Any, Iterator, List, Optional
 
 __all__ = ['WriteError', 'atomic_write', 'write_bytes', 'write_text', 'write_image_file', 'atomic_save',
-           'remove_partial_files', 'describe_os_error', 'PARTIAL_MARK']
+           'remove_partial_files', 'describe_os_error', 'PARTIAL_MARK', 'check_writable_folder',
+           'FolderNotWritable']
 
 PARTIAL_MARK = '.partial-'
 # <name>.partial-<pid> (ours) and <name>.tmp<pid> (written by versions before this module)
@@ -173,6 +175,33 @@ def _pid_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+class FolderNotWritable(OSError):
+    """Files cannot be written into an output folder; the message names it and says why."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def check_writable_folder(folder: str, name: str = 'output folder') -> None:
+    """Raise :class:`FolderNotWritable` naming ``name`` and ``folder`` when files cannot be written there,
+    before anything is computed or created: the nearest existing part of the path must be a folder in which a
+    folder can be made (tried for real with a temporary folder, removed at once: permission bits alone do not
+    tell, e.g. for root, on read-only mounts or in ``/proc``)."""
+    path = os.path.abspath(os.path.expanduser(folder))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise FolderNotWritable(errno.ENOTDIR, f'{name} {folder}: {existing} is a file, not a folder')
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix='.write-check-', dir=existing))
+    except OSError as error:
+        where = 'in it' if existing == path else f'in {existing} (to make {path})'
+        reason = ('no folder can be made there (a virtual file system such as /proc?)' if error.errno == errno.ENOENT
+                  else describe_os_error(error))
+        raise FolderNotWritable(error.errno or errno.EIO, f'{name} {folder}: cannot write {where}: {reason}') from None
 
 
 def remove_partial_files(folder: str) -> List[str]:

@@ -36,6 +36,43 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# The first bytes of files that people hand over instead of weights (-m photo.png, -m options.yml).
+_IMAGE_MAGIC = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'GIF8', 'GIF'), (b'BM', 'BMP'),
+                (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF'))
+
+
+def foreign_file_kind(path: str) -> Optional[str]:
+    """What a file that is certainly not a PyTorch file is (``'a PNG image'``, ``'a YAML option file'``, ``'a
+    text file'``), or None (a zip archive or a pickle: what ``torch.save`` writes, or can't tell)."""
+    try:
+        with open(path, 'rb') as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    if head.startswith(b'PK\x03\x04') or head.startswith(b'\x80'):
+        return None
+    for magic, name in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return f'a {name} image'
+    if head.startswith(b'RIFF') and head[8:12] == b'WEBP':
+        return 'a WebP image'
+    if os.path.splitext(path)[1].lower() in ('.yml', '.yaml'):
+        return 'a YAML option file'
+    try:
+        head.decode('utf-8')
+    except UnicodeDecodeError:
+        return None
+    return 'a YAML option file' if re.search(rb'^(network_g|name|model_type)\s*:', head, re.MULTILINE) else 'a text file'
+
+
+def _foreign_hint(kind: str) -> str:
+    if kind.endswith('image'):
+        return '; -m (or path: pretrain_network_g) names the weights, -i the images to upscale'
+    if kind.endswith('option file'):
+        return '; option files go to -opt, the weights they were trained into to -m'
+    return ''
+
+
 def load_torch_file(path: str, what: str = 'checkpoint', map_location: Any = 'cpu') -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name ``what`` and ``path``.
 
@@ -53,6 +90,9 @@ def load_torch_file(path: str, what: str = 'checkpoint', map_location: Any = 'cp
         raise FileNotFoundError(f'{what} {path}: no such file')
     if os.path.getsize(path) == 0:
         raise TorchFileError(f'{what} {path}: empty file (0 bytes; a write that was cut off?)')
+    kind = foreign_file_kind(path)
+    if kind is not None:
+        raise TorchFileError(f'{what} {path} is {kind}, not a PyTorch file (.pth){_foreign_hint(kind)}')
     try:
         with warnings.catch_warnings():  # 'Detected pickle protocol 4 ...' before the real error
             warnings.filterwarnings('ignore', message='Detected pickle protocol')
