@@ -20,17 +20,25 @@ import torch
 from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.checkpoint import MissingNetworkOptions, build_with_weights, describe_weights, load_weights
 from gsasr_plugin.inference import resolve_requests, super_resolve_many
-from gsasr_plugin.utils.image_io import decode_image_array, encode_image_array, output_layout, read_image, write_image
+from gsasr_plugin.utils.bad_data import header_size
+from gsasr_plugin.utils.image_io import (DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, check_input_pixels,
+                                         decode_image_array, encode_image_array, output_layout, read_image,
+                                         write_image)
+from gsasr_plugin.utils.memory import available_memory
 from gsasr_plugin.utils.options import load_option_file
 from gsasr_plugin.utils.scale import ScaleLike
 
 __all__ = ['Upscaler', 'UpscaledFile', 'load_model', 'network_options_from', 'bf16_notice', 'MissingNetworkOptions',
-           'SlowPrecisionWarning']
+           'SlowPrecisionWarning', 'ImageTooLargeError', 'check_file_memory']
 
 PathLike = Union[str, os.PathLike]
 # Float images a little outside [0, 1] (e.g. overshoot of an earlier filter) are clipped; further out
 # they are most likely 0..255 data in a float array, which would give garbage.
 _FLOAT_SLACK = 0.05
+# Host bytes per pixel while a file is upscaled: the decoded input (up to 4 channels of 32 bits) and its float RGB
+# copies; the float RGB result, its copy on the host and the copies of encoding it (clip, scale, round).
+_BYTES_PER_INPUT_PIXEL = 32
+_BYTES_PER_OUTPUT_PIXEL = 64
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -281,24 +289,29 @@ class Upscaler:
     def upscale_file(self, input_path: PathLike, output_path: PathLike, scale: Optional[ScaleLike] = None,
                      out_size: Optional[Sequence[int]] = None, *, tile_size: Optional[int] = None,
                      tile_pad: Optional[int] = None, bf16: bool = False, progress: bool = False,
-                     size_rule: Optional[str] = None, overwrite: bool = False) -> UpscaledFile:
+                     size_rule: Optional[str] = None, overwrite: bool = False,
+                     max_input_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> UpscaledFile:
         """Read an image file (8/16-bit or float TIFF; gray, RGB, RGBA), upscale it, and write it to
         ``output_path`` with the input's depth and channels as far as the output format holds them
         (JPEG, WebP and BMP hold 8 bits per channel, JPEG no alpha; see ``utils.image_io.output_layout``).
 
+        ``max_input_pixels``: the largest input (width x height) read (default 100 MP; None or 0: no limit).
+
         Raises:
             FileExistsError: ``output_path`` is the input file itself and ``overwrite`` is False (the rule of
                 ``basicsr infer --overwrite``), checked before anything is read.
+            ImageTooLargeError: the file's header declares more than ``max_input_pixels`` pixels, or the input
+                and output images would not fit in the free memory (checked before anything is decoded).
         """
         return self.upscale_file_many(input_path, [(output_path, scale, out_size)], tile_size=tile_size,
                                       tile_pad=tile_pad, bf16=bf16, progress=progress, size_rule=size_rule,
-                                      overwrite=overwrite)[0]
+                                      overwrite=overwrite, max_input_pixels=max_input_pixels)[0]
 
     def upscale_file_many(self, input_path: PathLike,
                           outputs: Sequence[Tuple[PathLike, Optional[ScaleLike], Optional[Sequence[int]]]], *,
                           tile_size: Optional[int] = None, tile_pad: Optional[int] = None, bf16: bool = False,
-                          progress: bool = False, size_rule: Optional[str] = None,
-                          overwrite: bool = False) -> List[UpscaledFile]:
+                          progress: bool = False, size_rule: Optional[str] = None, overwrite: bool = False,
+                          max_input_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> List[UpscaledFile]:
         """:meth:`upscale_file` for several ``(output_path, scale, out_size)`` of one input (``basicsr infer
         --scales``): one encoding when the image is not tiled, and each file exactly what :meth:`upscale_file`
         writes for it alone."""
@@ -308,11 +321,17 @@ class Upscaler:
             if not overwrite and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
                 raise FileExistsError(f'output {path} is the input image {source}; pass overwrite=True to replace '
                                       'it, or choose another output path')
-        rgb, meta = read_image(source)
+        requests = [(scale, size) for _, scale, size in outputs]
+        lr_size = header_size(source)
+        if lr_size is not None:  # the sizes first: refused before anything is decoded or allocated
+            check_input_pixels(source, lr_size, max_input_pixels)
+            check_file_memory(source, lr_size, [t.size for t in resolve_requests(self.network, lr_size, requests,
+                                                                                  size_rule)])
+        rgb, meta = read_image(source, max_pixels=max_input_pixels)
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         alpha = None if meta.alpha is None else torch.from_numpy(meta.alpha)[None, None]
-        results = self.upscale_rgb_many(lq, alpha, [(scale, size) for _, scale, size in outputs],
-                                        tile_size=tile_size, tile_pad=tile_pad, bf16=bf16, progress=progress, size_rule=size_rule)
+        results = self.upscale_rgb_many(lq, alpha, requests, tile_size=tile_size, tile_pad=tile_pad, bf16=bf16,
+                                        progress=progress, size_rule=size_rule)
         written = []
         for path, (sr, sr_alpha, field) in zip(paths, results):
             write_image(path, sr[0].permute(1, 2, 0).cpu().numpy().astype(np.float32), meta,
@@ -320,6 +339,23 @@ class Upscaler:
             dtype, keeps_alpha = output_layout(os.path.splitext(path)[1], meta)
             written.append(UpscaledFile(path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha, field))
         return written
+
+
+def check_file_memory(path: str, lr_size: Tuple[int, int], out_sizes: Sequence[Tuple[int, int]],
+                      free: Optional[int] = None) -> None:
+    """Raise :class:`ImageTooLargeError` naming ``path`` when an image of ``lr_size`` and its largest result of
+    ``out_sizes`` would not fit in the host's free memory (``free`` bytes; default: what is available now), before
+    either is allocated. The network's own working memory is not counted: tiling bounds it
+    (``inference.auto_tile_size``)."""
+    largest = max(out_sizes, key=lambda size: size[0] * size[1])
+    needed = lr_size[0] * lr_size[1] * _BYTES_PER_INPUT_PIXEL + largest[0] * largest[1] * _BYTES_PER_OUTPUT_PIXEL
+    free = available_memory(torch.device('cpu')) if free is None else free
+    if needed > free:
+        raise ImageTooLargeError(
+            f'{path}: its {lr_size[1]}x{lr_size[0]} pixels make a {largest[1]}x{largest[0]} output '
+            f'({largest[0] * largest[1] / 1e6:,.0f} MP), which needs about {needed / 2**30:,.1f} GiB of memory, more '
+            f'than the {free / 2**30:,.1f} GiB free here; refused before decoding it: lower the scale (or the output '
+            'size), or split the image')
 
 
 def _check_float_range(image: Union[np.ndarray, torch.Tensor], is_float: bool, name: str) -> None:

@@ -163,6 +163,9 @@ def infer_parser() -> argparse.ArgumentParser:
                         help='LR tile side in pixels (0: never tile); default: chosen from free memory')
     parser.add_argument('--tile-pad', type=_non_negative_int, default=None, metavar='M',
                         help='LR context pixels around each tile (default: two attention windows, >= 8)')
+    parser.add_argument('--max-input-pixels', type=_non_negative_int, default=100_000_000, metavar='N',  # image_io's
+                        help='the largest input image (width x height) read; files whose header declares more are '
+                        'refused before decoding (default 100000000; 0: no limit)')
     parser.add_argument('--bf16', action='store_true',
                         help='run the network in bfloat16 autocast (faster on CUDA GPUs; slower on most CPUs)')
     parser.add_argument('--device', default=None, help="'cuda', 'cuda:1', 'cpu' (default: cuda when available)")

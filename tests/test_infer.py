@@ -623,3 +623,64 @@ def test_released_gsasr_models_follow_the_official_floor_rule(tmp_path, photo, c
                             '--overwrite', *extra)
         assert code == 0, err
         assert cv2.imread(str(tmp_path / 'o' / 'p_x3.7.png')).shape[:2] == shape
+
+
+def _png_bomb(path, width=20000, height=20000):
+    """A valid PNG header declaring ``width`` x ``height`` RGB pixels, with a few rows of data (a few hundred
+    bytes in all): decoders that trust the header allocate gigabytes for it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+    rows = zlib.compress(b'\x00' * (3 * width + 1) * 4, 9)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
+                     chunk(b'IDAT', rows) + chunk(b'IEND', b''))
+
+
+def test_cli_huge_images_are_refused_before_decoding(model_files, images, tmp_path, capsys, monkeypatch):
+    """Issue 26, item 6: a decompression-bomb header (20000 x 20000 in a few bytes) and real images too large for
+    memory gave raw cv2.error / numpy._ArrayMemoryError tracebacks. Now: one line naming the file, its size and
+    the limit (and how to raise it), before anything is decoded; the other images are still written."""
+    import gsasr_plugin.api as api
+    opt, ckpt, _ = model_files
+    _png_bomb(images / 'bomb.png')
+    assert (images / 'bomb.png').stat().st_size < 2000
+    decoded = []
+    original_imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, 'imdecode', lambda *a: decoded.append(1) or original_imdecode(*a))
+    code, out, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images, '-o', tmp_path / 'o', '-s', '2')
+    assert code == 1 and 'Traceback' not in err, err
+    assert err.strip().splitlines() == [
+        f'basicsr infer: error: {images / "bomb.png"}: 20000x20000 pixels (400.0 MP) is over the limit for an input '
+        'image of 100.0 MP; refused before decoding it (a damaged or hostile file can declare any size). If the '
+        'image is real, raise the limit with --max-input-pixels N (Python: max_input_pixels=N; 0: no limit): large '
+        'images are encoded in tiles'], err
+    assert 'wrote 7 of 8 image(s)' in out and not (tmp_path / 'o' / 'bomb_x2.png').exists()
+    assert len(decoded) == 7  # the bomb's pixels were never decoded
+    # a real image under a lower limit, and the limit lifted
+    code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'p', '-s', '2',
+                        '--max-input-pixels', '400')
+    assert code == 1 and '24x20 pixels (0.0 MP) is over the limit for an input image of 0.0 MP' in err, err
+    code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'p', '-s', '2',
+                        '--max-input-pixels', '0')
+    assert code == 0 and (tmp_path / 'p' / 'rgb8_x2.png').exists(), err
+    # a real image whose output would not fit in memory: refused before decoding, naming the sizes and memory
+    monkeypatch.setattr(api, 'available_memory', lambda device: 10 << 20)
+    decoded.clear()
+    code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'q', '-s', '100')
+    assert code == 1 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
+    assert ('rgb8.png: its 24x20 pixels make a 2400x2000 output (5 MP), which needs about 0.3 GiB of memory, more '
+            'than the 0.0 GiB free here; refused before decoding it') in err, err
+    assert not decoded and not (tmp_path / 'q').exists()
+
+
+def test_training_image_sizes_are_read_from_headers_whatever_their_size(tmp_path, monkeypatch):
+    """Issue 26, item 6: PIL refuses headers over 179 MP as bombs, and the size check of the training images then
+    decoded the file with OpenCV. The header alone is read, for any declared size."""
+    from gsasr_plugin.utils import bad_data
+    _png_bomb(tmp_path / 'bomb.png', 30000, 20000)
+    decoded = []
+    monkeypatch.setattr(bad_data.cv2, 'imread', lambda *args: decoded.append(args))
+    assert bad_data.image_size(str(tmp_path / 'bomb.png')) == (20000, 30000) and not decoded

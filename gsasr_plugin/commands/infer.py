@@ -147,7 +147,7 @@ def write_zoom(network, lq, stem: str, args) -> List[Path]:
 def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> None:
     progress = sys.stderr.isatty()
     options = dict(tile_size=args.tile_size, tile_pad=args.tile_pad, bf16=args.bf16, progress=progress,
-                   size_rule=args.size_rule, overwrite=args.overwrite)
+                   size_rule=args.size_rule, overwrite=args.overwrite, max_input_pixels=args.max_input_pixels)
     if args.scales:  # each file exactly what -s <scale> writes, from one encoding
         requests = [(output, scale, None) for output, scale in zip(outputs, args.scales)]
         results = model.upscale_file_many(path, requests, **options)
@@ -156,10 +156,10 @@ def _process(model, path: Path, outputs: List[Path], args, notes: _Notes) -> Non
     for result in results:
         notes.lossy_output(args, path, result.input_dtype, result.output_dtype, result.alpha_dropped)
     if args.zoom:
-        rgb, _ = read_image(str(path))
+        rgb, _ = read_image(str(path), max_pixels=args.max_input_pixels)
         write_zoom(model.network, torch.from_numpy(rgb).permute(2, 0, 1)[None].to(model.device), path.stem, args)
     if args.save_gaussians:
-        rgb, _ = read_image(str(path))
+        rgb, _ = read_image(str(path), max_pixels=args.max_input_pixels)
         field = model.network.gaussians(results[0].field)
         if field is None:
             raise ValueError('--save-gaussians: this network has no per-pixel Gaussians to draw (GaussianSR with '
@@ -206,9 +206,11 @@ def run(args: argparse.Namespace) -> int:
         for path in iterator:
             try:
                 _process(model, path, plan[path], args, notes)
-            except (OSError, ValueError, TypeError, RuntimeError) as error:
+            except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as error:
                 failures += 1
                 message = str(error).splitlines()[0] if str(error) else type(error).__name__
+                if isinstance(error, MemoryError):
+                    message = f'out of memory ({message}); lower the scale or --tile-size'
                 if str(path) not in message:
                     message = f'{path}: {message}'
                 print(f'{PROG}: error: {message}', file=sys.stderr)

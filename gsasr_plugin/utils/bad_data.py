@@ -12,12 +12,12 @@ It refuses what OpenCV would decode silently but wrongly: a JPEG or PNG cut off 
 (OpenCV returns the part it has, grey below) and float images holding NaN or inf.
 """
 import warnings
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ['decode_image', 'to_float', 'image_size', 'check_training_images', 'BadImageWarning', 'warn_skipped',
+__all__ = ['decode_image', 'to_float', 'image_size', 'header_size', 'check_training_images', 'BadImageWarning', 'warn_skipped',
            'check_not_truncated', 'check_finite_pixels']
 
 
@@ -91,23 +91,38 @@ def to_float(img: np.ndarray) -> np.ndarray:
     return np.clip(np.ascontiguousarray(img, dtype=np.float32), 0, 1)
 
 
+def header_size(path: str) -> Optional[Tuple[int, int]]:
+    """(height, width) from the file's header alone (Pillow, nothing decoded, whatever the size: PIL's
+    decompression-bomb limit guards decoding, which this never does), or None when Pillow cannot read it."""
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as img:
+                    width, height = img.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+    except Exception:  # noqa: BLE001  (PIL raises UnidentifiedImageError, OSError, SyntaxError, ...)
+        return None
+    return int(height), int(width)
+
+
 def image_size(path: str) -> Tuple[int, int]:
-    """(height, width) from the file's header, without decoding the pixels.
+    """(height, width) from the file's header, without decoding the pixels where Pillow reads the header.
 
     Raises:
         ValueError: naming ``path`` when the file cannot be opened as an image.
     """
-    from PIL import Image
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-        # PIL cannot open some files OpenCV reads (e.g. 3-channel float32 TIFFs that OpenCV wrote): decode
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None or img.size == 0:
-            raise ValueError(f"cannot read image '{path}': {exc}") from exc
-        height, width = img.shape[:2]
-    return int(height), int(width)
+    size = header_size(path)
+    if size is not None:
+        return size
+    # PIL cannot open some files OpenCV reads (e.g. 3-channel float32 TIFFs that OpenCV wrote): decode
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ValueError(f"cannot read image '{path}': not an image, or a corrupt or unsupported one")
+    return int(img.shape[0]), int(img.shape[1])
 
 
 def warn_skipped(path: str, reason: str, count: int) -> None:

@@ -16,12 +16,21 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from gsasr_plugin.utils.atomic_io import write_image_file
-from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated
+from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated, header_size
 
 __all__ = ['IMAGE_EXTENSIONS', 'OUTPUT_FORMATS', 'ImageMeta', 'decode_image_array', 'encode_image_array',
-           'output_layout', 'read_image', 'write_image']
+           'output_layout', 'read_image', 'write_image', 'DEFAULT_MAX_INPUT_PIXELS', 'ImageTooLargeError',
+           'check_input_pixels']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
+# The largest input image read by default (width x height): a 10000 x 10000 photo (1.2 GB as float RGB). A file
+# whose header declares more is refused before it is decoded (a "decompression bomb" declares 20000 x 20000 in a
+# few bytes); ``basicsr infer --max-input-pixels`` / ``max_input_pixels=`` raise it, 0 lifts it.
+DEFAULT_MAX_INPUT_PIXELS = 100_000_000
+
+
+class ImageTooLargeError(ValueError):
+    """An input image's header declares more pixels than allowed (or than memory holds)."""
 
 
 # What each output format holds with OpenCV's encoders: the deepest pixel type and whether it keeps alpha.
@@ -114,11 +123,28 @@ def output_layout(suffix: str, meta: ImageMeta) -> Tuple[np.dtype, bool]:
     return np.dtype(dtype), holds_alpha and meta.alpha is not None
 
 
-def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
+def check_input_pixels(path: str, size: Optional[Tuple[int, int]],
+                       max_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> None:
+    """Raise :class:`ImageTooLargeError` naming ``path``, its size and the limit when ``size`` (height, width; None:
+    unknown) has more than ``max_pixels`` pixels (None or 0: no limit)."""
+    if not max_pixels or size is None or size[0] * size[1] <= max_pixels:
+        return
+    raise ImageTooLargeError(f'{path}: {size[1]}x{size[0]} pixels ({size[0] * size[1] / 1e6:,.1f} MP) is over the '
+                             f'limit for an input image of {max_pixels / 1e6:,.1f} MP; refused before decoding it (a '
+                             'damaged or hostile file can declare any size). If the image is real, raise the limit '
+                             'with --max-input-pixels N (Python: max_input_pixels=N; 0: no limit): large images are '
+                             'encoded in tiles')
+
+
+def read_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> Tuple[np.ndarray, ImageMeta]:
     """``path`` -> (H, W, 3) float32 RGB in [0, 1] and its ``ImageMeta``.
+
+    ``max_pixels``: the largest width x height read; the header is checked before the pixels are decoded
+    (:data:`DEFAULT_MAX_INPUT_PIXELS`; None or 0: no limit).
 
     Raises:
         FileNotFoundError: if the file does not exist.
+        ImageTooLargeError: if its header declares more than ``max_pixels`` pixels.
         ValueError: if OpenCV cannot decode it, it is cut off (JPEG/PNG without their end marker), it holds
             NaN/inf pixels, or its layout is unsupported.
     """
@@ -126,10 +152,15 @@ def read_image(path: str) -> Tuple[np.ndarray, ImageMeta]:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no such file')
+    check_input_pixels(str(path), header_size(str(path)), max_pixels)
     with open(path, 'rb') as handle:
         content = handle.read()
     check_not_truncated(content, str(path))
-    image = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) if content else None
+    try:
+        image = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED) if content else None
+    except cv2.error as error:  # OpenCV's own size limit, or a decoder that gave up on damaged data
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else 'cv2.error'
+        raise ValueError(f'{path}: OpenCV cannot decode it ({reason})') from None
     if image is None:
         raise ValueError(f'{path}: not a readable image (supported: {", ".join(IMAGE_EXTENSIONS)})')
     check_finite_pixels(image, str(path))
