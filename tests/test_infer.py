@@ -684,3 +684,27 @@ def test_training_image_sizes_are_read_from_headers_whatever_their_size(tmp_path
     decoded = []
     monkeypatch.setattr(bad_data.cv2, 'imread', lambda *args: decoded.append(args))
     assert bad_data.image_size(str(tmp_path / 'bomb.png')) == (20000, 30000) and not decoded
+
+
+def test_cli_wrong_files_for_model_and_output_are_one_line(model_files, images, tmp_path, capsys, monkeypatch):
+    """Issue 26, item 14: `-m photo.png` / `-m options.yml` gave a long line repeating "not a PyTorch checkpoint"
+    for every converter; `-o /proc/x` was reported after the image was computed, as a missing folder. Now one
+    line that says what the file is and where it goes, and the output folder is checked before the model runs."""
+    import gsasr_plugin.commands.infer as infer_command
+    opt, ckpt, _ = model_files
+    for given, says in [(images / 'rgb8.png', 'is a PNG image, not a PyTorch file (.pth); -m (or path: '
+                                              'pretrain_network_g) names the weights, -i the images to upscale'),
+                        (opt, 'is a YAML option file, not a PyTorch file (.pth); option files go to -opt, the '
+                                  'weights they were trained into to -m')]:
+        code, _, err = _run(capsys, '-m', given, '-i', images / 'rgb8.png', '-o', tmp_path / 'o', '-s', '2')
+        assert code == 1 and err.strip().splitlines() == [f'basicsr infer: error: checkpoint {given} {says}'], err
+    loaded = []
+    monkeypatch.setattr(infer_command, 'load_model', lambda *a, **k: loaded.append(a))
+    (tmp_path / 'file').write_text('x')
+    for folder, says in [('/proc/x', "-o/--output /proc/x: cannot write in /proc (to make /proc/x): no folder can "
+                                     "be made there (a virtual file system such as /proc?)"),
+                         (tmp_path / 'file' / 'out', f'-o/--output {tmp_path / "file" / "out"}: {tmp_path / "file"} '
+                                                     'is a file, not a folder')]:
+        code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', folder, '-s', '2')
+        assert code == 2 and err.strip().splitlines() == [f'basicsr infer: error: {says}'], err
+    assert not loaded  # refused before the model was loaded, let alone run
