@@ -24,6 +24,7 @@ loads the weights strictly; :func:`load_into` is the one way weights go into a b
 """
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -230,17 +231,40 @@ def _convert_released(paths: List[Path], method: Optional[str], what: str):
 
 
 def _folder_files(folder: Path, method: Optional[str]) -> List[Path]:
-    """The files of a released model in ``folder``, found by the released models' file names."""
+    """The files of a released model in ``folder``, found by the released models' file names, or by the names
+    their authors' training code saves them under (``ReleasedModel.training_outputs``)."""
     names = []
     for model in _candidates_all(method):
         wanted = [folder / Path(f).name for f in model.files]
-        if all(p.is_file() for p in wanted) and wanted not in names:
+        if not all(p.is_file() for p in wanted):
+            wanted = _training_output_files(folder, model.training_outputs)
+        if wanted and wanted not in names:
             names.append(wanted)
     if not names:
-        expected = sorted({' + '.join(Path(f).name for f in m.files) for m in _candidates_all(method)})
+        expected = sorted({' + '.join(Path(f).name for f in m.files) for m in _candidates_all(method)} |
+                          {' + '.join(f'{prefix}_<iter>.pth' for prefix in m.training_outputs)
+                           for m in _candidates_all(method) if m.training_outputs})
         raise FileNotFoundError(f'{folder}: holds none of the released models\' files '
                                 f'(expected {", or ".join(expected) or "a registered model"})')
     return max(names, key=len)
+
+
+def _training_output_files(folder: Path, prefixes: Sequence[str]) -> Optional[List[Path]]:
+    """``<prefix>_<iter>.pth`` for every prefix at one iteration, as BasicSR names saved networks: ``latest`` if
+    all have it, else the highest iteration all have; or ``<prefix>.pth`` each. None when the folder holds
+    neither set."""
+    if not prefixes:
+        return None
+    common = None
+    for prefix in prefixes:
+        pattern = re.compile(rf'{re.escape(prefix)}_(\d+|latest)\.pth')
+        found = {match.group(1) for match in (pattern.fullmatch(p.name) for p in folder.iterdir()) if match}
+        common = found if common is None else common & found
+    if common:
+        tag = 'latest' if 'latest' in common else max(common, key=int)
+        return [folder / f'{prefix}_{tag}.pth' for prefix in prefixes]
+    plain = [folder / f'{prefix}.pth' for prefix in prefixes]
+    return plain if all(p.is_file() for p in plain) else None
 
 
 def _candidates_all(method: Optional[str]):

@@ -21,7 +21,7 @@ from gsasr_plugin.official.gsasr import (OfficialState, convert_official_gsasr, 
 from gsasr_plugin.archs.window_utils import get_relative_position_index
 from gsasr_plugin.official.gsasr_official_arch import GSASROfficial, box_half_size, round_canvas
 from official_gsasr_helpers import (ENHANCED_FAMILIES, FIXTURES, PAPER_FAMILIES, cases, gaussian_error, image_error,
-                                    official_net)
+                                    official_files, official_net, reference)
 from official_gsasr_helpers import kernel_gaussians_in_lr_units as _kernel_gaussians_in_lr_units
 FAMILIES = PAPER_FAMILIES
 
@@ -304,3 +304,32 @@ def test_the_core_does_not_know_the_compatibility_layer():
             assert not any(name.startswith('gsasr_plugin.official') for name in names), path.name
     for name in ('gsasr_arch.py', 'gaussian_field.py'):
         assert 'official' not in (archs / name).read_text().lower(), name
+
+
+def test_a_folder_of_official_training_outputs_loads(tmp_path):
+    """Issue 26, item 15: the official training code saves net_g_<iter>.pth (encoder) + net_fea2gs_<iter>.pth
+    (decoder) with params and params_ema, and its test options load them; such a folder was not recognised. The
+    newest iteration that has both files is read (params_ema first, as the official test options do)."""
+    from gsasr_plugin.checkpoint import load_weights
+    from recorded_options import current_network_g
+    encoder, decoder = (torch.load(path, weights_only=True) for path in official_files('edsr_paper'))
+    models = tmp_path / 'experiments' / 'GSASR_EDSR' / 'models'
+    models.mkdir(parents=True)
+    for iteration, shift in (100, 1.0), (200, 0.0):
+        for name, state in ('net_g', encoder), ('net_fea2gs', decoder):
+            ema = {key: value + shift for key, value in state['params_ema'].items()}
+            torch.save({'params': {key: value - 1 for key, value in ema.items()}, 'params_ema': ema},
+                       models / f'{name}_{iteration}.pth')
+    torch.save({'params': encoder['params_ema']}, models / 'net_g_300.pth')  # no decoder of iteration 300 yet
+    network_g = current_network_g(reference('edsr_paper')['network_g'])
+    weights = load_weights(str(models), network_g=network_g)
+    expected = convert_official_gsasr(official_files('edsr_paper'), 'EDSRNOUP', 'Fea2GS')
+    assert weights.state_dict.keys() == expected.keys()
+    assert all(torch.equal(weights.state_dict[key], value) for key, value in expected.items())
+    assert 'net_g_200.pth' in weights.meta['source'] and 'net_fea2gs_200.pth' in weights.meta['source']
+    for name in ('net_g', 'net_fea2gs'):
+        (models / f'{name}_200.pth').rename(models / f'{name}_latest.pth')  # BasicSR's name for the last save
+    assert 'net_g_latest.pth' in load_weights(str(models), network_g=network_g).meta['source']
+    with pytest.raises(FileNotFoundError, match=r'holds none of the released models.*net_g_<iter>\.pth \+ '
+                                                r'net_fea2gs_<iter>\.pth'):
+        load_weights(str(tmp_path), network_g=network_g)

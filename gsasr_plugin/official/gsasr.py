@@ -416,6 +416,12 @@ def paper_network_g(encoder: str, box_cutoff: Optional[float] = 0.1) -> Dict[str
     }
 
 
+# What the official training code (BasicSR's, with a second network) saves in experiments/<name>/models: the encoder
+# as net_g_<iter>.pth, the decoder as net_fea2gs_<iter>.pth (``params``, and ``params_ema`` with EMA); the official
+# test options load them through path: pretrain_network_g and path_fea2gs: pretrain_network_fea2gs.
+TRAINING_OUTPUTS = ('net_g', 'net_fea2gs')
+
+
 def register_gsasr_model(name: str, folder: str, encoder: str, decoder: str, network_g: Mapping[str, Any],
                          description: str) -> hub.ReleasedModel:
     """Register an official GSASR model whose files are ``<folder>/encoder.pth`` and ``<folder>/decoder.pth``.
@@ -426,6 +432,7 @@ def register_gsasr_model(name: str, folder: str, encoder: str, decoder: str, net
     return hub.register(
         hub.ReleasedModel(name=name, method=network_g['type'], hub_repo=HUB_REPO,
                           files=(f'{folder}/encoder.pth', f'{folder}/decoder.pth'), network_g=network_g,
+                          training_outputs=TRAINING_OUTPUTS,
                           convert=functools.partial(convert_official_gsasr, encoder=encoder, decoder=decoder),
                           description=description))
 

@@ -43,6 +43,10 @@ class ReleasedModel:
         description: one line for listings and the README.
         extra: anything else the method needs at inference (padding multiple, rasterizer mode, ...).
         source: where the files are published when they are not on the Hugging Face hub (a URL).
+        training_outputs: the names the authors' own training code saves the same files under, in ``files``
+            order, as BasicSR prefixes (e.g. ``('net_g', 'net_fea2gs')``: ``net_g_<iter>.pth`` +
+            ``net_fea2gs_<iter>.pth`` in ``experiments/<name>/models``, or ``net_g.pth`` + ``net_fea2gs.pth``):
+            a folder of them is read as this model's files (``checkpoint.load_weights``).
     """
     name: str
     method: str
@@ -53,6 +57,7 @@ class ReleasedModel:
     description: str = ''
     extra: Mapping[str, Any] = field(default_factory=dict)
     source: str = ''
+    training_outputs: Tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
