@@ -276,8 +276,8 @@ class GSASR(SRNetwork):
             cross-attention, which starts nearly uniform over the k x k window, so an untrained net
             sees window averages and localising the attention takes many iterations. No parameters are
             added. Default: False.
-        size_rule: The output size for a scale alone, ``rule(s * h)``: ``'round'``, ``'floor'`` (the official
-            inference, hence the released models) or ``'ceil'`` (``utils.scale.scaled_size``). Default: 'round'.
+        size_rule: The output size for a scale alone, ``rule(s * h)``: ``'round'``, ``'floor'`` or ``'ceil'``
+            (``utils.scale.scaled_size``). Default: 'round'.
     """
 
     field_depends_on_scale = True
