@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         height, width = (int(v) for v in size.split('x'))
         lq = np.ascontiguousarray(image[:height, :width, ::-1])
         for scale in (float(s) for s in args.scales.split(',')):
-            sr = model.upscale(lq, scale=scale, tile=args.tile)
+            sr = model.upscale(lq, scale=scale, tile_size=args.tile)
             bicubic = np.clip(matlab_bicubic_resize(lq.astype(np.float32) / 255, sr.shape[:2]), 0, 1) * 255
             means = edge_means(sr, bicubic.round())
             print(f'LR {height}x{width} x{scale:g}: ' + ' '.join(f'{k} {v:+5.1f}' for k, v in means.items()), flush=True)

@@ -352,7 +352,7 @@ def test_the_package_loads_nothing_unsafely_and_writes_only_through_atomic_io():
     ('small', "datasets:train: training image 'train/small.png' is 16x16, smaller than the largest crop 24x24 "
      '(round(lq_size * scale_max))'),
     ('text', "datasets:train: cannot read image 'train/notes.png'"),
-    ('no_network', 'network_g: is required by basicsr train'),
+    ('no_network', 'network_g: is required'),
 ])
 def test_training_set_and_network_faults_stop_before_the_experiment_folder(run_dir, capsys, photo, fault, needle):
     """Issue 26, item 8: these were found after experiments/<name>/ existed; the training images' headers are
