@@ -644,6 +644,9 @@ def test_cli_huge_images_are_refused_before_decoding(model_files, images, tmp_pa
     memory gave raw cv2.error / numpy._ArrayMemoryError tracebacks. Now: one line naming the file, its size and
     the limit (and how to raise it), before anything is decoded; the other images are still written."""
     import gsasr_plugin.api as api
+    from gsasr_plugin.utils.image_io import DEFAULT_MAX_INPUT_PIXELS
+    from gsasr_plugin_cli.parsers import infer_parser
+    assert infer_parser().get_default('max_input_pixels') == DEFAULT_MAX_INPUT_PIXELS  # the light parser's copy
     opt, ckpt, _ = model_files
     _png_bomb(images / 'bomb.png')
     assert (images / 'bomb.png').stat().st_size < 2000
@@ -655,14 +658,14 @@ def test_cli_huge_images_are_refused_before_decoding(model_files, images, tmp_pa
     assert err.strip().splitlines() == [
         f'basicsr infer: error: {images / "bomb.png"}: 20000x20000 pixels (400.0 MP) is over the limit for an input '
         'image of 100.0 MP; refused before decoding it (a damaged or hostile file can declare any size). If the '
-        'image is real, raise the limit with --max-input-pixels N (Python: max_input_pixels=N; 0: no limit): large '
-        'images are encoded in tiles'], err
+        'image is real, raise the limit (basicsr infer --max-input-pixels N; Python: max_input_pixels=N; 0: no '
+        'limit): large images are encoded in tiles'], err
     assert 'wrote 7 of 8 image(s)' in out and not (tmp_path / 'o' / 'bomb_x2.png').exists()
     assert len(decoded) == 7  # the bomb's pixels were never decoded
     # a real image under a lower limit, and the limit lifted
     code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'p', '-s', '2',
                         '--max-input-pixels', '400')
-    assert code == 1 and '24x20 pixels (0.0 MP) is over the limit for an input image of 0.0 MP' in err, err
+    assert code == 1 and '24x20 pixels (480 pixels) is over the limit for an input image of 400 pixels' in err, err
     code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'p', '-s', '2',
                         '--max-input-pixels', '0')
     assert code == 0 and (tmp_path / 'p' / 'rgb8_x2.png').exists(), err

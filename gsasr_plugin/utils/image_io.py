@@ -129,11 +129,15 @@ def check_input_pixels(path: str, size: Optional[Tuple[int, int]],
     unknown) has more than ``max_pixels`` pixels (None or 0: no limit)."""
     if not max_pixels or size is None or size[0] * size[1] <= max_pixels:
         return
-    raise ImageTooLargeError(f'{path}: {size[1]}x{size[0]} pixels ({size[0] * size[1] / 1e6:,.1f} MP) is over the '
-                             f'limit for an input image of {max_pixels / 1e6:,.1f} MP; refused before decoding it (a '
+    raise ImageTooLargeError(f'{path}: {size[1]}x{size[0]} pixels ({_megapixels(size[0] * size[1])}) is over the '
+                             f'limit for an input image of {_megapixels(max_pixels)}; refused before decoding it (a '
                              'damaged or hostile file can declare any size). If the image is real, raise the limit '
-                             'with --max-input-pixels N (Python: max_input_pixels=N; 0: no limit): large images are '
-                             'encoded in tiles')
+                             '(basicsr infer --max-input-pixels N; Python: max_input_pixels=N; 0: no limit): large '
+                             'images are encoded in tiles')
+
+
+def _megapixels(count: int) -> str:
+    return f'{count / 1e6:,.1f} MP' if count >= 100_000 else f'{count:,} pixels'
 
 
 def read_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS) -> Tuple[np.ndarray, ImageMeta]:
