@@ -132,7 +132,6 @@ setup(
         'torch>=2.6',  # torch.load defaults to weights_only=True (the plugin also passes it explicitly)
         'torchvision',
         'basicsr==1.4.2',
-        'mmengine>=0.10',
         'timm>=1.0',
         'huggingface_hub',  # downloads released (official) checkpoints by short name
         'numpy',

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up ./.venv (scripts/setup_env.sh, which builds the rasterizer's CPU kernel; here a failed build is an
 # error and the tests insist on the kernel), checks that the CUDA rasterizer compiles where nvcc exists,
-# and runs the test suite. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k rasterize`.
+# and runs the test suite. Run again, it installs and compiles only what changed since (a clean clone, as in CI,
+# builds everything). Extra arguments go to pytest, e.g. `bash scripts/test.sh -k rasterize`.
 # The browser test (tests/test_app_browser.py) needs Debian's chromium (`apt-get install chromium`; .ci/run
 # installs it); without one it fails, unless GSASR_NO_BROWSER=1 says to skip it.
 set -euo pipefail
@@ -11,10 +12,22 @@ bash scripts/setup_env.sh
 
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 if [ -x "$CUDA_HOME/bin/nvcc" ]; then
-  echo "Compiling the CUDA rasterizer (compile only, into build/cuda_check) ..."
-  GSASR_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" MAX_JOBS=${MAX_JOBS:-2} \
-    .venv/bin/python setup.py -q build_ext --build-temp build/cuda_check/tmp --build-lib build/cuda_check/lib
-  ls build/cuda_check/lib/gsasr_plugin/ops/_C*.so
+  ARCHS="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
+  # compiled again only when the sources, the build script, torch, nvcc or the architectures changed
+  WANT=$( { echo "$ARCHS"; "$CUDA_HOME/bin/nvcc" --version; .venv/bin/python -c 'import torch; print(torch.__version__)'
+            cat setup.py ops/csrc/*; } | sha256sum | cut -d' ' -f1)
+  STAMP=build/cuda_check/stamp
+  if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && ls build/cuda_check/lib/gsasr_plugin/ops/_C*.so >/dev/null 2>&1
+  then
+    echo "The CUDA rasterizer compiled before from these sources (build/cuda_check): not compiling it again."
+  else
+    echo "Compiling the CUDA rasterizer (compile only, into build/cuda_check) ..."
+    rm -rf build/cuda_check
+    GSASR_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCHS" MAX_JOBS=${MAX_JOBS:-2} \
+      .venv/bin/python setup.py -q build_ext --build-temp build/cuda_check/tmp --build-lib build/cuda_check/lib
+    ls build/cuda_check/lib/gsasr_plugin/ops/_C*.so
+    echo "$WANT" > "$STAMP"
+  fi
 else
   echo "No nvcc under CUDA_HOME=$CUDA_HOME: skipping the CUDA compile check."
 fi
