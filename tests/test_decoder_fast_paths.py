@@ -193,3 +193,52 @@ def test_single_scale_token_shortcut_equals_the_attention():
         x.requires_grad_(True)
         layer(x, pos, tokens).sum().backward()
     assert layer.attn.in_proj_weight.grad is not None and layer.norm_attn.weight.grad is not None
+
+
+def _small_gsasr(network_class=GSASR, **options):
+    torch.manual_seed(0)
+    net = network_class(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=16, num_heads=2,
+                        window_size=4, num_injection_layers=2, num_blocks=2, num_layers_per_block=2,
+                        gaussian_density=4, num_upsample_stages=1, **options).eval()
+    for parameter in net.parameters():  # off the initial values, so that every path matters
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    return net
+
+
+@pytest.mark.parametrize('options', [{}, {'feature_queries': True, 'num_scale_tokens': 1},
+                                     {'official': True, 'num_scale_tokens': 1}, {'num_scale_tokens': 3}])
+def test_window_chunks_equal_the_whole_layers(options, monkeypatch):
+    """Inference runs the window layers chunk of windows by chunk, in place (shifted layers gather their
+    windows' rows): the tokens equal those of the whole-map layers (the autograd path) for any chunk size."""
+    from gsasr_plugin.official.gsasr_official_arch import GSASROfficial
+    options = dict(options)
+    net = _small_gsasr(GSASROfficial if options.pop('official', False) else GSASR, **options)
+    features = torch.randn(2, 8, 14, 11)  # padded to 16 x 12: 4 x 3 windows per image, two images
+    with torch.enable_grad():
+        expected = net.lr_tokens(features, (2.5, 3.0)).detach()
+    for chunk in (1, 5, 100):
+        monkeypatch.setattr('gsasr_plugin.archs.gsasr_arch._WINDOW_CHUNK', chunk)
+        with torch.no_grad():
+            actual = net.lr_tokens(features, (2.5, 3.0))
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('network, size', [('GSASR', (13, 10)), ('official', (12, 12))])
+def test_bands_equal_the_whole_upsampling(network, size):
+    """Inference upsamples and decodes the Gaussians band of LR rows by band, each with the rows and columns its
+    convolutions see: the field (the window padding's Gaussians included) equals the one of the whole token map,
+    whatever the band size."""
+    from gsasr_plugin.official.gsasr_official_arch import GSASROfficial
+    net = _small_gsasr(GSASROfficial if network == 'official' else GSASR, lr_color_residual=network == 'GSASR')
+    net.upsample = torch.nn.Sequential(torch.nn.Conv2d(16, 64, 3, 1, 1), torch.nn.PixelShuffle(2),
+                                       torch.nn.Conv2d(16, 64, 5, 1, 2), torch.nn.PixelShuffle(2))
+    net.gaussians_per_side = 4
+    lq = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        features = net.encode_features(lq)
+        tokens = net.lr_tokens(features.features, (3.0, 3.0))
+        whole = net.gaussians_from_tokens(net.upsample(tokens.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), size, lq)
+        for band_tokens in (1, 100, 500):
+            field = net.gaussians_in_bands(tokens, size, lq, band_tokens=band_tokens)
+            for key in ('means', 'sigmas', 'rhos', 'colors', 'opacities'):
+                torch.testing.assert_close(getattr(field, key), getattr(whole, key), rtol=1e-5, atol=1e-6)

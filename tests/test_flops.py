@@ -29,7 +29,7 @@ def test_gsasr_count_is_the_same_on_every_linear_path(monkeypatch):
     """The count of a GSASR forward does not depend on whether its linear layers run by oneDNN (what
     PyTorch's counter alone misses) or by PyTorch's BLAS."""
     torch.manual_seed(0)
-    net = GSASR(encoder={'type': 'EDSRBaseline', 'num_feat': 8, 'num_block': 1}, embed_dim=12, num_heads=2,
+    net = GSASR(encoder={'type': 'EDSREncoder', 'num_feat': 8, 'num_block': 1}, embed_dim=12, num_heads=2,
                 window_size=4, num_injection_layers=2, num_blocks=1, num_layers_per_block=2).eval()
     lq = torch.rand(1, 3, 8, 8)
     with torch.no_grad():

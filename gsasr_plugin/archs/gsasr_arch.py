@@ -70,6 +70,11 @@ __all__ = ['GSASR', 'LRFeatures']
 _PRIOR_EPS = 1e-3
 # Tokens per chunk of the heads without autograd (a head's hidden activations: chunk x hidden floats).
 _HEAD_CHUNK = 4096
+# Attention windows per chunk of a window layer without autograd (k = 12: 2304 tokens, 1.7 MB at d = 180).
+_WINDOW_CHUNK = 16
+# About how many Gaussians are upsampled and sent through the heads at a time without autograd (one band of LR
+# rows: the last conv's output is ~25 MB at d = 180).
+_BAND_TOKENS = 1 << 15
 
 
 def _mlp_head(dim: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -157,6 +162,70 @@ class WindowLayerBase(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
 
+    # -------------------------------------------------------------- inference, window chunk by chunk
+    def attention_rows(self, windows: ShiftedWindows) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor],
+                                                               Optional[torch.Tensor]]:
+        """How this layer's attention sees the map: (query rows, context rows, mask). The rows (of the flattened
+        window tokens, :attr:`ShiftedWindows.index` or None for the map's own windows) whose tokens make up each
+        attention window, queries and the tokens they attend to (features or, for self-attention, the queries
+        themselves); the mask of those windows or None. The attention's output goes back to the query rows."""
+        if not self.shifted:
+            return None, None, None
+        return windows.index, windows.index, windows.mask
+
+    def attend_windows(self, tokens: torch.Tensor, pos: torch.Tensor, context: Optional[torch.Tensor],
+                       mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The attention sublayer's output for (B_, N, C) windows of (scale-updated) tokens, their positional
+        embedding ``pos`` and ``context`` (B_, N, C) or None; ``mask`` (B_, N, N) or None."""
+        raise NotImplementedError
+
+    def forward_inplace(self, x: torch.Tensor, pos: torch.Tensor, context: Optional[torch.Tensor],
+                        scale_tokens: torch.Tensor, windows: ShiftedWindows,
+                        chunk: Optional[int] = None) -> torch.Tensor:
+        """Inference (no autograd): the layer on (B, num_windows, N, C) contiguous window tokens ``x``, updated in
+        place and returned, ``chunk`` attention windows at a time (default ``_WINDOW_CHUNK``).
+
+        Every sublayer is either per token (scale cross-attention, norms, MLP) or per attention window, so a
+        chunk of the layer's windows (gathered by :meth:`attention_rows` for a shifted layer) goes through the
+        whole layer at once, its intermediate results staying in cache and no map-sized temporary being
+        made; each token is read and written by one chunk. ``pos`` is the positional embedding of each window
+        position, broadcastable to (1, 1, N, C); ``context`` the (B, num_windows, N, C) features of a
+        cross-attention layer or None.
+        """
+        batch, num_windows, tokens, dim = x.shape
+        chunk = _WINDOW_CHUNK if chunk is None else chunk
+        query_rows, context_rows, mask = self.attention_rows(windows)
+        flat = x.view(-1, dim)
+        flat_context = None if context is None else context.reshape(-1, dim)
+        pos = pos.reshape(-1, tokens, dim)
+        for image in range(batch):
+            image_tokens = scale_tokens[image:image + 1]
+            for first in range(0, num_windows, chunk):
+                last = min(num_windows, first + chunk)
+                start, stop = (image * num_windows + first) * tokens, (image * num_windows + last) * tokens
+                if query_rows is None:
+                    rows, part, part_pos = None, flat[start:stop], pos
+                else:
+                    rows = query_rows[start:stop]
+                    part = flat.index_select(0, rows)
+                    part_pos = pos.view(-1, dim).index_select(0, rows % tokens)
+                part = part.view(1, last - first, tokens, dim)
+                part_pos = part_pos.view(-1, tokens, dim)
+                ctx = None
+                if flat_context is not None:
+                    ctx = flat_context[start:stop] if context_rows is None \
+                        else flat_context.index_select(0, context_rows[start:stop])
+                    ctx = ctx.view(-1, tokens, dim)
+                part = self.scale_attn(part, part_pos.unsqueeze(0) if rows is not None else part_pos, image_tokens)
+                part = part.view(-1, tokens, dim)
+                part = part + self.attend_windows(part, part_pos, ctx, None if mask is None else mask[first:last])
+                part = part + mlp(self.mlp, self.norm_mlp(part))
+                if rows is None:
+                    flat[start:stop] = part.view(-1, dim)
+                else:
+                    flat.index_copy_(0, rows, part.view(-1, dim))
+        return x
+
 
 class ConditionInjectionLayer(WindowLayerBase):
     """Scale sublayer, then window cross-attention from the Gaussian tokens to the image features.
@@ -185,6 +254,10 @@ class ConditionInjectionLayer(WindowLayerBase):
     def _attend(self, queries: torch.Tensor, context: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         return self.cross_attn(queries.flatten(0, 1), context.flatten(0, 1), mask).view(queries.shape)
 
+    def attend_windows(self, tokens: torch.Tensor, pos: torch.Tensor, context: Optional[torch.Tensor],
+                       mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.cross_attn(self.norm_attn(tokens) + pos, context, mask)
+
 
 class GaussianInteractionLayer(WindowLayerBase):
     """Scale sublayer, then (shifted-)window self-attention among the Gaussian tokens (timm's)."""
@@ -208,6 +281,14 @@ class GaussianInteractionLayer(WindowLayerBase):
     def _attend(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         return window_self_attention(self.self_attn, tokens.flatten(0, 1), mask).view(tokens.shape)
 
+    def attention_rows(self, windows: ShiftedWindows):
+        query_rows, _, mask = super().attention_rows(windows)
+        return query_rows, None, mask
+
+    def attend_windows(self, tokens: torch.Tensor, pos: torch.Tensor, context: Optional[torch.Tensor],
+                       mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return window_self_attention(self.self_attn, self.norm_attn(tokens), mask)
+
 
 class _ResidualGroup(nn.Module):
     """LayerNorm -> layers (odd ones shifted) -> MLP, with a residual around the whole group."""
@@ -222,10 +303,28 @@ class _ResidualGroup(nn.Module):
         self.mlp = Mlp(dim, dim, act_layer=nn.ReLU)
 
     def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        if not torch.is_grad_enabled() and x.dim() == 4:
+            return self.forward_inplace(x, *args)
         out = self.norm(x)
         for layer in self.layers:
             out = layer(out, *args)
         return x + mlp(self.mlp, out)
+
+    def forward_inplace(self, x: torch.Tensor, pos: torch.Tensor, *args: Any) -> torch.Tensor:
+        """Inference on (B, num_windows, N, C) window tokens ``x`` (which may be a broadcast view): one new map,
+        updated by the layers in place (:meth:`WindowLayerBase.forward_inplace`); the closing MLP and the
+        residual, too, go window chunk by window chunk."""
+        if x.stride(0) == 0 and x.stride(1) == 0:  # the same tokens in every window (the Gaussian embeddings)
+            out = self.norm(x[:1, :1]).expand_as(x).contiguous()
+        else:
+            out = self.norm(x)
+        *context, scale_tokens, windows = args
+        for layer in self.layers:
+            out = layer.forward_inplace(out, pos, context[0] if context else None, scale_tokens, windows)
+        for first in range(0, x.shape[1], _WINDOW_CHUNK):
+            part = out[:, first:first + _WINDOW_CHUNK]
+            part.copy_(mlp(self.mlp, part) + x[:, first:first + _WINDOW_CHUNK])
+        return out
 
 
 class LRFeatures(NamedTuple):
@@ -444,26 +543,31 @@ class GSASR(SRNetwork):
     def decode_tokens(self, features: torch.Tensor, scale: Tuple[float, float]) -> torch.Tensor:
         """Encoder features (B, C, h, w) -> per-Gaussian tokens (B, H * r, W * r, d), r = sqrt(m), where (H, W) is
         (h, w) padded to window multiples: the padding's tokens are kept (module docstring, step 1)."""
-        batch = features.shape[0]
-        k = self.window_size
-        feat = self.feature_proj(pad_to_multiple(features, k, mode='reflect')).permute(0, 2, 3, 1)
-        pad_h, pad_w = feat.shape[1:3]
-        reps = (pad_h // k, pad_w // k)
-        queries = self.gaussian_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
-        if self.feature_queries:
-            queries = queries + feat
-        pos = self.position_embedding.view(1, k, k, -1).repeat(batch, *reps, 1)
-        tokens = self.scale_tokens(scale, batch, feat)
-        x = self.attend(queries, pos, feat, tokens).permute(0, 3, 1, 2)
-        return self.upsample(x).permute(0, 2, 3, 1)
+        return self.upsample(self.lr_tokens(features, scale).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
-    def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
-               scale_tokens: torch.Tensor) -> torch.Tensor:
-        """Steps 3-4 on (B, H, W, d) maps (H, W window multiples): Gaussian queries, their positional embedding
-        and the projected features -> the Gaussian tokens before upsampling, (B, H, W, d).
+    def lr_tokens(self, features: torch.Tensor, scale: Tuple[float, float]) -> torch.Tensor:
+        """Steps 1-4: encoder features (B, C, h, w) -> the Gaussian tokens before upsampling, (B, H, W, d), on the
+        features reflect-padded to window multiples H x W."""
+        # no name holds the projected features here: attend frees them once the injection has read them
+        return self.attend(self.project_features(features), self.scale_tokens(scale, features.shape[0], features))
 
-        The blocks run on window tokens (B, num_windows, k^2, d): the maps are partitioned once here and
-        the result is reversed once; shifted layers gather their windows (:class:`ShiftedWindows`).
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Step 1: encoder features (B, C, h, w) reflect-padded to window multiples and projected, (B, H, W, d)."""
+        return self.feature_proj(pad_to_multiple(features, self.window_size, mode='reflect')).permute(0, 2, 3, 1)
+
+    def window_embeddings(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The Gaussian embedding and the positional embedding of each window position, each (1, 1, k^2, d):
+        every window's tokens start as the former (step 2) and are marked by the latter."""
+        num_tokens = self.window_size**2
+        return (self.gaussian_embedding.view(1, 1, num_tokens, -1), self.position_embedding.view(1, 1, num_tokens, -1))
+
+    def attend(self, feat: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
+        """Steps 2-4 on the projected features (B, H, W, d) (H, W window multiples) -> the Gaussian tokens before
+        upsampling, (B, H, W, d).
+
+        The blocks run on window tokens (B, num_windows, k^2, d): the features are partitioned once here and
+        the result is reversed once; shifted layers gather their windows (:class:`ShiftedWindows`). The queries
+        start as the Gaussian embedding in every window (plus the features with ``feature_queries``).
         """
         batch, height, width, _ = feat.shape
         k = self.window_size
@@ -471,12 +575,23 @@ class GSASR(SRNetwork):
         if mask is not None:  # added to the attention logits: keep a bf16/fp16 net in its dtype
             mask = mask.to(feat.dtype)
         windows = ShiftedWindows.plan(batch, height, width, k, shift, mask, device=feat.device)
-        pos = to_windows(pos, k)
-        x = self.injection(to_windows(queries, k), pos, to_windows(feat, k), scale_tokens, windows)
+        feat = to_windows(feat, k)
+        embedding, pos = self.window_embeddings()
+        if not torch.is_grad_enabled():
+            # a view of a parameter made without autograd still says requires_grad, without a grad_fn: hooks that
+            # inspect module inputs (FlopCounterMode's module tracker) fail on it
+            embedding, pos = embedding.detach(), pos.detach()
+        queries = embedding.expand_as(feat)
+        if self.feature_queries:
+            queries = queries + feat
+        x = self.injection(queries, pos, feat, scale_tokens, windows)
+        del feat, queries  # the interaction blocks do not need them
         residual = x
         for block in self.interaction:
             x = block(x, pos, scale_tokens, windows)
-        return from_windows(x + residual, k, height, width)
+        x = x + residual
+        del residual
+        return from_windows(x, k, height, width)
 
     def reference_colors(self, lq: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         """``lq`` (B, C, h, w) bicubic-sampled at the Gaussians' reference points: (B, rows * cols, C), float32.
@@ -531,15 +646,28 @@ class GSASR(SRNetwork):
         pixels on large images.
         """
         batch, rows, cols, _ = tokens.shape
+        prior = self._color_prior(lq, rows, cols)
+        return GaussianField(**self._gaussian_attributes(tokens.reshape(batch, rows * cols, -1), 0, cols, prior),
+                             lr_size=tuple(lr_size))
+
+    def _color_prior(self, lq: Optional[torch.Tensor], rows: int, cols: int) -> Optional[torch.Tensor]:
+        """``lr_color_residual``: the clamped LR colours at the reference points of the (rows, cols) Gaussian grid,
+        (B, rows * cols, C); None without it."""
+        if not self.lr_color_residual:
+            return None
+        if lq is None:
+            raise ValueError('GSASR with lr_color_residual needs lq in gaussians_from_tokens')
+        return self._prior_colors(lq, rows, cols).clamp(_PRIOR_EPS, 1 - _PRIOR_EPS)
+
+    def _gaussian_attributes(self, flat: torch.Tensor, first: int, cols: int, prior: Optional[torch.Tensor]) -> dict:
+        """Heads and activations of (B, L, d) tokens, the Gaussians ``first ... first + L - 1`` (row-major) of a grid
+        of ``cols`` columns: the GaussianField's tensors (float32). ``prior``: :meth:`_color_prior` of those
+        Gaussians or None."""
         side = self.gaussians_per_side
-        heads = self.head_outputs(tokens.reshape(batch, rows * cols, -1))
-        raw_opacity, raw_color, raw_sigma, raw_rho, raw_offset = heads
+        raw_opacity, raw_color, raw_sigma, raw_rho, raw_offset = self.head_outputs(flat)
         opacity = torch.sigmoid(raw_opacity.float())
         color_logit = raw_color.float()
-        if self.lr_color_residual:
-            if lq is None:
-                raise ValueError('GSASR with lr_color_residual needs lq in gaussians_from_tokens')
-            prior = self._prior_colors(lq, rows, cols).clamp(_PRIOR_EPS, 1 - _PRIOR_EPS)
+        if prior is not None:
             color_logit = color_logit + torch.log(prior / (1 - prior))
         color = torch.sigmoid(color_logit)
         low, high = self.sigma_range
@@ -547,10 +675,78 @@ class GSASR(SRNetwork):
         rhos = self.rho_max * torch.tanh(raw_rho.float()).squeeze(-1)
         raw_offset = raw_offset.float()
         offset = raw_offset / side if self.max_offset is None else self.max_offset * torch.tanh(raw_offset)
-        # Reference points: centres of the r x r sub-cells of each LR pixel, (x, y), row-major.
-        reference = reference_grid(rows, cols, side, device=tokens.device, dtype=torch.float32)
-        return GaussianField(means=reference + offset, sigmas=sigmas, rhos=rhos, colors=color * opacity,
-                             lr_size=tuple(lr_size), opacities=opacity.squeeze(-1))
+        # Reference points: centres of the r x r sub-cells of each LR pixel, (x, y), row-major (reference_grid's
+        # values for the Gaussians first, first + 1, ... of a grid of cols columns).
+        index = torch.arange(first, first + flat.shape[1], device=flat.device)
+        reference = torch.stack(((index % cols).float(), torch.div(index, cols, rounding_mode='floor').float()), -1)
+        reference = ((reference + 0.5) / side).unsqueeze(0)
+        return dict(means=reference + offset, sigmas=sigmas, rhos=rhos, colors=color * opacity,
+                    opacities=opacity.squeeze(-1))
+
+    def _upsample_stages(self) -> Optional[List[Tuple[nn.Conv2d, int]]]:
+        """``upsample`` as (3x3-like conv, pixel-shuffle factor) stages, or None when it is laid out otherwise."""
+        layers = list(self.upsample)
+        if len(layers) % 2:
+            return None
+        stages = []
+        for conv, shuffle in zip(layers[0::2], layers[1::2]):
+            if not (isinstance(conv, nn.Conv2d) and isinstance(shuffle, nn.PixelShuffle) and conv.stride == (1, 1)
+                    and conv.dilation == (1, 1) and conv.padding_mode == 'zeros'
+                    and tuple(conv.padding) == tuple(k // 2 for k in conv.kernel_size)
+                    and all(k % 2 for k in conv.kernel_size)):
+                return None
+            stages.append((conv, shuffle.upscale_factor))
+        return stages
+
+    def gaussians_in_bands(self, lr_tokens: torch.Tensor, lr_size: Tuple[int, int], lq: Optional[torch.Tensor] = None,
+                           band_tokens: Optional[int] = None) -> GaussianField:
+        """``gaussians_from_tokens(upsampled lr_tokens)`` without autograd, band of LR rows by band.
+
+        ``lr_tokens`` (B, H, W, d) is :meth:`lr_tokens`'s map (the window-padded LR plane). Each band of rows is
+        upsampled from its rows plus the few around it that the convolutions see, then goes through the heads,
+        so the (B, H * r, W * r, d) tokens of the whole map (16 x the LR map: 0.8 GB for 256 x 256 LR) never
+        exist at once; the Gaussians are those of the whole map, the convolutions' sums taken over the same
+        pixels. ``band_tokens``: about how many Gaussians per band (default ``_BAND_TOKENS``).
+        """
+        stages = self._upsample_stages()
+        side = self.gaussians_per_side
+        band_tokens = _BAND_TOKENS if band_tokens is None else band_tokens
+        if stages is None or not stages:
+            return self.gaussians_from_tokens(self.upsample(lr_tokens.permute(0, 3, 1, 2)).permute(0, 2, 3, 1),
+                                              lr_size, lq)
+        batch, height, width, _ = lr_tokens.shape
+        rows, cols = height * side, width * side
+        prior = self._color_prior(lq, rows, cols)
+        count = rows * cols
+        means = lr_tokens.new_empty((batch, count, 2), dtype=torch.float32)
+        sigmas, colors = torch.empty_like(means), None
+        rhos = means.new_empty((batch, count))
+        opacities = torch.empty_like(rhos)
+        col_plan = _band_plan(stages, 0, cols, width)
+        # LR rows per band (all of them up to 3 x band_tokens: no conv runs twice on a row then)
+        band = height if count <= 3 * band_tokens else max(1, band_tokens // cols // side)
+        factor = stages[-1][1]
+        rows_per_chunk = max(1, _HEAD_CHUNK // (cols * factor))  # rows of the last conv's output
+        for y0 in range(0, height, band):
+            y1 = min(height, y0 + band)
+            row_plan = _band_plan(stages, y0 * side, y1 * side, height)
+            x = lr_tokens[:, row_plan[0][0]:row_plan[0][1], col_plan[0][0]:col_plan[0][1]].permute(0, 3, 1, 2)
+            x = _upsample_band(stages, x, row_plan, col_plan)  # the last conv's rows of this band, unshuffled
+            x = x.unflatten(1, (-1, factor, factor))  # pixel shuffle's (channel, sub-row, sub-column)
+            for row in range(0, x.shape[4], rows_per_chunk):  # the heads, a few rows of Gaussians at a time
+                # the Gaussians of these rows, row-major: (B, rows, sub-row, cols, sub-col, channels)
+                part_rows = x[:, :, :, :, row:row + rows_per_chunk].permute(0, 4, 2, 5, 3, 1)
+                first = (y0 * side + row * factor) * cols
+                last = first + part_rows.shape[1] * factor * cols
+                part = self._gaussian_attributes(part_rows.reshape(batch, last - first, -1), first, cols,
+                                                 None if prior is None else prior[:, first:last])
+                if colors is None:
+                    colors = means.new_empty((batch, count, part['colors'].shape[-1]))
+                for name, out in (('means', means), ('sigmas', sigmas), ('rhos', rhos), ('colors', colors),
+                                  ('opacities', opacities)):
+                    out[:, first:last] = part[name]
+        return GaussianField(means=means, sigmas=sigmas, rhos=rhos, colors=colors, opacities=opacities,
+                             lr_size=tuple(lr_size))
 
     def encode_features(self, lq: torch.Tensor) -> LRFeatures:
         """The encoder features of ``lq`` (B, 3, h, w): computed once for every scale (the decoder is what depends
@@ -568,7 +764,9 @@ class GSASR(SRNetwork):
             raise ValueError(MISSING_SCALE)
         lq = features.lq
         lr_size = (int(lq.shape[-2]), int(lq.shape[-1]))
-        return self.gaussians_from_tokens(self.decode_tokens(features.features, target.scale), lr_size, lq)
+        if torch.is_grad_enabled():
+            return self.gaussians_from_tokens(self.decode_tokens(features.features, target.scale), lr_size, lq)
+        return self.gaussians_in_bands(self.lr_tokens(features.features, target.scale), lr_size, lq)
 
     def render(self, field: GaussianField, out_size: Size, window: Optional[Window] = None) -> torch.Tensor:
         """Rasterize ``field`` to (B, C, Ho, Wo) at ``out_size`` (cropped from its canvas when it has one) with the
@@ -592,3 +790,31 @@ class GSASR(SRNetwork):
         rows, cols = (-(-n // k) * k * side for n in field.lr_size)
         return reference_grid(rows, cols, side, device=field.means.device, dtype=field.means.dtype)
 
+
+def _band_plan(stages: Sequence[Tuple[nn.Conv2d, int]], lo: int, hi: int, full: int) -> List[Tuple[int, int, int, int]]:
+    """What ``stages`` (conv, pixel shuffle) need to give output rows [lo, hi) (or columns) of a map of ``full`` LR
+    rows exactly: per stage, (first, stop) of the input rows it needs and (first, stop) of the conv output rows it
+    keeps, at its input's resolution. A conv output row needs ``kernel // 2`` input rows on each side, within
+    the map (beyond it the conv pads with zeros, as on the whole map)."""
+    fulls = [full]
+    for _, factor in stages[:-1]:
+        fulls.append(fulls[-1] * factor)
+    plan = []
+    for (conv, factor), size in zip(reversed(stages), reversed(fulls)):
+        keep = (lo // factor, -(-hi // factor))
+        halo = conv.kernel_size[0] // 2
+        lo, hi = max(0, keep[0] - halo), min(size, keep[1] + halo)
+        plan.append((lo, hi, *keep))
+    return plan[::-1]
+
+
+def _upsample_band(stages: Sequence[Tuple[nn.Conv2d, int]], x: torch.Tensor, row_plan, col_plan) -> torch.Tensor:
+    """The last conv's output (B, C * f^2, rows, cols) before its pixel shuffle (factor f) for the rows / columns that
+    :func:`_band_plan` keeps, from (B, C, rows, cols) ``x``: the LR input rows / columns the plan asks for."""
+    for index, ((conv, factor), rows, cols) in enumerate(zip(stages, row_plan, col_plan)):
+        if index:  # the shuffled previous stage covers [keep * factor): take this stage's input from it
+            x = nn.functional.pixel_shuffle(x, stages[index - 1][1])
+            x = x[:, :, rows[0] - row_origin:rows[1] - row_origin, cols[0] - col_origin:cols[1] - col_origin]
+        x = conv(x)[:, :, rows[2] - rows[0]:rows[3] - rows[0], cols[2] - cols[0]:cols[3] - cols[0]]
+        row_origin, col_origin = rows[2] * factor, cols[2] * factor
+    return x

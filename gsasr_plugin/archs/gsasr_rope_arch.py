@@ -172,19 +172,23 @@ class GSASRRoPE(GSASR):
     def _build_attention(self, *args: Any) -> None:
         """GSASR's paper blocks are not built; ``__init__`` builds the RoPE blocks after GSASR's modules."""
 
-    def attend(self, queries: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor,
-               scale_tokens: torch.Tensor) -> torch.Tensor:
+    def attend(self, feat: torch.Tensor, scale_tokens: torch.Tensor) -> torch.Tensor:
         """Injection blocks, then interaction blocks and ``conv_final`` with a residual around them.
 
-        (B, H, W, d) maps in and out, as :meth:`GSASR.attend`.
+        The projected features (B, H, W, d) in, the Gaussian tokens (B, H, W, d) out, as :meth:`GSASR.attend`.
         """
         batch, height, width, _ = feat.shape
         k = self.window_size
         windows = ShiftedWindows.plan(batch, height, width, k, k // 2, device=feat.device)  # every odd layer
-        pos, feat = to_windows(pos, k), to_windows(feat, k)
-        x = queries
+        embedding, pos = self.window_embeddings()
+        num_windows = (height // k) * (width // k)
+        x = from_windows(embedding.expand(batch, num_windows, -1, -1), k, height, width)  # the queries' map
+        if self.feature_queries:
+            x = x + feat
+        feat = to_windows(feat, k)
         for block in self.injection:
             x = block(x, pos, feat, scale_tokens, windows)
+        del feat
         residual = x
         for block in self.interaction:
             x = block(x, pos, scale_tokens, windows)

@@ -66,6 +66,10 @@ class FeatureShiftInjectionLayer(ConditionInjectionLayer):
     def attend_shifted(self, queries: torch.Tensor, feat: torch.Tensor, windows: ShiftedWindows) -> torch.Tensor:
         return self._attend(queries, windows.shift(feat), None)
 
+    def attention_rows(self, windows: ShiftedWindows):
+        """Inference by window chunks: the queries' own windows, the features of the shifted ones, no mask."""
+        return (None, windows.index, None) if self.shifted else (None, None, None)
+
 
 class OfficialCanvas:
     """The official inference's padded canvas and square cut-off, for a ``GSASR`` subclass (listed first).
