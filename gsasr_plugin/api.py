@@ -26,6 +26,7 @@ from gsasr_plugin.utils.image_io import (DEFAULT_MAX_INPUT_PIXELS, ImageTooLarge
                                          write_image)
 from gsasr_plugin.utils.memory import available_memory
 from gsasr_plugin.utils.options import load_option_file
+from gsasr_plugin.utils.precision import bf16_fallback_reason
 from gsasr_plugin.utils.scale import ScaleLike
 
 __all__ = ['Upscaler', 'UpscaledFile', 'load_model', 'network_options_from', 'bf16_notice', 'MissingNetworkOptions',
@@ -42,7 +43,7 @@ _BYTES_PER_OUTPUT_PIXEL = 64
 
 
 class SlowPrecisionWarning(UserWarning):
-    """bfloat16 asked for where it is slower than float32 (the CPU)."""
+    """bfloat16 asked for where it is slower than float32 (most CPUs): float32 is used."""
 
 
 class UpscaledFile(NamedTuple):
@@ -56,11 +57,10 @@ class UpscaledFile(NamedTuple):
 
 
 def bf16_notice(device: torch.device) -> Optional[str]:
-    """The note shown when bfloat16 is asked for where it is slower than float32 (on the CPU), else None."""
-    if torch.device(device).type != 'cpu':
-        return None
-    return ('bfloat16 on the CPU is usually slower than float32 (most CPUs have no fast bfloat16 arithmetic); '
-            'it pays off on CUDA GPUs')
+    """The note shown when bfloat16 is asked for on a device where it is slower than float32 (a CPU without native
+    bfloat16 arithmetic, ``utils.precision``), where float32 is used instead; None where bfloat16 is used."""
+    reason = bf16_fallback_reason(device)
+    return None if reason is None else f'float32 is used instead of bfloat16: {reason}'
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -171,9 +171,10 @@ class Upscaler:
         -> (SR RGB (1, 3, Ho, Wo), SR alpha (1, 1, Ho, Wo) or None, the Gaussian field), on ``self.device``.
 
         ``tile_size``: None picks tiles from free memory (none if the image fits), 0 never tiles, N uses N x N
-        LR tiles with ``tile_pad`` LR pixels of context. ``bf16``: bfloat16 autocast for the network.
-        ``size_rule``: the output size of a scale alone (``'round'``, ``'floor'``, ``'ceil'``; None: the
-        network's, which for a released model is its authors' rule; ``utils.scale.scaled_size``).
+        LR tiles with ``tile_pad`` LR pixels of context. ``bf16``: bfloat16 autocast for the network where it is
+        faster than float32 (CUDA, CPUs with AVX512-BF16 / AMX: ``utils.precision``); elsewhere float32, with a
+        :class:`SlowPrecisionWarning`. ``size_rule``: the output size of a scale alone (``'round'``, ``'floor'``,
+        ``'ceil'``; None: the network's, which for a released model is its authors' rule; ``utils.scale.scaled_size``).
         """
         return next(self.upscale_rgb_many(rgb, alpha, [(scale, out_size)], tile_size=tile_size, tile_pad=tile_pad,
                                           bf16=bf16, progress=progress, size_rule=size_rule))
@@ -190,6 +191,7 @@ class Upscaler:
             notice = bf16_notice(self.device)
             if notice:
                 warnings.warn(notice, SlowPrecisionWarning, stacklevel=3)
+                bf16 = False
         rgb = rgb.detach().to(self.device, torch.float32)
         targets = resolve_requests(self.network, rgb.shape[-2:], requests, size_rule)
         options = dict(tile_size=tile_size, tile_pad=tile_pad, bf16=bf16, progress=progress)
@@ -217,7 +219,8 @@ class Upscaler:
             out_size: the exact output size (height, width) instead; its implied scale conditions the network.
             tile_size: None picks tiles from free memory, 0 never tiles, N uses N x N LR tiles.
             tile_pad: LR pixels of context around each tile (default: two attention windows, >= 8).
-            bf16: bfloat16 autocast for the network (faster on CUDA GPUs, slower on most CPUs).
+            bf16: bfloat16 autocast for the network where it is faster (CUDA GPUs, CPUs with AVX512-BF16 or AMX);
+                elsewhere float32 is used, with a :class:`SlowPrecisionWarning`.
             bgr: the colour channels are in OpenCV's B, G, R order (numpy input; the output keeps it).
             progress: a tqdm bar over tiles.
             size_rule: how a scale alone gives the output size, ``rule(s * h)``: ``'round'``, ``'floor'`` or

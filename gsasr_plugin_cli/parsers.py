@@ -167,7 +167,8 @@ def infer_parser() -> argparse.ArgumentParser:
                         help='the largest input image (width x height) read; files whose header declares more are '
                         'refused before decoding (default 100000000; 0: no limit)')
     parser.add_argument('--bf16', action='store_true',
-                        help='run the network in bfloat16 autocast (faster on CUDA GPUs; slower on most CPUs)')
+                        help='run the network in bfloat16 autocast where that is faster (CUDA GPUs, CPUs with AVX512-BF16 or AMX); '
+                        'float32 elsewhere, with a note')
     parser.add_argument('--device', default=None, help="'cuda', 'cuda:1', 'cpu' (default: cuda when available)")
     parser.add_argument('--param-key', default=None,
                         help="checkpoint key to load (default: 'params_ema', then 'params')")

@@ -13,6 +13,7 @@ import yaml
 import gsasr_plugin
 from gsasr_plugin.official import hub
 from gsasr_plugin.api import MissingNetworkOptions, SlowPrecisionWarning, Upscaler
+from gsasr_plugin.utils.precision import bf16_is_fast
 from gsasr_plugin.checkpoint import load_checkpoint, portable_network_options, save_checkpoint
 from gsasr_plugin.inference import super_resolve
 from test_infer import InferStandInNet
@@ -176,9 +177,13 @@ def test_any_scale_or_size_tiles_and_precision(ours, photo, network):
     whole = model.upscale(image, scale=2.5, tile_size=0).astype(float)
     tiled = model.upscale(image, scale=2.5, tile_size=10, tile_pad=4).astype(float)
     assert np.abs(whole - tiled).max() <= 1
-    with pytest.warns(SlowPrecisionWarning, match='bfloat16 on the CPU'):
+    if bf16_is_fast('cpu'):  # a CPU with AVX512-BF16 / AMX on which bfloat16 measured faster
         half = model.upscale(image, scale=2.5, tile_size=0, bf16=True).astype(float)
-    assert np.abs(whole - half).mean() < 4
+        assert np.abs(whole - half).mean() < 4
+    else:  # most CPUs: bfloat16 is slower there, so float32 runs, with a note
+        with pytest.warns(SlowPrecisionWarning, match='float32 is used instead of bfloat16'):
+            half = model.upscale(image, scale=2.5, tile_size=0, bf16=True).astype(float)
+        assert np.array_equal(whole, half)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         model.upscale(image, scale=2.5)  # fp32: no notice
