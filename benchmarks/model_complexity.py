@@ -22,7 +22,7 @@ sees every op as it runs, whatever the Python code around it.
 """
 import argparse
 import sys
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -42,11 +42,12 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def measure_macs(net: GSASR, lr_size: Sequence[int], scale: float) -> int:
-    """Multiply-adds of ``net.encode`` (up to the Gaussians) on one random LR image of ``lr_size``."""
+def measure_macs(net: GSASR, lr_size: Sequence[int], scale: float) -> Tuple[int, int]:
+    """Multiply-adds of ``net.encoder`` and of ``net.encode`` (up to the Gaussians) on one random LR image of
+    ``lr_size``."""
     lq = torch.rand(1, 3, *lr_size)
     with torch.no_grad():
-        return count_flops(net.encode, lq, scale) // 2
+        return count_flops(net.encoder, lq) // 2, count_flops(net.encode, lq, scale) // 2
 
 
 def main(argv=None) -> int:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     print(f'GSASR defaults; FLOPs of encode() for one {args.lr_size[0]}x{args.lr_size[1]} LR image at x{args.scale:g}')
     header = f"{'encoder':<14}{'encoder M':>11}{'decoder M':>11}{'total M':>10}{'official enc/dec M':>20}"
     if not args.no_flops:
-        header += f"{'GMACs':>10}"
+        header += f"{'encoder GMACs':>15}{'GMACs':>10}"
     print(header)
     for name in names:
         net = GSASR(encoder=ENCODER_PRESETS.get(name, {'type': name})).eval()
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         official = f"{OFFICIAL_PARAMS_M.get(name, '-')}/{OFFICIAL_PARAMS_M['decoder']}"
         row = f'{name:<14}{encoder / 1e6:>11.3f}{(total - encoder) / 1e6:>11.3f}{total / 1e6:>10.3f}{official:>20}'
         if not args.no_flops:
-            row += f'{measure_macs(net, args.lr_size, args.scale) / 1e9:>10.1f}'
+            encoder_macs, macs = measure_macs(net, args.lr_size, args.scale)
+            row += f'{encoder_macs / 1e9:>15.1f}{macs / 1e9:>10.1f}'
         print(row, flush=True)
     return 0
 
