@@ -13,11 +13,22 @@
 //           sum G*dx, G*dy, G*dx^2, G*dy^2, G*dx*dy (G = grad_w * <grad_out, color>), sum color_w * grad_out and
 //           (kGsplat) sum opac_w * <grad_out, color> across the group, and writes the Gaussian's gradients
 //           directly (no atomics, deterministic). GROUP (8, 16 or 32) follows the mean box area.
+//
+// The same source also builds for the CPU, for tests only (GSASR_CUDA_ON_HOST, tests/cuda_host): launches,
+// shared memory and the launcher's device check go through the GSASR_* macros below, which the host build
+// defines its own way; the CUDA build expands them to plain CUDA.
 #include <ATen/ATen.h>
+#ifdef GSASR_CUDA_ON_HOST
+#include "cuda_on_host.h"
+#else
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
+#define GSASR_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#define GSASR_SHARED(type, name, count) __shared__ type name[count]
+#define GSASR_KERNEL_DEVICE at::kCUDA
+#endif
 
 #include <cstdint>
 #include <type_traits>
@@ -88,10 +99,15 @@ __global__ void render_forward_kernel(const float* __restrict__ means, const flo
                                       const float* __restrict__ opacities, const int4* __restrict__ boxes,
                                       const int64_t* __restrict__ tile_starts, const int32_t* __restrict__ order,
                                       int channels, Params p, float cutoff_sq, float* __restrict__ out) {
-  __shared__ float sh_mx[kBlock], sh_my[kBlock], sh_isx[kBlock], sh_isy[kBlock], sh_rho[kBlock], sh_irs[kBlock],
-      sh_opac[kBlock];
-  __shared__ int4 sh_box[kBlock];
-  __shared__ float sh_col[kBlock * kChannelChunk];
+  GSASR_SHARED(float, sh_mx, kBlock);
+  GSASR_SHARED(float, sh_my, kBlock);
+  GSASR_SHARED(float, sh_isx, kBlock);
+  GSASR_SHARED(float, sh_isy, kBlock);
+  GSASR_SHARED(float, sh_rho, kBlock);
+  GSASR_SHARED(float, sh_irs, kBlock);
+  GSASR_SHARED(float, sh_opac, kBlock);
+  GSASR_SHARED(int4, sh_box, kBlock);
+  GSASR_SHARED(float, sh_col, kBlock * kChannelChunk);
 
   const int b = blockIdx.z;
   const int64_t tile = static_cast<int64_t>(b) * gridDim.x * gridDim.y + blockIdx.y * gridDim.x + blockIdx.x;
@@ -232,7 +248,7 @@ __global__ void render_backward_kernel(const float* __restrict__ means, const fl
 }
 
 void check_input(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+  TORCH_CHECK(t.device().type() == GSASR_KERNEL_DEVICE, name, " must be a CUDA tensor");
   TORCH_CHECK(t.scalar_type() == at::kFloat, name, " must be float32");
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
@@ -292,10 +308,9 @@ std::vector<at::Tensor> rasterize_forward_cuda(const at::Tensor& means, const at
   auto areas = at::empty({total}, long_opts);
   const int threads = 256;
   const int blocks = static_cast<int>((total + threads - 1) / threads);
-  setup_kernel<<<blocks, threads, 0, stream>>>(means.data_ptr<float>(), sigmas.data_ptr<float>(),
-                                               rhos.data_ptr<float>(), total, p,
-                                               reinterpret_cast<int4*>(boxes.data_ptr<int>()),
-                                               counts.data_ptr<int64_t>(), areas.data_ptr<int64_t>());
+  GSASR_LAUNCH(blocks, threads, stream, setup_kernel)(
+      means.data_ptr<float>(), sigmas.data_ptr<float>(), rhos.data_ptr<float>(), total, p,
+      reinterpret_cast<int4*>(boxes.data_ptr<int>()), counts.data_ptr<int64_t>(), areas.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   auto ends = at::cumsum(counts, 0);
   auto slot_starts = ends - counts;
@@ -305,9 +320,9 @@ std::vector<at::Tensor> rasterize_forward_cuda(const at::Tensor& means, const at
   TORCH_CHECK(num_pairs < (int64_t(1) << 40), "too many (tile, Gaussian) pairs");
   auto keys = at::empty({num_pairs}, long_opts);
   auto values = at::empty({num_pairs}, means.options().dtype(at::kInt));
-  emit_pairs_kernel<<<blocks, threads, 0, stream>>>(reinterpret_cast<const int4*>(boxes.data_ptr<int>()),
-                                                    slot_starts.data_ptr<int64_t>(), total, num, p,
-                                                    keys.data_ptr<int64_t>(), values.data_ptr<int32_t>());
+  GSASR_LAUNCH(blocks, threads, stream, emit_pairs_kernel)(
+      reinterpret_cast<const int4*>(boxes.data_ptr<int>()), slot_starts.data_ptr<int64_t>(), total, num, p,
+      keys.data_ptr<int64_t>(), values.data_ptr<int32_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
   auto sorted_keys = std::get<0>(sorted).contiguous();
@@ -319,9 +334,9 @@ std::vector<at::Tensor> rasterize_forward_cuda(const at::Tensor& means, const at
   if (footprint == gsasr::kGsplat) {
     allowed = at::empty({num_pairs}, means.options().dtype(at::kByte));
     const int pair_blocks = static_cast<int>((num_pairs + threads - 1) / threads);
-    tile_cap_kernel<<<pair_blocks, threads, 0, stream>>>(sorted_keys.data_ptr<int64_t>(), perm.data_ptr<int64_t>(),
-                                                         tile_starts.data_ptr<int64_t>(), num_pairs,
-                                                         allowed.data_ptr<uint8_t>());
+    GSASR_LAUNCH(pair_blocks, threads, stream, tile_cap_kernel)(
+        sorted_keys.data_ptr<int64_t>(), perm.data_ptr<int64_t>(), tile_starts.data_ptr<int64_t>(), num_pairs,
+        allowed.data_ptr<uint8_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
@@ -329,7 +344,7 @@ std::vector<at::Tensor> rasterize_forward_cuda(const at::Tensor& means, const at
   const dim3 block(kTile, kTile);
   const float* opac_ptr = footprint == gsasr::kGsplat ? opacities.data_ptr<float>() : nullptr;
   dispatch_footprint(static_cast<int>(footprint), [&](auto fp) {
-    render_forward_kernel<decltype(fp)::value><<<grid, block, 0, stream>>>(
+    GSASR_LAUNCH(grid, block, stream, render_forward_kernel<decltype(fp)::value>)(
         means.data_ptr<float>(), sigmas.data_ptr<float>(), rhos.data_ptr<float>(), colors.data_ptr<float>(),
         opac_ptr, reinterpret_cast<const int4*>(boxes.data_ptr<int>()), tile_starts.data_ptr<int64_t>(),
         order.data_ptr<int32_t>(), static_cast<int>(channels), p, cutoff_sq, out.data_ptr<float>());
@@ -359,7 +374,7 @@ std::vector<at::Tensor> rasterize_backward_cuda(const at::Tensor& means, const a
   auto g_opacities = footprint == gsasr::kGsplat ? at::zeros_like(opacities) : at::empty({0}, means.options());
   const int64_t total = batch * num;
   if (total == 0) return {g_means, g_sigmas, g_rhos, g_colors, g_opacities};
-  TORCH_CHECK(boxes.is_cuda() && boxes.scalar_type() == at::kInt && boxes.numel() == 4 * total,
+  TORCH_CHECK(boxes.device().type() == GSASR_KERNEL_DEVICE && boxes.scalar_type() == at::kInt && boxes.numel() == 4 * total,
               "boxes must be the forward's (B*N, 4) int32 tensor");
   if (footprint == gsasr::kGsplat) {
     TORCH_CHECK(slot_starts.numel() == total && slot_starts.scalar_type() == at::kLong,
@@ -379,7 +394,8 @@ std::vector<at::Tensor> rasterize_backward_cuda(const at::Tensor& means, const a
     constexpr int kGroup = decltype(group)::value;
     const int64_t blocks = (total * kGroup + threads - 1) / threads;
     TORCH_CHECK(blocks < (int64_t(1) << 31), "too many Gaussians for one launch");
-    render_backward_kernel<decltype(fp)::value, kGroup><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+    constexpr int kFootprint = decltype(fp)::value;
+    GSASR_LAUNCH(static_cast<unsigned>(blocks), threads, stream, render_backward_kernel<kFootprint, kGroup>)(
         means.data_ptr<float>(), sigmas.data_ptr<float>(), rhos.data_ptr<float>(), colors.data_ptr<float>(),
         opac_ptr, reinterpret_cast<const int4*>(boxes.data_ptr<int>()), slot_ptr, allowed_ptr,
         grad_out.data_ptr<float>(), total, num, static_cast<int>(channels), p, cutoff_sq, g_means.data_ptr<float>(),
