@@ -73,29 +73,125 @@ def compare(params, lr_size, out_size, **kwargs):
     return compare_on(params, lr_size, out_size, 'cpu', **kwargs)
 
 
-# --- the cases test_rasterize_cuda.py checks on a GPU, here against the float64 pure path ------------------------
+# --- against the CPU kernel built with the same flags ------------------------------------------------------------
 
-@pytest.mark.parametrize('lr_size,out_size', [
+def run_kernels(host, params, lr_size, out_size, footprint, opacities=None, cutoff=3.5, half=(1.2, 0.7),
+                mean_area=None, grad_seed=3):
+    """Forward and backward of the host-executed CUDA kernels and of the CPU kernel on the same float32 inputs.
+    Returns (cuda forward outputs, cpu forward outputs, cuda grads, cpu grads)."""
+    code = FOOTPRINT_CODES[footprint]
+    means, sigmas, rhos, colors = [p.float().contiguous() for p in params]
+    if opacities is None:
+        opacities = torch.rand(means.shape[:2], generator=torch.Generator().manual_seed(2)) * 1.2 \
+            if footprint == 'gsplat' else torch.empty(0)
+    inputs = [means, sigmas, rhos, colors, opacities.float().contiguous()]
+    shape = [*lr_size, *out_size, code, cutoff, *half]
+    fwd = host.forward(*inputs, *shape)
+    ref = host.cpu_forward(*inputs, *shape)
+    grad_out = torch.randn(ref[0].shape, generator=torch.Generator().manual_seed(grad_seed))
+    if mean_area is None:
+        mean_area = float(ref[4][1]) / max(1, means.shape[0] * means.shape[1])
+    bwd_shape = [*lr_size, code, cutoff, *half]
+    grads = host.backward(*inputs, grad_out, *fwd[1:4], *bwd_shape, mean_area)
+    ref_grads = host.cpu_backward(*inputs, grad_out, *ref[1:4], *bwd_shape)
+    return fwd, ref, grads, ref_grads
+
+
+# The backward sums each Gaussian's pixels in another order than the CPU kernel (GROUP lanes striding the box,
+# then a shuffle tree; the CPU: 16-pixel rows, then the lanes in turn): float32 noise, here relative to the largest
+# gradient of the tensor, for boxes of up to 256 pixels, growing like the square root of the pixels summed beyond.
+# The geometry gradients combine moments that cancel (most of all rho's), which magnifies that noise.
+GRAD_REL = {'means': 5e-6, 'sigmas': 5e-6, 'rhos': 3e-5, 'colors': 1e-6, 'opacities': 1e-6}
+
+
+def assert_kernels_agree(fwd, ref, grads, ref_grads):
+    assert torch.equal(fwd[0], ref[0]), f'forward differs by {(fwd[0] - ref[0]).abs().max():.3e}'
+    for name, a, b in zip(('boxes', 'slot_starts', 'allowed', 'stats'), fwd[1:], ref[1:]):
+        assert torch.equal(a, b), name
+    boxes = fwd[1].long()
+    areas = ((boxes[:, 2] - boxes[:, 0] + 1).clamp(min=0) * (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=0))
+    growth = max(1.0, math.sqrt(float(areas.max()) / 256)) if areas.numel() else 1.0
+    for name, a, b in zip(GRAD_REL, grads, ref_grads):
+        assert a.shape == b.shape, name
+        if b.numel():
+            assert torch.isfinite(a).all(), name
+            assert_rel_close(a, b, GRAD_REL[name] * growth, name)
+
+
+# --- the cases test_rasterize_cuda.py checks on a GPU, against the CPU kernel ------------------------------------
+
+SIZES = [
     ((8, 8), (8, 8)),          # s = 1
     ((12, 10), (31, 47)),      # non-integer, anisotropic
     ((48, 48), (192, 192)),    # the x4 training crop
     ((3, 4), (90, 120)),       # s = 30
     ((20, 16), (9, 7)),        # downscale
     ((17, 23), (33, 70)),      # sizes that are not tile multiples
-])
+]
+
+
+@pytest.mark.parametrize('lr_size,out_size', SIZES)
 @pytest.mark.parametrize('chans', [1, 3, 11])
-def test_cuda_on_host_matches_pure_path(on_host, lr_size, out_size, chans):
-    params = make(2, 300, chans, lr_size)
-    compare(params, lr_size, out_size, grad_rel=5e-3 if out_size[0] > 10 * lr_size[0] else 1e-3)
+def test_cuda_on_host_gpu_cases_sum(host, lr_size, out_size, chans):
+    assert_kernels_agree(*run_kernels(host, make(2, 300, chans, lr_size), lr_size, out_size, 'ellipse'))
 
 
 @pytest.mark.parametrize('sigma', [0.05, 3.0])
 @pytest.mark.parametrize('rho', [0.99, -0.99, 0.0])
-def test_cuda_on_host_extreme_sigmas_and_correlations(on_host, sigma, rho):
+def test_cuda_on_host_extreme_sigmas_and_correlations(host, sigma, rho):
     params = make(2, 100, 3, (10, 10))
     params[1] = torch.full_like(params[1], sigma)
     params[2] = torch.full_like(params[2], rho)
-    compare(params, (10, 10), (37, 41), fwd_rel=2e-4)
+    for footprint in FOOTPRINTS:
+        assert_kernels_agree(*run_kernels(host, params, (10, 10), (37, 41), footprint))
+
+
+@pytest.mark.parametrize('lr_size,out_size,half', [
+    ((12, 10), (31, 47), (0.8, 1.3)),
+    ((48, 48), (192, 192), (1.2, 1.2)),
+    ((3, 4), (90, 120), (0.5, 2.0)),
+    ((20, 16), (9, 7), (3.0, 0.0)),
+])
+def test_cuda_on_host_gpu_cases_box(host, lr_size, out_size, half):
+    assert_kernels_agree(*run_kernels(host, make(2, 300, 3, lr_size), lr_size, out_size, 'box', half=half))
+
+
+@pytest.mark.parametrize('lr_size,out_size', SIZES[1:])
+@pytest.mark.parametrize('chans', [3, 11])
+def test_cuda_on_host_gpu_cases_gsplat(host, lr_size, out_size, chans):
+    params = make(2, 300, chans, lr_size, sigma_range=(0.05, 1.0))
+    opacities = torch.rand(2, 300, generator=torch.Generator().manual_seed(1)) * 1.2
+    assert_kernels_agree(*run_kernels(host, params, lr_size, out_size, 'gsplat', opacities=opacities))
+
+
+def test_cuda_on_host_gsplat_tile_cap_on_crowded_tiles(host):
+    # 2000 Gaussians on 4x4 LR pixels at x4: every tile holds far more than 256, of which gsplat reads 256
+    params = make(2, 2000, 3, (4, 4), sigma_range=(0.1, 0.6), margin=0.0)
+    fwd, *rest = run_kernels(host, params, (4, 4), (64, 64), 'gsplat')
+    assert tile_counts(fwd[1][:2000], (64, 64)).min() > 256
+    allowed = fwd[3]
+    assert 0 < allowed.sum() < allowed.numel()
+    assert_kernels_agree(fwd, *rest)
+    opacities = torch.rand(2, 2000, generator=torch.Generator().manual_seed(2)) * 1.2
+    for b in range(2):
+        single = host.forward(*[p[b:b + 1].contiguous() for p in params], opacities[b:b + 1].contiguous(),
+                              4, 4, 64, 64, FOOTPRINT_CODES['gsplat'], 3.5, 1.2, 0.7)
+        assert torch.equal(single[0], fwd[0][b:b + 1])
+
+
+def test_cuda_on_host_large_gaussians_at_large_scale(host):
+    for footprint in FOOTPRINTS:
+        params = make(1, 20, 3, (4, 4), sigma_range=(2.0, 3.0))
+        assert_kernels_agree(*run_kernels(host, params, (4, 4), (120, 120), footprint))
+
+
+# --- through the package's wrapper (autograd, dtypes), against the float64 pure path ------------------------------
+
+@pytest.mark.parametrize('kwargs', [{}, {'box_half_size': (0.8, 1.3)}, {'mode': 'gsplat_sum'}])
+def test_cuda_on_host_wrapper_matches_pure_path(on_host, kwargs):
+    params = make(2, 300, 3, (12, 10), sigma_range=(0.05, 1.5))
+    opacities = torch.rand(2, 300, generator=torch.Generator().manual_seed(1)) * 1.2 if kwargs.get('mode') else None
+    compare(params, (12, 10), (31, 47), opacities=opacities, grad_rel=3e-3, **kwargs)
 
 
 def test_cuda_on_host_batch_equals_loop(on_host):
@@ -154,82 +250,6 @@ def test_cuda_on_host_double_inputs_compute_in_float32(on_host):
     assert not torch.equal(out, ref)  # float32 arithmetic, as on CUDA
 
 
-def test_cuda_on_host_large_gaussians_at_large_scale(on_host):
-    compare(make(1, 20, 3, (4, 4), sigma_range=(2.0, 3.0)), (4, 4), (120, 120))
-
-
-@pytest.mark.parametrize('lr_size,out_size,half', [
-    ((12, 10), (31, 47), (0.8, 1.3)),
-    ((48, 48), (192, 192), (1.2, 1.2)),
-    ((3, 4), (90, 120), (0.5, 2.0)),
-    ((20, 16), (9, 7), (3.0, 0.0)),
-])
-def test_cuda_on_host_box_mode_matches_pure_path(on_host, lr_size, out_size, half):
-    compare(make(2, 300, 3, lr_size), lr_size, out_size, box_half_size=half)
-
-
-@pytest.mark.parametrize('lr_size,out_size', [((12, 10), (31, 47)), ((48, 48), (192, 192)), ((3, 4), (90, 120)),
-                                              ((20, 16), (9, 7)), ((17, 23), (33, 70))])
-@pytest.mark.parametrize('chans', [3, 11])
-def test_cuda_on_host_gsplat_mode_matches_pure_path(on_host, lr_size, out_size, chans):
-    params = make(2, 300, chans, lr_size, sigma_range=(0.05, 1.0))
-    opacities = torch.rand(2, 300, generator=torch.Generator().manual_seed(1)) * 1.2
-    compare(params, lr_size, out_size, mode='gsplat_sum', opacities=opacities, grad_rel=3e-3)
-
-
-def test_cuda_on_host_gsplat_tile_cap_on_crowded_tiles(on_host):
-    # 2000 Gaussians on 4x4 LR pixels at x4: every tile holds far more than 256
-    params = make(2, 2000, 3, (4, 4), sigma_range=(0.1, 0.6), margin=0.0)
-    compare(params, (4, 4), (64, 64), mode='gsplat_sum', grad_rel=3e-3)
-    with use_backend('compiled'):
-        out = rasterize_gaussians(*params, (4, 4), (64, 64), mode='gsplat_sum')
-        loop = torch.cat([rasterize_gaussians(*[p[b:b + 1] for p in params], (4, 4), (64, 64), mode='gsplat_sum')
-                          for b in range(2)])
-    assert torch.equal(out, loop)
-
-
-# --- against the CPU kernel built with the same flags ------------------------------------------------------------
-
-def run_kernels(host, params, lr_size, out_size, footprint, opacities=None, cutoff=3.5, half=(1.2, 0.7),
-                mean_area=None, grad_seed=3):
-    """Forward and backward of the host-executed CUDA kernels and of the CPU kernel on the same float32 inputs.
-    Returns (cuda forward outputs, cpu forward outputs, cuda grads, cpu grads)."""
-    code = FOOTPRINT_CODES[footprint]
-    means, sigmas, rhos, colors = [p.float().contiguous() for p in params]
-    if opacities is None:
-        opacities = torch.rand(means.shape[:2], generator=torch.Generator().manual_seed(2)) * 1.2 \
-            if footprint == 'gsplat' else torch.empty(0)
-    inputs = [means, sigmas, rhos, colors, opacities.float().contiguous()]
-    shape = [*lr_size, *out_size, code, cutoff, *half]
-    fwd = host.forward(*inputs, *shape)
-    ref = host.cpu_forward(*inputs, *shape)
-    grad_out = torch.randn(ref[0].shape, generator=torch.Generator().manual_seed(grad_seed))
-    if mean_area is None:
-        mean_area = float(ref[4][1]) / max(1, means.shape[0] * means.shape[1])
-    bwd_shape = [*lr_size, code, cutoff, *half]
-    grads = host.backward(*inputs, grad_out, *fwd[1:4], *bwd_shape, mean_area)
-    ref_grads = host.cpu_backward(*inputs, grad_out, *ref[1:4], *bwd_shape)
-    return fwd, ref, grads, ref_grads
-
-
-# The backward sums each Gaussian's pixels in another order than the CPU kernel (GROUP lanes striding the box,
-# then a shuffle tree; the CPU: 16-pixel rows, then the lanes in turn): float32 noise, relative to the largest
-# gradient. The geometry gradients combine moments that cancel (most of all rho's), which magnifies that noise;
-# the CPU kernel's own float32 error against its float64 build is of the same size.
-GRAD_REL = {'means': 5e-6, 'sigmas': 5e-6, 'rhos': 3e-5, 'colors': 1e-6, 'opacities': 1e-6}
-
-
-def assert_kernels_agree(fwd, ref, grads, ref_grads):
-    assert torch.equal(fwd[0], ref[0]), f'forward differs by {(fwd[0] - ref[0]).abs().max():.3e}'
-    for name, a, b in zip(('boxes', 'slot_starts', 'allowed', 'stats'), fwd[1:], ref[1:]):
-        assert torch.equal(a, b), name
-    for name, a, b in zip(GRAD_REL, grads, ref_grads):
-        assert a.shape == b.shape, name
-        if b.numel():
-            assert torch.isfinite(a).all(), name
-            assert_rel_close(a, b, GRAD_REL[name], name)
-
-
 @pytest.mark.parametrize('footprint', list(FOOTPRINTS))
 @pytest.mark.parametrize('lr_size,out_size', [((12, 10), (31, 47)), ((48, 48), (192, 192)), ((3, 4), (90, 120)),
                                               ((20, 16), (9, 7))])
@@ -250,8 +270,9 @@ def tile_counts(boxes, out_size):
 
 @pytest.mark.parametrize('footprint', ['ellipse', 'box'])
 def test_cuda_on_host_tiles_beyond_one_shared_memory_batch(host, footprint):
-    # 700 Gaussians on a 4x4 LR image at x8: tiles list up to ~3 batches of 256 (sh_* reloaded between them)
-    params = make(1, 700, 3, (4, 4), sigma_range=(0.2, 1.0), margin=0.5)
+    # 700 Gaussians in the top-left quarter of a 4x4 LR image at x8: its tile lists 3 batches of 256 (sh_*
+    # reloaded between them), the others one
+    params = make(1, 700, 3, (2, 2), sigma_range=(0.1, 0.5), margin=0.0)
     fwd, *rest = run_kernels(host, params, (4, 4), (32, 32), footprint)
     counts = tile_counts(fwd[1], (32, 32))
     assert counts.max() > 2 * 256 and counts.min() < 256, counts
@@ -321,7 +342,7 @@ def test_cuda_on_host_float32_cpu_tensors_only(host):
     with pytest.raises(RuntimeError, match='must be float32'):
         host.forward(*[p.double() for p in params], torch.empty(0), *shape)
     with pytest.raises(RuntimeError, match='must be contiguous'):
-        host.forward(params[0].transpose(0, 1), *params[1:], torch.empty(0), *shape)
+        host.forward(torch.zeros(1, 10, 4)[..., ::2], *params[1:], torch.empty(0), *shape)
     with pytest.raises(RuntimeError, match='opacities'):
         host.forward(*params, torch.empty(0), *shape[:4], 2, *shape[5:])
 
@@ -443,4 +464,3 @@ def test_cuda_on_host_build_follows_the_source(tmp_path):
     source.write_text(source.read_text().replace('__syncthreads();', '', 1))
     assert module_name(copy) != module_name()
     assert module_name(sanitize='thread') != module_name()
-    assert math.isfinite(len(module_name()))
