@@ -143,6 +143,7 @@ setup(
         'Pillow',  # zoom GIFs, image headers
         'pyyaml',
         'tqdm',
+        'ninja',  # torch's cpp_extension builds the rasterizer on first use where the install built none
     ],
     extras_require={
         'app': ['gradio>=6'],  # basicsr app (the browser page)

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._compiled import compiled_op
 from ._torch_impl import RasterMode
 
 __all__ = ['rasterize_gaussians_ext', 'FOOTPRINT_CODES']
@@ -20,9 +21,8 @@ class _RasterizeExt(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means, sigmas, rhos, colors, opacities, lr_size, out_size, mode):
-        from . import _C  # the optional compiled extension (rasterize.py found that it loads)
         code = FOOTPRINT_CODES[mode.footprint]
-        out, boxes, slot_starts, allowed, stats = _C.forward(
+        out, boxes, slot_starts, allowed, stats = compiled_op().forward(
             means, sigmas, rhos, colors, opacities, lr_size[0], lr_size[1], out_size[0], out_size[1], code,
             mode.cutoff, mode.half_h, mode.half_w)
         ctx.save_for_backward(means, sigmas, rhos, colors, opacities, boxes, slot_starts, allowed)
@@ -34,10 +34,9 @@ class _RasterizeExt(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        from . import _C  # the optional compiled extension (rasterize.py found that it loads)
         means, sigmas, rhos, colors, opacities, boxes, slot_starts, allowed = ctx.saved_tensors
         (height, width), code, mode, mean_area = ctx.args
-        g_means, g_sigmas, g_rhos, g_colors, g_opacities = _C.backward(
+        g_means, g_sigmas, g_rhos, g_colors, g_opacities = compiled_op().backward(
             means, sigmas, rhos, colors, opacities, grad_out.to(means.dtype).contiguous(), boxes, slot_starts,
             allowed, height, width, code, mode.cutoff, mode.half_h, mode.half_w, mean_area)
         return (g_means, g_sigmas, g_rhos, g_colors, g_opacities if ctx.has_opacity else None, None, None, None)

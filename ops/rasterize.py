@@ -6,6 +6,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 
+from ._compiled import compiled_op, load_error
 from ._torch_impl import DEFAULT_CUTOFF, RasterMode, rasterize_gaussians_torch
 
 __all__ = ['rasterize_gaussians', 'cuda_op_available', 'cpu_op_available', 'use_backend', 'DEFAULT_CUTOFF',
@@ -17,34 +18,19 @@ MODES = ('sum', 'gsplat_sum')
 RENDER_OPTIONS = ('cutoff', 'box_half_size', 'mode')
 BACKENDS = ('auto', 'compiled', 'torch')
 
-_module = None
-_import_error: Optional[BaseException] = None
-_imported = False
 _warned = set()
 _backend = 'auto'
 
 
-def _load_op():
-    """The compiled ``gsasr_plugin.ops._C`` module, or None when it is absent or cannot be loaded."""
-    global _module, _import_error, _imported
-    if not _imported:
-        _imported = True
-        try:
-            from . import _C  # noqa: F401  (optional: the build may have skipped it)
-            _module = _C
-        except (ImportError, OSError) as err:  # not built, or built for a CUDA/torch this machine lacks
-            _import_error = err
-    return _module
-
-
 def cpu_op_available() -> bool:
-    """Whether the compiled rasterizer (its CPU kernel) imports here."""
-    return _load_op() is not None
+    """Whether the compiled rasterizer (its CPU kernel) is here: installed, or built on this first call where a
+    C++ compiler is (``_compiled.py``)."""
+    return compiled_op() is not None
 
 
 def cuda_op_available() -> bool:
-    """Whether the compiled rasterizer imports here and was built with its CUDA kernel."""
-    module = _load_op()
+    """Whether the compiled rasterizer is here and has its CUDA kernel."""
+    module = compiled_op()
     return module is not None and bool(module.has_cuda())
 
 
@@ -71,7 +57,7 @@ def _warn_once(device_type: str) -> None:
         how = 'GSASR_BUILD_CUDA=1 pip install --no-build-isolation -e .'
     else:
         how = 'pip install --no-build-isolation -e . with a C++ compiler present'
-    reason = _import_error if _import_error is not None else 'built without CUDA'
+    reason = load_error() or 'built without CUDA'
     warnings.warn(f'gsasr_plugin.ops: the compiled rasterizer is not available for {device_type} tensors ({reason}); '
                   f'using the slower pure-PyTorch path. Rebuild with {how}', RuntimeWarning, stacklevel=4)
 
@@ -85,7 +71,7 @@ def _compiled_for(device: torch.device) -> bool:
     if not ok:
         if _backend == 'compiled':
             raise RuntimeError(f'gsasr_plugin.ops: the compiled rasterizer is not built for {device.type} tensors '
-                               f'({_import_error or "built without CUDA"})')
+                               f'({load_error() or "built without CUDA"})')
         _warn_once(device.type)
     return ok
 

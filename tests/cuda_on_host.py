@@ -5,8 +5,10 @@ shared memory and atomics. Test tooling only: nothing here is part of the instal
 
 The module is compiled on first use and cached by the content of its sources (``rasterize.cu``, the headers next
 to it, ``tests/cuda_host``), the torch version and the flags, so an edit of the ``.cu`` file is what the next test
-run executes. ``GSASR_CUDA_HOST_CSRC`` points at another ``csrc`` folder (the mutation script's copies),
-``GSASR_CUDA_HOST_CACHE`` at another cache folder (default ``~/.cache/gsasr_basicsr/cuda_on_host``).
+run executes. ``GSASR_CUDA_HOST_CSRC`` points at another ``csrc`` folder, ``GSASR_CUDA_HOST_CACHE`` at another
+cache folder (default ``~/.cache/gsasr_basicsr/cuda_on_host``); ``GSASR_CUDA_HOST_NAME`` fixes the module's name
+(one build folder that ninja updates in place: the mutation script, ``tests/cuda_host/mutate.py``, recompiles only
+what an edit touches).
 """
 import hashlib
 import os
@@ -67,7 +69,7 @@ def load_cuda_on_host(sanitize=None, verbose=False):
     libtsan)."""
     from torch.utils.cpp_extension import load
     csrc = csrc_dir()
-    name = module_name(csrc, sanitize)
+    name = os.environ.get('GSASR_CUDA_HOST_NAME') or module_name(csrc, sanitize)
     if name in _loaded:
         return _loaded[name]
     cflags, ldflags = _flags(sanitize)

@@ -8,15 +8,13 @@ thread, by the test-only execution layer in ``tests/cuda_host`` (see ``cuda_on_h
   empty tiles, boxes on the canvas edges, batch > 1, gsplat's 256 cap, each backward group width;
 * results independent of the order the threads run in; finite differences; the execution layer's own semantics.
 """
-import contextlib
 import math
 import shutil
 
 import pytest
 import torch
 
-import gsasr_plugin.ops as ops_package
-from gsasr_plugin.ops import rasterize as rasterize_module
+from gsasr_plugin.ops import _compiled as compiled_module
 from gsasr_plugin.ops import rasterize_gaussians, use_backend
 from gsasr_plugin.ops._ext_impl import FOOTPRINT_CODES
 from cuda_on_host import csrc_dir, load_cuda_on_host, module_name
@@ -63,9 +61,8 @@ class HostAsDevice:
 def on_host(host, monkeypatch):
     """Within the test, ``rasterize_gaussians`` on CPU tensors runs the host-built CUDA kernels."""
     proxy = HostAsDevice(host)
-    monkeypatch.setattr(ops_package, '_C', proxy, raising=False)
-    monkeypatch.setattr(rasterize_module, '_module', proxy)
-    monkeypatch.setattr(rasterize_module, '_imported', True)
+    monkeypatch.setattr(compiled_module, '_module', proxy)
+    monkeypatch.setattr(compiled_module, '_tried', True)
     return proxy
 
 
@@ -306,8 +303,9 @@ def test_cuda_on_host_boxes_on_the_canvas_edges(host, footprint):
     assert (boxes[visible, 2] == 28).any() and (boxes[visible, 3] == 36).any()
     assert_kernels_agree(fwd, *rest)
     with_pure = {'ellipse': {}, 'box': {'box_half_size': half}, 'gsplat': {'mode': 'gsplat_sum'}}[footprint]
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(pytest.MonkeyPatch.context()).setattr(ops_package, '_C', HostAsDevice(host), raising=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled_module, '_module', HostAsDevice(host))
+        patch.setattr(compiled_module, '_tried', True)
         compare([means, sigmas, rhos, colors], (9, 7), (37, 29), grad_rel=3e-3, **with_pure)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gsasr_plugin.ops import cpu_op_available, rasterize_gaussians, use_backend
+from gsasr_plugin.ops import _compiled as compiled_module
 from gsasr_plugin.ops import rasterize as rasterize_module
 from gsasr_plugin.ops._torch_impl import rasterize_gaussians_torch
 from rasterize_helpers import compare, make
@@ -19,7 +20,7 @@ def test_the_suite_runs_the_kernel_where_asked():
     # scripts/test.sh sets GSASR_REQUIRE_KERNEL=1 (CI): a build that silently failed must not pass as "skipped"
     import os
     if os.environ.get('GSASR_REQUIRE_KERNEL') == '1':
-        assert cpu_op_available(), rasterize_module._import_error
+        assert cpu_op_available(), compiled_module.load_error()
 
 
 @needs_kernel
@@ -180,9 +181,9 @@ def test_kernel_has_no_double_backward():
 
 
 def test_fallback_warns_once_and_compiled_backend_errors(monkeypatch):
-    monkeypatch.setattr(rasterize_module, '_imported', True)
-    monkeypatch.setattr(rasterize_module, '_module', None)
-    monkeypatch.setattr(rasterize_module, '_import_error', ImportError('not built'))
+    monkeypatch.setattr(compiled_module, '_tried', True)
+    monkeypatch.setattr(compiled_module, '_module', None)
+    monkeypatch.setattr(compiled_module, '_error', ImportError('not built'))
     monkeypatch.setattr(rasterize_module, '_warned', set())
     params = make(1, 10, 3, (4, 4))
     with warnings.catch_warnings(record=True) as caught:
