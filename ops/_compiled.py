@@ -31,7 +31,7 @@ def compiled_op() -> Optional[ModuleType]:
     if not _tried:
         _tried = True
         try:
-            from . import _C
+            from . import _C  # optional: the install may have built none
             _module = _C
         except (ImportError, OSError) as err:  # not built, or built for a torch / CUDA this machine lacks
             _error = err
@@ -58,7 +58,7 @@ def _ninja_on_path() -> bool:
     if shutil.which('ninja'):
         return True
     try:
-        import ninja  # the PyPI package ships the binary
+        import ninja  # optional (a system ninja does too); the PyPI package ships the binary
     except ImportError:
         return False
     os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
@@ -69,7 +69,7 @@ def _want_cuda() -> bool:
     wanted = os.environ.get('GSASR_BUILD_CUDA', '').strip()
     if wanted == '0' or (wanted != '1' and not torch.cuda.is_available()):
         return False
-    from torch.utils.cpp_extension import CUDA_HOME
+    from torch.utils.cpp_extension import CUDA_HOME  # slow to import, and it warns where CUDA is absent
     return CUDA_HOME is not None
 
 
@@ -101,7 +101,7 @@ def _build(import_error: BaseException) -> ModuleType:
         raise ImportError(f'{import_error}; no C++ compiler ({os.environ.get("CXX", "c++")}) to build it here')
     if not _ninja_on_path():
         raise ImportError(f'{import_error}; building it here needs ninja (pip install ninja)')
-    from torch.utils.cpp_extension import get_default_build_root, load
+    from torch.utils.cpp_extension import get_default_build_root, load  # as above: only when building
     name, sources, cflags, cuda_flags, ldflags = _build_plan()
     build_dir = Path(os.environ.get('TORCH_EXTENSIONS_DIR') or get_default_build_root()) / name
     build_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import torch
 
 from ._compiled import compiled_op, load_error
+from ._ext_impl import rasterize_gaussians_ext
 from ._torch_impl import DEFAULT_CUTOFF, RasterMode, rasterize_gaussians_torch
 
 __all__ = ['rasterize_gaussians', 'cuda_op_available', 'cpu_op_available', 'use_backend', 'DEFAULT_CUTOFF',
@@ -238,7 +239,6 @@ def rasterize_gaussians(means: torch.Tensor, sigmas: torch.Tensor, rhos: torch.T
     lr_size, out_size, cutoff, box_half_size = _validate(means, sigmas, rhos, colors, lr_size, out_size, cutoff,
                                                          box_half_size, mode, opacities)
     if _compiled_for(means.device):
-        from ._ext_impl import rasterize_gaussians_ext  # needs the optional extension, which loads here
         return rasterize_gaussians_ext(means, sigmas, rhos, colors, opacities, lr_size, out_size,
                                        RasterMode.of(cutoff, box_half_size, mode))
     kwargs = dict(box_half_size=box_half_size, mode=mode, opacities=opacities)
