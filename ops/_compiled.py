@@ -70,7 +70,7 @@ def _want_cuda() -> bool:
     if wanted == '0' or (wanted != '1' and not torch.cuda.is_available()):
         return False
     from torch.utils.cpp_extension import CUDA_HOME  # slow to import, and it warns where CUDA is absent
-    return CUDA_HOME is not None
+    return CUDA_HOME is not None and Path(CUDA_HOME, 'bin', 'nvcc').exists()
 
 
 def _build_plan() -> Tuple[str, List[str], List[str], List[str], List[str]]:
