@@ -374,7 +374,8 @@ std::vector<at::Tensor> rasterize_backward_cuda(const at::Tensor& means, const a
   auto g_opacities = footprint == gsasr::kGsplat ? at::zeros_like(opacities) : at::empty({0}, means.options());
   const int64_t total = batch * num;
   if (total == 0) return {g_means, g_sigmas, g_rhos, g_colors, g_opacities};
-  TORCH_CHECK(boxes.device().type() == GSASR_KERNEL_DEVICE && boxes.scalar_type() == at::kInt && boxes.numel() == 4 * total,
+  TORCH_CHECK(boxes.device().type() == GSASR_KERNEL_DEVICE && boxes.scalar_type() == at::kInt &&
+                  boxes.numel() == 4 * total,
               "boxes must be the forward's (B*N, 4) int32 tensor");
   if (footprint == gsasr::kGsplat) {
     TORCH_CHECK(slot_starts.numel() == total && slot_starts.scalar_type() == at::kLong,
