@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from gsasr_plugin.ops._compiled import _ninja_on_path
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = Path(__file__).resolve().parent / 'cuda_host'
 
@@ -67,7 +69,9 @@ def load_cuda_on_host(sanitize=None, verbose=False):
     built with the same flags), the execution layer's ``set_schedule``, ``set_os_threads``, ``set_workers`` and
     its ``probe_*`` kernels. ``sanitize='thread'`` builds it with ThreadSanitizer (the process must preload
     libtsan)."""
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load  # slow to import, and it warns where CUDA is absent
+    if not _ninja_on_path():  # a fresh machine may have no system ninja; the package requires the PyPI one
+        raise RuntimeError('the host build of rasterize.cu needs ninja (pip install ninja)')
     csrc = csrc_dir()
     name = os.environ.get('GSASR_CUDA_HOST_NAME') or module_name(csrc, sanitize)
     if name in _loaded:
