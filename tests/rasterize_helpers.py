@@ -6,6 +6,17 @@ from gsasr_plugin.ops import rasterize_gaussians, use_backend
 from gsasr_plugin.ops import _torch_impl
 from gsasr_plugin.ops._torch_impl import rasterize_gaussians_torch
 
+# The (LR size, output size) cases of the GPU tests (test_rasterize_cuda.py) and of their host-executed twin
+# (test_cuda_on_host.py), kept in one list so that both check the same cases.
+CASE_SIZES = [
+    ((8, 8), (8, 8)),          # s = 1
+    ((12, 10), (31, 47)),      # non-integer, anisotropic
+    ((48, 48), (192, 192)),    # the x4 training crop
+    ((3, 4), (90, 120)),       # s = 30
+    ((20, 16), (9, 7)),        # downscale
+    ((17, 23), (33, 70)),      # sizes that are not tile multiples
+]
+
 
 def make(bsz, num, chans, lr_size, sigma_range=(0.05, 2.0), rho_max=0.99, margin=2.0, seed=0):
     """(means, sigmas, rhos, colors) float32, means up to ``margin`` LR pixels outside the image."""

@@ -18,7 +18,7 @@ from gsasr_plugin.ops import _compiled as compiled_module
 from gsasr_plugin.ops import rasterize_gaussians, use_backend
 from gsasr_plugin.ops._ext_impl import FOOTPRINT_CODES
 from cuda_on_host import csrc_dir, load_cuda_on_host, module_name
-from rasterize_helpers import assert_rel_close, make
+from rasterize_helpers import CASE_SIZES, assert_rel_close, make
 from rasterize_helpers import compare as compare_on
 
 TILE = 16
@@ -117,17 +117,7 @@ def assert_kernels_agree(fwd, ref, grads, ref_grads):
 
 # --- the cases test_rasterize_cuda.py checks on a GPU, against the CPU kernel ------------------------------------
 
-SIZES = [
-    ((8, 8), (8, 8)),          # s = 1
-    ((12, 10), (31, 47)),      # non-integer, anisotropic
-    ((48, 48), (192, 192)),    # the x4 training crop
-    ((3, 4), (90, 120)),       # s = 30
-    ((20, 16), (9, 7)),        # downscale
-    ((17, 23), (33, 70)),      # sizes that are not tile multiples
-]
-
-
-@pytest.mark.parametrize('lr_size,out_size', SIZES)
+@pytest.mark.parametrize('lr_size,out_size', CASE_SIZES)
 @pytest.mark.parametrize('chans', [1, 3, 11])
 def test_cuda_on_host_gpu_cases_sum(host, lr_size, out_size, chans):
     assert_kernels_agree(*run_kernels(host, make(2, 300, chans, lr_size), lr_size, out_size, 'ellipse'))
@@ -153,7 +143,7 @@ def test_cuda_on_host_gpu_cases_box(host, lr_size, out_size, half):
     assert_kernels_agree(*run_kernels(host, make(2, 300, 3, lr_size), lr_size, out_size, 'box', half=half))
 
 
-@pytest.mark.parametrize('lr_size,out_size', SIZES[1:])
+@pytest.mark.parametrize('lr_size,out_size', CASE_SIZES[1:])
 @pytest.mark.parametrize('chans', [3, 11])
 def test_cuda_on_host_gpu_cases_gsplat(host, lr_size, out_size, chans):
     params = make(2, 300, chans, lr_size, sigma_range=(0.05, 1.0))

@@ -5,7 +5,7 @@ import torch
 
 from gsasr_plugin.ops import cpu_op_available, cuda_op_available, rasterize_gaussians, use_backend
 from gsasr_plugin.ops._torch_impl import rasterize_gaussians_torch
-from rasterize_helpers import assert_rel_close, make
+from rasterize_helpers import CASE_SIZES, assert_rel_close, make
 from rasterize_helpers import compare as compare_on
 
 pytestmark = [
@@ -19,14 +19,7 @@ def compare(params, lr_size, out_size, **kwargs):
     return compare_on(params, lr_size, out_size, 'cuda', **kwargs)
 
 
-@pytest.mark.parametrize('lr_size,out_size', [
-    ((8, 8), (8, 8)),          # s = 1
-    ((12, 10), (31, 47)),      # non-integer, anisotropic
-    ((48, 48), (192, 192)),    # the x4 training crop
-    ((3, 4), (90, 120)),       # s = 30
-    ((20, 16), (9, 7)),        # downscale
-    ((17, 23), (33, 70)),      # sizes that are not tile multiples
-])
+@pytest.mark.parametrize('lr_size,out_size', CASE_SIZES)
 @pytest.mark.parametrize('chans', [1, 3, 11])
 def test_matches_pure_path(lr_size, out_size, chans):
     params = make(2, 300, chans, lr_size)
