@@ -9,6 +9,18 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_PACKAGES=${TORCH_PACKAGES:-"torch==2.14.1 torchvision==0.29.1"}
 
+# The default torch pin is a CUDA build of about 5.6 GB in .venv: a disk that cannot hold it fails late, with
+# pip's "No space left on device" half way through. Say so first, in one line (GSASR_MIN_FREE_GB=0 skips this).
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch' 2>/dev/null; }; then
+  NEED_GB=${GSASR_MIN_FREE_GB:-8}
+  FREE_GB=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$FREE_GB" -lt "$NEED_GB" ]; then
+    echo "setup_env: error: $(pwd)/.venv: $FREE_GB GB free on its disk, installing $TORCH_PACKAGES needs about" \
+         "$NEED_GB GB (free space, or GSASR_MIN_FREE_GB=<GB> to try with less)" >&2
+    exit 1
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 STAMP=.venv/gsasr_setup.stamp
 # what the installed environment depends on: sources of the build, the pins, the build choices
