@@ -163,9 +163,7 @@ def infer_parser() -> argparse.ArgumentParser:
                         help='LR tile side in pixels (0: never tile); default: chosen from free memory')
     parser.add_argument('--tile-pad', type=_non_negative_int, default=None, metavar='M',
                         help='LR context pixels around each tile (default: two attention windows, >= 8)')
-    parser.add_argument('--max-input-pixels', type=_non_negative_int, default=100_000_000, metavar='N',  # image_io's
-                        help='the largest input image (width x height) read; files whose header declares more are '
-                        'refused before decoding (default 100000000; 0: no limit)')
+    _add_max_input_pixels(parser, 'input image')
     parser.add_argument('--bf16', action='store_true',
                         help='run the network in bfloat16 autocast where that is faster (CUDA GPUs, CPUs with AVX512-BF16 or AMX); '
                         'float32 elsewhere, with a note')
@@ -227,6 +225,13 @@ def _positive_int(text):
     return value
 
 
+def _add_max_input_pixels(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--max-input-pixels N`` of ``basicsr infer`` and ``basicsr app``."""
+    parser.add_argument('--max-input-pixels', type=_non_negative_int, default=100_000_000, metavar='N',  # image_io's
+                        help=f'the largest {what} (width x height) read; files whose header declares more are '
+                        'refused before decoding (default 100000000; 0: no limit)')
+
+
 def app_parser() -> argparse.ArgumentParser:
     """``basicsr app``'s flags: a local web page (Gradio) for one image at any scale."""
     parser = _OneLineParser(
@@ -246,4 +251,5 @@ def app_parser() -> argparse.ArgumentParser:
                         'memory')
     parser.add_argument('--max-pixels', type=_positive_int, default=40_000_000, metavar='N',
                         help='the largest result (width x height) the page makes (default 40000000)')
+    _add_max_input_pixels(parser, 'uploaded image')
     return parser

@@ -184,6 +184,36 @@ def test_a_scale_too_large_is_refused_before_any_work(engine, checkpoints, tmp_p
         engine.upscale(spec, str(path), -1)
 
 
+def test_an_upload_over_the_input_limit_is_refused_before_decoding(checkpoints, tmp_path, monkeypatch):
+    spec = str(checkpoints['gsasr'])
+    path = write_photo(tmp_path / 'big cat.png', (20, 28))
+    engine = Engine([spec], device='cpu', workdir=str(tmp_path / 'work'), tile_size=0, max_input_pixels=500)
+    with monkeypatch.context() as patch:
+        patch.setattr(cv2, 'imdecode', lambda *a, **k: pytest.fail('decoded'))
+        with pytest.raises(AppError) as refused:
+            engine.upscale(spec, str(path), 2)
+    assert str(refused.value) == ("big cat.png: 28×20 (560 pixels) is over this app's limit for an uploaded image of "
+                                  '500 pixels (basicsr app --max-input-pixels N; 0: no limit); refused before '
+                                  'decoding it')
+    engine.max_input_pixels = 0  # no limit
+    assert engine.upscale(spec, str(path), 2).size == (40, 56)
+
+
+def test_max_input_pixels_reaches_the_engine(monkeypatch):
+    from gsasr_plugin.commands import app
+    made = {}
+
+    class Refused(Engine):
+        def __init__(self, *args, **kwargs):
+            made.update(kwargs)
+            raise AppError('enough')
+
+    monkeypatch.setattr(app, 'Engine', Refused)
+    assert app.run(app_parser().parse_args(['--max-input-pixels', '0'])) == 1
+    assert made['max_input_pixels'] == 0
+    assert app_parser().parse_args([]).max_input_pixels == engine_module.DEFAULT_MAX_INPUT_PIXELS
+
+
 def test_out_of_memory_is_one_line_and_frees_the_caches(engine, checkpoints, tmp_path, monkeypatch):
     spec = str(checkpoints['continuoussr'])
     path = write_photo(tmp_path / 'cat.png', (12, 16))
@@ -301,7 +331,8 @@ def test_app_help_is_fast_and_names_the_flags():
     code = 'import sys\nfrom gsasr_plugin_cli import main\nrc = main(["app", "-h"])\nprint("torch" in sys.modules)'
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith('False')
-    for flag in ('-m MODEL', '--host HOST', '--port PORT', '--device DEVICE', '--max-pixels N'):
+    for flag in ('-m MODEL', '--host HOST', '--port PORT', '--device DEVICE', '--max-pixels N',
+                 '--max-input-pixels N'):
         assert flag in proc.stdout
 
 

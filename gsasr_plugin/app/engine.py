@@ -36,8 +36,8 @@ from gsasr_plugin.archs.gaussian_field import Window, whole_window
 from gsasr_plugin.official.hub import OFFICIAL_PREFIX, released_models
 from gsasr_plugin.inference import auto_tile_size
 from gsasr_plugin.utils.atomic_io import write_image_file
-from gsasr_plugin.utils.image_io import (OUTPUT_FORMATS, ImageMeta, encode_image_array, output_layout, read_image,
-                                         write_image)
+from gsasr_plugin.utils.image_io import (DEFAULT_MAX_INPUT_PIXELS, OUTPUT_FORMATS, ImageMeta, ImageTooLargeError,
+                                         encode_image_array, megapixels, output_layout, read_image, write_image)
 from gsasr_plugin.utils.scale import ScaleLike, Size, resolve_scale_and_size, scale_tag
 from gsasr_plugin.zoom import ZoomRenderer
 
@@ -177,6 +177,8 @@ class Engine:
             the released models.
         device: where the networks run (default: CUDA when available, else the CPU).
         max_pixels: the largest result (H * W) a whole-image render may have.
+        max_input_pixels: the largest uploaded image (H * W) read; a file whose header declares more is refused
+            before it is decoded (0 or None: no limit).
         tile_size: LR tile side for encoding (None: chosen from free memory, as ``basicsr infer``; 0: never).
         workdir: where result files are written (default: a new temporary folder).
         cache_images: how many (model, image) pairs keep their fields.
@@ -184,9 +186,10 @@ class Engine:
 
     def __init__(self, models: Sequence[str] = (), device: Optional[str] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, tile_size: Optional[int] = None, workdir: Optional[str] = None,
-                 cache_images: int = 3):
+                 cache_images: int = 3, max_input_pixels: Optional[int] = DEFAULT_MAX_INPUT_PIXELS):
         self.device = device
         self.max_pixels = int(max_pixels)
+        self.max_input_pixels = max_input_pixels
         self.tile_size = tile_size
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix='gsasr_app_'))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -254,9 +257,16 @@ class Engine:
                 self._images.move_to_end(path)
                 return self._images[path]
             try:
-                rgb, meta = read_image(path)
+                rgb, meta = read_image(path, max_pixels=self.max_input_pixels)
                 with open(path, 'rb') as handle:
                     digest = hashlib.sha1(handle.read()).hexdigest()
+            except ImageTooLargeError as error:
+                if error.size is None or error.limit is None:
+                    raise AppError(_one_line(error).replace(path, os.path.basename(path))) from None
+                (height, width), limit = error.size, error.limit
+                raise AppError(f'{os.path.basename(path)}: {width}×{height} ({megapixels(height * width)}) is over '
+                               f"this app's limit for an uploaded image of {megapixels(limit)} (basicsr app "
+                               '--max-input-pixels N; 0: no limit); refused before decoding it') from None
             except (OSError, ValueError) as error:
                 message = _one_line(error)
                 name = os.path.basename(path)

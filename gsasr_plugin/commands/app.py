@@ -1,6 +1,7 @@
 """``basicsr app``: serve the browser app (:mod:`gsasr_plugin.app`) on this machine.
 
     basicsr app [-m MODEL ...] [--host 127.0.0.1] [--port 7860] [--device cpu|cuda] [-t N] [--max-pixels N]
+                [--max-input-pixels N]
 
 The models given with ``-m`` are loaded before the server starts, so a wrong one is one line and exit 1 with
 nothing served. Gradio is the ``[app]`` extra; without it, one line says how to install it. No analytics and
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from gsasr_plugin.app.page import build_page  # imports gradio: only once it is known to be there
     keep_freed_memory()
     try:
-        engine = Engine(args.model, device=args.device, max_pixels=args.max_pixels, tile_size=args.tile_size)
+        engine = Engine(args.model, device=args.device, max_pixels=args.max_pixels, tile_size=args.tile_size,
+                        max_input_pixels=args.max_input_pixels)
         for spec in args.model:
             engine.model(spec)
             print(f'{PROG}: loaded {spec}', file=sys.stderr)

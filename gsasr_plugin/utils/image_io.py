@@ -19,7 +19,7 @@ from gsasr_plugin.utils.atomic_io import write_image_file
 from gsasr_plugin.utils.bad_data import check_finite_pixels, check_not_truncated, header_size
 
 __all__ = ['IMAGE_EXTENSIONS', 'OUTPUT_FORMATS', 'ImageMeta', 'decode_image_array', 'encode_image_array',
-           'output_layout', 'read_image', 'write_image', 'DEFAULT_MAX_INPUT_PIXELS', 'ImageTooLargeError',
+           'output_layout', 'read_image', 'write_image', 'DEFAULT_MAX_INPUT_PIXELS', 'ImageTooLargeError', 'megapixels',
            'check_input_pixels']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.bmp')
@@ -30,7 +30,18 @@ DEFAULT_MAX_INPUT_PIXELS = 100_000_000
 
 
 class ImageTooLargeError(ValueError):
-    """An input image's header declares more pixels than allowed (or than memory holds)."""
+    """An input image's header declares more pixels than allowed (or than memory holds).
+
+    Args:
+        message: the one line shown to the user.
+        size: (height, width) the header declares (None: unknown).
+        limit: the pixel limit it is over (None: memory, not a limit).
+    """
+
+    def __init__(self, message: str, size: Optional[Tuple[int, int]] = None, limit: Optional[int] = None):
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 # What each output format holds with OpenCV's encoders: the deepest pixel type and whether it keeps alpha.
@@ -129,14 +140,15 @@ def check_input_pixels(path: str, size: Optional[Tuple[int, int]],
     unknown) has more than ``max_pixels`` pixels (None or 0: no limit)."""
     if not max_pixels or size is None or size[0] * size[1] <= max_pixels:
         return
-    raise ImageTooLargeError(f'{path}: {size[1]}x{size[0]} pixels ({_megapixels(size[0] * size[1])}) is over the '
-                             f'limit for an input image of {_megapixels(max_pixels)}; refused before decoding it (a '
+    raise ImageTooLargeError(f'{path}: {size[1]}x{size[0]} pixels ({megapixels(size[0] * size[1])}) is over the '
+                             f'limit for an input image of {megapixels(max_pixels)}; refused before decoding it (a '
                              'damaged or hostile file can declare any size). If the image is real, raise the limit '
                              '(basicsr infer --max-input-pixels N; Python: max_input_pixels=N; 0: no limit): large '
-                             'images are encoded in tiles')
+                             'images are encoded in tiles', size=(size[0], size[1]), limit=max_pixels)
 
 
-def _megapixels(count: int) -> str:
+def megapixels(count: int) -> str:
+    """``count`` pixels in words: '12.3 MP', or '4,096 pixels' below 0.1 MP."""
     return f'{count / 1e6:,.1f} MP' if count >= 100_000 else f'{count:,} pixels'
 
 
