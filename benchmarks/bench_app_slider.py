@@ -13,6 +13,8 @@ threads; the machine is shared, wall times swing):
 * ``zoom``: a 512-pixel zoom frame at magnification 4 (same cache),
 * ``forward``: ``Upscaler.upscale_rgb(lq, scale)``, the whole network at that scale (no files), as
   ``basicsr infer`` or the authors' demo run it for every slider position,
+* ``stop points``: that forward again with the page's stop button armed (a stop check before each module of
+  the network, ``_stop_points``), as extra time over the plain forward,
 
 median of ``--runs`` runs (each ``slider`` run uses a fresh scale), and prints a Markdown table.
 The rasterizer's share depends on the Gaussians' sizes, which random weights only approximate.
@@ -61,7 +63,9 @@ def main(argv: List[str] = None) -> int:
     sys.path.insert(0, str(REPO))
     from gsasr_plugin import compat  # noqa: F401  (must precede basicsr)
     from basicsr.archs import build_network
-    from gsasr_plugin.app.engine import Engine
+    import threading
+
+    from gsasr_plugin.app.engine import Engine, _stop_points
     from gsasr_plugin.checkpoint import save_checkpoint
     from gsasr_plugin.utils.scale import resolve_scale_and_size
 
@@ -73,8 +77,8 @@ def main(argv: List[str] = None) -> int:
     print(f'LR {args.lr[1]}x{args.lr[0]}, slider at x{args.scale:g} -> {size[1]}x{size[0]}; CPU seconds '
           f'(process_time, {torch.get_num_threads()} threads), median of {args.runs}\n')
     print('| network | params | preview | slider (what runs) | slider again | zoom 512 px | full forward | '
-          'forward / slider |')
-    print('|---|---|---|---|---|---|---|---|')
+          'forward / slider | stop points |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for opt_path in args.opt:
         network_g = yaml.safe_load((REPO / opt_path).read_text())['network_g']
         torch.manual_seed(0)
@@ -84,7 +88,8 @@ def main(argv: List[str] = None) -> int:
         engine = Engine([str(checkpoint)], device='cpu', workdir=str(folder / 'work'), tile_size=0)
         spec = str(checkpoint)
         engine.upscale(spec, str(image_path), 4.0)  # the first result fills the caches
-        preview, slider, again, zoom, forward = [], [], [], [], []
+        preview, slider, again, zoom, forward, stoppable = [], [], [], [], [], []
+        stop = threading.Event()  # what the page's stop button sets; never set here
         works = set()
         upscaler = engine.model(spec)
         lq = torch.from_numpy(engine.image(str(image_path)).rgb).permute(2, 0, 1)[None]
@@ -98,13 +103,17 @@ def main(argv: List[str] = None) -> int:
             again.append(_cpu_seconds(lambda: engine.upscale(spec, str(image_path), scale)))
             zoom.append(_cpu_seconds(lambda: engine.zoom(spec, str(image_path), (0.5, 0.5), 4.0)))
             forward.append(_cpu_seconds(lambda: upscaler.upscale_rgb(lq, scale=scale, tile_size=0)))
+            with _stop_points(upscaler.network, stop.is_set):
+                stoppable.append(_cpu_seconds(lambda: upscaler.upscale_rgb(lq, scale=scale, tile_size=0)))
         params = sum(p.numel() for p in network.parameters()) / 1e6
         med = {name: statistics.median(values) for name, values in
-               (('slider', slider), ('again', again), ('zoom', zoom), ('forward', forward))}
+               (('slider', slider), ('again', again), ('zoom', zoom), ('forward', forward),
+                ('stoppable', stoppable))}
         shown = f'{statistics.median(preview):.3f} s' if preview else '-'
         print(f"| {network_g['type']} ({Path(opt_path).name}) | {params:.2f} M | {shown} | {med['slider']:.3f} s "
               f"({', '.join(sorted(works))}) | {med['again']:.3f} s | {med['zoom']:.3f} s | {med['forward']:.3f} s | "
-              f"{med['forward'] / med['slider']:.1f}x |")
+              f"{med['forward'] / med['slider']:.1f}x | {100 * (med['stoppable'] / med['forward'] - 1):+.1f} % "
+              f"({len(list(upscaler.network.modules()))} modules) |")
     return 0
 
 

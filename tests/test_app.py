@@ -268,6 +268,34 @@ def test_stop_between_tiles_keeps_nothing_half_done(checkpoints, tmp_path):
     assert np.abs(_read(engine.upscale(spec, str(path), 3).download_path).astype(int) - reference).max() <= 1
 
 
+@pytest.mark.parametrize('name', ['gsasr', 'continuoussr'])
+def test_stop_ends_an_untiled_forward_midway(checkpoints, tmp_path, name):
+    spec = str(checkpoints[name])
+    engine = Engine([spec], device='cpu', workdir=str(tmp_path / 'work'), tile_size=0)
+    path = write_photo(tmp_path / 'cat.png', (12, 16))
+    network = engine.model(spec).network
+    finished = []
+    counters = [module.register_forward_hook(lambda *args: finished.append(1)) for module in network.modules()]
+    asked = []
+
+    def stop_inside_the_forward():
+        asked.append(1)
+        return len(asked) > 5  # asked before loading, before encoding, then before each module runs
+
+    with pytest.raises(Stopped, match='^stopped'):
+        engine.upscale(spec, str(path), 2, should_stop=stop_inside_the_forward)
+    assert len(asked) == 6 and len(finished) <= 3  # stopped before the forward's 4th module ran
+    assert not any(module._forward_pre_hooks for module in network.modules())  # the stop points are gone
+    for counter in counters:
+        counter.remove()
+    renderer = engine.prepared(spec, engine.image(str(path))).color
+    assert not renderer.has_field((2.0, 2.0)) and renderer.encodes == 0
+    result = engine.upscale(spec, str(path), 2)
+    assert result.work == 'forward'
+    reference = load_model(spec, device='cpu').upscale(_read(path), scale=2, bgr=True, tile_size=0)
+    assert np.abs(_read(result.download_path).astype(int) - reference).max() <= 1
+
+
 def test_tiled_gsasr_encodes_again_for_a_new_scale(checkpoints, tmp_path):
     spec = str(checkpoints['gsasr'])
     engine = Engine([spec], device='cpu', workdir=str(tmp_path / 'work'), tile_size=8)

@@ -24,9 +24,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -163,6 +164,22 @@ def _scale_text(scale: Tuple[float, float]) -> str:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextmanager
+def _stop_points(network: torch.nn.Module, stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop()`` before each module of ``network`` runs, for as long as the block lasts: what it raises ends
+    a forward midway, so the stop button is not kept waiting for a whole untiled forward (fields and features are
+    cached only once complete, so nothing half-done is kept)."""
+    def check(module: torch.nn.Module, args: tuple) -> None:
+        stop()  # returns nothing: a pre-hook's return value would replace the module's inputs
+
+    handles = [module.register_forward_pre_hook(check) for module in network.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -369,9 +386,12 @@ class Engine:
                 whole: bool, should_stop: Optional[Callable[[], bool]],
                 progress: Optional[Callable[[float, str], None]],
                 field_scale: Optional[Tuple[float, float]] = None) -> Result:
-        def check(fraction: float, text: str) -> None:
+        def stop_if_asked() -> None:
             if should_stop is not None and should_stop():
                 raise Stopped('stopped: nothing was rendered; the Gaussians computed so far are kept')
+
+        def check(fraction: float, text: str) -> None:
+            stop_if_asked()
             if progress is not None:
                 progress(fraction, text)
 
@@ -387,8 +407,9 @@ class Engine:
             check(0.05, 'encoding' if work == 'forward' else 'decoding' if work == 'decoder' else 'rendering')
             start = time.perf_counter()
             try:
-                outputs = [r.render(size, None if whole else view, scale=scale, field_scale=field_scale)
-                           for r in renderers]
+                with _stop_points(prepared.upscaler.network, stop_if_asked):
+                    outputs = [r.render(size, None if whole else view, scale=scale, field_scale=field_scale)
+                               for r in renderers]
                 if outputs[0].device.type == 'cuda':
                     torch.cuda.synchronize()
             except Stopped:

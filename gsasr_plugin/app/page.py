@@ -245,7 +245,7 @@ def build_page(engine: Engine, examples_folder: Optional[str] = None) -> gr.Bloc
             trigger(handlers.zoom, zoom_inputs, [zoom_view, status], trigger_mode='always_last')
         preview.select(handlers.pick_center, [preview], [center_x, center_y]).then(handlers.zoom, zoom_inputs,
                                                                                    [zoom_view, status])
-        # no cancels=: the work stops at its next step (between tiles) and says so in the status line
+        # no cancels=: the work stops at its next step (a module of the network, a tile) and says so in the status line
         stop.click(handlers.stop, None, [status], queue=False)
         page.load(handlers.describe_model, [model], [model_note])
     return page
