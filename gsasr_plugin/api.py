@@ -37,9 +37,10 @@ PathLike = Union[str, os.PathLike]
 # they are most likely 0..255 data in a float array, which would give garbage.
 _FLOAT_SLACK = 0.05
 # Host bytes per pixel while a file is upscaled: the decoded input (up to 4 channels of 32 bits) and its float RGB
-# copies; the float RGB result, its copy on the host and the copies of encoding it (clip, scale, round).
+# copies; beside the network's render (SRNetwork.bytes_per_output_pixel), the encoded result (up to 16 B: float
+# RGBA) and the image encoder's buffer (encode_image_array converts in strips: no float copies of the whole).
 _BYTES_PER_INPUT_PIXEL = 32
-_BYTES_PER_OUTPUT_PIXEL = 64
+_FILE_BYTES_PER_OUTPUT_PIXEL = 24
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -329,7 +330,8 @@ class Upscaler:
         if lr_size is not None:  # the sizes first: refused before anything is decoded or allocated
             check_input_pixels(source, lr_size, max_input_pixels)
             check_file_memory(source, lr_size, [t.size for t in resolve_requests(self.network, lr_size, requests,
-                                                                                  size_rule)])
+                                                                                  size_rule)],
+                              render_bytes_per_pixel=self.network.bytes_per_output_pixel())
         rgb, meta = read_image(source, max_pixels=max_input_pixels)
         lq = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         alpha = None if meta.alpha is None else torch.from_numpy(meta.alpha)[None, None]
@@ -337,7 +339,7 @@ class Upscaler:
                                         progress=progress, size_rule=size_rule)
         written = []
         for path, (sr, sr_alpha, field) in zip(paths, results):
-            write_image(path, sr[0].permute(1, 2, 0).cpu().numpy().astype(np.float32), meta,
+            write_image(path, sr[0].permute(1, 2, 0).cpu().float().numpy(), meta,  # a view: no copy
                         None if sr_alpha is None else sr_alpha[0, 0].cpu().numpy())
             dtype, keeps_alpha = output_layout(os.path.splitext(path)[1], meta)
             written.append(UpscaledFile(path, meta.dtype, dtype, meta.alpha is not None and not keeps_alpha, field))
@@ -345,13 +347,15 @@ class Upscaler:
 
 
 def check_file_memory(path: str, lr_size: Tuple[int, int], out_sizes: Sequence[Tuple[int, int]],
-                      free: Optional[int] = None) -> None:
+                      free: Optional[int] = None, render_bytes_per_pixel: float = 48.0) -> None:
     """Raise :class:`ImageTooLargeError` naming ``path`` when an image of ``lr_size`` and its largest result of
     ``out_sizes`` would not fit in the host's free memory (``free`` bytes; default: what is available now), before
-    either is allocated. The network's own working memory is not counted: tiling bounds it
+    either is allocated. ``render_bytes_per_pixel``: what the network's render holds per output pixel
+    (``SRNetwork.bytes_per_output_pixel``); its working memory at LR size is not counted: tiling bounds it
     (``inference.auto_tile_size``)."""
     largest = max(out_sizes, key=lambda size: size[0] * size[1])
-    needed = lr_size[0] * lr_size[1] * _BYTES_PER_INPUT_PIXEL + largest[0] * largest[1] * _BYTES_PER_OUTPUT_PIXEL
+    per_output_pixel = render_bytes_per_pixel + _FILE_BYTES_PER_OUTPUT_PIXEL
+    needed = lr_size[0] * lr_size[1] * _BYTES_PER_INPUT_PIXEL + largest[0] * largest[1] * per_output_pixel
     free = available_memory(torch.device('cpu')) if free is None else free
     if needed > free:
         raise ImageTooLargeError(

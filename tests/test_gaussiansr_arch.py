@@ -131,6 +131,25 @@ def test_window_render_matches_the_crop_of_a_full_render():
     assert torch.allclose(part[..., 1:-1, 1:-1], full[..., 9:19, 13:27], atol=1e-4)
 
 
+@pytest.mark.parametrize('options', [{}, {'decoder_coords': 'liif', 'splatting': 'patches'}], ids=['default', 'official'])
+def test_a_large_output_is_decoded_in_bands_equal_to_one_pass(monkeypatch, options):
+    from gsasr_plugin.archs import gaussiansr_arch
+    net = tiny_gaussiansr(**options)
+    lq = torch.rand(1, 3, 8, 10)
+    calls = []
+    net.decoder.mlp.register_forward_hook(lambda module, args, out: calls.append(tuple(out.shape[-2:])))
+    with torch.no_grad():
+        field = net.encode(lq)
+        whole = net.render(field, (37, 45))
+        monkeypatch.setattr(gaussiansr_arch, 'DECODER_BAND_PIXELS', 4 * 45)  # bands of 4 rows, the last one 1
+        banded = net.render(field, (37, 45))
+    assert calls[0] == (37, 45) and calls[1:] == [(5, 45)] + [(6, 45)] * 8 + [(2, 45)]  # a row of context
+    assert torch.allclose(banded, whole, atol=1e-5, rtol=0)
+    with torch.enable_grad():  # training keeps one pass (the pixels it samples are decoded, not bands)
+        net.render(field, (37, 45))
+    assert calls[-1] == (37, 45)
+
+
 def test_gradients_reach_every_parameter():
     net = tiny_gaussiansr().train()
     lq = torch.rand(2, 3, 8, 8)

@@ -163,6 +163,28 @@ def test_read_write_round_trip(images, tmp_path, name, dtype, gray, has_alpha):
         np.testing.assert_array_equal(again, original)
 
 
+@pytest.mark.parametrize('dtype', [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize('gray,alpha', [(False, False), (True, False), (False, True), (True, True)])
+def test_encoding_in_strips_equals_one_pass(monkeypatch, dtype, gray, alpha):
+    """encode_image_array converts in strips of rows (its float temporaries stay small); every layout and depth
+    comes out as the whole array's arithmetic, from a strided (permuted CHW) view as the renders give it."""
+    from gsasr_plugin.utils import image_io
+    rng = np.random.default_rng(0)
+    chw = rng.uniform(-0.1, 1.1, (3, 23, 17)).astype(np.float32)
+    rgb = chw.transpose(1, 2, 0)  # a view, as sr[0].permute(1, 2, 0).numpy()
+    alpha_map = rng.uniform(0, 1, (23, 17)).astype(np.float32) if alpha else None
+    meta = ImageMeta(np.dtype(dtype), gray, alpha_map)
+    image = np.concatenate([rgb.mean(2, keepdims=True) if gray else rgb[..., ::-1]]
+                           + ([alpha_map[..., None]] if alpha else []), axis=2).clip(0, 1)
+    peak = {np.uint8: 255.0, np.uint16: 65535.0}.get(dtype)
+    expected = (image * peak).round().astype(dtype) if peak else image.astype(dtype)
+    expected = expected[..., 0] if expected.shape[2] == 1 else expected
+    monkeypatch.setattr(image_io, '_STRIP_PIXELS', 3 * 17)  # strips of 3 rows, the last of 2
+    out = image_io.encode_image_array(rgb, meta, alpha_map, bgr=True)
+    assert out.dtype == dtype and out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_read_image_is_rgb(images, photo):
     rgb, _ = read_image(str(images / 'rgb8.png'))
     np.testing.assert_allclose(rgb * 255, photo('astronaut', (20, 24)), atol=0.5)

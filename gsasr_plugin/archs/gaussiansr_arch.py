@@ -145,7 +145,32 @@ class LocalTextureDecoder(nn.Module):
                 pixel_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """feature (B, C, Ho, Wo); rel (2, Ho, Wo) offsets (x, y) from the LR pixel centre in half LR pixels
         (LTE's units, in [-1, 1)); cell (2,) = output pixel size (x, y) in the same units. With
-        ``pixel_index`` (B, Q) the MLP runs on those pixels only and the result is (B, C_out, Q)."""
+        ``pixel_index`` (B, Q) the MLP runs on those pixels only and the result is (B, C_out, Q).
+
+        Without autograd, an output of more than ``DECODER_BAND_PIXELS`` pixels is decoded in bands of rows (with
+        the 3x3 convolutions' row of context above and below): the MLP holds ~1 KB per pixel and layer, so a
+        whole 1600 x 1200 output took 9 GB at once."""
+        height, width = feature.shape[-2:]
+        if pixel_index is None and not torch.is_grad_enabled() and height * width > DECODER_BAND_PIXELS:
+            return self._decode_in_bands(feature, rel, cell)
+        return self._decode(feature, rel, cell, pixel_index)
+
+    def _decode_in_bands(self, feature: torch.Tensor, rel: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        height, width = feature.shape[-2:]
+        context = self.coef.kernel_size[0] // 2  # rows the convolutions read beyond a band
+        rows = max(1, DECODER_BAND_PIXELS // width)
+        out = None
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            first, stop = max(0, top - context), min(height, bottom + context)
+            band = self._decode(feature[..., first:stop, :], rel[..., first:stop, :], cell)
+            if out is None:
+                out = band.new_empty(band.shape[0], band.shape[1], height, width)
+            out[..., top:bottom, :] = band[..., top - first:bottom - first, :]
+        return out
+
+    def _decode(self, feature: torch.Tensor, rel: torch.Tensor, cell: torch.Tensor,
+                pixel_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         coef = self.coef(feature)
         freq = self.freq(feature)
         batch, channels, height, width = freq.shape
@@ -157,6 +182,8 @@ class LocalTextureDecoder(nn.Module):
         return self.mlp(gather_pixels(waves, pixel_index).unsqueeze(2)).squeeze(2)
 
 
+# LocalTextureDecoder: the most output pixels decoded at once without autograd (~650 MB of activations)
+DECODER_BAND_PIXELS = 1 << 17
 _ACTIVATIONS = {'relu': lambda: nn.ReLU(inplace=True), 'gelu': nn.GELU}
 _SPLATTING = ('rasterizer', 'patches')
 _KERNEL_PARAMS = ('activated', 'raw')
@@ -413,6 +440,7 @@ class GaussianSR(SRNetwork):
                 splat = torch.clamp(splat, *self.splat_clamp)
             stream = _bicubic_at(field.features, ys, xs)
         feature = torch.cat((splat, stream.to(splat.dtype)), dim=1)
+        del splat, stream  # output-sized: gone before the decoder runs
         if self.decoder_coords == 'liif':
             rel, cell = liif_offsets_and_cell(field.lr_size, size, feature.device)
             rel, cell = rel.to(feature.dtype), cell.to(feature.dtype)
@@ -427,6 +455,11 @@ class GaussianSR(SRNetwork):
             skip = _bicubic_at(field.lq, ys, xs).to(out.dtype)
             out = out + (skip if pixel_index is None else gather_pixels(skip, pixel_index))
         return self.denormalise(out)
+
+    def bytes_per_output_pixel(self) -> float:
+        """The output-sized maps of :meth:`render`: the decoder's input features, the splatted and bicubic streams
+        they are concatenated from, offsets, skip and result (the decoder itself runs in bands)."""
+        return 4.0 * (2 * self.decoder.coef.in_channels + 16)
 
     def gaussians(self, field: GaussianSRField) -> Optional[GaussianField]:
         """The splatted stream's Gaussians (one per LR pixel; None with ``splatting: patches``)."""

@@ -140,6 +140,12 @@ class SRNetwork(nn.Module):
         a 64-channel decoder with 4 x 4 tokens per LR pixel."""
         return activation_bytes(64, 4)
 
+    def bytes_per_output_pixel(self) -> float:
+        """A rough footprint of rendering one output pixel without autograd (for refusing an output that cannot
+        fit before anything runs). Default: the float RGB render and the rasterizer's working memory (GSASR and
+        ContinuousSR took about 40 B, ``benchmarks/bench_file_memory.py``)."""
+        return 48.0
+
     def reference_points(self, field: GaussianField) -> torch.Tensor:
         """(1 or B, N, 2) points that decide which tile owns each Gaussian of ``field`` (LR pixels); points that
         cannot move with the prediction keep tiled inference exact. Default: the means."""

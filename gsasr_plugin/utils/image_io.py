@@ -55,6 +55,8 @@ OUTPUT_FORMATS: Dict[str, Tuple[np.dtype, bool]] = {
     '.bmp': (np.dtype(np.uint8), True),
 }
 _DEPTH = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.float32): 32}
+# pixels per strip of encode_image_array: its float temporaries (a few copies of 16 B per pixel) stay a few MB
+_STRIP_PIXELS = 1 << 16
 
 
 @dataclass
@@ -109,9 +111,26 @@ def encode_image_array(rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndar
                        dtype: Optional[np.dtype] = None, bgr: bool = False) -> np.ndarray:
     """(H, W, 3) RGB in [0, 1] (and optional (H, W) alpha) -> an array in the layout ``meta`` describes:
     (H, W) gray, (H, W, 2) gray + alpha, (H, W, 3) colour or (H, W, 4) colour + alpha, of ``dtype``
-    (default ``meta.dtype``); colour in B, G, R order when ``bgr``."""
+    (default ``meta.dtype``); colour in B, G, R order when ``bgr``.
+
+    ``rgb`` may be any strided view (a permuted CHW tensor's array): it is converted in strips of rows, so the
+    float temporaries stay a few MB whatever the image's size; only the result is allocated whole."""
     dtype = np.dtype(dtype if dtype is not None else meta.dtype)
-    if meta.grayscale:
+    height, width = rgb.shape[:2]
+    channels = (1 if meta.grayscale else 3) + (alpha is not None)
+    image = np.empty((height, width, channels), dtype)
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = slice(top, top + rows)
+        image[strip] = _encode_strip(rgb[strip], None if alpha is None else alpha[strip], meta.grayscale, dtype,
+                                     bgr)
+    return image[..., 0] if channels == 1 else image
+
+
+def _encode_strip(rgb: np.ndarray, alpha: Optional[np.ndarray], grayscale: bool, dtype: np.dtype,
+                  bgr: bool) -> np.ndarray:
+    """:func:`encode_image_array`'s arithmetic on a few rows."""
+    if grayscale:
         image = rgb.mean(axis=2, keepdims=True)
     else:
         image = rgb[..., ::-1] if bgr else rgb
@@ -119,12 +138,10 @@ def encode_image_array(rgb: np.ndarray, meta: ImageMeta, alpha: Optional[np.ndar
         image = np.concatenate([image, alpha[..., None]], axis=2)
     image = np.clip(image, 0, 1)
     if dtype == np.uint8:
-        image = (image * 255.0).round().astype(np.uint8)
-    elif dtype == np.uint16:
-        image = (image * 65535.0).round().astype(np.uint16)
-    else:
-        image = image.astype(dtype)
-    return image[..., 0] if image.shape[2] == 1 else image
+        return (image * 255.0).round().astype(np.uint8)
+    if dtype == np.uint16:
+        return (image * 65535.0).round().astype(np.uint16)
+    return image.astype(dtype)
 
 
 def output_layout(suffix: str, meta: ImageMeta) -> Tuple[np.dtype, bool]:
