@@ -143,7 +143,7 @@ class SRNetwork(nn.Module):
     def bytes_per_output_pixel(self) -> float:
         """A rough footprint of rendering one output pixel without autograd (for refusing an output that cannot
         fit before anything runs). Default: the float RGB render and the rasterizer's working memory (GSASR and
-        ContinuousSR took about 40 B, ``benchmarks/bench_file_memory.py``)."""
+        ContinuousSR at x32 took 45 B with the file written, ``benchmarks/bench_file_memory.py``)."""
         return 48.0
 
     def reference_points(self, field: GaussianField) -> torch.Tensor:
