@@ -37,10 +37,11 @@ PathLike = Union[str, os.PathLike]
 # they are most likely 0..255 data in a float array, which would give garbage.
 _FLOAT_SLACK = 0.05
 # Host bytes per pixel while a file is upscaled: the decoded input (up to 4 channels of 32 bits) and its float RGB
-# copies; beside the network's render (SRNetwork.bytes_per_output_pixel), the encoded result (up to 16 B: float
-# RGBA) and the image encoder's buffer (encode_image_array converts in strips: no float copies of the whole).
+# copies. Per output pixel, the network's render (SRNetwork.bytes_per_output_pixel) and the float colour result kept
+# meanwhile: while an alpha channel renders, and while the file is encoded (encode_image_array converts in strips,
+# so the encoded array and the encoder's buffer, up to 2 x 16 B for float RGBA, come after the render's memory).
 _BYTES_PER_INPUT_PIXEL = 32
-_FILE_BYTES_PER_OUTPUT_PIXEL = 24
+_FILE_BYTES_PER_OUTPUT_PIXEL = 12
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -347,7 +348,7 @@ class Upscaler:
 
 
 def check_file_memory(path: str, lr_size: Tuple[int, int], out_sizes: Sequence[Tuple[int, int]],
-                      free: Optional[int] = None, render_bytes_per_pixel: float = 48.0) -> None:
+                      free: Optional[int] = None, render_bytes_per_pixel: float = 40.0) -> None:
     """Raise :class:`ImageTooLargeError` naming ``path`` when an image of ``lr_size`` and its largest result of
     ``out_sizes`` would not fit in the host's free memory (``free`` bytes; default: what is available now), before
     either is allocated. ``render_bytes_per_pixel``: what the network's render holds per output pixel

@@ -273,3 +273,27 @@ def test_upscale_file_never_replaces_its_input_unless_asked(ours, tmp_path, phot
                                                                                               'p.png']
     model.upscale_file(path, path, scale=2, overwrite=True)
     assert cv2.imread(str(path)).shape == (20, 24, 3)
+
+
+def test_the_file_memory_check_counts_each_networks_render(tmp_path, monkeypatch):
+    """GaussianSR's render holds far more per output pixel (its decoder's input features) than a rasterized image:
+    the check before decoding uses the network's own figure, so a size that fits another network is refused."""
+    import cv2
+
+    from gsasr_plugin import api
+    from gsasr_plugin.archs.gaussiansr_arch import GaussianSR
+    from gsasr_plugin.utils.image_io import ImageTooLargeError
+
+    net = GaussianSR(encoder={'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1}, num_kernels=9,
+                     splat_channels=4, decoder_dim=16, mlp_hidden=[16, 16]).eval()
+    assert net.bytes_per_output_pixel() == 4.0 * (2 * 12 + 16)
+    cv2.imwrite(str(tmp_path / 'lr.png'), np.full((10, 8, 3), 128, np.uint8))
+    pixels = 40 * 32  # x4
+    between = 10 * 8 * api._BYTES_PER_INPUT_PIXEL + pixels * (40 + api._FILE_BYTES_PER_OUTPUT_PIXEL + 10)
+    assert api._FILE_BYTES_PER_OUTPUT_PIXEL + 40 < between / pixels < net.bytes_per_output_pixel()
+    monkeypatch.setattr(api, 'available_memory', lambda device: between)
+    with pytest.raises(ImageTooLargeError, match=r'lr\.png: its 8x10 pixels make a 32x40 output'):
+        Upscaler(net, device='cpu').upscale_file(tmp_path / 'lr.png', tmp_path / 'sr.png', scale=4)
+    assert not (tmp_path / 'sr.png').exists()
+    check = api.check_file_memory(str(tmp_path / 'lr.png'), (10, 8), [(40, 32)], free=between)  # the default: fits
+    assert check is None

@@ -696,7 +696,7 @@ def test_cli_huge_images_are_refused_before_decoding(model_files, images, tmp_pa
     decoded.clear()
     code, _, err = _run(capsys, '-opt', opt, '-m', ckpt, '-i', images / 'rgb8.png', '-o', tmp_path / 'q', '-s', '100')
     assert code == 1 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
-    assert ('rgb8.png: its 24x20 pixels make a 2400x2000 output (5 MP), which needs about 0.3 GiB of memory, more '
+    assert ('rgb8.png: its 24x20 pixels make a 2400x2000 output (5 MP), which needs about 0.2 GiB of memory, more '
             'than the 0.0 GiB free here; refused before decoding it') in err, err
     assert not decoded and not (tmp_path / 'q').exists()
 

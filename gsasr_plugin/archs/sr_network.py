@@ -142,9 +142,9 @@ class SRNetwork(nn.Module):
 
     def bytes_per_output_pixel(self) -> float:
         """A rough footprint of rendering one output pixel without autograd (for refusing an output that cannot
-        fit before anything runs). Default: the float RGB render and the rasterizer's working memory (GSASR and
-        ContinuousSR at x32 took 45 B with the file written, ``benchmarks/bench_file_memory.py``)."""
-        return 48.0
+        fit before anything runs). Default: the float RGB render and the rasterizer's working memory (GSASR at x16 to
+        x32 took 33-38 B more per added output pixel, file written, ``benchmarks/bench_file_memory.py``)."""
+        return 40.0
 
     def reference_points(self, field: GaussianField) -> torch.Tensor:
         """(1 or B, N, 2) points that decide which tile owns each Gaussian of ``field`` (LR pixels); points that
