@@ -276,8 +276,9 @@ def test_upscale_file_never_replaces_its_input_unless_asked(ours, tmp_path, phot
 
 
 def test_the_file_memory_check_counts_each_networks_render(tmp_path, monkeypatch):
-    """GaussianSR's render holds far more per output pixel (its decoder's input features) than a rasterized image:
-    the check before decoding uses the network's own figure, so a size that fits another network is refused."""
+    """GaussianSR with the official patch splatting holds far more per output pixel (its decoder's input features)
+    than a rasterized image: the check before decoding uses the network's own figure, so a size that fits another
+    network is refused."""
     import cv2
 
     from gsasr_plugin import api
@@ -285,7 +286,8 @@ def test_the_file_memory_check_counts_each_networks_render(tmp_path, monkeypatch
     from gsasr_plugin.utils.image_io import ImageTooLargeError
 
     net = GaussianSR(encoder={'type': 'EDSREncoder', 'num_feat': 12, 'num_block': 1}, num_kernels=9,
-                     splat_channels=4, decoder_dim=16, mlp_hidden=[16, 16]).eval()
+                     splat_channels=4, decoder_dim=16, mlp_hidden=[16, 16], splatting='patches',
+                     decoder_coords='liif').eval()
     assert net.bytes_per_output_pixel() == 4.0 * (2 * 12 + 16)
     cv2.imwrite(str(tmp_path / 'lr.png'), np.full((10, 8, 3), 128, np.uint8))
     pixels = 40 * 32  # x4

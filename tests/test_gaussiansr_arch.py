@@ -131,23 +131,45 @@ def test_window_render_matches_the_crop_of_a_full_render():
     assert torch.allclose(part[..., 1:-1, 1:-1], full[..., 9:19, 13:27], atol=1e-4)
 
 
-@pytest.mark.parametrize('options', [{}, {'decoder_coords': 'liif', 'splatting': 'patches'}], ids=['default', 'official'])
-def test_a_large_output_is_decoded_in_bands_equal_to_one_pass(monkeypatch, options):
+# default: the whole render goes band by band (bands of 2 rows + a row of context each side, as window renders);
+# official (patches, LIIF coordinates: no window renders): the splat is whole, the decoder runs in bands of 4 rows
+@pytest.mark.parametrize('options,passes', [({}, [3] + [4] * 17 + [2]),
+                                            ({'decoder_coords': 'liif', 'splatting': 'patches'}, None)],
+                         ids=['default', 'official'])
+def test_a_large_output_is_rendered_in_bands_equal_to_one_pass(monkeypatch, options, passes):
     from gsasr_plugin.archs import gaussiansr_arch
     net = tiny_gaussiansr(**options)
     lq = torch.rand(1, 3, 8, 10)
     calls = []
-    net.decoder.mlp.register_forward_hook(lambda module, args, out: calls.append(tuple(out.shape[-2:])))
+    net.decoder.register_forward_pre_hook(lambda module, args: calls.append(tuple(args[0].shape[-2:])))
     with torch.no_grad():
         field = net.encode(lq)
         whole = net.render(field, (37, 45))
-        monkeypatch.setattr(gaussiansr_arch, 'DECODER_BAND_PIXELS', 4 * 45)  # bands of 4 rows, the last one 1
+        monkeypatch.setattr(gaussiansr_arch, 'DECODER_BAND_PIXELS', 4 * 45)
         banded = net.render(field, (37, 45))
-    assert calls[0] == (37, 45) and calls[1:] == [(5, 45)] + [(6, 45)] * 8 + [(2, 45)]  # a row of context
+    assert calls[0] == (37, 45)  # the decoder's input features: whole, then per band
+    if passes is None:
+        assert calls[1:] == [(37, 45)]  # whole features, decoded in bands inside the decoder
+    else:
+        assert calls[1:] == [(rows, 45) for rows in passes]
     assert torch.allclose(banded, whole, atol=1e-5, rtol=0)
-    with torch.enable_grad():  # training keeps one pass (the pixels it samples are decoded, not bands)
+    with torch.enable_grad():  # training keeps one pass
         net.render(field, (37, 45))
     assert calls[-1] == (37, 45)
+
+
+def test_the_decoder_alone_decodes_in_bands(monkeypatch):
+    from gsasr_plugin.archs import gaussiansr_arch
+    decoder = tiny_gaussiansr().decoder
+    feature, rel, cell = torch.rand(1, 12, 37, 45), torch.rand(2, 37, 45) * 2 - 1, torch.tensor([0.2, 0.2])
+    passes = []
+    decoder.mlp.register_forward_hook(lambda module, args, out: passes.append(out.shape[-2]))
+    with torch.no_grad():
+        whole = decoder(feature, rel, cell)
+        monkeypatch.setattr(gaussiansr_arch, 'DECODER_BAND_PIXELS', 4 * 45)
+        banded = decoder(feature, rel, cell)
+    assert passes == [37, 5] + [6] * 8 + [2]  # bands of 4 rows with a row of context each side
+    assert torch.allclose(banded, whole, atol=1e-5, rtol=0)
 
 
 def test_gradients_reach_every_parameter():

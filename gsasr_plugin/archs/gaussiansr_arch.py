@@ -182,7 +182,8 @@ class LocalTextureDecoder(nn.Module):
         return self.mlp(gather_pixels(waves, pixel_index).unsqueeze(2)).squeeze(2)
 
 
-# LocalTextureDecoder: the most output pixels decoded at once without autograd (~650 MB of activations)
+# the most output pixels GaussianSR renders (rasterizer, centres) or decodes (otherwise) at once without autograd:
+# ~650 MB of decoder activations
 DECODER_BAND_PIXELS = 1 << 17
 _ACTIVATIONS = {'relu': lambda: nn.ReLU(inplace=True), 'gelu': nn.GELU}
 _SPLATTING = ('rasterizer', 'patches')
@@ -428,6 +429,32 @@ class GaussianSR(SRNetwork):
         if view != whole_window(field.lr_size) and (field.patches is not None or self.decoder_coords == 'liif'):
             raise ValueError("a window render needs splatting: 'rasterizer' and decoder_coords: 'centres' "
                              f'(this network renders whole images only), got window {window!r}')
+        if (pixel_index is None and not torch.is_grad_enabled() and field.patches is None
+                and self.decoder_coords == 'centres' and size[0] * size[1] > DECODER_BAND_PIXELS):
+            return self._render_in_bands(field, size, view)
+        return self._render_view(field, size, view, scale, pixel_index)
+
+    def _render_in_bands(self, field: GaussianSRField, size: Size, view: Window) -> torch.Tensor:
+        """:meth:`render` of a large output band by band of rows, each a window render (the same sample points)
+        with the decoder's row of context above and below: no output-sized feature map is ever held."""
+        height, width = size
+        top, left, bottom, right = view
+        pitch = (bottom - top) / height  # LR rows per output row
+        context = self.decoder.coef.kernel_size[0] // 2
+        rows = max(1, DECODER_BAND_PIXELS // width - 2 * context)  # a band and its context: one decoder pass
+        out = None
+        for first in range(0, height, rows):
+            stop = min(height, first + rows)
+            lo, hi = max(0, first - context), min(height, stop + context)
+            band_view = (top + lo * pitch, left, bottom if hi == height else top + hi * pitch, right)
+            band = self._render_view(field, (hi - lo, width), band_view, None, None)
+            if out is None:
+                out = band.new_empty(band.shape[0], band.shape[1], height, width)
+            out[..., first:stop, :] = band[..., first - lo:stop - lo, :]
+        return out
+
+    def _render_view(self, field: GaussianSRField, size: Size, view: Window, scale: Optional[ScaleLike],
+                     pixel_index: Optional[torch.Tensor]) -> torch.Tensor:
         ys, xs = sample_positions(view, size, field.features.device, torch.float32)
         if field.patches is not None:
             patches = field.patches
@@ -457,8 +484,12 @@ class GaussianSR(SRNetwork):
         return self.denormalise(out)
 
     def bytes_per_output_pixel(self) -> float:
-        """The output-sized maps of :meth:`render`: the decoder's input features, the splatted and bicubic streams
-        they are concatenated from, offsets, skip and result (the decoder itself runs in bands)."""
+        """The output-sized maps of :meth:`render` without autograd. Rasterizer splatting with centre coordinates
+        renders large outputs in bands: the float result alone (and slack). Otherwise (the official patches and
+        LIIF coordinates): the decoder's input features, the splatted and bicubic streams they are concatenated
+        from, offsets, skip and result (the decoder itself runs in bands)."""
+        if self.splatting == 'rasterizer' and self.decoder_coords == 'centres':
+            return 16.0
         return 4.0 * (2 * self.decoder.coef.in_channels + 16)
 
     def gaussians(self, field: GaussianSRField) -> Optional[GaussianField]:
