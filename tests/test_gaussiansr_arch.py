@@ -153,6 +153,13 @@ def test_a_large_output_is_rendered_in_bands_equal_to_one_pass(monkeypatch, opti
     else:
         assert calls[1:] == [(rows, 45) for rows in passes]
     assert torch.allclose(banded, whole, atol=1e-5, rtol=0)
+    if passes is not None:  # a zoom window is banded within the window
+        window = (2.3, 1.7, 6.1, 8.9)
+        with torch.no_grad():
+            zoomed = net.render(field, (41, 53), window=window)
+            monkeypatch.setattr(gaussiansr_arch, 'DECODER_BAND_PIXELS', 1 << 17)
+            assert torch.allclose(zoomed, net.render(field, (41, 53), window=window), atol=1e-5, rtol=0)
+            monkeypatch.setattr(gaussiansr_arch, 'DECODER_BAND_PIXELS', 4 * 45)
     with torch.enable_grad():  # training keeps one pass
         net.render(field, (37, 45))
     assert calls[-1] == (37, 45)
