@@ -36,7 +36,7 @@ output size (the decoder's phase uses that render's cell size). ~1.84 M paramete
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ from gsasr_plugin.archs.sr_network import SRNetwork
 from gsasr_plugin.utils.sampled_pixels import gather_pixels
 from gsasr_plugin.utils.scale import ScaleLike, ScalePair, Size, Target, to_scale_pair
 
-__all__ = ['GaussianSR', 'GaussianSRField', 'PatchGaussians', 'LocalTextureDecoder', 'sample_positions']
+__all__ = ['GaussianSR', 'GaussianSRField', 'PatchGaussians', 'LocalTextureDecoder', 'sample_positions', 'in_row_bands']
 
 
 def sample_positions(window: Window, out_size: Tuple[int, int], device, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -157,17 +157,13 @@ class LocalTextureDecoder(nn.Module):
 
     def _decode_in_bands(self, feature: torch.Tensor, rel: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         height, width = feature.shape[-2:]
-        context = self.coef.kernel_size[0] // 2  # rows the convolutions read beyond a band
-        rows = max(1, DECODER_BAND_PIXELS // width)
-        out = None
-        for top in range(0, height, rows):
-            bottom = min(height, top + rows)
-            first, stop = max(0, top - context), min(height, bottom + context)
-            band = self._decode(feature[..., first:stop, :], rel[..., first:stop, :], cell)
-            if out is None:
-                out = band.new_empty(band.shape[0], band.shape[1], height, width)
-            out[..., top:bottom, :] = band[..., top - first:bottom - first, :]
-        return out
+        return in_row_bands(height, max(1, DECODER_BAND_PIXELS // width), self.context_rows,
+                            lambda lo, hi: self._decode(feature[..., lo:hi, :], rel[..., lo:hi, :], cell))
+
+    @property
+    def context_rows(self) -> int:
+        """Rows the 3 x 3 convolutions read beyond a band of output rows."""
+        return self.coef.kernel_size[0] // 2
 
     def _decode(self, feature: torch.Tensor, rel: torch.Tensor, cell: torch.Tensor,
                 pixel_index: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -180,6 +176,20 @@ class LocalTextureDecoder(nn.Module):
         if pixel_index is None:
             return self.mlp(waves)
         return self.mlp(gather_pixels(waves, pixel_index).unsqueeze(2)).squeeze(2)
+
+
+def in_row_bands(height: int, rows: int, context: int, compute: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """(B, C, height, W) assembled from bands of ``rows`` rows: ``compute(lo, hi)`` gives rows [lo, hi) of the
+    result, a band with ``context`` rows on each side (clipped to the image), of which the band's own are kept."""
+    out = None
+    for first in range(0, height, rows):
+        stop = min(height, first + rows)
+        lo, hi = max(0, first - context), min(height, stop + context)
+        band = compute(lo, hi)
+        if out is None:
+            out = band.new_empty(*band.shape[:-2], height, band.shape[-1])
+        out[..., first:stop, :] = band[..., first - lo:stop - lo, :]
+    return out
 
 
 # the most output pixels GaussianSR renders (rasterizer, centres) or decodes (otherwise) at once without autograd:
@@ -426,11 +436,11 @@ class GaussianSR(SRNetwork):
             raise TypeError(f'field must be a GaussianSRField from GaussianSR.encode, got {type(field).__name__}')
         size = (int(out_size[0]), int(out_size[1]))
         view = check_window(window, field.lr_size)
-        if view != whole_window(field.lr_size) and (field.patches is not None or self.decoder_coords == 'liif'):
+        if view != whole_window(field.lr_size) and not self.has_window_renders:
             raise ValueError("a window render needs splatting: 'rasterizer' and decoder_coords: 'centres' "
                              f'(this network renders whole images only), got window {window!r}')
-        if (pixel_index is None and not torch.is_grad_enabled() and field.patches is None
-                and self.decoder_coords == 'centres' and size[0] * size[1] > DECODER_BAND_PIXELS):
+        if (pixel_index is None and not torch.is_grad_enabled() and self.has_window_renders
+                and size[0] * size[1] > DECODER_BAND_PIXELS):
             return self._render_in_bands(field, size, view)
         return self._render_view(field, size, view, scale, pixel_index)
 
@@ -440,18 +450,14 @@ class GaussianSR(SRNetwork):
         height, width = size
         top, left, bottom, right = view
         pitch = (bottom - top) / height  # LR rows per output row
-        context = self.decoder.coef.kernel_size[0] // 2
+        context = self.decoder.context_rows
         rows = max(1, DECODER_BAND_PIXELS // width - 2 * context)  # a band and its context: one decoder pass
-        out = None
-        for first in range(0, height, rows):
-            stop = min(height, first + rows)
-            lo, hi = max(0, first - context), min(height, stop + context)
+
+        def band(lo: int, hi: int) -> torch.Tensor:
             band_view = (top + lo * pitch, left, bottom if hi == height else top + hi * pitch, right)
-            band = self._render_view(field, (hi - lo, width), band_view, None, None)
-            if out is None:
-                out = band.new_empty(band.shape[0], band.shape[1], height, width)
-            out[..., first:stop, :] = band[..., first - lo:stop - lo, :]
-        return out
+            return self._render_view(field, (hi - lo, width), band_view, None, None)
+
+        return in_row_bands(height, rows, context, band)
 
     def _render_view(self, field: GaussianSRField, size: Size, view: Window, scale: Optional[ScaleLike],
                      pixel_index: Optional[torch.Tensor]) -> torch.Tensor:
@@ -483,12 +489,18 @@ class GaussianSR(SRNetwork):
             out = out + (skip if pixel_index is None else gather_pixels(skip, pixel_index))
         return self.denormalise(out)
 
+    @property
+    def has_window_renders(self) -> bool:
+        """Whether :meth:`render` takes a window (rasterizer splatting with centre coordinates), and so renders a
+        large output band by band of rows."""
+        return self.splatting == 'rasterizer' and self.decoder_coords == 'centres'
+
     def bytes_per_output_pixel(self) -> float:
         """The output-sized maps of :meth:`render` without autograd. Rasterizer splatting with centre coordinates
         renders large outputs in bands: the float result alone (and slack). Otherwise (the official patches and
         LIIF coordinates): the decoder's input features, the splatted and bicubic streams they are concatenated
         from, offsets, skip and result (the decoder itself runs in bands)."""
-        if self.splatting == 'rasterizer' and self.decoder_coords == 'centres':
+        if self.has_window_renders:
             return 16.0
         return 4.0 * (2 * self.decoder.coef.in_channels + 16)
 
